@@ -10,5 +10,6 @@ pub mod duration;
 pub mod fdlist;
 pub mod heartbeat;
 pub mod logging;
+pub mod record;
 pub mod sys;
 pub mod watchdog_dev;

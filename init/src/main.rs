@@ -1,1 +1,939 @@
-fn main() {}
+//! `tether-init`: PID 1 that holds the chain together.
+//!
+//! One thread, one loop: `poll` over a signalfd (SIGCHLD, SIGTERM, SIGINT,
+//! SIGUSR1, SIGUSR2, SIGHUP, all blocked) and the two supervision pipes
+//! (watchdogd→init, restarter→init), with a timeout from the next deadline
+//! (beat to watchdogd, liveness line, restart and hang timers, shutdown
+//! phases). No sleep in the loop. Every zombie is reaped with
+//! `waitpid(-1, WNOHANG)`, orphans included.
+//!
+//! The decisions live in pure modules: `layers` (supervision of watchdogd and
+//! the restarter), `shutdown` (the orderly sequence). This file turns
+//! descriptors, signals and time into their events and carries out their
+//! actions. `mounts` and `console` prepare the machine, `record` writes the
+//! reset reason, `effective` the configuration handed to the children.
+//!
+//! Signals: SIGTERM and SIGINT (ctrl-alt-del, routed there by
+//! `reboot(RB_DISABLE_CAD)` on the machine) reboot, SIGUSR1 powers off,
+//! SIGUSR2 halts, SIGHUP is forwarded to the restarter (reload).
+//!
+//! As PID 1 it never exits and never panics: clippy denies unwrap, expect,
+//! panic and indexing here; every failed system call is logged and retried
+//! later; a panic that unwinds anyway (debug builds) is caught and the loop
+//! resumed. No memory growth after start-up: fixed-capacity tables, bounded
+//! reads.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+mod args;
+mod console;
+mod effective;
+mod layers;
+mod mounts;
+mod shutdown;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use log::{debug, error, info, warn};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use tether_common::clock::MonoTime;
+use tether_common::config::Config;
+use tether_common::fdlist::{FdList, ENV_FDS, ENV_HEARTBEATS};
+use tether_common::heartbeat::{self, Code, Reader, Writer};
+
+use crate::layers::{Action, Actions, Event, Exit, Human, Layer, Layers};
+use crate::mounts::Role;
+use crate::shutdown::Cause;
+use tether_common::record;
+use crate::shutdown::{Sequence, Step, Steps};
+
+/// The restarter's reason for an `R`/`P`/`H` request, in the run directory.
+const SHUTDOWN_REQUEST: &str = "shutdown-request";
+/// Longest reason read from it.
+const MAX_REQUEST_REASON: u64 = 4096;
+/// Signals init takes through its signalfd.
+const SIGNALS: [Signal; 6] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGHUP,
+];
+/// `PATH` given to the children when init has none (the kernel gives none).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Set-up retry backoff cap.
+const SETUP_BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Longest poll timeout (a periodic wake-up costs nothing and bounds the
+/// effect of any bookkeeping mistake).
+const MAX_POLL: Duration = Duration::from_secs(60);
+
+/// Everything the loop owns.
+struct Init {
+    role: Role,
+    config: Config,
+    /// What the children get as `--config`.
+    child_config: PathBuf,
+    bin_dir: PathBuf,
+    signals: SignalFd,
+    /// init → watchdogd: init's beats (write end) and the end watchdogd
+    /// reads (fd 3 in watchdogd).
+    beat_out: Writer,
+    init_wd_read: OwnedFd,
+    /// restarter → watchdogd: fd 4 in both.
+    rst_wd_read: OwnedFd,
+    rst_wd_write: OwnedFd,
+    /// restarter → init: fd 3 in the restarter.
+    rst_in: Reader,
+    rst_init_write: OwnedFd,
+    /// watchdogd → init: fd 5 in watchdogd.
+    wd_in: Reader,
+    wd_init_write: OwnedFd,
+    layers: Layers,
+    shutdown: Option<Sequence>,
+    shutdown_params: shutdown::Params,
+    next_beat: MonoTime,
+    next_liveness: MonoTime,
+    /// Logged once each: a beat write error, a pipe EOF, a reap error.
+    said_beat_error: bool,
+    said_eof: [bool; 2],
+}
+
+/// The signals init takes, as a set.
+fn signal_mask() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in SIGNALS {
+        mask.add(s);
+    }
+    mask
+}
+
+fn main() {
+    // First of all: from here on a SIGTERM waits in the queue for the
+    // signalfd instead of killing init (from outside a namespace, or before
+    // the kernel's PID-1 protection applies).
+    let blocked = signal_mask().thread_block();
+    let args = args::parse(std::env::args_os().skip(1));
+    let pid = std::process::id() as i32;
+    if pid != 1 {
+        if args.help {
+            println!("{}", args::USAGE);
+            std::process::exit(0);
+        }
+        if !args.rejected.is_empty() {
+            for r in &args.rejected {
+                eprintln!("tether-init: {}", r);
+            }
+            eprintln!("{}", args::USAGE);
+            std::process::exit(2);
+        }
+    }
+    let (role, mount_lines) = mounts::prepare(args.mount);
+    let console_lines = console::ensure_std_fds(role == Role::Machine);
+    let cloexec = tether_common::sys::cloexec_from(3);
+
+    let (mut config, config_error) = Config::load_or_default(&args.config);
+    args.overrides.apply(&mut config);
+    tether_common::logging::init("tether-init", &config.log);
+    info!(
+        "tether-init {} starting as {}",
+        env!("CARGO_PKG_VERSION"),
+        role.describe()
+    );
+    match &config_error {
+        Some(tether_common::config::ConfigError::Io { source, .. })
+            if source.kind() == io::ErrorKind::NotFound =>
+        {
+            warn!("no {}: running on built-in defaults", args.config.display())
+        }
+        Some(e) => error!(
+            "BAD CONFIGURATION, running on built-in defaults: {} (fix {} and restart the chain)",
+            e,
+            args.config.display()
+        ),
+        None => info!("configuration {}", args.config.display()),
+    }
+    if let Err(e) = blocked {
+        error!(
+            "could not block signals at start: {} (retried at set-up)",
+            e
+        );
+    }
+    if args.overrides.any() {
+        info!("command-line overrides in force: {:?}", args.overrides);
+    }
+    for r in &args.rejected {
+        warn!("ignoring argument {}", r);
+    }
+    for l in mount_lines.iter().chain(console_lines.iter()) {
+        info!("{}", l);
+    }
+    if let Err(e) = cloexec {
+        error!("could not mark inherited descriptors close-on-exec: {}", e);
+    }
+    match role {
+        Role::Machine => {
+            if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+                error!(
+                    "reboot(RB_DISABLE_CAD) failed, ctrl-alt-del will reboot at once: {}",
+                    e
+                );
+            }
+        }
+        Role::NotPid1 => {
+            if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+                error!(
+                    "could not become a child subreaper, orphans will not be reaped here: {}",
+                    e
+                );
+            }
+        }
+        Role::Namespace => {}
+    }
+
+    let child_config = if config_error.is_some() || args.overrides.any() {
+        match effective::write(&config) {
+            Ok(p) => {
+                info!("children get {} (the settings init runs on)", p.display());
+                p
+            }
+            Err(e) => {
+                error!(
+                    "could not write the effective configuration ({}): children get {} and may see other settings",
+                    e,
+                    args.config.display()
+                );
+                args.config.clone()
+            }
+        }
+    } else {
+        args.config.clone()
+    };
+
+    let mut init = setup(role, config, child_config);
+    loop {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init.run()));
+        // `run` only comes back through a panic (debug builds unwind).
+        let _ = r;
+        error!("main loop panicked: resuming it in 1 s");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Builds the loop's state, retrying with a backoff until it works: without
+/// pipes and a signalfd there is nothing to supervise with.
+fn setup(role: Role, config: Config, child_config: PathBuf) -> Init {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match Init::new(role, config.clone(), child_config.clone()) {
+            Ok(i) => return i,
+            Err(e) => {
+                error!("set-up failed, retrying in {}: {}", Human(backoff), e);
+                reap_all_blocking_free();
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(SETUP_BACKOFF_CAP);
+            }
+        }
+    }
+}
+
+/// Reaps whatever is there, without blocking (used while set-up retries).
+fn reap_all_blocking_free() {
+    while let Ok(s) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if s == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+fn bin_dir(config: &Config) -> PathBuf {
+    if let Some(b) = &config.paths.bin {
+        return b.clone();
+    }
+    match std::env::current_exe() {
+        Ok(exe) => exe
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/sbin")),
+        Err(e) => {
+            let argv0 = std::env::args_os().next().map(PathBuf::from);
+            let dir = argv0
+                .as_deref()
+                .and_then(Path::parent)
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("/sbin"));
+            error!(
+                "cannot find my own executable ({}): looking for the layers in {}",
+                e,
+                dir.display()
+            );
+            dir
+        }
+    }
+}
+
+impl Init {
+    fn new(role: Role, config: Config, child_config: PathBuf) -> io::Result<Init> {
+        let mask = signal_mask();
+        mask.thread_block()?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        let now = MonoTime::now();
+        let (init_wd_read, init_wd_write) = heartbeat::pipe()?;
+        let (rst_wd_read, rst_wd_write) = heartbeat::pipe()?;
+        let (rst_init_read, rst_init_write) = heartbeat::pipe()?;
+        let (wd_init_read, wd_init_write) = heartbeat::pipe()?;
+        let t = &config.timing;
+        let (params, lowered) = layers::Params {
+            restart_delay: t.restart_delay,
+            hang_timeout: t.hang_timeout,
+            startup_grace: t.startup_grace,
+            max_restarts: config.init.max_restarts,
+            window: config.init.window,
+        }
+        .clamped();
+        if lowered {
+            warn!(
+                "[init] max_restarts {} is more than init's table holds: using {}",
+                config.init.max_restarts, params.max_restarts
+            );
+        }
+        let shutdown_params = shutdown::Params {
+            stop_timeout: config.init.stop_timeout,
+            kill_grace: config.init.kill_grace,
+        };
+        let bin_dir = bin_dir(&config);
+        info!(
+            "layers from {}; beat {}, hang_timeout {}, restart_delay {}, startup_grace {}, budget {} restarts within {}",
+            bin_dir.display(),
+            Human(t.beat_interval),
+            Human(t.hang_timeout),
+            Human(t.restart_delay),
+            Human(t.startup_grace),
+            params.max_restarts,
+            Human(params.window)
+        );
+        Ok(Init {
+            role,
+            child_config,
+            bin_dir,
+            signals,
+            beat_out: Writer::new("init", init_wd_write)?,
+            init_wd_read,
+            rst_wd_read,
+            rst_wd_write,
+            rst_in: Reader::new(Layer::Restarter.name(), rst_init_read, now)?,
+            rst_init_write,
+            wd_in: Reader::new(Layer::Watchdogd.name(), wd_init_read, now)?,
+            wd_init_write,
+            layers: Layers::new(params, now),
+            shutdown: None,
+            shutdown_params,
+            next_beat: now,
+            next_liveness: now + config.timing.liveness_interval,
+            said_beat_error: false,
+            said_eof: [false; 2],
+            config,
+        })
+    }
+
+    /// The loop. Never returns.
+    fn run(&mut self) {
+        loop {
+            let now = MonoTime::now();
+            self.on_time(now);
+            let timeout = self
+                .next_deadline()
+                .saturating_since(MonoTime::now())
+                .min(MAX_POLL);
+            // Round up: waking a little late is harmless, early means a spin.
+            let ms = timeout.as_micros().div_ceil(1000);
+            let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            let (sig_ready, wd_ready, rst_ready) = {
+                let mut fds = [
+                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.wd_in.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.rst_in.as_fd(), PollFlags::POLLIN),
+                ];
+                match nix::poll::poll(&mut fds, timeout) {
+                    Ok(_) => {
+                        let ready = |f: &PollFd| f.any().unwrap_or(false);
+                        let [s, w, r] = &fds;
+                        (ready(s), ready(w), ready(r))
+                    }
+                    Err(Errno::EINTR) => (false, false, false),
+                    Err(e) => {
+                        error!("poll failed: {}", e);
+                        // Do everything once rather than nothing.
+                        (true, true, true)
+                    }
+                }
+            };
+            let now = MonoTime::now();
+            if wd_ready {
+                self.drain(now, Layer::Watchdogd);
+            }
+            if rst_ready {
+                self.drain(now, Layer::Restarter);
+            }
+            if sig_ready {
+                self.read_signals(now);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> MonoTime {
+        let mut d = self.next_beat.min(self.next_liveness);
+        if let Some(l) = self.layers.next_deadline() {
+            d = d.min(l);
+        }
+        if let Some(s) = &self.shutdown {
+            d = d.min(s.next_deadline());
+        }
+        d
+    }
+
+    /// Timers: beat, liveness, layer deadlines, shutdown phases.
+    fn on_time(&mut self, now: MonoTime) {
+        if now >= self.next_beat {
+            self.beat();
+            self.next_beat = now + self.config.timing.beat_interval;
+        }
+        if now >= self.next_liveness {
+            self.liveness(now);
+            self.next_liveness = now + self.config.timing.liveness_interval;
+        }
+        let actions = self.layers.handle(now, Event::Tick);
+        self.apply(now, actions, 0);
+        if let Some(seq) = self.shutdown.as_mut() {
+            let steps = seq.tick(now);
+            self.steps(now, steps);
+        }
+    }
+
+    fn beat(&mut self) {
+        match self.beat_out.send(Code::Alive) {
+            Ok(_) => self.said_beat_error = false,
+            Err(e) => {
+                if !self.said_beat_error {
+                    error!("beat to watchdogd failed: {}", e);
+                    self.said_beat_error = true;
+                }
+            }
+        }
+    }
+
+    fn liveness(&self, now: MonoTime) {
+        let init = match &self.shutdown {
+            None => "init ok".to_string(),
+            Some(s) => format!("init shutting down ({})", s.request.cause.as_str()),
+        };
+        info!(
+            "liveness: {}, {}, {}",
+            init,
+            self.layers.describe(Layer::Watchdogd, now),
+            self.layers.describe(Layer::Restarter, now)
+        );
+    }
+
+    fn reader(&mut self, layer: Layer) -> &mut Reader {
+        match layer {
+            Layer::Watchdogd => &mut self.wd_in,
+            Layer::Restarter => &mut self.rst_in,
+        }
+    }
+
+    /// Reads a layer's supervision pipe: beats and requests.
+    fn drain(&mut self, now: MonoTime, layer: Layer) {
+        let d = match self.reader(layer).drain(now) {
+            Ok(d) => d,
+            Err(e) => {
+                error!("reading {}'s heartbeat pipe: {}", layer, e);
+                return;
+            }
+        };
+        if d.bytes > 0 {
+            let actions = self.layers.handle(now, Event::Beat { layer });
+            self.apply(now, actions, 0);
+        }
+        for b in d.new_unknown {
+            warn!(
+                "{} sent unknown heartbeat byte {:#04x} (ignored; logged once)",
+                layer, b
+            );
+        }
+        let eof_slot = match layer {
+            Layer::Watchdogd => 0,
+            Layer::Restarter => 1,
+        };
+        if d.eof {
+            if let Some(said) = self.said_eof.get_mut(eof_slot) {
+                if !*said {
+                    error!(
+                        "{}'s heartbeat pipe reports end of file although init holds its write end",
+                        layer
+                    );
+                    *said = true;
+                }
+            }
+        }
+        for code in d.requests {
+            let cause = match code {
+                Code::Reboot => Cause::Reboot,
+                Code::Poweroff => Cause::Poweroff,
+                Code::Halt => Cause::Halt,
+                _ => continue,
+            };
+            let detail = self.take_request_reason();
+            self.begin_shutdown(
+                now,
+                shutdown::Request {
+                    cause,
+                    by: layer.name().to_string(),
+                    layer: None,
+                    detail,
+                },
+            );
+        }
+    }
+
+    /// Reads and removes `RUN/shutdown-request`.
+    fn take_request_reason(&self) -> String {
+        let file = self.config.paths.run.join(SHUTDOWN_REQUEST);
+        match record::read_text_bounded(&file, MAX_REQUEST_REASON) {
+            Ok(text) => {
+                if let Err(e) = std::fs::remove_file(&file) {
+                    warn!("could not remove {}: {}", file.display(), e);
+                }
+                let line = text.lines().next().unwrap_or("").trim().to_string();
+                if line.is_empty() {
+                    format!("no reason given ({} empty)", file.display())
+                } else {
+                    line
+                }
+            }
+            Err(e) => format!("no reason given ({}: {})", file.display(), e),
+        }
+    }
+
+    fn read_signals(&mut self, now: MonoTime) {
+        let mut child = false;
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => {
+                    let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                        continue;
+                    };
+                    match sig {
+                        Signal::SIGCHLD => child = true,
+                        Signal::SIGHUP => self.forward_hup(),
+                        _ => self.on_shutdown_signal(now, sig, info.ssi_pid as i32),
+                    }
+                }
+                Ok(None) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    error!("reading the signalfd: {}", e);
+                    child = true;
+                    break;
+                }
+            }
+        }
+        if child {
+            self.reap(now);
+        }
+    }
+
+    fn forward_hup(&self) {
+        match self.layers.pid(Layer::Restarter) {
+            Some(pid) => {
+                info!("SIGHUP: forwarding to the restarter (reload)");
+                if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGHUP) {
+                    error!("forwarding SIGHUP to the restarter (pid {}): {}", pid, e);
+                }
+            }
+            None => info!("SIGHUP: no restarter running to reload"),
+        }
+    }
+
+    fn on_shutdown_signal(&mut self, now: MonoTime, sig: Signal, from: i32) {
+        let cause = match sig {
+            Signal::SIGUSR1 => Cause::Poweroff,
+            Signal::SIGUSR2 => Cause::Halt,
+            _ => Cause::Reboot,
+        };
+        let sender = if from == 0 {
+            match self.role {
+                Role::Machine => "the kernel".to_string(),
+                _ => "outside this PID namespace (or the kernel)".to_string(),
+            }
+        } else {
+            let comm = record::read_text_bounded(Path::new(&format!("/proc/{}/comm", from)), 64)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            if comm.is_empty() {
+                format!("pid {}", from)
+            } else {
+                format!("pid {} ({})", from, comm)
+            }
+        };
+        let detail = format!("{} from {}", sig.as_str(), sender);
+        self.begin_shutdown(
+            now,
+            shutdown::Request {
+                cause,
+                by: "signal".to_string(),
+                layer: None,
+                detail,
+            },
+        );
+    }
+
+    /// Reaps every zombie; feeds the layers' exits to the core.
+    fn reap(&mut self, now: MonoTime) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(s) => s,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => {
+                    self.no_children(now);
+                    break;
+                }
+                Err(e) => {
+                    error!("waitpid failed: {}", e);
+                    break;
+                }
+            };
+            let (pid, how) = match status {
+                WaitStatus::Exited(pid, code) => (pid.as_raw(), Exit::Code(code)),
+                WaitStatus::Signaled(pid, sig, core) => (
+                    pid.as_raw(),
+                    Exit::Signal {
+                        signal: sig as i32,
+                        core,
+                    },
+                ),
+                // Stopped/continued/ptrace: not an exit.
+                _ => continue,
+            };
+            match self.layers.layer_of(pid) {
+                Some(layer) => {
+                    // Bytes it wrote before dying are its own.
+                    self.drain(now, layer);
+                    let actions = self.layers.handle(now, Event::Exited { layer, pid, how });
+                    // Log (and restart) first: the shutdown steps below may
+                    // end in reboot(2).
+                    self.apply(now, actions, 0);
+                    if layer == Layer::Restarter {
+                        if let Some(seq) = self.shutdown.as_mut() {
+                            let steps = seq.restarter_exited(now);
+                            self.steps(now, steps);
+                        }
+                    }
+                }
+                None => debug!("reaped pid {} ({})", pid, how),
+            }
+        }
+    }
+
+    fn no_children(&mut self, now: MonoTime) {
+        if let Some(seq) = self.shutdown.as_mut() {
+            let steps = seq.nothing_left(now);
+            self.steps(now, steps);
+        }
+    }
+
+    /// Carries out the core's actions. `depth` bounds the feedback of spawn
+    /// results (a spawn yields at most one more round).
+    fn apply(&mut self, now: MonoTime, actions: Actions, depth: u8) {
+        for a in actions.iter() {
+            match a {
+                Action::Log(note) => log::log!(note.level(), "{}", note),
+                Action::Spawn(layer) => {
+                    let event = match self.spawn(now, layer) {
+                        Ok(pid) => Event::Spawned { layer, pid },
+                        Err(e) => {
+                            error!(
+                                "starting {} ({}) failed: {}",
+                                layer,
+                                self.bin_dir.join(layer.binary()).display(),
+                                e
+                            );
+                            Event::SpawnFailed { layer }
+                        }
+                    };
+                    let more = self.layers.handle(now, event);
+                    if depth < 4 {
+                        self.apply(now, more, depth + 1);
+                    } else {
+                        error!(
+                            "internal: spawn feedback too deep, {} actions dropped",
+                            more.len()
+                        );
+                    }
+                }
+                Action::Kill { layer, pid } => {
+                    if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                        error!("SIGKILL to {} (pid {}) failed: {}", layer, pid, e);
+                    }
+                }
+                Action::Reboot {
+                    layer,
+                    restarts,
+                    window,
+                } => {
+                    let detail = format!(
+                        "{} exhausted its restart budget ({} restarts within {})",
+                        layer,
+                        restarts,
+                        Human(window)
+                    );
+                    let req = shutdown::Request {
+                        cause: Cause::Reboot,
+                        by: "init".to_string(),
+                        layer: Some(layer.name().to_string()),
+                        detail,
+                    };
+                    self.begin_shutdown(now, req);
+                }
+            }
+        }
+    }
+
+    /// Starts one layer child with exactly its descriptors.
+    fn spawn(&mut self, now: MonoTime, layer: Layer) -> io::Result<i32> {
+        // Leftover bytes belong to the previous child: a request among them
+        // is still honoured, beats are discarded.
+        self.drain(now, layer);
+        if layer == Layer::Watchdogd {
+            // Beats queued while no watchdogd ran are old news: the new one
+            // must judge init and the restarter on fresh beats only.
+            discard(&self.init_wd_read);
+            discard(&self.rst_wd_read);
+        }
+        let mut cmd = Command::new(self.bin_dir.join(layer.binary()));
+        cmd.arg("--config").arg(&self.child_config);
+        for var in [
+            ENV_HEARTBEATS,
+            ENV_FDS,
+            "NOTIFY_SOCKET",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+        ] {
+            cmd.env_remove(var);
+        }
+        if std::env::var_os("PATH").is_none() {
+            cmd.env("PATH", DEFAULT_PATH);
+        }
+        let child = match layer {
+            Layer::Watchdogd => {
+                let mut hb = FdList::new();
+                hb.push("init", 3);
+                hb.push("restarter", 4);
+                let mut fds = FdList::new();
+                fds.push("init", 5);
+                cmd.env(ENV_HEARTBEATS, hb.to_string())
+                    .env(ENV_FDS, fds.to_string());
+                tether_common::sys::spawn_with_fds(
+                    &mut cmd,
+                    &[
+                        (self.init_wd_read.as_fd(), 3),
+                        (self.rst_wd_read.as_fd(), 4),
+                        (self.wd_init_write.as_fd(), 5),
+                    ],
+                )?
+            }
+            Layer::Restarter => {
+                let mut fds = FdList::new();
+                fds.push("init", 3);
+                fds.push("watchdog", 4);
+                cmd.env(ENV_FDS, fds.to_string());
+                tether_common::sys::spawn_with_fds(
+                    &mut cmd,
+                    &[
+                        (self.rst_init_write.as_fd(), 3),
+                        (self.rst_wd_write.as_fd(), 4),
+                    ],
+                )?
+            }
+        };
+        // Dropping `Child` neither waits nor kills: init reaps with waitpid(-1).
+        Ok(child.id() as i32)
+    }
+
+    fn begin_shutdown(&mut self, now: MonoTime, req: shutdown::Request) {
+        if let Some(seq) = &self.shutdown {
+            warn!(
+                "{} {} request by {} ({}) ignored: {} already under way",
+                "orderly",
+                req.cause.as_str(),
+                req.by,
+                req.detail,
+                seq.request.cause.as_str()
+            );
+            return;
+        }
+        warn!(
+            "orderly {} requested by {}: {}",
+            req.cause.as_str(),
+            req.by,
+            req.detail
+        );
+        self.write_record(&req);
+        self.layers.stop(Layer::Restarter);
+        let running = self.layers.pid(Layer::Restarter).is_some();
+        let (seq, steps) = Sequence::start(now, req, self.shutdown_params, running);
+        self.shutdown = Some(seq);
+        self.steps(now, steps);
+    }
+
+    fn write_record(&self, req: &shutdown::Request) {
+        let state = &self.config.paths.state;
+        let rec = record::ResetRecord {
+            boot: record::read_boot_count(state).ok().flatten(),
+            cause: req.cause.as_record(),
+            layer: req.layer.clone(),
+            silent_ms: None,
+            by: Some(req.by.clone()),
+            detail: Some(req.detail.clone()),
+        };
+        match record::write_reset_reason(state, &rec) {
+            Ok(()) => debug!(
+                "recorded {} in {}",
+                req.cause.as_str(),
+                state.join(record::RESET_REASON).display()
+            ),
+            Err(e) => error!(
+                "could not write the reset reason in {}: {}",
+                state.display(),
+                e
+            ),
+        }
+    }
+
+    fn steps(&mut self, now: MonoTime, steps: Steps) {
+        for s in steps.iter() {
+            match s {
+                Step::Log(say) => info!("shutdown: {}", say),
+                Step::TermRestarter | Step::KillRestarter => {
+                    let sig = if s == Step::TermRestarter {
+                        Signal::SIGTERM
+                    } else {
+                        Signal::SIGKILL
+                    };
+                    if let Some(pid) = self.layers.pid(Layer::Restarter) {
+                        if let Err(e) = kill(Pid::from_raw(pid), sig) {
+                            error!(
+                                "{} to the restarter (pid {}) failed: {}",
+                                sig.as_str(),
+                                pid,
+                                e
+                            );
+                        }
+                    }
+                }
+                Step::TermAll => {
+                    for l in Layer::ALL {
+                        self.layers.stop(l);
+                    }
+                    self.kill_all(Signal::SIGTERM);
+                    // Nothing may be left to send SIGCHLD: look now.
+                    self.reap(now);
+                }
+                Step::Finish => self.finish(),
+            }
+        }
+    }
+
+    /// `kill(-1, sig)` as PID 1; run by hand, only the layers.
+    fn kill_all(&self, sig: Signal) {
+        if self.role.is_pid1() {
+            match kill(Pid::from_raw(-1), sig) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => error!("kill(-1, {}) failed: {}", sig.as_str(), e),
+            }
+        } else {
+            for l in Layer::ALL {
+                if let Some(pid) = self.layers.pid(l) {
+                    let _ = kill(Pid::from_raw(pid), sig);
+                }
+            }
+        }
+    }
+
+    /// The last steps: SIGKILL, record, sync, read-only, reboot(2).
+    fn finish(&mut self) {
+        self.kill_all(Signal::SIGKILL);
+        reap_all_blocking_free();
+        let Some(req) = self.shutdown.as_ref().map(|s| s.request.clone()) else {
+            return;
+        };
+        self.write_record(&req);
+        nix::unistd::sync();
+        match self.role {
+            Role::Machine => match shutdown::remount_root_read_only() {
+                Ok(()) => info!("shutdown: / remounted read-only"),
+                Err(e) => error!("shutdown: remounting / read-only failed: {}", e),
+            },
+            _ => info!(
+                "shutdown: read-only remount skipped ({})",
+                self.role.describe()
+            ),
+        }
+        let mode = shutdown::reboot_mode(req.cause);
+        if !self.role.is_pid1() {
+            warn!(
+                "shutdown: {} done; not PID 1, so exiting instead of reboot(2)",
+                req.cause.as_str()
+            );
+            std::process::exit(0);
+        }
+        info!("shutdown: reboot(2) {:?} ({})", mode, req.cause.as_str());
+        let Err(e) = nix::sys::reboot::reboot(mode);
+        error!(
+            "reboot(2) {:?} failed: {} (retrying in {})",
+            mode,
+            e,
+            Human(shutdown::REBOOT_RETRY)
+        );
+    }
+}
+
+/// Reads and drops everything queued on a pipe read end.
+fn discard(fd: &OwnedFd) {
+    let mut buf = [0u8; 256];
+    let mut total = 0usize;
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) | Err(Errno::EAGAIN) => break,
+            Ok(n) => {
+                total += n;
+                // Bounded: a pipe holds at most 1 MiB by default.
+                if total > (1 << 20) {
+                    break;
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+}

@@ -1,1 +1,30 @@
-//! Service supervision. 
+//! tether-restarter: service supervision (DESIGN.md, section restarter).
+//!
+//! Pure cores, tested with a fake clock and no processes:
+//! - [`service`]: service files → [`service::ServiceSpec`];
+//! - [`policy`]: restart decisions;
+//! - [`supervisor`]: the service state machine (events in, actions out).
+//!
+//! The shell around them, one thread and one epoll loop ([`event_loop`]):
+//! - [`spawn`]: starting a service's process (session, limits, user,
+//!   cgroup); [`cgroup`]: cgroup v2 placement and `cgroup.kill`;
+//! - [`state_file`]: `RUN/restarter.state` and the leftover sweep at start;
+//! - [`reload`]: validating and applying a new set of service files;
+//! - [`notify`] (sd_notify sockets), [`output`] (service output → syslog),
+//!   [`control`] (the control socket and `tetherctl`'s protocol).
+//!
+//! `sys_extra` holds the crate's only `unsafe` (the child set-up between
+//! fork and exec), to be moved into `tether_common::sys`.
+
+pub mod cgroup;
+pub mod control;
+pub mod event_loop;
+pub mod notify;
+pub mod output;
+pub mod policy;
+pub mod reload;
+pub mod service;
+pub mod spawn;
+pub mod state_file;
+pub mod supervisor;
+mod sys_extra;

@@ -1,0 +1,1198 @@
+//! Pure supervision of init's two layer children, watchdogd and the
+//! restarter: when to start, restart, kill, or give up and reboot. No system
+//! call here; the loop in `main` turns processes, pipes and time into
+//! [`Event`]s and carries out the returned [`Action`]s.
+//!
+//! Rules (DESIGN.md "init"):
+//! - A child that exits is started again, forever, but at most one start per
+//!   `restart_delay`: one that ran longer than that restarts at once, a crash
+//!   loop is throttled.
+//! - Sliding-window budget: at most `max_restarts` restarts (the first start
+//!   does not count) within `window`, per layer. A child that exits when its
+//!   window is already full is not restarted: init asks for an orderly reboot.
+//! - Hang: a running child whose supervision heartbeat has been silent for
+//!   `hang_timeout` is killed with `SIGKILL` and, once reaped, restarted like
+//!   any exit. A fresh child's silence starts to count only after
+//!   `startup_grace`: until its first beat its deadline is
+//!   `started + startup_grace + hang_timeout`; after it, `last beat +
+//!   hang_timeout`.
+//!
+//! Decisions where the design is silent:
+//! - Every restart counts towards the budget, whatever caused it (exit,
+//!   signal, hang kill). The check is made when the child exits, so a child
+//!   that exhausts its budget is never started again.
+//! - A failed spawn (`fork` or `exec` error) is not a start and does not
+//!   count: init retries after a backoff that starts at `restart_delay`
+//!   (at least 100 ms) and doubles up to 10 s (or `restart_delay` if larger).
+//!   If the binary can never start, the chain's other rungs (watchdogd's stale
+//!   timeout, the hardware) bound the outcome.
+//! - A killed child that does not die (uninterruptible sleep) is never
+//!   started twice: init waits for its exit and repeats `SIGKILL` every
+//!   `hang_timeout`, logging each time.
+//! - The window table has [`WINDOW_CAP`] entries: `max_restarts` above that is
+//!   clamped (the shell logs it). No allocation after construction.
+//! - Once a layer is stopped (shutdown) it is never started again; beats and
+//!   exits are still accounted.
+
+use std::fmt;
+use std::time::Duration;
+
+use tether_common::clock::MonoTime;
+
+/// Largest `max_restarts` the fixed window table holds.
+pub const WINDOW_CAP: usize = 64;
+/// Cap of the spawn-failure backoff (unless `restart_delay` is larger).
+pub const MAX_SPAWN_BACKOFF: Duration = Duration::from_secs(10);
+/// Floor of the spawn-failure backoff.
+pub const MIN_SPAWN_BACKOFF: Duration = Duration::from_millis(100);
+/// Most actions one event can produce.
+pub const ACTIONS_CAP: usize = 8;
+
+/// One of init's two children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    Watchdogd,
+    Restarter,
+}
+
+impl Layer {
+    /// In start order: watchdogd first, so the hardware is tended before
+    /// anything else runs.
+    pub const ALL: [Layer; 2] = [Layer::Watchdogd, Layer::Restarter];
+
+    /// The layer's name in logs and in `name=fd` lists.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Watchdogd => "watchdogd",
+            Layer::Restarter => "restarter",
+        }
+    }
+
+    /// The executable's file name in the bin directory.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Layer::Watchdogd => "tether-watchdogd",
+            Layer::Restarter => "tether-restarter",
+        }
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a child ended, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal { signal: i32, core: bool },
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Exit::Code(c) => write!(f, "exited with status {}", c),
+            Exit::Signal { signal, core } => {
+                let name = nix::sys::signal::Signal::try_from(signal)
+                    .map(|s| s.as_str())
+                    .unwrap_or("an unknown signal");
+                write!(f, "killed by {} ({})", name, signal)?;
+                if core {
+                    f.write_str(", core dumped")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Supervision settings, from `[timing]` and `[init]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params {
+    pub restart_delay: Duration,
+    pub hang_timeout: Duration,
+    pub startup_grace: Duration,
+    /// Clamped to [`WINDOW_CAP`] by [`Params::clamped`].
+    pub max_restarts: u32,
+    pub window: Duration,
+}
+
+impl Params {
+    /// `self` with `max_restarts` fitted into the fixed table; the second
+    /// value says whether it had to be lowered.
+    pub fn clamped(mut self) -> (Params, bool) {
+        let cap = WINDOW_CAP as u32;
+        if self.max_restarts > cap {
+            self.max_restarts = cap;
+            (self, true)
+        } else {
+            (self, false)
+        }
+    }
+}
+
+/// What happened, as the loop saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Time passed; deadlines are checked on every event anyway.
+    Tick,
+    /// A `Spawn` action succeeded.
+    Spawned { layer: Layer, pid: i32 },
+    /// A `Spawn` action failed (fork or exec).
+    SpawnFailed { layer: Layer },
+    /// A child of this layer was reaped.
+    Exited { layer: Layer, pid: i32, how: Exit },
+    /// Bytes arrived on the layer's supervision pipe.
+    Beat { layer: Layer },
+}
+
+/// Something for the loop to do or say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start the layer's binary (then report `Spawned` or `SpawnFailed`).
+    Spawn(Layer),
+    /// `SIGKILL` this pid.
+    Kill {
+        layer: Layer,
+        pid: i32,
+    },
+    /// The layer exhausted its restart budget: orderly reboot.
+    Reboot {
+        layer: Layer,
+        restarts: u32,
+        window: Duration,
+    },
+    Log(Note),
+}
+
+/// A state change worth a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Note {
+    Started {
+        layer: Layer,
+        pid: i32,
+        restart: bool,
+    },
+    Exited {
+        layer: Layer,
+        pid: i32,
+        how: Exit,
+        ran: Duration,
+    },
+    RestartIn {
+        layer: Layer,
+        delay: Duration,
+    },
+    Hung {
+        layer: Layer,
+        pid: i32,
+        silent: Duration,
+    },
+    StillDying {
+        layer: Layer,
+        pid: i32,
+        since: Duration,
+    },
+    SpawnRetryIn {
+        layer: Layer,
+        delay: Duration,
+        failures: u32,
+    },
+    BudgetExhausted {
+        layer: Layer,
+        restarts: u32,
+        window: Duration,
+    },
+    /// Exited while stopping (shutdown): not restarted.
+    Stopped {
+        layer: Layer,
+        pid: i32,
+        how: Exit,
+    },
+}
+
+impl Note {
+    pub fn level(&self) -> log::Level {
+        match self {
+            Note::Started { .. } | Note::RestartIn { .. } | Note::Stopped { .. } => {
+                log::Level::Info
+            }
+            Note::Exited { .. } => log::Level::Warn,
+            Note::Hung { .. } | Note::StillDying { .. } | Note::SpawnRetryIn { .. } => {
+                log::Level::Error
+            }
+            Note::BudgetExhausted { .. } => log::Level::Error,
+        }
+    }
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Note::Started { layer, pid, restart } => {
+                write!(f, "{} {} (pid {})", if restart { "restarted" } else { "started" }, layer, pid)
+            }
+            Note::Exited { layer, pid, how, ran } => {
+                write!(f, "{} (pid {}) {} after {}", layer, pid, how, Human(ran))
+            }
+            Note::RestartIn { layer, delay } => {
+                if delay.is_zero() {
+                    write!(f, "restarting {} now", layer)
+                } else {
+                    write!(f, "restarting {} in {} (restart_delay)", layer, Human(delay))
+                }
+            }
+            Note::Hung { layer, pid, silent } => write!(
+                f,
+                "{} (pid {}) silent for {} (hang_timeout): killing it with SIGKILL",
+                layer,
+                pid,
+                Human(silent)
+            ),
+            Note::StillDying { layer, pid, since } => write!(
+                f,
+                "{} (pid {}) still not dead {} after SIGKILL: sending it again, not starting a second one",
+                layer,
+                pid,
+                Human(since)
+            ),
+            Note::SpawnRetryIn { layer, delay, failures } => write!(
+                f,
+                "could not start {} ({} failure{} in a row): retrying in {}",
+                layer,
+                failures,
+                if failures == 1 { "" } else { "s" },
+                Human(delay)
+            ),
+            Note::BudgetExhausted { layer, restarts, window } => write!(
+                f,
+                "{} exhausted its restart budget ({} restarts within {}): orderly reboot",
+                layer,
+                restarts,
+                Human(window)
+            ),
+            Note::Stopped { layer, pid, how } => write!(f, "{} (pid {}) {} while stopping", layer, pid, how),
+        }
+    }
+}
+
+/// A fixed-capacity list of actions (no allocation).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Actions {
+    items: [Option<Action>; ACTIONS_CAP],
+    len: usize,
+}
+
+impl Actions {
+    pub fn new() -> Actions {
+        Actions::default()
+    }
+
+    /// Appends; beyond [`ACTIONS_CAP`] the action is dropped (no event
+    /// produces that many).
+    pub fn push(&mut self, a: Action) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some(a);
+            self.len += 1;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Action> + '_ {
+        self.items.iter().take(self.len).filter_map(|a| *a)
+    }
+}
+
+/// Where a layer child is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not running; to be started at `at`.
+    Waiting { at: MonoTime },
+    /// A `Spawn` action is out; `Spawned` or `SpawnFailed` comes next.
+    Spawning,
+    Running {
+        pid: i32,
+        started: MonoTime,
+        last_beat: Option<MonoTime>,
+    },
+    /// `SIGKILL` sent (at `killed_at`, last repeated at `last_kill`).
+    Killing {
+        pid: i32,
+        started: MonoTime,
+        killed_at: MonoTime,
+        last_kill: MonoTime,
+    },
+    /// Stopped for good (shutdown or exhausted budget).
+    Stopped,
+}
+
+/// Restart times within the sliding window: a ring of the last
+/// [`WINDOW_CAP`] restarts.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    times: [MonoTime; WINDOW_CAP],
+    next: usize,
+    len: usize,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            times: [MonoTime::ZERO; WINDOW_CAP],
+            next: 0,
+            len: 0,
+        }
+    }
+
+    fn record(&mut self, t: MonoTime) {
+        if let Some(slot) = self.times.get_mut(self.next) {
+            *slot = t;
+        }
+        self.next = (self.next + 1) % WINDOW_CAP;
+        self.len = (self.len + 1).min(WINDOW_CAP);
+    }
+
+    /// Restarts `t` with `now - window < t <= now`.
+    fn count(&self, now: MonoTime, window: Duration) -> u32 {
+        let n = self
+            .times
+            .iter()
+            .take(self.len)
+            .filter(|&&t| t <= now && now.saturating_since(t) < window)
+            .count();
+        n as u32
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    state: State,
+    /// Set at shutdown: never start again.
+    stopping: bool,
+    last_start: Option<MonoTime>,
+    window: Window,
+    total_restarts: u64,
+    spawn_failures: u32,
+}
+
+impl Slot {
+    fn new(now: MonoTime) -> Slot {
+        Slot {
+            state: State::Waiting { at: now },
+            stopping: false,
+            last_start: None,
+            window: Window::new(),
+            total_restarts: 0,
+            spawn_failures: 0,
+        }
+    }
+}
+
+/// Supervision state of both layers.
+#[derive(Clone, Debug)]
+pub struct Layers {
+    params: Params,
+    watchdogd: Slot,
+    restarter: Slot,
+}
+
+impl Layers {
+    /// Both layers due to start at `now` (watchdogd first). `params` should
+    /// be [`Params::clamped`]; it is clamped again here.
+    pub fn new(params: Params, now: MonoTime) -> Layers {
+        Layers {
+            params: params.clamped().0,
+            watchdogd: Slot::new(now),
+            restarter: Slot::new(now),
+        }
+    }
+
+    fn slot(&self, layer: Layer) -> &Slot {
+        match layer {
+            Layer::Watchdogd => &self.watchdogd,
+            Layer::Restarter => &self.restarter,
+        }
+    }
+
+    fn slot_mut(&mut self, layer: Layer) -> &mut Slot {
+        match layer {
+            Layer::Watchdogd => &mut self.watchdogd,
+            Layer::Restarter => &mut self.restarter,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn state(&self, layer: Layer) -> State {
+        self.slot(layer).state
+    }
+
+    /// The layer's live process (running or being killed), if any.
+    pub fn pid(&self, layer: Layer) -> Option<i32> {
+        match self.slot(layer).state {
+            State::Running { pid, .. } | State::Killing { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// Which layer a reaped pid belonged to.
+    pub fn layer_of(&self, pid: i32) -> Option<Layer> {
+        Layer::ALL.into_iter().find(|&l| self.pid(l) == Some(pid))
+    }
+
+    /// Restarts since boot.
+    #[cfg(test)]
+    pub fn total_restarts(&self, layer: Layer) -> u64 {
+        self.slot(layer).total_restarts
+    }
+
+    /// Restarts within the window ending at `now`.
+    #[cfg(test)]
+    pub fn restarts_in_window(&self, layer: Layer, now: MonoTime) -> u32 {
+        self.slot(layer).window.count(now, self.params.window)
+    }
+
+    /// Never start `layer` again (shutdown). A running child keeps running
+    /// (and is no longer hang-checked: the shutdown sequence has its own
+    /// deadline); its exit is logged, not answered.
+    pub fn stop(&mut self, layer: Layer) {
+        let slot = self.slot_mut(layer);
+        slot.stopping = true;
+        if matches!(slot.state, State::Waiting { .. }) {
+            slot.state = State::Stopped;
+        }
+    }
+
+    /// The earliest time at which a `Tick` would do something.
+    pub fn next_deadline(&self) -> Option<MonoTime> {
+        Layer::ALL
+            .into_iter()
+            .filter_map(|l| self.deadline(l))
+            .min()
+    }
+
+    fn deadline(&self, layer: Layer) -> Option<MonoTime> {
+        let slot = self.slot(layer);
+        match slot.state {
+            State::Waiting { at } => Some(at),
+            State::Running { .. } if slot.stopping => None,
+            State::Running {
+                started, last_beat, ..
+            } => Some(self.hang_deadline(started, last_beat)),
+            State::Killing { last_kill, .. } => {
+                Some(last_kill + self.params.hang_timeout.max(MIN_SPAWN_BACKOFF))
+            }
+            State::Spawning | State::Stopped => None,
+        }
+    }
+
+    fn hang_deadline(&self, started: MonoTime, last_beat: Option<MonoTime>) -> MonoTime {
+        let from = last_beat.unwrap_or(started + self.params.startup_grace);
+        from + self.params.hang_timeout
+    }
+
+    /// Feeds one event; returns what to do, in order.
+    pub fn handle(&mut self, now: MonoTime, event: Event) -> Actions {
+        let mut out = Actions::new();
+        match event {
+            Event::Tick => {}
+            Event::Spawned { layer, pid } => self.on_spawned(now, layer, pid, &mut out),
+            Event::SpawnFailed { layer } => self.on_spawn_failed(now, layer, &mut out),
+            Event::Exited { layer, pid, how } => self.on_exited(now, layer, pid, how, &mut out),
+            Event::Beat { layer } => {
+                if let State::Running { last_beat, .. } = &mut self.slot_mut(layer).state {
+                    *last_beat = Some(now);
+                }
+            }
+        }
+        for layer in Layer::ALL {
+            self.check_deadlines(now, layer, &mut out);
+        }
+        out
+    }
+
+    fn on_spawned(&mut self, now: MonoTime, layer: Layer, pid: i32, out: &mut Actions) {
+        let slot = self.slot_mut(layer);
+        let restart = slot.last_start.is_some();
+        if restart {
+            slot.window.record(now);
+            slot.total_restarts = slot.total_restarts.saturating_add(1);
+        }
+        slot.last_start = Some(now);
+        slot.spawn_failures = 0;
+        slot.state = State::Running {
+            pid,
+            started: now,
+            last_beat: None,
+        };
+        out.push(Action::Log(Note::Started {
+            layer,
+            pid,
+            restart,
+        }));
+    }
+
+    fn on_spawn_failed(&mut self, now: MonoTime, layer: Layer, out: &mut Actions) {
+        let base = self.params.restart_delay.max(MIN_SPAWN_BACKOFF);
+        let cap = MAX_SPAWN_BACKOFF.max(base);
+        let slot = self.slot_mut(layer);
+        slot.spawn_failures = slot.spawn_failures.saturating_add(1);
+        let doublings = slot.spawn_failures.saturating_sub(1).min(16);
+        let delay = base.saturating_mul(1u32 << doublings).min(cap);
+        if slot.stopping {
+            slot.state = State::Stopped;
+            return;
+        }
+        slot.state = State::Waiting { at: now + delay };
+        out.push(Action::Log(Note::SpawnRetryIn {
+            layer,
+            delay,
+            failures: slot.spawn_failures,
+        }));
+    }
+
+    fn on_exited(&mut self, now: MonoTime, layer: Layer, pid: i32, how: Exit, out: &mut Actions) {
+        let params = self.params;
+        let slot = self.slot_mut(layer);
+        let started = match slot.state {
+            State::Running {
+                pid: p, started, ..
+            }
+            | State::Killing {
+                pid: p, started, ..
+            } if p == pid => started,
+            // Not this layer's current child: nothing to do.
+            _ => return,
+        };
+        if slot.stopping {
+            slot.state = State::Stopped;
+            out.push(Action::Log(Note::Stopped { layer, pid, how }));
+            return;
+        }
+        out.push(Action::Log(Note::Exited {
+            layer,
+            pid,
+            how,
+            ran: now.saturating_since(started),
+        }));
+        let restarts = slot.window.count(now, params.window);
+        if restarts >= params.max_restarts {
+            slot.state = State::Stopped;
+            slot.stopping = true;
+            out.push(Action::Log(Note::BudgetExhausted {
+                layer,
+                restarts,
+                window: params.window,
+            }));
+            out.push(Action::Reboot {
+                layer,
+                restarts,
+                window: params.window,
+            });
+            return;
+        }
+        let at = (started + params.restart_delay).max(now);
+        slot.state = State::Waiting { at };
+        out.push(Action::Log(Note::RestartIn {
+            layer,
+            delay: at.saturating_since(now),
+        }));
+    }
+
+    fn check_deadlines(&mut self, now: MonoTime, layer: Layer, out: &mut Actions) {
+        let deadline = self.deadline(layer);
+        let slot = self.slot_mut(layer);
+        let due = deadline.is_some_and(|d| now >= d);
+        if !due {
+            return;
+        }
+        match slot.state {
+            State::Waiting { .. } => {
+                if slot.stopping {
+                    slot.state = State::Stopped;
+                } else {
+                    slot.state = State::Spawning;
+                    out.push(Action::Spawn(layer));
+                }
+            }
+            State::Running {
+                pid,
+                started,
+                last_beat,
+            } => {
+                let silent_from = last_beat.unwrap_or(started);
+                slot.state = State::Killing {
+                    pid,
+                    started,
+                    killed_at: now,
+                    last_kill: now,
+                };
+                out.push(Action::Log(Note::Hung {
+                    layer,
+                    pid,
+                    silent: now.saturating_since(silent_from),
+                }));
+                out.push(Action::Kill { layer, pid });
+            }
+            State::Killing {
+                pid,
+                started,
+                killed_at,
+                ..
+            } => {
+                slot.state = State::Killing {
+                    pid,
+                    started,
+                    killed_at,
+                    last_kill: now,
+                };
+                out.push(Action::Log(Note::StillDying {
+                    layer,
+                    pid,
+                    since: now.saturating_since(killed_at),
+                }));
+                out.push(Action::Kill { layer, pid });
+            }
+            State::Spawning | State::Stopped => {}
+        }
+    }
+
+    /// One layer's part of the liveness line, e.g.
+    /// `restarter up 3m (restarts 1)`.
+    pub fn describe(&self, layer: Layer, now: MonoTime) -> Describe {
+        let slot = self.slot(layer);
+        Describe {
+            layer,
+            state: slot.state,
+            stopping: slot.stopping,
+            restarts: slot.total_restarts,
+            now,
+        }
+    }
+}
+
+/// Display of one layer's status (see [`Layers::describe`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Describe {
+    layer: Layer,
+    state: State,
+    stopping: bool,
+    restarts: u64,
+    now: MonoTime,
+}
+
+impl fmt::Display for Describe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ", self.layer)?;
+        match self.state {
+            State::Running { started, .. } => {
+                write!(f, "up {}", Human(self.now.saturating_since(started)))?;
+                if self.stopping {
+                    f.write_str(", stopping")?;
+                }
+            }
+            State::Waiting { at } => write!(
+                f,
+                "down, starting in {}",
+                Human(at.saturating_since(self.now))
+            )?,
+            State::Spawning => f.write_str("starting")?,
+            State::Killing { killed_at, .. } => write!(
+                f,
+                "hung, killed {} ago",
+                Human(self.now.saturating_since(killed_at))
+            )?,
+            State::Stopped => f.write_str("stopped")?,
+        }
+        write!(f, " (restarts {})", self.restarts)
+    }
+}
+
+/// A duration for people: `350ms`, `12s`, `3m`, `2h5m`, `3d4h`.
+#[derive(Clone, Copy, Debug)]
+pub struct Human(pub Duration);
+
+impl fmt::Display for Human {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        let s = d.as_secs();
+        if s == 0 {
+            return write!(f, "{}ms", d.subsec_millis());
+        }
+        if s < 10 && d.subsec_millis() != 0 {
+            return write!(f, "{}.{}s", s, d.subsec_millis() / 100);
+        }
+        match s {
+            0..=59 => write!(f, "{}s", s),
+            60..=3599 => write!(f, "{}m", s / 60),
+            3600..=86_399 => write!(f, "{}h{}m", s / 3600, (s % 3600) / 60),
+            _ => write!(f, "{}d{}h", s / 86_400, (s % 86_400) / 3600),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn params() -> Params {
+        Params {
+            restart_delay: Duration::from_secs(1),
+            hang_timeout: Duration::from_secs(10),
+            startup_grace: Duration::from_secs(5),
+            max_restarts: 3,
+            window: Duration::from_secs(60),
+        }
+    }
+
+    fn at(ms: u64) -> MonoTime {
+        MonoTime::from_duration(Duration::from_millis(ms))
+    }
+
+    /// A tiny harness: the fake shell carries out spawns with made-up pids.
+    struct Sim {
+        core: Layers,
+        next_pid: i32,
+        spawns: Vec<(u64, Layer)>,
+        kills: Vec<(u64, Layer, i32)>,
+        reboots: Vec<(u64, Layer)>,
+        notes: Vec<Note>,
+        fail_spawns: bool,
+    }
+
+    impl Sim {
+        fn new(p: Params) -> Sim {
+            let mut s = Sim {
+                core: Layers::new(p, at(0)),
+                next_pid: 100,
+                spawns: vec![],
+                kills: vec![],
+                reboots: vec![],
+                notes: vec![],
+                fail_spawns: false,
+            };
+            s.feed(0, Event::Tick);
+            s
+        }
+
+        fn feed(&mut self, ms: u64, ev: Event) {
+            let mut queue = vec![ev];
+            while let Some(ev) = queue.pop() {
+                let actions = self.core.handle(at(ms), ev);
+                for a in actions.iter() {
+                    match a {
+                        Action::Spawn(l) => {
+                            self.spawns.push((ms, l));
+                            if self.fail_spawns {
+                                queue.insert(0, Event::SpawnFailed { layer: l });
+                            } else {
+                                self.next_pid += 1;
+                                queue.insert(
+                                    0,
+                                    Event::Spawned {
+                                        layer: l,
+                                        pid: self.next_pid,
+                                    },
+                                );
+                            }
+                        }
+                        Action::Kill { layer, pid } => self.kills.push((ms, layer, pid)),
+                        Action::Reboot { layer, .. } => self.reboots.push((ms, layer)),
+                        Action::Log(n) => self.notes.push(n),
+                    }
+                }
+            }
+        }
+
+        fn pid(&self, l: Layer) -> i32 {
+            self.core.pid(l).expect("layer running")
+        }
+
+        fn exit(&mut self, ms: u64, l: Layer) {
+            let pid = self.pid(l);
+            self.feed(
+                ms,
+                Event::Exited {
+                    layer: l,
+                    pid,
+                    how: Exit::Code(1),
+                },
+            );
+        }
+
+        /// Ticks every `step` ms through `[from, to]`, beating both layers
+        /// unless told not to.
+        fn run(&mut self, from: u64, to: u64, step: u64, beat: &[Layer]) {
+            let mut t = from;
+            while t <= to {
+                for &l in beat {
+                    self.feed(t, Event::Beat { layer: l });
+                }
+                self.feed(t, Event::Tick);
+                t += step;
+            }
+        }
+
+        fn spawns_of(&self, l: Layer) -> Vec<u64> {
+            self.spawns
+                .iter()
+                .filter(|(_, x)| *x == l)
+                .map(|(t, _)| *t)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn boot_starts_watchdogd_then_restarter() {
+        let s = Sim::new(params());
+        assert_eq!(s.spawns, vec![(0, Layer::Watchdogd), (0, Layer::Restarter)]);
+        assert!(matches!(
+            s.core.state(Layer::Watchdogd),
+            State::Running { .. }
+        ));
+        assert!(matches!(
+            s.core.state(Layer::Restarter),
+            State::Running { .. }
+        ));
+        assert_eq!(s.core.total_restarts(Layer::Restarter), 0);
+    }
+
+    #[test]
+    fn restart_waits_restart_delay_after_quick_exit() {
+        let mut s = Sim::new(params());
+        s.exit(200, Layer::Restarter);
+        // Not before started + restart_delay.
+        assert!(
+            matches!(s.core.state(Layer::Restarter), State::Waiting { at: t } if t == at(1000))
+        );
+        assert_eq!(s.core.next_deadline(), Some(at(1000)));
+        s.feed(999, Event::Tick);
+        assert_eq!(s.spawns_of(Layer::Restarter), vec![0]);
+        s.feed(1000, Event::Tick);
+        assert_eq!(s.spawns_of(Layer::Restarter), vec![0, 1000]);
+        assert_eq!(s.core.total_restarts(Layer::Restarter), 1);
+    }
+
+    #[test]
+    fn child_that_ran_longer_than_restart_delay_restarts_at_once() {
+        let mut s = Sim::new(params());
+        s.run(0, 5000, 500, &Layer::ALL);
+        s.exit(5200, Layer::Watchdogd);
+        assert_eq!(s.spawns_of(Layer::Watchdogd), vec![0, 5200]);
+        assert!(s
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::RestartIn { delay, .. } if delay.is_zero())));
+    }
+
+    #[test]
+    fn hung_restarter_is_killed_after_hang_timeout() {
+        let mut s = Sim::new(params());
+        // Beats until 3 s, then silence.
+        s.run(0, 3000, 100, &Layer::ALL);
+        let pid = s.pid(Layer::Restarter);
+        s.run(3100, 12_900, 100, &[Layer::Watchdogd]);
+        assert!(
+            s.kills.is_empty(),
+            "killed before hang_timeout: {:?}",
+            s.kills
+        );
+        assert_eq!(s.core.next_deadline(), Some(at(13_000)));
+        s.run(13_000, 13_000, 100, &[Layer::Watchdogd]);
+        assert_eq!(s.kills, vec![(13_000, Layer::Restarter, pid)]);
+        assert!(matches!(
+            s.core.state(Layer::Restarter),
+            State::Killing { .. }
+        ));
+        // No second process while the first is not reaped.
+        s.run(13_100, 13_500, 100, &[Layer::Watchdogd]);
+        assert_eq!(s.spawns_of(Layer::Restarter), vec![0]);
+        s.feed(
+            13_600,
+            Event::Exited {
+                layer: Layer::Restarter,
+                pid,
+                how: Exit::Signal {
+                    signal: 9,
+                    core: false,
+                },
+            },
+        );
+        assert_eq!(s.spawns_of(Layer::Restarter), vec![0, 13_600]);
+        assert!(s
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::Hung { silent, .. } if *silent == Duration::from_secs(10))));
+        // The watchdogd child was never touched.
+        assert_eq!(s.spawns_of(Layer::Watchdogd), vec![0]);
+    }
+
+    #[test]
+    fn fresh_child_gets_startup_grace_before_its_silence_counts() {
+        let mut s = Sim::new(params());
+        let pid = s.pid(Layer::Restarter);
+        // Never beats: grace 5 s + hang 10 s.
+        s.run(0, 14_900, 100, &[Layer::Watchdogd]);
+        assert!(s.kills.is_empty());
+        s.feed(15_000, Event::Tick);
+        assert_eq!(s.kills, vec![(15_000, Layer::Restarter, pid)]);
+    }
+
+    #[test]
+    fn first_beat_ends_the_grace() {
+        let mut s = Sim::new(params());
+        s.feed(
+            100,
+            Event::Beat {
+                layer: Layer::Restarter,
+            },
+        );
+        s.run(200, 10_000, 100, &[Layer::Watchdogd]);
+        assert_eq!(s.kills.len(), 0);
+        s.feed(10_100, Event::Tick);
+        assert_eq!(
+            s.kills.len(),
+            1,
+            "hang counted from the first beat, not from the end of the grace"
+        );
+    }
+
+    #[test]
+    fn killed_child_that_does_not_die_is_killed_again_never_duplicated() {
+        let mut s = Sim::new(params());
+        s.run(0, 20_000, 100, &[Layer::Watchdogd]);
+        // Killed at 15 s, again at 25 s.
+        s.run(20_100, 25_000, 100, &[Layer::Watchdogd]);
+        let kills: Vec<u64> = s.kills.iter().map(|k| k.0).collect();
+        assert_eq!(kills, vec![15_000, 25_000]);
+        assert_eq!(s.spawns_of(Layer::Restarter), vec![0]);
+        assert!(s.notes.iter().any(|n| matches!(n, Note::StillDying { .. })));
+    }
+
+    #[test]
+    fn crash_loop_exhausts_budget_and_reboots() {
+        let mut s = Sim::new(params());
+        // Crashes right away each time: restarts at 1, 2, 3 s (max_restarts 3).
+        let mut t = 10;
+        for _ in 0..3 {
+            s.exit(t, Layer::Restarter);
+            let next = s.core.next_deadline().unwrap().as_duration().as_millis() as u64;
+            s.feed(next, Event::Tick);
+            t = next + 10;
+        }
+        assert_eq!(s.spawns_of(Layer::Restarter), vec![0, 1000, 2000, 3000]);
+        assert!(s.reboots.is_empty());
+        s.exit(t, Layer::Restarter);
+        assert_eq!(s.reboots, vec![(t, Layer::Restarter)]);
+        assert_eq!(s.core.state(Layer::Restarter), State::Stopped);
+        assert!(s
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::BudgetExhausted { restarts: 3, .. })));
+        // Never started again.
+        s.run(t, t + 10_000, 500, &[Layer::Watchdogd]);
+        assert_eq!(s.spawns_of(Layer::Restarter).len(), 4);
+    }
+
+    #[test]
+    fn restarts_spread_beyond_the_window_never_exhaust_the_budget() {
+        let mut s = Sim::new(params());
+        // One crash every 30 s for ten minutes: at most 2 in any 60 s window.
+        for i in 1..=20u64 {
+            let t = i * 30_000;
+            s.run(t - 29_000, t - 1000, 1000, &Layer::ALL);
+            s.exit(t, Layer::Watchdogd);
+        }
+        assert!(s.reboots.is_empty());
+        assert_eq!(s.core.total_restarts(Layer::Watchdogd), 20);
+        assert!(s.core.restarts_in_window(Layer::Watchdogd, at(600_000)) <= 2);
+    }
+
+    #[test]
+    fn hang_kills_count_towards_the_budget() {
+        let mut p = params();
+        p.max_restarts = 1;
+        p.startup_grace = Duration::ZERO;
+        let mut s = Sim::new(p);
+        s.run(0, 10_000, 100, &[Layer::Watchdogd]);
+        let k = s.kills.clone();
+        assert_eq!(k.len(), 1);
+        s.feed(
+            10_050,
+            Event::Exited {
+                layer: Layer::Restarter,
+                pid: k[0].2,
+                how: Exit::Signal {
+                    signal: 9,
+                    core: false,
+                },
+            },
+        );
+        s.run(10_100, 20_100, 100, &[Layer::Watchdogd]);
+        let k2 = *s.kills.last().unwrap();
+        assert_eq!(s.kills.len(), 2);
+        s.feed(
+            20_200,
+            Event::Exited {
+                layer: Layer::Restarter,
+                pid: k2.2,
+                how: Exit::Signal {
+                    signal: 9,
+                    core: false,
+                },
+            },
+        );
+        assert_eq!(s.reboots, vec![(20_200, Layer::Restarter)]);
+    }
+
+    #[test]
+    fn spawn_failures_back_off_doubling_up_to_ten_seconds() {
+        let mut s = Sim::new(params());
+        let wd_at = |s: &Sim| match s.core.state(Layer::Watchdogd) {
+            State::Waiting { at } => at.as_duration().as_millis() as u64,
+            other => panic!("watchdogd not waiting: {:?}", other),
+        };
+        s.fail_spawns = true;
+        s.exit(100, Layer::Watchdogd);
+        s.feed(1000, Event::Tick);
+        let mut delays = vec![];
+        let mut now = 1000;
+        for _ in 0..8 {
+            let next = wd_at(&s);
+            delays.push(next - now);
+            // The restarter keeps beating so that only watchdogd's timer runs.
+            s.feed(
+                next,
+                Event::Beat {
+                    layer: Layer::Restarter,
+                },
+            );
+            now = next;
+        }
+        assert_eq!(
+            delays,
+            vec![1000, 2000, 4000, 8000, 10_000, 10_000, 10_000, 10_000]
+        );
+        assert!(s.reboots.is_empty(), "spawn failures are not restarts");
+        assert_eq!(s.spawns_of(Layer::Watchdogd).len(), 10);
+        // Success resets the backoff.
+        s.fail_spawns = false;
+        let next = wd_at(&s);
+        s.feed(next, Event::Tick);
+        assert!(matches!(
+            s.core.state(Layer::Watchdogd),
+            State::Running { .. }
+        ));
+        s.exit(next + 1, Layer::Watchdogd);
+        s.fail_spawns = true;
+        s.feed(next + 1000, Event::Tick);
+        assert_eq!(wd_at(&s) - (next + 1000), 1000);
+    }
+
+    #[test]
+    fn a_stopped_layer_is_not_restarted_nor_hang_killed() {
+        let mut s = Sim::new(params());
+        s.core.stop(Layer::Restarter);
+        s.run(0, 30_000, 500, &[Layer::Watchdogd]);
+        assert!(s.kills.is_empty());
+        s.exit(30_100, Layer::Restarter);
+        s.run(30_200, 40_000, 500, &[Layer::Watchdogd]);
+        assert_eq!(s.spawns_of(Layer::Restarter), vec![0]);
+        assert_eq!(s.core.state(Layer::Restarter), State::Stopped);
+        assert!(s.reboots.is_empty());
+        // The other layer is still supervised.
+        s.exit(40_100, Layer::Watchdogd);
+        assert_eq!(s.spawns_of(Layer::Watchdogd), vec![0, 40_100]);
+    }
+
+    #[test]
+    fn exits_of_unknown_pids_are_ignored() {
+        let mut s = Sim::new(params());
+        s.feed(
+            50,
+            Event::Exited {
+                layer: Layer::Restarter,
+                pid: 4242,
+                how: Exit::Code(0),
+            },
+        );
+        assert!(matches!(
+            s.core.state(Layer::Restarter),
+            State::Running { .. }
+        ));
+        assert_eq!(s.core.layer_of(4242), None);
+        let pid = s.pid(Layer::Restarter);
+        assert_eq!(s.core.layer_of(pid), Some(Layer::Restarter));
+    }
+
+    #[test]
+    fn window_table_is_clamped_to_its_capacity() {
+        let mut p = params();
+        p.max_restarts = 10_000;
+        let (c, lowered) = p.clamped();
+        assert!(lowered);
+        assert_eq!(c.max_restarts, WINDOW_CAP as u32);
+        let mut p = params();
+        p.max_restarts = 5000;
+        p.restart_delay = Duration::ZERO;
+        let mut s = Sim::new(p);
+        for i in 0..WINDOW_CAP as u64 {
+            s.exit(10 + i, Layer::Watchdogd);
+        }
+        assert!(s.reboots.is_empty());
+        s.exit(10 + WINDOW_CAP as u64, Layer::Watchdogd);
+        assert_eq!(s.reboots.len(), 1);
+    }
+
+    #[test]
+    fn liveness_describes_each_layer() {
+        let mut s = Sim::new(params());
+        s.exit(10, Layer::Restarter);
+        s.feed(1000, Event::Tick);
+        let now = at(181_000);
+        assert_eq!(
+            s.core.describe(Layer::Watchdogd, now).to_string(),
+            "watchdogd up 3m (restarts 0)"
+        );
+        assert_eq!(
+            s.core.describe(Layer::Restarter, now).to_string(),
+            "restarter up 3m (restarts 1)"
+        );
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(Human(350 * MS).to_string(), "350ms");
+        assert_eq!(Human(1500 * MS).to_string(), "1.5s");
+        assert_eq!(Human(Duration::from_secs(12)).to_string(), "12s");
+        assert_eq!(Human(Duration::from_secs(3725)).to_string(), "1h2m");
+        assert_eq!(Human(Duration::from_secs(90_000)).to_string(), "1d1h");
+    }
+
+    #[test]
+    fn exit_descriptions() {
+        assert_eq!(Exit::Code(3).to_string(), "exited with status 3");
+        assert_eq!(
+            Exit::Signal {
+                signal: 9,
+                core: false
+            }
+            .to_string(),
+            "killed by SIGKILL (9)"
+        );
+        assert_eq!(
+            Exit::Signal {
+                signal: 11,
+                core: true
+            }
+            .to_string(),
+            "killed by SIGSEGV (11), core dumped"
+        );
+    }
+}

@@ -1,0 +1,714 @@
+//! tether-init as PID 1 of a fresh PID + mount namespace, with FAKE layer
+//! children (shell scripts named `tether-watchdogd` and `tether-restarter`,
+//! see `tether_integration::chain::FakeLayer`), so init's own duties are
+//! tested alone: descriptors and environment of the children, beats,
+//! restarts, hang kills, the restart budget, shutdown requests and signals,
+//! reaping, a bad configuration.
+//!
+//! Timings: beats 100 ms, hang_timeout 1 s, restart_delay 200 ms,
+//! startup_grace 500 ms — loose enough that a shell loop on a loaded 2-core
+//! machine is not mistaken for hung.
+
+use nix::sys::signal::Signal;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+use tether_integration::chain::{Chain, ChainOptions, End, FakeLayer, InitSettings};
+use tether_integration::hw::Timings;
+
+const BEAT: Duration = Duration::from_millis(100);
+const LONG: Duration = Duration::from_secs(15);
+
+fn timings() -> Timings {
+    let ms = Duration::from_millis;
+    Timings {
+        beat_interval: ms(100),
+        hang_timeout: ms(1000),
+        restart_delay: ms(200),
+        startup_grace: ms(500),
+        stale_timeout: ms(2000),
+        hardware_timeout: ms(3000),
+        liveness_interval: ms(1000),
+    }
+}
+
+fn options(wd: FakeLayer, rst: FakeLayer) -> ChainOptions {
+    ChainOptions {
+        timings: timings(),
+        fake: Some((wd, rst)),
+        hardware: false,
+        ..ChainOptions::default()
+    }
+}
+
+fn beating() -> ChainOptions {
+    options(FakeLayer::beater(BEAT), FakeLayer::beater(BEAT))
+}
+
+/// Starts a chain and waits for both fake layers.
+fn up(label: &str, opts: ChainOptions) -> (Chain, i32, i32) {
+    let chain = Chain::start(label, opts);
+    let wd = chain.wait_layer("tether-watchdogd", None, LONG);
+    let rst = chain.wait_layer("tether-restarter", None, LONG);
+    let (Some(wd), Some(rst)) = (wd, rst) else {
+        panic!("layers did not come up:\n{}", chain.dump())
+    };
+    // Their traps are in place once they said so.
+    for (name, pid) in [("watchdogd", wd), ("restarter", rst)] {
+        let line = format!("{}: fake started, pid {}", name, ns_pid(pid));
+        assert!(
+            chain.wait_log(&[&line], LONG).is_some(),
+            "{} not started:\n{}",
+            name,
+            chain.dump()
+        );
+    }
+    (chain, wd, rst)
+}
+
+fn ns_pid(host_pid: i32) -> i32 {
+    // /proc/PID/status NSpid: host pid, then the pid in the namespace.
+    let s = std::fs::read_to_string(format!("/proc/{}/status", host_pid)).expect("status");
+    let line = s.lines().find(|l| l.starts_with("NSpid:")).expect("NSpid");
+    line.split_whitespace()
+        .last()
+        .and_then(|p| p.parse().ok())
+        .expect("ns pid")
+}
+
+fn env_of(pid: i32, key: &str) -> Option<String> {
+    tether_integration::chain::environ(pid)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+#[test]
+fn layers_get_exactly_their_descriptors_and_environment() {
+    // A descriptor the test leaks into unshare (no close-on-exec): init must
+    // keep it from its children.
+    let (leak_r, _leak_w) = nix::unistd::pipe().expect("pipe");
+    let leak_ino = nix::sys::stat::fstat(leak_r.as_fd()).expect("fstat").st_ino;
+    let (chain, wd, rst) = up("init-fds", beating());
+    drop(leak_r);
+
+    let fds_of = |name: &str, pid: i32| {
+        let ns = ns_pid(pid);
+        tether_integration::chain::wait_until(LONG, || {
+            let v = chain.fake_fds(name, ns);
+            (!v.is_empty()).then_some(v)
+        })
+        .unwrap_or_else(|| panic!("{} wrote no fd listing", name))
+    };
+    let wd_fds = fds_of("watchdogd", wd);
+    let rst_fds = fds_of("restarter", rst);
+    let numbers =
+        |v: &Vec<tether_integration::chain::FdEntry>| v.iter().map(|e| e.fd).collect::<Vec<_>>();
+    assert_eq!(
+        numbers(&wd_fds),
+        vec![0, 1, 2, 3, 4, 5],
+        "watchdogd: {:?}",
+        wd_fds
+    );
+    assert_eq!(
+        numbers(&rst_fds),
+        vec![0, 1, 2, 3, 4],
+        "restarter: {:?}",
+        rst_fds
+    );
+    let get = |v: &Vec<tether_integration::chain::FdEntry>, fd: i32| {
+        v.iter().find(|e| e.fd == fd).cloned().expect("fd")
+    };
+    // watchdogd reads 3 (init) and 4 (restarter), writes 5 (to init).
+    for fd in [3, 4] {
+        let e = get(&wd_fds, fd);
+        assert!(
+            e.target.starts_with("pipe:") && e.readable && !e.writable,
+            "watchdogd fd {}: {:?}",
+            fd,
+            e
+        );
+    }
+    let e = get(&wd_fds, 5);
+    assert!(
+        e.target.starts_with("pipe:") && e.writable && !e.readable,
+        "watchdogd fd 5: {:?}",
+        e
+    );
+    // The restarter writes 3 (init) and 4 (watchdog); its 4 is watchdogd's 4.
+    for fd in [3, 4] {
+        let e = get(&rst_fds, fd);
+        assert!(
+            e.target.starts_with("pipe:") && e.writable && !e.readable,
+            "restarter fd {}: {:?}",
+            fd,
+            e
+        );
+    }
+    assert_eq!(
+        get(&rst_fds, 4).target,
+        get(&wd_fds, 4).target,
+        "restarter→watchdog is one pipe"
+    );
+    let pipes = [
+        get(&wd_fds, 3),
+        get(&wd_fds, 4),
+        get(&wd_fds, 5),
+        get(&rst_fds, 3),
+    ];
+    for (i, a) in pipes.iter().enumerate() {
+        for b in pipes.iter().skip(i + 1) {
+            assert_ne!(a.target, b.target, "distinct pipes expected");
+        }
+    }
+    let leak = format!("pipe:[{}]", leak_ino);
+    assert!(
+        !wd_fds
+            .iter()
+            .chain(rst_fds.iter())
+            .any(|e| e.target == leak),
+        "the descriptor leaked into unshare reached a layer"
+    );
+
+    assert_eq!(
+        env_of(wd, "TETHER_HEARTBEATS").as_deref(),
+        Some("init=3,restarter=4")
+    );
+    assert_eq!(env_of(wd, "TETHER_FDS").as_deref(), Some("init=5"));
+    assert_eq!(
+        env_of(rst, "TETHER_FDS").as_deref(),
+        Some("init=3,watchdog=4")
+    );
+    assert_eq!(env_of(rst, "TETHER_HEARTBEATS"), None);
+    let config = chain.config_path.display().to_string();
+    for pid in [wd, rst] {
+        let argv = tether_integration::chain::cmdline(pid);
+        assert_eq!(
+            &argv[argv.len() - 2..],
+            &["--config".to_string(), config.clone()],
+            "{:?}",
+            argv
+        );
+    }
+    assert!(
+        chain
+            .wait_log(&["mounts skipped", "PID namespace"], LONG)
+            .is_some(),
+        "{}",
+        chain.dump()
+    );
+}
+
+#[test]
+fn init_beats_to_watchdogd_every_beat_interval() {
+    let (chain, wd, _) = up("init-beats", beating());
+    // Open the init→watchdog pipe through watchdogd's fd 3 (the fake never
+    // reads it) and count init's beats.
+    let path = format!("/proc/{}/fd/3", wd);
+    let fd = nix::fcntl::open(
+        path.as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )
+    .expect("open the init→watchdog pipe");
+    let drain = || {
+        let mut buf = [0u8; 4096];
+        let mut n = 0;
+        while let Ok(k) = nix::unistd::read(&fd, &mut buf) {
+            if k == 0 {
+                break;
+            }
+            assert!(buf[..k].iter().all(|&b| b == b'.'), "init sends only `.`");
+            n += k;
+        }
+        n
+    };
+    drain();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let n = drain();
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "FIGURE init beats: {} in {:.2} s (beat_interval 100 ms)",
+        n, secs
+    );
+    assert!(
+        (10..=30).contains(&n),
+        "expected about 20 beats in 2 s, got {}\n{}",
+        n,
+        chain.dump()
+    );
+}
+
+#[test]
+fn killed_restarter_is_restarted_at_once_after_running_long_enough() {
+    let (chain, _wd, rst) = up("init-kill9", beating());
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
+    let new = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    let took = t0.elapsed();
+    chain.figure(
+        "init: kill -9 restarter (fake) -> new restarter",
+        took,
+        "restarter crash",
+    );
+    assert_ne!(new, rst);
+    assert!(took < Duration::from_secs(3), "restart took {:?}", took);
+    assert!(chain
+        .wait_log(&["restarter", "killed by SIGKILL"], LONG)
+        .is_some());
+    assert!(chain.wait_log(&["restarted restarter"], LONG).is_some());
+    assert_eq!(
+        chain.find("tether-restarter").len(),
+        1,
+        "exactly one restarter: {:?}",
+        chain.processes()
+    );
+    assert_eq!(chain.layer("tether-restarter"), Some(new));
+}
+
+#[test]
+fn stopped_restarter_is_killed_after_hang_timeout_and_restarted() {
+    let (chain, wd, rst) = up("init-hang", beating());
+    std::thread::sleep(Duration::from_millis(800));
+    let t0 = Instant::now();
+    assert!(tether_integration::chain::signal(rst, Signal::SIGSTOP));
+    let new = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    let took = t0.elapsed();
+    chain.figure(
+        "init: SIGSTOP restarter (fake) -> new restarter",
+        took,
+        "restarter hang",
+    );
+    let hang = timings().hang_timeout;
+    assert!(
+        took >= hang - BEAT * 2,
+        "killed too early: {:?} < hang_timeout {:?}",
+        took,
+        hang
+    );
+    assert!(took < hang + Duration::from_secs(3), "took {:?}", took);
+    assert!(
+        chain
+            .wait_log(&["restarter", "silent for", "SIGKILL"], LONG)
+            .is_some(),
+        "{}",
+        chain.dump()
+    );
+    assert!(
+        tether_integration::chain::proc_stat(rst).is_none_or(|(s, _)| s == 'Z' || s == 'X'),
+        "the hung one is gone"
+    );
+    assert_ne!(new, rst);
+    // watchdogd was left alone.
+    assert_eq!(chain.layer("tether-watchdogd"), Some(wd));
+}
+
+#[test]
+fn watchdogd_crash_and_hang_are_each_repaired() {
+    let (chain, wd, rst) = up("init-wd", beating());
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(tether_integration::chain::signal(wd, Signal::SIGKILL));
+    let wd2 = chain
+        .wait_layer("tether-watchdogd", Some(wd), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    std::thread::sleep(Duration::from_millis(800));
+    let t0 = Instant::now();
+    assert!(tether_integration::chain::signal(wd2, Signal::SIGSTOP));
+    let wd3 = chain
+        .wait_layer("tether-watchdogd", Some(wd2), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    let took = t0.elapsed();
+    chain.figure(
+        "init: SIGSTOP watchdogd (fake) -> new watchdogd",
+        took,
+        "watchdogd hang",
+    );
+    assert!(took >= timings().hang_timeout - BEAT * 2, "{:?}", took);
+    assert_ne!(wd3, wd);
+    assert_eq!(
+        chain.layer("tether-restarter"),
+        Some(rst),
+        "the restarter was left alone"
+    );
+}
+
+#[test]
+fn crash_loop_exhausts_budget_and_reboots() {
+    let mut opts = options(FakeLayer::Crasher, FakeLayer::beater(BEAT));
+    opts.init = InitSettings {
+        max_restarts: 3,
+        window: Duration::from_secs(30),
+        ..InitSettings::default()
+    };
+    let mut chain = Chain::start("init-budget", opts);
+    let status = chain
+        .wait_end(LONG)
+        .unwrap_or_else(|| panic!("no reboot:\n{}", chain.dump()));
+    let took = chain.started.elapsed();
+    assert_eq!(End::of(status), End::Reboot, "{}", chain.dump());
+    let starts = chain.fake_starts("watchdogd");
+    assert_eq!(
+        starts.len(),
+        4,
+        "first start + max_restarts restarts: {:?}\n{}",
+        starts,
+        chain.dump()
+    );
+    // At most one start per restart_delay (margin for the clock reads).
+    let delay = timings().restart_delay;
+    for w in starts.windows(2) {
+        let gap = w[1].1.saturating_sub(w[0].1);
+        assert!(
+            gap >= delay / 2,
+            "starts {:?} apart, restart_delay {:?}",
+            gap,
+            delay
+        );
+    }
+    assert_eq!(chain.reset_field("cause").as_deref(), Some("reboot"));
+    assert_eq!(chain.reset_field("by").as_deref(), Some("init"));
+    assert_eq!(chain.reset_field("layer").as_deref(), Some("watchdogd"));
+    let detail = chain.reset_field("detail").unwrap_or_default();
+    assert!(
+        detail.contains("exhausted its restart budget"),
+        "{}",
+        detail
+    );
+    assert!(!chain.logs(&["exhausted its restart budget"]).is_empty());
+    eprintln!(
+        "FIGURE init: crash loop of 4 starts -> reboot in {} ms",
+        took.as_millis()
+    );
+}
+
+#[test]
+fn restarter_request_reboots_with_its_reason() {
+    let (mut chain, _, _) = up("init-req-r", beating());
+    let reason = "service sensor exhausted its restart budget";
+    std::fs::write(
+        chain.run_dir.join("shutdown-request"),
+        format!("{}\n", reason),
+    )
+    .expect("write reason");
+    let t0 = Instant::now();
+    chain.fake_cmd("restarter", "send R");
+    let status = chain
+        .wait_end(LONG)
+        .unwrap_or_else(|| panic!("no reboot:\n{}", chain.dump()));
+    eprintln!(
+        "FIGURE init: restarter R -> namespace ended in {} ms",
+        t0.elapsed().as_millis()
+    );
+    assert_eq!(End::of(status), End::Reboot);
+    assert_eq!(chain.reset_field("cause").as_deref(), Some("reboot"));
+    assert_eq!(chain.reset_field("by").as_deref(), Some("restarter"));
+    assert_eq!(chain.reset_field("detail").as_deref(), Some(reason));
+    assert!(
+        !chain.run_dir.join("shutdown-request").exists(),
+        "init removes the request"
+    );
+    // The restarter was asked first.
+    assert!(
+        !chain.logs(&["restarter: got SIGTERM"]).is_empty(),
+        "{}",
+        chain.dump()
+    );
+}
+
+#[test]
+fn restarter_poweroff_request_powers_off() {
+    let (mut chain, _, _) = up("init-req-p", beating());
+    chain.fake_cmd("restarter", "send P");
+    let status = chain
+        .wait_end(LONG)
+        .unwrap_or_else(|| panic!("no poweroff:\n{}", chain.dump()));
+    assert_eq!(End::of(status), End::PoweroffOrHalt);
+    assert_eq!(chain.reset_field("cause").as_deref(), Some("poweroff"));
+    let detail = chain.reset_field("detail").unwrap_or_default();
+    assert!(detail.starts_with("no reason given"), "{}", detail);
+}
+
+#[test]
+fn signals_choose_reboot_poweroff_or_halt() {
+    let cases = [
+        (Signal::SIGTERM, End::Reboot, "reboot"),
+        (Signal::SIGINT, End::Reboot, "reboot"),
+        (Signal::SIGUSR1, End::PoweroffOrHalt, "poweroff"),
+        (Signal::SIGUSR2, End::PoweroffOrHalt, "halt"),
+    ];
+    let threads: Vec<_> = cases
+        .into_iter()
+        .map(|(sig, end, cause)| {
+            std::thread::spawn(move || {
+                let (mut chain, _, _) = up(&format!("init-sig-{}", sig.as_str()), beating());
+                assert!(tether_integration::chain::signal(chain.init_pid(), sig));
+                let status = chain
+                    .wait_end(LONG)
+                    .unwrap_or_else(|| panic!("{}: no end:\n{}", sig, chain.dump()));
+                assert_eq!(End::of(status), end, "{}", sig);
+                assert_eq!(
+                    chain.reset_field("cause").as_deref(),
+                    Some(cause),
+                    "{}",
+                    sig
+                );
+                assert_eq!(chain.reset_field("by").as_deref(), Some("signal"));
+                let detail = chain.reset_field("detail").unwrap_or_default();
+                assert!(detail.starts_with(sig.as_str()), "{}", detail);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("signal case");
+    }
+}
+
+#[test]
+fn signal_sent_inside_the_namespace_reaches_init() {
+    // PID 1 of a namespace only gets signals it handles: init's signalfd
+    // (signals blocked, never SIG_DFL-ignored) must still see them.
+    let (mut chain, _, _) = up("init-sig-inside", beating());
+    chain.fake_cmd("restarter", "kill1 TERM");
+    let status = chain
+        .wait_end(LONG)
+        .unwrap_or_else(|| panic!("no reboot:\n{}", chain.dump()));
+    assert_eq!(End::of(status), End::Reboot);
+    let detail = chain.reset_field("detail").unwrap_or_default();
+    assert!(
+        detail.starts_with("SIGTERM from pid "),
+        "the sender inside is named: {}",
+        detail
+    );
+}
+
+#[test]
+fn shutdown_waits_for_the_restarter_then_terminates_the_rest() {
+    let rst = FakeLayer::Beater {
+        interval: BEAT,
+        term_delay: Some(Duration::from_millis(600)),
+        ignore_term: false,
+    };
+    let (mut chain, _, _) = up("init-stop-order", options(FakeLayer::beater(BEAT), rst));
+    let t0 = Instant::now();
+    assert!(tether_integration::chain::signal(
+        chain.init_pid(),
+        Signal::SIGTERM
+    ));
+    let status = chain
+        .wait_end(LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    let took = t0.elapsed();
+    eprintln!(
+        "FIGURE init: orderly reboot with a restarter taking 600 ms to stop: {} ms",
+        took.as_millis()
+    );
+    assert_eq!(End::of(status), End::Reboot);
+    let at = |needle: &str| {
+        chain
+            .logs(&[needle])
+            .first()
+            .map(|l| l.at)
+            .unwrap_or_else(|| panic!("no `{}`:\n{}", needle, chain.dump()))
+    };
+    let asked = at("asking the restarter to stop");
+    let stopped = at("restarter stopped after");
+    let terminating = at("sending SIGTERM to all processes");
+    assert!(asked <= stopped && stopped <= terminating);
+    assert!(
+        stopped.duration_since(asked) >= Duration::from_millis(400),
+        "init waited for the restarter"
+    );
+    assert!(took >= Duration::from_millis(500));
+}
+
+#[test]
+fn restarter_ignoring_sigterm_is_killed_after_stop_timeout() {
+    let rst = FakeLayer::Beater {
+        interval: BEAT,
+        term_delay: None,
+        ignore_term: true,
+    };
+    let mut opts = options(FakeLayer::beater(BEAT), rst);
+    opts.init.stop_timeout = Duration::from_millis(1500);
+    let (mut chain, _, _) = up("init-stop-timeout", opts);
+    let t0 = Instant::now();
+    assert!(tether_integration::chain::signal(
+        chain.init_pid(),
+        Signal::SIGUSR2
+    ));
+    let status = chain
+        .wait_end(LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    let took = t0.elapsed();
+    assert_eq!(End::of(status), End::PoweroffOrHalt);
+    assert!(
+        took >= Duration::from_millis(1400),
+        "stop_timeout respected: {:?}",
+        took
+    );
+    assert!(took < Duration::from_secs(6), "{:?}", took);
+    assert!(
+        !chain.logs(&["still running after stop_timeout"]).is_empty(),
+        "{}",
+        chain.dump()
+    );
+    assert!(!chain.logs(&["got SIGTERM, ignoring it"]).is_empty());
+    assert_eq!(chain.reset_field("cause").as_deref(), Some("halt"));
+}
+
+#[test]
+fn orphans_are_reaped() {
+    let (chain, _, rst) = up("init-orphans", beating());
+    let init = chain.init_pid();
+    for _ in 0..3 {
+        chain.fake_cmd("restarter", "orphan");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The orphans (`sleep 1` whose parent subshell exited) now belong to init.
+    let adopted = chain
+        .processes()
+        .into_iter()
+        .filter(|p| {
+            p.ppid == init
+                && p.cmdline.first().is_some_and(|a| a == "sleep")
+                && p.cmdline.get(1).is_some_and(|a| a == "1")
+        })
+        .count();
+    assert!(
+        adopted >= 1,
+        "no orphan adopted by init: {:?}",
+        chain.processes()
+    );
+    // Killing the layer leaves its `sleep 0.1` child orphaned too.
+    assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
+    std::thread::sleep(Duration::from_millis(2000));
+    let z = chain.zombies();
+    assert!(z.is_empty(), "zombies left: {:?}", z);
+}
+
+#[test]
+fn bad_config_means_defaults_and_a_loud_log_line() {
+    let mut opts = beating();
+    opts.config_text = Some("[timing\nbeat_interval = 100ms\n".into());
+    opts.paths_as_flags = true;
+    let (chain, wd, rst) = up("init-badcfg", opts);
+    let line = chain
+        .wait_log(&["BAD CONFIGURATION", "defaults"], LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    assert!(
+        line.text.contains("tether.toml"),
+        "the log names the file: {}",
+        line.text
+    );
+    // The children get the settings init runs on: defaults + the overrides.
+    let effective = chain.run_dir.join("init-effective.toml");
+    for pid in [wd, rst] {
+        let argv = tether_integration::chain::cmdline(pid);
+        assert_eq!(
+            argv.last().map(String::as_str),
+            Some(effective.to_str().unwrap()),
+            "{:?}",
+            argv
+        );
+    }
+    let text = std::fs::read_to_string(&effective).expect("effective config");
+    let c = tether_common::config::Config::parse(&text, &effective).expect("it parses");
+    assert_eq!(c.paths.state, chain.state_dir);
+    assert_eq!(c.paths.run, chain.run_dir);
+    assert_eq!(c.paths.services, chain.services_dir);
+    assert_eq!(
+        c.watchdog.device.as_deref(),
+        Some(chain.device_path.as_path())
+    );
+    assert_eq!(c.log.syslog_socket, chain.log.socket_path());
+    assert!(!c.log.kmsg);
+    assert_eq!(
+        c.timing,
+        tether_common::config::Config::default().timing,
+        "timings are the defaults"
+    );
+}
+
+#[test]
+fn missing_layer_binary_is_retried_with_backoff() {
+    let (chain, _, rst) = up("init-missing", beating());
+    // Take the restarter away and kill it: the restart fails until it is back.
+    let bin = chain.bin_dir.join("tether-restarter");
+    let saved = chain.dir.join("restarter.saved");
+    std::fs::rename(&bin, &saved).expect("hide the restarter");
+    assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
+    assert!(
+        chain
+            .wait_log(&["starting restarter", "failed"], LONG)
+            .is_some(),
+        "{}",
+        chain.dump()
+    );
+    assert!(
+        chain
+            .wait_log(&["could not start restarter", "retrying in"], LONG)
+            .is_some(),
+        "{}",
+        chain.dump()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let failures = chain.syslog(&["could not start restarter"]).len();
+    assert!(
+        (2..=6).contains(&failures),
+        "backoff doubles: {} failures in ~1.5 s",
+        failures
+    );
+    std::fs::rename(&saved, &bin).expect("restore the restarter");
+    let back = chain.wait_layer("tether-restarter", Some(rst), LONG);
+    assert!(
+        back.is_some(),
+        "restarter back after the binary returned:\n{}",
+        chain.dump()
+    );
+}
+
+#[test]
+fn liveness_line_summarises_the_layers() {
+    let (chain, _, _) = up("init-liveness", beating());
+    let l = chain
+        .wait_log(
+            &[
+                "liveness: init ok, watchdogd up",
+                "(restarts 0), restarter up",
+            ],
+            LONG,
+        )
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    assert!(l.text.contains("(restarts 0)"), "{}", l.text);
+}
+
+#[test]
+fn closed_standard_input_never_receives_a_heartbeat_pipe() {
+    // Rust's runtime puts /dev/null on a closed standard descriptor before
+    // main; init (PID 1 of a namespace) keeps it, and its pipes go above 2.
+    let mut opts = beating();
+    opts.close_stdin = true;
+    let (chain, wd, _) = up("init-stdin", opts);
+    let fds = chain.fake_fds("watchdogd", ns_pid(wd));
+    let stdin = fds
+        .iter()
+        .find(|e| e.fd == 0)
+        .unwrap_or_else(|| panic!("no fd 0: {:?}", fds));
+    assert!(
+        stdin.target == "/dev/null" || stdin.target == "/dev/console",
+        "fd 0 of a layer: {:?}",
+        stdin
+    );
+    assert_eq!(
+        fds.iter().map(|e| e.fd).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5]
+    );
+    for e in fds.iter().filter(|e| e.fd >= 3) {
+        assert!(e.target.starts_with("pipe:"), "{:?}", e);
+    }
+}

@@ -1,0 +1,226 @@
+//! sd_notify through a real `tether-restarter`: `READY=1` makes a service
+//! ready, `WATCHDOG=1` pings keep it alive and their absence restarts it, a
+//! sender that has already exited still counts (attribution by socket),
+//! `systemd-notify` itself works from a script, and malformed or oversized
+//! datagrams are counted and ignored without disturbing the service.
+//!
+//! Senders: `notify-helper` (this crate's stand-in for `systemd-notify`) and,
+//! in one test, the real `systemd-notify` (Debian package `systemd`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tether_integration::bins::bin;
+use tether_integration::svc::Restarter;
+
+const T: Duration = Duration::from_secs(10);
+
+fn touch(path: &Path) {
+    std::fs::write(path, b"").expect("touch");
+}
+
+fn helper() -> String {
+    bin("notify-helper").display().to_string()
+}
+
+#[test]
+fn notify_ready_makes_the_service_ready_with_its_status_text() {
+    let b = Restarter::builder("ntf-ready");
+    let d = b.dir().display().to_string();
+    let script = b.script(
+        "svc.sh",
+        &format!(
+            "#!/bin/sh\nwhile [ ! -e {d}/go ]; do sleep 0.02; done\n{h} READY=1 'STATUS=serving 3 clients'\nexec sleep 1000\n",
+            h = helper()
+        ),
+    );
+    let r = b
+        .service(
+            "rdy",
+            &format!("exec = [\"{}\"]\nnotify = \"ready\"\n", script.display()),
+        )
+        .start();
+    let pid = r.wait_pid("rdy", T);
+    let s = r.service_status("rdy").expect("status");
+    assert_eq!(s["ready"], false, "not ready before READY=1: {s}");
+    assert_ne!(s["state"], "ready");
+    touch(&r.dir().join("go"));
+    let s = r.wait_state("rdy", "ready", T);
+    assert_eq!(s["ready"], true);
+    assert_eq!(s["status_text"], "serving 3 clients");
+    assert_eq!(s["pid"], pid);
+    assert_eq!(s["notify_rejected"], 0);
+    r.log.wait_for("service rdy ready", T);
+}
+
+#[test]
+fn notify_watchdog_pings_keep_the_service_alive_and_silence_restarts_it() {
+    let b = Restarter::builder("ntf-wd");
+    let d = b.dir().display().to_string();
+    let script = b.script(
+        "svc.sh",
+        &format!(
+            "#!/bin/sh\n{h} READY=1\nwhile [ ! -e {d}/silence ]; do {h} WATCHDOG=1; sleep 0.05; done\nexec sleep 1000\n",
+            h = helper()
+        ),
+    );
+    let r = b
+        .service(
+            "pinger",
+            &format!(
+                "exec = [\"{}\"]\nnotify = \"watchdog\"\nwatchdog_timeout = \"600ms\"\nstop_timeout = \"1s\"\n",
+                script.display()
+            ),
+        )
+        .start();
+    let pid = r.wait_pid("pinger", T);
+    r.wait_state("pinger", "ready", T);
+    // Three timeouts' worth of pings: still the same process.
+    std::thread::sleep(Duration::from_millis(1800));
+    let s = r.service_status("pinger").expect("status");
+    assert_eq!(s["pid"], pid, "pinged service was restarted: {s}");
+    assert_eq!(s["restarts"], 0);
+    assert_eq!(s["state"], "ready");
+    touch(&r.dir().join("silence"));
+    let new = r.wait_pid_other_than("pinger", pid, T);
+    assert_ne!(new, pid);
+    let s = r.service_status("pinger").expect("status");
+    assert!(s["restarts"].as_u64().unwrap_or(0) >= 1, "{s}");
+}
+
+#[test]
+fn notify_from_a_sender_that_exited_before_it_was_read_still_counts() {
+    let b = Restarter::builder("ntf-gone");
+    let d = b.dir().display().to_string();
+    // The helper sends and exits; the shell reaps it before touching `sent`.
+    let script = b.script(
+        "svc.sh",
+        &format!(
+            "#!/bin/sh\nwhile [ ! -e {d}/go ]; do sleep 0.02; done\n{h} READY=1\ntouch {d}/sent\nexec sleep 1000\n",
+            h = helper()
+        ),
+    );
+    let r = b
+        .service(
+            "gone",
+            &format!("exec = [\"{}\"]\nnotify = \"ready\"\n", script.display()),
+        )
+        .start();
+    r.wait_pid("gone", T);
+    // Freeze the restarter so the datagram waits in the socket until the
+    // sender is gone.
+    r.signal(libc::SIGSTOP);
+    touch(&r.dir().join("go"));
+    let sent = r.dir().join("sent");
+    let deadline = Instant::now() + T;
+    while !sent.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    r.signal(libc::SIGCONT);
+    assert!(sent.exists(), "the service did not send within {T:?}");
+    let s = r.wait_state("gone", "ready", T);
+    assert_eq!(s["notify_rejected"], 0);
+}
+
+#[test]
+fn notify_systemd_notify_from_a_script_works_and_returns_at_once() {
+    let b = Restarter::builder("ntf-sysd");
+    // systemd-notify sends its message, then a barrier (BARRIER=1 with a
+    // pipe) and waits up to 5 s for it: rc=0 quickly means the restarter
+    // released the barrier.
+    let script = b.script(
+        "svc.sh",
+        "#!/bin/sh\nstart=$(date +%s%N)\nsystemd-notify --ready --status='via systemd-notify'\nrc=$?\n\
+         end=$(date +%s%N)\necho \"systemd-notify rc=$rc ms=$(( (end - start) / 1000000 ))\"\nexec sleep 1000\n",
+    );
+    let r = b
+        .service(
+            "sysd",
+            &format!("exec = [\"{}\"]\nnotify = \"ready\"\n", script.display()),
+        )
+        .start();
+    let s = r.wait_state("sysd", "ready", T);
+    assert_eq!(s["status_text"], "via systemd-notify");
+    let line = r.log.wait_for("systemd-notify rc=", T);
+    assert!(line.text.contains("rc=0"), "{}", line.text);
+    let ms: u64 = line
+        .text
+        .rsplit("ms=")
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .expect("ms");
+    assert!(
+        ms < 4000,
+        "systemd-notify waited {ms} ms: the barrier was not released"
+    );
+}
+
+#[test]
+fn notify_malformed_and_oversized_datagrams_are_counted_and_ignored() {
+    let b = Restarter::builder("ntf-bad");
+    let d = b.dir().display().to_string();
+    let big = format!("STATUS={}", "x".repeat(5000));
+    let script = b.script(
+        "svc.sh",
+        &format!(
+            "#!/bin/sh\nwhile [ ! -e {d}/go ]; do sleep 0.02; done\n\
+             {h} 'no equals sign'\n{h} {big}\n{h} WATCHDOG_USEC=-1\n{h} READY=1\nexec sleep 1000\n",
+            h = helper()
+        ),
+    );
+    let r = b
+        .service(
+            "bad",
+            &format!("exec = [\"{}\"]\nnotify = \"ready\"\n", script.display()),
+        )
+        .start();
+    let pid = r.wait_pid("bad", T);
+    touch(&r.dir().join("go"));
+    let s = r.wait_state("bad", "ready", T);
+    assert_eq!(s["notify_rejected"], 3, "{s}");
+    assert_eq!(s["pid"], pid);
+    assert_eq!(s["restarts"], 0);
+    assert_eq!(
+        s["status_text"],
+        serde_json::Value::Null,
+        "the oversized STATUS must not apply: {s}"
+    );
+    r.log.wait_for("malformed notify datagram", T);
+}
+
+#[test]
+fn notify_socket_is_private_to_the_service_and_removed_with_it() {
+    let b = Restarter::builder("ntf-sock");
+    let script = b.script(
+        "svc.sh",
+        "#!/bin/sh\necho \"socket=$NOTIFY_SOCKET\"\nexec sleep 1000\n",
+    );
+    let r = b
+        .service(
+            "sockd",
+            &format!("exec = [\"{}\"]\nnotify = \"ready\"\n", script.display()),
+        )
+        .start();
+    let line = r.log.wait_for("socket=", T);
+    let path = line
+        .text
+        .rsplit("socket=")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(Path::new(&path), r.run.join("notify").join("sockd.sock"));
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(&path).expect("socket exists");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o666);
+    r.remove_service("sockd");
+    r.signal(libc::SIGHUP);
+    let deadline = Instant::now() + T;
+    while Path::new(&path).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{path} still there after the service was removed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

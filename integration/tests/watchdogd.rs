@@ -1,0 +1,456 @@
+//! tether-watchdogd against the simulated hardware (`hw::SimWatchdog`), with
+//! the test playing init: it holds the heartbeat pipes, beats for the layers,
+//! and reads watchdogd's supervision beats.
+//!
+//! Timings (`Timings::fast`): beat 100 ms, stale 1 s, hardware 2 s. Upper
+//! bounds carry generous margins for a loaded 2-core machine.
+
+use nix::sys::signal::Signal;
+use std::time::{Duration, Instant};
+use tether_integration::bins;
+use tether_integration::hw::{LogSource, RigOptions, Timings, WatchdogdRig};
+
+const ALERT_PRI: &str = "<25>"; // daemon.alert
+const SLACK: Duration = Duration::from_millis(600);
+
+fn rig(label: &str, opts: RigOptions) -> WatchdogdRig {
+    WatchdogdRig::start(&bins::bin("tether-watchdogd"), label, opts)
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+/// Waits until the device is being petted.
+fn wait_petting(r: &WatchdogdRig) {
+    assert!(
+        r.sim().wait_for_pets(3, secs(5.0)),
+        "no pets arrived:\n{}",
+        r.log.dump()
+    );
+}
+
+fn alert_lines(r: &WatchdogdRig) -> Vec<String> {
+    r.log
+        .texts(LogSource::Syslog)
+        .into_iter()
+        .filter(|l| l.starts_with(ALERT_PRI))
+        .collect()
+}
+
+#[test]
+fn both_layers_beating_keep_the_device_petted_without_reset() {
+    let r = rig("wd-healthy", RigOptions::default());
+    wait_petting(&r);
+    let start = Instant::now();
+    r.pipe("init"); // both layers registered
+    r.to_init.drain();
+    std::thread::sleep(secs(6.0)); // three hardware timeouts
+    let now = Instant::now();
+    assert!(
+        r.sim().resets().is_empty(),
+        "unexpected reset:\n{}",
+        r.log.dump()
+    );
+    let pets = r.sim().pets().into_iter().filter(|t| *t >= start).count();
+    assert!(
+        pets >= 20,
+        "pets should flow every 100 ms, got {pets} in 6 s"
+    );
+    let gap = r.sim().max_gap_between(start, now).unwrap();
+    assert!(gap < secs(1.0), "a gap of {gap:?} between pets");
+    assert!(!r.sim().saw_magic_close());
+    let beats_to_init = r.to_init.drain();
+    assert!(
+        beats_to_init >= 20,
+        "watchdogd beats to init every 100 ms, got {beats_to_init}"
+    );
+    let live = r.log.wait_for(
+        LogSource::Syslog,
+        &["liveness: init ok, restarter ok", "last pet"],
+        secs(1.0),
+    );
+    assert!(
+        live.is_some(),
+        "no healthy liveness line:\n{}",
+        r.log.dump()
+    );
+    assert!(alert_lines(&r).is_empty());
+}
+
+#[test]
+fn stale_layer_stops_petting_within_its_timeout_and_the_hardware_resets() {
+    let r = rig("wd-stale", RigOptions::default());
+    wait_petting(&r);
+    std::thread::sleep(secs(0.3));
+    let last_beat = r.beater.pause("restarter").expect("restarter has beaten");
+    let reset = r
+        .sim()
+        .wait_for_reset(secs(8.0))
+        .unwrap_or_else(|| panic!("no reset:\n{}", r.log.dump()));
+    let last_pet = r.sim().last_pet().unwrap();
+    let gap = last_pet.saturating_duration_since(last_beat);
+    let t = Timings::fast();
+    assert!(
+        gap <= t.stale_timeout + t.beat_interval + SLACK,
+        "petting went on {gap:?} after the layer's last beat"
+    );
+    assert!(
+        gap >= secs(0.6),
+        "petting stopped too early: {gap:?} after the last beat"
+    );
+    assert!(reset.silence > t.hardware_timeout);
+    // The record names the layer, and was written before the reset.
+    let rec = r.reset_reason().expect("reset-reason written");
+    assert!(rec.contains("cause=watchdog"), "{rec}");
+    assert!(rec.contains("layer=restarter"), "{rec}");
+    let silent_ms: u64 = rec
+        .lines()
+        .find_map(|l| l.strip_prefix("silent_ms="))
+        .and_then(|v| v.parse().ok())
+        .expect("silent_ms");
+    assert!(silent_ms >= 1000, "{rec}");
+    // One ALERT line, naming the layer.
+    let alerts = alert_lines(&r);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(
+        alerts[0].contains("restarter") && alerts[0].contains("silent"),
+        "{alerts:?}"
+    );
+    // watchdogd itself still beats to init while withholding pets.
+    r.to_init.drain();
+    std::thread::sleep(secs(0.5));
+    assert!(r.to_init.drain() > 0, "watchdogd must keep beating to init");
+}
+
+#[test]
+fn layer_back_before_the_hardware_fires_resumes_petting_without_reset() {
+    let r = rig("wd-recover", RigOptions::default());
+    wait_petting(&r);
+    r.beater.pause("restarter");
+    let alert = r
+        .log
+        .wait_for(LogSource::Syslog, &[ALERT_PRI, "restarter"], secs(4.0));
+    assert!(alert.is_some(), "no ALERT:\n{}", r.log.dump());
+    std::thread::sleep(secs(0.2));
+    let resumed_at = Instant::now();
+    r.beater.resume("restarter");
+    let back = r.log.wait_for(
+        LogSource::Syslog,
+        &["restarter", "beating again", "resuming petting"],
+        secs(2.0),
+    );
+    assert!(back.is_some(), "recovery not logged:\n{}", r.log.dump());
+    assert!(
+        r.sim().wait_for_pet_after(resumed_at, secs(1.0)).is_some(),
+        "petting did not resume"
+    );
+    // Well past the hardware timeout counted from the stop.
+    std::thread::sleep(Timings::fast().hardware_timeout + SLACK);
+    assert!(
+        r.sim().resets().is_empty(),
+        "reset despite recovery:\n{}",
+        r.log.dump()
+    );
+    assert!(r.sim().last_pet_age().unwrap() < secs(1.0));
+    let rec = r.reset_reason().unwrap();
+    assert!(
+        rec.contains("cause=unknown"),
+        "a recovered layer is not blamed: {rec}"
+    );
+    assert_eq!(alert_lines(&r).len(), 1);
+}
+
+#[test]
+fn kill_9_never_writes_v_and_the_hardware_resets() {
+    let mut r = rig("wd-kill9", RigOptions::default());
+    wait_petting(&r);
+    r.kill9();
+    let reset = r.sim().wait_for_reset(secs(6.0));
+    assert!(
+        reset.is_some(),
+        "the armed device must reset after watchdogd died"
+    );
+    assert!(reset.unwrap().silence > Timings::fast().hardware_timeout);
+    assert!(!r.sim().saw_magic_close(), "no V on a crash path");
+}
+
+#[test]
+fn second_start_reports_how_the_previous_run_ended() {
+    let mut r = rig("wd-restart", RigOptions::default());
+    wait_petting(&r);
+    r.beater.pause("restarter");
+    assert!(r
+        .log
+        .wait_for(LogSource::Syslog, &[ALERT_PRI, "restarter"], secs(4.0))
+        .is_some());
+    r.kill9();
+    r.beater.resume("restarter");
+    r.spawn();
+    let line = r
+        .log
+        .wait_for(
+            LogSource::Syslog,
+            &["previous boot ended: watchdog reset: restarter silent"],
+            secs(4.0),
+        )
+        .unwrap_or_else(|| panic!("previous end not reported:\n{}", r.log.dump()));
+    assert!(line.text.contains("(boot 1)"), "{}", line.text);
+    // The new run pre-wrote unknown and bumped the boot counter.
+    let deadline = Instant::now() + secs(2.0);
+    loop {
+        let rec = r.reset_reason().unwrap_or_default();
+        if rec.contains("boot=2") && rec.contains("cause=unknown") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "record not rewritten: {rec}");
+        std::thread::sleep(secs(0.05));
+    }
+    assert_eq!(
+        std::fs::read_to_string(r.state_dir.join("boot-count"))
+            .unwrap()
+            .trim(),
+        "2"
+    );
+    assert!(r.sim().wait_for_pets(r.sim().pet_count() + 3, secs(3.0)));
+}
+
+#[test]
+fn sigterm_exits_without_disarming() {
+    let mut r = rig("wd-sigterm", RigOptions::default());
+    wait_petting(&r);
+    r.signal(Signal::SIGTERM);
+    let st = r.wait_exit(secs(3.0)).expect("watchdogd exits on SIGTERM");
+    assert!(st.success(), "{st:?}");
+    assert!(
+        r.sim().wait_for_reset(secs(6.0)).is_some(),
+        "the device stays armed after SIGTERM"
+    );
+    assert!(!r.sim().saw_magic_close());
+    assert!(r
+        .log
+        .wait_for(
+            LogSource::Syslog,
+            &["SIGTERM", "without disarming"],
+            secs(1.0)
+        )
+        .is_some());
+}
+
+#[test]
+fn sigusr1_with_allow_disarm_writes_v_and_exits() {
+    let mut r = rig(
+        "wd-disarm",
+        RigOptions {
+            allow_disarm: true,
+            ..RigOptions::default()
+        },
+    );
+    wait_petting(&r);
+    r.signal(Signal::SIGUSR1);
+    let st = r
+        .wait_exit(secs(3.0))
+        .expect("watchdogd exits after disarming");
+    assert!(st.success(), "{st:?}");
+    assert!(
+        r.sim().wait_for_disarm(secs(2.0)),
+        "V then close must disarm"
+    );
+    assert!(r.sim().saw_magic_close());
+    std::thread::sleep(Timings::fast().hardware_timeout + SLACK);
+    assert!(
+        r.sim().resets().is_empty(),
+        "a disarmed device does not reset"
+    );
+}
+
+#[test]
+fn sigusr1_without_allow_disarm_is_refused_and_petting_goes_on() {
+    let mut r = rig("wd-nodisarm", RigOptions::default());
+    wait_petting(&r);
+    r.signal(Signal::SIGUSR1);
+    let refused = r
+        .log
+        .wait_for(LogSource::Syslog, &["SIGUSR1", "refused"], secs(2.0));
+    assert!(refused.is_some(), "no refusal logged:\n{}", r.log.dump());
+    let after = Instant::now();
+    assert!(
+        r.sim().wait_for_pet_after(after, secs(1.0)).is_some(),
+        "petting must go on"
+    );
+    std::thread::sleep(secs(0.5));
+    assert!(r.running(), "watchdogd must keep running");
+    assert!(!r.sim().saw_magic_close());
+    assert!(r.sim().resets().is_empty());
+}
+
+#[test]
+fn absent_device_is_retried_until_it_appears() {
+    let mut r = rig(
+        "wd-absent",
+        RigOptions {
+            device_present: false,
+            ..RigOptions::default()
+        },
+    );
+    let waiting = r
+        .log
+        .wait_for(LogSource::Syslog, &["not available yet"], secs(3.0));
+    assert!(waiting.is_some(), "absence not logged:\n{}", r.log.dump());
+    r.to_init.drain();
+    std::thread::sleep(secs(0.8));
+    assert_eq!(
+        r.log
+            .matching(LogSource::Syslog, &["not available yet"])
+            .len(),
+        1,
+        "the absence is logged once:\n{}",
+        r.log.dump()
+    );
+    assert!(
+        r.to_init.drain() > 0,
+        "beats to init go on while the device is absent"
+    );
+    // The layers keep beating; their pipes are drained (they would fill
+    // after 64 KiB only, so check the daemon's view instead: no ALERT).
+    assert!(
+        alert_lines(&r).is_empty(),
+        "beats are drained while waiting:\n{}",
+        r.log.dump()
+    );
+    r.create_device();
+    assert!(
+        r.sim().wait_for_pets(3, secs(3.0)),
+        "no pets after the device appeared:\n{}",
+        r.log.dump()
+    );
+    assert!(r
+        .log
+        .wait_for(LogSource::Syslog, &["appeared after"], secs(1.0))
+        .is_some());
+}
+
+#[test]
+fn bad_config_runs_on_defaults_and_says_so_loudly() {
+    let opts = RigOptions {
+        timings: Timings::defaults(),
+        config_text: Some("[timing\nbeat_interval = 1s\n".into()),
+        paths_as_flags: true,
+        ..RigOptions::default()
+    };
+    let r = rig("wd-badconfig", opts);
+    let line = r.log.wait_for(
+        LogSource::Syslog,
+        &["CONFIGURATION ERROR", "built-in defaults"],
+        secs(3.0),
+    );
+    let line = line.unwrap_or_else(|| panic!("no loud config error:\n{}", r.log.dump()));
+    assert!(
+        line.text.starts_with("<27>"),
+        "logged at ERROR: {}",
+        line.text
+    );
+    assert!(
+        line.text.contains("tether.toml"),
+        "names the file: {}",
+        line.text
+    );
+    assert!(r
+        .log
+        .wait_for(LogSource::Stderr, &["CONFIGURATION ERROR"], secs(1.0))
+        .is_some());
+    // Defaults: pets once per second, and the device path from --device.
+    assert!(
+        r.sim().wait_for_pets(2, secs(4.0)),
+        "not petting on defaults:\n{}",
+        r.log.dump()
+    );
+    assert!(
+        r.log
+            .wait_for(LogSource::Syslog, &["hardware timeout 30s"], secs(1.0))
+            .is_some()
+            || r.log
+                .wait_for(LogSource::Syslog, &["nominal timeout 30s"], secs(1.0))
+                .is_some()
+    );
+}
+
+#[test]
+fn unwritable_state_dir_keeps_petting_and_is_retried() {
+    let parent = bins::TempDir::new("wd-statedir");
+    let blocker = parent.join("blocker");
+    std::fs::write(&blocker, "a file where a directory should be").unwrap();
+    let opts = RigOptions {
+        state_dir: Some(blocker.join("state")),
+        ..RigOptions::default()
+    };
+    let r = rig("wd-unwritable", opts);
+    let err = r.log.wait_for(
+        LogSource::Syslog,
+        &["cannot write records", "petting continues"],
+        secs(3.0),
+    );
+    assert!(err.is_some(), "no loud record error:\n{}", r.log.dump());
+    wait_petting(&r);
+    std::fs::remove_file(&blocker).unwrap();
+    let ok = r
+        .log
+        .wait_for(LogSource::Syslog, &["writable again"], secs(4.0));
+    assert!(ok.is_some(), "records not retried:\n{}", r.log.dump());
+    let rec = std::fs::read_to_string(blocker.join("state").join("reset-reason")).unwrap();
+    assert!(
+        rec.contains("cause=unknown") && rec.contains("boot=1"),
+        "{rec}"
+    );
+    assert!(r.sim().resets().is_empty());
+    assert_eq!(
+        r.log
+            .matching(LogSource::Syslog, &["cannot write records"])
+            .len(),
+        1,
+        "logged once"
+    );
+}
+
+#[test]
+fn sighup_reload_applies_new_stale_timeouts_and_keeps_settings_on_a_bad_file() {
+    let r = rig("wd-reload", RigOptions::default());
+    wait_petting(&r);
+    // A longer stale timeout for the restarter only.
+    let text = std::fs::read_to_string(&r.config_path).unwrap();
+    let longer = format!("{text}\n[timing.stale_timeout_by_layer]\nrestarter = \"4s\"\n");
+    std::fs::write(&r.config_path, longer).unwrap();
+    r.signal(Signal::SIGHUP);
+    let reloaded = r
+        .log
+        .wait_for(LogSource::Syslog, &["SIGHUP", "reloaded"], secs(2.0));
+    assert!(reloaded.is_some(), "reload not logged:\n{}", r.log.dump());
+    // Silent for twice the old 1 s timeout: still petting.
+    let paused_at = Instant::now();
+    r.beater.pause("restarter");
+    std::thread::sleep(secs(2.0));
+    assert!(
+        alert_lines(&r).is_empty(),
+        "the reloaded 4 s timeout must apply:\n{}",
+        r.log.dump()
+    );
+    assert!(r
+        .sim()
+        .wait_for_pet_after(paused_at + secs(1.8), secs(1.0))
+        .is_some());
+    r.beater.resume("restarter");
+    // A broken file is refused and the running settings stay.
+    std::fs::write(&r.config_path, "[timing]\nbeat_interval = \"soon\"\n").unwrap();
+    r.signal(Signal::SIGHUP);
+    let refused = r
+        .log
+        .wait_for(LogSource::Syslog, &["reload failed", "keeping"], secs(2.0));
+    assert!(
+        refused.is_some(),
+        "bad reload not reported:\n{}",
+        r.log.dump()
+    );
+    let after = Instant::now();
+    assert!(r.sim().wait_for_pet_after(after, secs(1.0)).is_some());
+    assert!(r.sim().resets().is_empty());
+}

@@ -1,0 +1,1193 @@
+//! The restarter's shell: one thread, one epoll loop. It turns descriptors
+//! and signals into supervisor events and carries out the supervisor's
+//! actions. No sleep and no blocking call: every wait is the `epoll_wait`
+//! timeout, computed from the earliest deadline.
+//!
+//! Registered in epoll: a signalfd (`SIGCHLD`, `SIGTERM`, `SIGINT`,
+//! `SIGHUP`, blocked first), the control server's fd, each notify socket,
+//! each service's two output pipes. Deadlines: heartbeats, the liveness
+//! line, the supervisor's next deadline, the leftover sweep, control client
+//! timeouts, output buffer flushes and drop reports.
+//!
+//! Order at start: heartbeat descriptors are taken first (before anything
+//! else is opened), then configuration and logging, signals, the runtime
+//! directory, the leftover sweep of `RUN/restarter.state` (no service
+//! starts before it is over), the control socket; services are loaded when
+//! the sweep is done.
+//!
+//! Decisions where the design is silent:
+//! - A heartbeat (`.`) goes to each pipe of `TETHER_FDS` every
+//!   `beat_interval`, also between spawns when a loop turn starts many
+//!   services. A reboot/poweroff/halt code that finds the pipe full is
+//!   retried at each beat until written.
+//! - Service output buffered while syslog is down is retried once a second;
+//!   drop counts are logged at most once per 10 s per service (io's rule).
+//! - The liveness line: `liveness: restarter ok U/E up, F failed, C config
+//!   errors, syslog up|down, D lines dropped` where E counts the services
+//!   that should run and U those of them up and ready; `ok` becomes
+//!   `degraded` when U < E or F > 0.
+//! - Reload (`SIGHUP`, `tetherctl reload`) re-reads the service files only;
+//!   a changed `tether.toml` takes effect when the restarter is restarted.
+//!   A reload before the leftover sweep is over is ignored (the files are
+//!   read when it ends).
+//! - On `SIGTERM`/`SIGINT`: every service is stopped in reverse dependency
+//!   order (each within its `stop_timeout`), then the state file is
+//!   emptied, service cgroups removed, and the process exits 0.
+
+use crate::cgroup::{Cgroups, ServiceCgroup};
+use crate::control::{self, Incoming, Request, Response, Server, ServiceStatus, StatusReport};
+use crate::notify::{self, NotifySocket};
+use crate::output::ServiceOutput;
+use crate::service::{self, LoadedSet, NotifyMode};
+use crate::spawn::{self, SpawnContext};
+use crate::state_file::{self, Sweep};
+use crate::supervisor::{Action, Event, ExitStatus, ServiceId, Supervisor};
+use log::{debug, error, info, warn, Level};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use std::collections::VecDeque;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::Duration;
+use tether_common::clock::MonoTime;
+use tether_common::config::Config;
+use tether_common::fdlist::{FdList, ENV_FDS};
+use tether_common::heartbeat::{Code, Sent, Writer};
+use tether_common::logging::{self, Syslog};
+
+/// The name syslog lines of the restarter itself carry.
+pub const TAG: &str = "tether-restarter";
+/// `RUN/shutdown-request`.
+pub const SHUTDOWN_REQUEST: &str = "shutdown-request";
+/// `RUN/control.sock`.
+pub const CONTROL_SOCKET: &str = "control.sock";
+/// How often output buffered while syslog is down is retried.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+const TOKEN_KIND_SHIFT: u32 = 56;
+const TOKEN_SIGNAL: u64 = 1 << TOKEN_KIND_SHIFT;
+const TOKEN_CONTROL: u64 = 2 << TOKEN_KIND_SHIFT;
+const TOKEN_NOTIFY: u64 = 3 << TOKEN_KIND_SHIFT;
+const TOKEN_OUTPUT: u64 = 4 << TOKEN_KIND_SHIFT;
+
+/// Command-line settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    pub config: PathBuf,
+    /// `--run-dir`: overrides `[paths] run`.
+    pub run_dir: Option<PathBuf>,
+    /// `--services`: overrides `[paths] services`.
+    pub services: Option<PathBuf>,
+    /// `--cgroup-root`: where service cgroups go (must be cgroup2).
+    pub cgroup_root: Option<PathBuf>,
+    /// `--no-cgroup`: process groups only.
+    pub no_cgroup: bool,
+}
+
+pub const USAGE: &str = "usage: tether-restarter [--config FILE] [--run-dir DIR] [--services DIR] [--cgroup-root DIR | --no-cgroup]";
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let mut o = Options {
+            config: PathBuf::from(tether_common::config::DEFAULT_CONFIG),
+            ..Options::default()
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            match a.as_str() {
+                "--config" => o.config = PathBuf::from(value("--config")?),
+                "--run-dir" => o.run_dir = Some(PathBuf::from(value("--run-dir")?)),
+                "--services" => o.services = Some(PathBuf::from(value("--services")?)),
+                "--cgroup-root" => o.cgroup_root = Some(PathBuf::from(value("--cgroup-root")?)),
+                "--no-cgroup" => o.no_cgroup = true,
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        if o.no_cgroup && o.cgroup_root.is_some() {
+            return Err("--cgroup-root and --no-cgroup exclude each other".into());
+        }
+        Ok(o)
+    }
+}
+
+/// Per-service resources of the shell.
+#[derive(Default)]
+struct Runtime {
+    output: Option<ServiceOutput>,
+    notify: Option<NotifySocket>,
+    cgroup: Option<ServiceCgroup>,
+    /// `/proc/PID/stat` start time of the current process.
+    start_time: u64,
+}
+
+struct Shell {
+    config: Config,
+    run_dir: PathBuf,
+    services_dir: PathBuf,
+    epoll: Epoll,
+    sigfd: SignalFd,
+    sup: Supervisor,
+    rt: Vec<Runtime>,
+    control: Option<Server>,
+    syslog: Syslog,
+    beats: Vec<Writer>,
+    init_pipe: Option<usize>,
+    pending_code: Option<Code>,
+    cgroups: Option<Cgroups>,
+    cgroup_warned: bool,
+    base_nofile: (u64, u64),
+    started: MonoTime,
+    next_beat: MonoTime,
+    next_liveness: MonoTime,
+    flush_at: Option<MonoTime>,
+    drop_check_at: Option<MonoTime>,
+    sweep: Option<Sweep>,
+    loaded: bool,
+    state_dirty: bool,
+    /// tether.toml error (running on defaults), services dir error, last
+    /// refused reload.
+    config_errors: Vec<String>,
+    reload_errors: Vec<String>,
+}
+
+/// Runs the restarter; returns the exit code.
+pub fn run(opts: Options) -> i32 {
+    // Heartbeat descriptors first, before anything else gets a number.
+    let (beats, init_pipe, fd_error) = take_heartbeats();
+    let (mut config, config_error) = Config::load_or_default(&opts.config);
+    if let Some(dir) = &opts.run_dir {
+        config.paths.run = dir.clone();
+    }
+    if let Some(dir) = &opts.services {
+        config.paths.services = dir.clone();
+    }
+    logging::init(TAG, &config.log);
+    let mut config_errors = Vec::new();
+    if let Some(e) = &config_error {
+        error!(
+            "{}: {e}; running on built-in defaults",
+            opts.config.display()
+        );
+        config_errors.push(e.to_string());
+        if let Some(dir) = &opts.run_dir {
+            config.paths.run = dir.clone();
+        }
+        if let Some(dir) = &opts.services {
+            config.paths.services = dir.clone();
+        }
+    }
+    if let Some(e) = fd_error {
+        error!("{ENV_FDS}: {e}; running without heartbeats");
+    }
+    if beats.is_empty() {
+        info!("no heartbeat pipes ({ENV_FDS} unset): running without init");
+    }
+    match Shell::new(config, opts, beats, init_pipe, config_errors) {
+        Ok(mut shell) => shell.run(),
+        Err(e) => {
+            error!("cannot start: {e}");
+            1
+        }
+    }
+}
+
+/// The write ends named in `TETHER_FDS`, taken over (close-on-exec again).
+fn take_heartbeats() -> (Vec<Writer>, Option<usize>, Option<String>) {
+    let list = match FdList::from_env(ENV_FDS) {
+        Ok(l) => l,
+        Err(e) => return (Vec::new(), None, Some(e.to_string())),
+    };
+    let mut beats = Vec::new();
+    let mut init = None;
+    let mut errors = Vec::new();
+    for (name, fd) in list.iter() {
+        match tether_common::sys::take_inherited_fd(fd).and_then(|owned| Writer::new(name, owned)) {
+            Ok(w) => {
+                if name == "init" {
+                    init = Some(beats.len());
+                }
+                beats.push(w);
+            }
+            Err(e) => errors.push(format!("{name}={fd}: {e}")),
+        }
+    }
+    // Single-threaded at this point. The variable must not reach services
+    // (spawn filters it too).
+    std::env::remove_var(ENV_FDS);
+    (beats, init, (!errors.is_empty()).then(|| errors.join(", ")))
+}
+
+fn io_err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+impl Shell {
+    fn new(
+        config: Config,
+        opts: Options,
+        beats: Vec<Writer>,
+        init_pipe: Option<usize>,
+        config_errors: Vec<String>,
+    ) -> Result<Shell, String> {
+        let base_nofile = spawn::current_nofile();
+        if let Err(e) = spawn::raise_nofile() {
+            warn!("cannot raise the descriptor limit: {e}");
+        }
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+        ] {
+            mask.add(s);
+        }
+        mask.thread_block()
+            .map_err(|e| io_err("blocking signals", e))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| io_err("signalfd", e))?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| io_err("epoll", e))?;
+        epoll
+            .add(
+                sigfd.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
+            )
+            .map_err(|e| io_err("epoll", e))?;
+        let run_dir = config.paths.run.clone();
+        std::fs::create_dir_all(run_dir.join("notify"))
+            .map_err(|e| io_err(&format!("creating {}", run_dir.display()), e))?;
+        let cgroups = if opts.no_cgroup {
+            info!("cgroups disabled (--no-cgroup): services are bounded by their process group");
+            None
+        } else {
+            match Cgroups::detect(opts.cgroup_root.as_deref()) {
+                Ok(c) => {
+                    info!("service cgroups under {}", c.root().display());
+                    Some(c)
+                }
+                Err(e) if opts.cgroup_root.is_some() => return Err(format!("--cgroup-root: {e}")),
+                Err(e) => {
+                    info!("no cgroup v2 ({e}): services are bounded by their process group");
+                    None
+                }
+            }
+        };
+        let now = MonoTime::now();
+        // The leftovers of a previous restarter, before anything starts.
+        let state_path = run_dir.join(state_file::FILE_NAME);
+        let entries = state_file::read(&state_path).unwrap_or_else(|e| {
+            error!("reading {}: {e}", state_path.display());
+            Vec::new()
+        });
+        let sweep = Sweep::start(entries, now);
+        let syslog_path = logging::effective_settings(&config.log).syslog_socket;
+        let services_dir = config.paths.services.clone();
+        let mut shell = Shell {
+            syslog: Syslog::new(&syslog_path),
+            run_dir,
+            services_dir,
+            epoll,
+            sigfd,
+            sup: Supervisor::new(),
+            rt: Vec::new(),
+            control: None,
+            beats,
+            init_pipe,
+            pending_code: None,
+            cgroups,
+            cgroup_warned: false,
+            base_nofile,
+            started: now,
+            next_beat: now,
+            next_liveness: now + config.timing.liveness_interval,
+            flush_at: None,
+            drop_check_at: None,
+            sweep: Some(sweep),
+            loaded: false,
+            state_dirty: false,
+            config_errors,
+            reload_errors: Vec::new(),
+            config,
+        };
+        shell.log_sweep_messages();
+        shell.bind_control();
+        Ok(shell)
+    }
+
+    fn bind_control(&mut self) {
+        let admin_gid = match &self.config.control.group {
+            None => None,
+            Some(g) => match control::resolve_group(g) {
+                Ok(gid) => Some(gid),
+                Err(e) => {
+                    error!("[control] group: {e}; only root may change state");
+                    None
+                }
+            },
+        };
+        let path = self.run_dir.join(CONTROL_SOCKET);
+        match Server::bind(&path, admin_gid) {
+            Ok(server) => {
+                if let Err(e) = self.epoll.add(
+                    server.fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CONTROL),
+                ) {
+                    error!("control socket: epoll: {e}");
+                }
+                self.control = Some(server);
+            }
+            Err(e) => error!(
+                "control socket {}: {e}; running without control",
+                path.display()
+            ),
+        }
+    }
+
+    fn log_sweep_messages(&mut self) {
+        if let Some(s) = self.sweep.as_mut() {
+            for m in s.messages.drain(..) {
+                warn!("{m}");
+            }
+        }
+    }
+
+    // ---- the loop ---------------------------------------------------------
+
+    fn run(&mut self) -> i32 {
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            let now = MonoTime::now();
+            self.on_time(now);
+            if self.sup.shutting_down() && self.sup.is_idle() {
+                self.finish();
+                return 0;
+            }
+            if self.state_dirty {
+                self.write_state();
+            }
+            let timeout = self.timeout(MonoTime::now());
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    error!("epoll_wait: {e}");
+                    continue;
+                }
+            };
+            for ev in &events[..n] {
+                self.dispatch(ev.data(), MonoTime::now());
+            }
+        }
+    }
+
+    fn timeout(&self, now: MonoTime) -> EpollTimeout {
+        let mut next = self.next_beat.min(self.next_liveness);
+        let mut consider = |t: Option<MonoTime>| {
+            if let Some(t) = t {
+                next = next.min(t);
+            }
+        };
+        consider(self.sup.next_deadline());
+        consider(self.sweep.as_ref().and_then(|s| s.next_deadline(now)));
+        consider(self.control.as_ref().and_then(|c| c.next_deadline()));
+        consider(self.flush_at);
+        consider(self.drop_check_at);
+        let wait = next.saturating_since(now);
+        // Round up: waking a little late beats spinning until the deadline.
+        let ms = wait.as_nanos().div_ceil(1_000_000);
+        EpollTimeout::try_from(ms as u64).unwrap_or(EpollTimeout::MAX)
+    }
+
+    /// Everything whose time has come.
+    fn on_time(&mut self, now: MonoTime) {
+        if now >= self.next_beat {
+            self.beat(now);
+        }
+        if let Some(sweep) = self.sweep.as_mut() {
+            let done = sweep.poll(now);
+            self.log_sweep_messages();
+            if done {
+                self.sweep = None;
+                self.sweep_cgroups();
+                self.load_services(now);
+            }
+        }
+        if self.sup.next_deadline().is_some_and(|d| d <= now) {
+            let actions = self.sup.tick(now);
+            self.execute(actions, now);
+        }
+        if let Some(c) = self.control.as_mut() {
+            if c.next_deadline().is_some_and(|d| d <= now) {
+                c.expire(now);
+            }
+        }
+        if self.flush_at.is_some_and(|t| t <= now) {
+            self.flush_outputs(now);
+        }
+        if self.drop_check_at.is_some_and(|t| t <= now) {
+            self.report_drops(now);
+        }
+        if now >= self.next_liveness {
+            self.liveness(now);
+            self.next_liveness = now + self.config.timing.liveness_interval;
+        }
+    }
+
+    fn beat(&mut self, now: MonoTime) {
+        if let (Some(code), Some(i)) = (self.pending_code, self.init_pipe) {
+            match self.beats[i].send(code) {
+                Ok(Sent::Written) => {
+                    info!("sent {:?} to init", code);
+                    self.pending_code = None;
+                }
+                Ok(Sent::PipeFull) => warn!(
+                    "init pipe full: {:?} request retried at the next beat",
+                    code
+                ),
+                Err(e) => error!("init pipe: {e}"),
+            }
+        }
+        for w in &self.beats {
+            if let Err(e) = w.send(Code::Alive) {
+                debug!("heartbeat {}: {e}", w.name());
+            }
+        }
+        self.next_beat = now + self.config.timing.beat_interval;
+    }
+
+    /// Beats if one is due (between spawns of a long loop turn).
+    fn maybe_beat(&mut self) {
+        let now = MonoTime::now();
+        if now >= self.next_beat {
+            self.beat(now);
+        }
+    }
+
+    fn dispatch(&mut self, token: u64, now: MonoTime) {
+        let kind = token & (0xff << TOKEN_KIND_SHIFT);
+        let id = ServiceId((token & 0xffff_ffff) as u32);
+        match kind {
+            TOKEN_SIGNAL => self.on_signals(now),
+            TOKEN_CONTROL => self.on_control(now),
+            TOKEN_NOTIFY => self.on_notify(id, now),
+            TOKEN_OUTPUT => self.on_output(id, now),
+            _ => {}
+        }
+    }
+
+    // ---- signals and children ----------------------------------------------
+
+    fn on_signals(&mut self, now: MonoTime) {
+        let mut chld = false;
+        let mut term = None;
+        let mut hup = false;
+        loop {
+            match self.sigfd.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => chld = true,
+                    Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => term = Some(s),
+                    Ok(Signal::SIGHUP) => hup = true,
+                    _ => {}
+                },
+                Ok(None) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    error!("signalfd: {e}");
+                    break;
+                }
+            }
+        }
+        if chld {
+            self.reap(now);
+        }
+        if hup && !self.loaded {
+            info!("SIGHUP before the services were loaded: ignored (they are read when the leftover sweep ends)");
+        } else if hup {
+            info!("SIGHUP: reloading service files");
+            if let Err(e) = self.reload(now) {
+                error!("reload refused, nothing changed: {e}");
+            }
+        }
+        if let Some(s) = term {
+            if !self.sup.shutting_down() {
+                info!("{}: stopping every service, then exiting", s.as_str());
+                if self.sweep.take().is_some() {
+                    info!("leftover sweep abandoned: shutting down");
+                }
+                self.loaded = true;
+                let actions = self.sup.shutdown(now);
+                self.execute(actions, now);
+            } else {
+                info!("{}: already shutting down", s.as_str());
+            }
+        }
+    }
+
+    /// Reaps every exited child; a service's output is drained before its
+    /// exit is handled (and logged).
+    fn reap(&mut self, now: MonoTime) {
+        loop {
+            let (pid, status) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), ExitStatus::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, core)) => (
+                    pid.as_raw(),
+                    ExitStatus::Signal {
+                        signal: sig as i32,
+                        core,
+                    },
+                ),
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::ECHILD) => break,
+                Err(e) => {
+                    error!("waitpid: {e}");
+                    break;
+                }
+            };
+            let Some(id) = self.sup.id_by_pid(pid) else {
+                debug!("reaped pid {pid} ({status})");
+                continue;
+            };
+            if let Some(out) = self.rt.get_mut(id.index()).and_then(|r| r.output.as_mut()) {
+                out.finish_process(&mut self.syslog, now);
+                out.set_pid(0);
+            }
+            self.note_buffered(id, now);
+            let actions = self.sup.handle(id, Event::Exited { pid, status }, now);
+            self.execute(actions, now);
+        }
+    }
+
+    // ---- notify and output --------------------------------------------------
+
+    fn on_notify(&mut self, id: ServiceId, now: MonoTime) {
+        let Some(sock) = self.rt.get_mut(id.index()).and_then(|r| r.notify.as_mut()) else {
+            return;
+        };
+        let before = sock.rejected();
+        let received = sock.receive();
+        if sock.rejected() > before {
+            let why = sock
+                .last_rejection()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            let name = self.sup.name(id).unwrap_or("?");
+            warn!(
+                "service {name}: {} malformed notify datagram(s) ignored: {why}",
+                sock.rejected() - before
+            );
+        }
+        for r in received {
+            let in_group = match (r.sender_pid, self.sup.pgid(id)) {
+                (Some(pid), Some(pgid)) => notify::sender_in_group(pid, pgid),
+                _ => None,
+            };
+            let event = Event::Notify {
+                sender_pid: r.sender_pid,
+                sender_uid: r.sender_uid,
+                in_group,
+                messages: r.messages,
+            };
+            let actions = self.sup.handle(id, event, now);
+            self.execute(actions, now);
+        }
+    }
+
+    fn on_output(&mut self, id: ServiceId, now: MonoTime) {
+        let Some(out) = self.rt.get_mut(id.index()).and_then(|r| r.output.as_mut()) else {
+            return;
+        };
+        out.drain(&mut self.syslog, now);
+        self.note_buffered(id, now);
+    }
+
+    /// Schedules a flush and a drop report when service `id` has output
+    /// waiting or dropped.
+    fn note_buffered(&mut self, id: ServiceId, now: MonoTime) {
+        let Some(out) = self.rt.get(id.index()).and_then(|r| r.output.as_ref()) else {
+            return;
+        };
+        if out.buffered() > 0 && self.flush_at.is_none() {
+            self.flush_at = Some(now + FLUSH_INTERVAL);
+        }
+        if let Some(t) = out.next_drop_report() {
+            self.drop_check_at = Some(self.drop_check_at.map_or(t, |d| d.min(t)));
+        }
+    }
+
+    fn flush_outputs(&mut self, now: MonoTime) {
+        self.flush_at = None;
+        let mut left = false;
+        for r in &mut self.rt {
+            if let Some(out) = r.output.as_mut() {
+                if out.buffered() > 0 && !out.flush(&mut self.syslog, now) {
+                    left = true;
+                }
+            }
+        }
+        if left {
+            self.flush_at = Some(now + FLUSH_INTERVAL);
+        }
+    }
+
+    fn report_drops(&mut self, now: MonoTime) {
+        self.drop_check_at = None;
+        let mut next: Option<MonoTime> = None;
+        for (i, r) in self.rt.iter_mut().enumerate() {
+            let Some(out) = r.output.as_mut() else {
+                continue;
+            };
+            if let Some(n) = out.take_drop_report(now) {
+                let name = self.sup.name(ServiceId(i as u32)).unwrap_or(out.tag());
+                warn!(
+                    "service {name}: {n} output line(s) dropped (syslog {}), {} in all",
+                    if self.syslog.is_up() { "busy" } else { "down" },
+                    out.dropped()
+                );
+            }
+            if let Some(t) = out.next_drop_report() {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        self.drop_check_at = next;
+    }
+
+    // ---- actions ------------------------------------------------------------
+
+    fn execute(&mut self, actions: Vec<Action>, now: MonoTime) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Spawn { id } => {
+                    let event = self.spawn(id);
+                    queue.extend(self.sup.handle(id, event, now));
+                    self.maybe_beat();
+                }
+                Action::Kill {
+                    id,
+                    pid,
+                    group,
+                    signal,
+                } => self.kill(id, pid, group, signal),
+                Action::Log { level, message } => log::log!(level, "{message}"),
+                Action::RequestReboot { reason } => {
+                    if let Err(e) = self.request_shutdown(Code::Reboot, &reason) {
+                        error!("{e}");
+                    }
+                }
+                Action::WriteState => self.state_dirty = true,
+                Action::Forget { id } => self.forget(id),
+            }
+        }
+    }
+
+    fn runtime(&mut self, id: ServiceId) -> &mut Runtime {
+        if self.rt.len() <= id.index() {
+            self.rt.resize_with(id.index() + 1, Runtime::default);
+        }
+        &mut self.rt[id.index()]
+    }
+
+    fn spawn(&mut self, id: ServiceId) -> Event {
+        let Some(spec) = self.sup.spec(id).cloned() else {
+            return Event::SpawnFailed {
+                errno: None,
+                message: "unknown service".into(),
+            };
+        };
+        let fail = |message: String| Event::SpawnFailed {
+            errno: None,
+            message,
+        };
+        // Output pipes: created once per service, the same for every run.
+        let pipes = if self.runtime(id).output.is_none() {
+            match ServiceOutput::new(&spec.name) {
+                Ok((out, pipes)) => {
+                    for fd in out.fds() {
+                        let token = TOKEN_OUTPUT | u64::from(id.0);
+                        if let Err(e) = self
+                            .epoll
+                            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                        {
+                            return fail(format!("output pipe: epoll: {e}"));
+                        }
+                    }
+                    self.rt[id.index()].output = Some(out);
+                    pipes
+                }
+                Err(e) => return fail(format!("output pipes: {e}")),
+            }
+        } else {
+            match self.rt[id.index()]
+                .output
+                .as_mut()
+                .expect("checked")
+                .reopen()
+            {
+                Ok(p) => p,
+                Err(e) => return fail(format!("output pipes: {e}")),
+            }
+        };
+        // The notify socket, for notify services; stale datagrams dropped.
+        if spec.notify != NotifyMode::None {
+            if self.rt[id.index()].notify.is_none() {
+                let path = self
+                    .run_dir
+                    .join("notify")
+                    .join(format!("{}.sock", spec.name));
+                match NotifySocket::bind(&path) {
+                    Ok(sock) => {
+                        let token = TOKEN_NOTIFY | u64::from(id.0);
+                        if let Err(e) = self
+                            .epoll
+                            .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+                        {
+                            return fail(format!("notify socket: epoll: {e}"));
+                        }
+                        self.rt[id.index()].notify = Some(sock);
+                    }
+                    Err(e) => return fail(format!("notify socket {}: {e}", path.display())),
+                }
+            }
+            if let Some(sock) = self.rt[id.index()].notify.as_mut() {
+                let stale = sock.receive();
+                if !stale.is_empty() {
+                    debug!(
+                        "service {}: {} stale notify datagram(s) dropped",
+                        spec.name,
+                        stale.len()
+                    );
+                }
+            }
+        } else if let Some(sock) = self.rt[id.index()].notify.take() {
+            let _ = self.epoll.delete(sock.fd());
+        }
+        // The cgroup, when cgroups are in use.
+        if self.rt[id.index()].cgroup.is_none() {
+            if let Some(cg) = &self.cgroups {
+                match cg.prepare(&spec.name) {
+                    Ok(c) => self.rt[id.index()].cgroup = Some(c),
+                    Err(e) => {
+                        if !self.cgroup_warned {
+                            warn!(
+                                "cgroup for {}: {e}; services are bounded by their process group",
+                                spec.name
+                            );
+                            self.cgroup_warned = true;
+                        }
+                    }
+                }
+            }
+        }
+        let notify_path = self.rt[id.index()]
+            .notify
+            .as_ref()
+            .map(|s| s.path().to_path_buf());
+        let r = &self.rt[id.index()];
+        let ctx = SpawnContext {
+            pipes,
+            notify_socket: notify_path.as_deref(),
+            cgroup_procs: r.cgroup.as_ref().map(|c| c.procs_fd()),
+            base_nofile: self.base_nofile,
+        };
+        match spawn::spawn(&spec, ctx) {
+            Ok(pid) => {
+                let r = &mut self.rt[id.index()];
+                r.start_time = spawn::proc_start_time(pid).unwrap_or(0);
+                if let Some(out) = r.output.as_mut() {
+                    out.set_pid(pid);
+                }
+                Event::Spawned { pid }
+            }
+            Err(e) => Event::SpawnFailed {
+                errno: e.errno,
+                message: e.message,
+            },
+        }
+    }
+
+    fn kill(&mut self, id: ServiceId, pid: i32, group: bool, signal: i32) {
+        let Ok(sig) = Signal::try_from(signal) else {
+            return;
+        };
+        let target = nix::unistd::Pid::from_raw(if group { -pid } else { pid });
+        match nix::sys::signal::kill(target, sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => warn!("kill({}, {}): {e}", target, sig.as_str()),
+        }
+        if !group {
+            return;
+        }
+        if let Some(cg) = self.rt.get(id.index()).and_then(|r| r.cgroup.as_ref()) {
+            if signal == libc::SIGKILL {
+                if let Err(e) = cg.kill() {
+                    warn!("{}/cgroup.kill: {e}", cg.dir().display());
+                }
+            } else {
+                cg.signal(signal);
+            }
+        }
+    }
+
+    fn forget(&mut self, id: ServiceId) {
+        let Some(r) = self.rt.get_mut(id.index()) else {
+            return;
+        };
+        let r = std::mem::take(r);
+        if let Some(mut out) = r.output {
+            for fd in out.fds() {
+                let _ = self.epoll.delete(fd);
+            }
+            out.close_write_ends();
+            out.finish_process(&mut self.syslog, MonoTime::now());
+        }
+        if let Some(sock) = r.notify {
+            let _ = self.epoll.delete(sock.fd());
+        }
+        if let Some(cg) = r.cgroup {
+            let dir = cg.dir().to_path_buf();
+            if let Err(e) = cg.remove() {
+                debug!("removing {}: {e}", dir.display());
+            }
+        }
+    }
+
+    fn write_state(&mut self) {
+        self.state_dirty = false;
+        let entries: Vec<state_file::Entry> = self
+            .sup
+            .running()
+            .into_iter()
+            .map(|(id, name, pid, stop_timeout)| state_file::Entry {
+                name: name.to_string(),
+                pid,
+                pgid: pid,
+                start_time: self.rt.get(id.index()).map_or(0, |r| r.start_time),
+                stop_timeout,
+            })
+            .collect();
+        let path = self.run_dir.join(state_file::FILE_NAME);
+        if let Err(e) = state_file::write(&path, &entries) {
+            error!("writing {}: {e}", path.display());
+        }
+    }
+
+    /// Writes `RUN/shutdown-request` and sends `code` to init.
+    fn request_shutdown(&mut self, code: Code, reason: &str) -> Result<(), String> {
+        let what = match code {
+            Code::Reboot => "reboot",
+            Code::Poweroff => "poweroff",
+            Code::Halt => "halt",
+            _ => "shutdown",
+        };
+        let Some(i) = self.init_pipe else {
+            let msg = format!(
+                "{what} requested ({reason}) but not possible: not started by tether-init (no init pipe in {ENV_FDS})"
+            );
+            return Err(msg);
+        };
+        let path = self.run_dir.join(SHUTDOWN_REQUEST);
+        if let Err(e) = state_file::write_atomic(&path, &format!("{reason}\n")) {
+            error!("writing {}: {e}", path.display());
+        }
+        logging::alert(format_args!(
+            "requesting an orderly {what} from init: {reason}"
+        ));
+        match self.beats[i].send(code) {
+            Ok(Sent::Written) => {}
+            Ok(Sent::PipeFull) => {
+                warn!("init pipe full: the {what} request is retried at the next beat");
+                self.pending_code = Some(code);
+            }
+            Err(e) => {
+                self.pending_code = Some(code);
+                return Err(format!("{what} request: init pipe: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- services -------------------------------------------------------------
+
+    fn load_services(&mut self, now: MonoTime) {
+        if self.loaded {
+            return;
+        }
+        self.loaded = true;
+        let set = service::load_dir(&self.services_dir);
+        if let Some(e) = &set.dir_error {
+            error!("services directory: {e}; no services (fix it, then reload)");
+            self.config_errors.push(e.to_string());
+        }
+        let n = set.specs.len();
+        let bad = set.errors.len();
+        info!(
+            "{n} service(s) from {}{}",
+            self.services_dir.display(),
+            if bad > 0 {
+                format!(", {bad} with errors")
+            } else {
+                String::new()
+            }
+        );
+        let actions = self.sup.load(set, now);
+        self.execute(actions, now);
+        self.state_dirty = true;
+    }
+
+    /// Reloads the services directory; `Err` (nothing changed) lists the
+    /// errors.
+    fn reload(&mut self, now: MonoTime) -> Result<String, String> {
+        let set: LoadedSet = service::load_dir(&self.services_dir);
+        match self.sup.reload(set, now) {
+            Ok(actions) => {
+                self.reload_errors.clear();
+                self.config_errors
+                    .retain(|e| !e.starts_with(&self.services_dir.display().to_string()));
+                self.execute(actions, now);
+                Ok(String::from("reloaded"))
+            }
+            Err(e) => {
+                self.reload_errors = e.lines().map(str::to_string).collect();
+                Err(e)
+            }
+        }
+    }
+
+    /// Kills what is left in service cgroups after the state-file sweep
+    /// (processes that had left their process group).
+    fn sweep_cgroups(&mut self) {
+        let Some(cg) = &self.cgroups else { return };
+        for name in cg.children() {
+            if let Some(c) = cg.existing(&name) {
+                if !c.is_empty() {
+                    warn!("cgroup of service {name} still has processes of a previous restarter: SIGKILL");
+                    if let Err(e) = c.kill() {
+                        warn!("{}: {e}", c.dir().display());
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- control -------------------------------------------------------------
+
+    fn on_control(&mut self, now: MonoTime) {
+        let Some(server) = self.control.as_mut() else {
+            return;
+        };
+        let incoming = server.poll(now);
+        for req in incoming {
+            let response = self.answer(&req, now);
+            if let Some(server) = self.control.as_mut() {
+                server.reply(req.client, response);
+            }
+        }
+    }
+
+    fn answer(&mut self, req: &Incoming, now: MonoTime) -> Response {
+        let by = format!("by uid {} (pid {})", req.peer.uid, req.peer.pid);
+        if req.request.changes_state() {
+            info!("control: {} {by}", req.request);
+        }
+        if !self.loaded && !matches!(req.request, Request::Status { .. }) {
+            return Response::Error("starting: stopping leftovers of a previous restarter".into());
+        }
+        let done = |r: Result<(String, Vec<Action>), String>, shell: &mut Shell| match r {
+            Ok((note, actions)) => {
+                shell.execute(actions, now);
+                Response::Ok(note)
+            }
+            Err(e) => Response::Error(e),
+        };
+        match &req.request {
+            Request::Status { name, json } => {
+                let mut report = self.status(now);
+                if let Some(n) = name {
+                    if !report.retain_service(n) {
+                        return Response::Error(format!("no service named {n:?}"));
+                    }
+                }
+                Response::Status(report, *json)
+            }
+            Request::Start(n) => {
+                let r = self.sup.start(n, now);
+                done(r, self)
+            }
+            Request::Stop(n) => {
+                let r = self.sup.stop(n, now);
+                done(r, self)
+            }
+            Request::Restart(n) => {
+                let r = self.sup.restart(n, now);
+                done(r, self)
+            }
+            Request::Signal(n, sig) => match self.sup.signal(n, *sig) {
+                Ok(actions) => {
+                    self.execute(actions, now);
+                    Response::Ok(String::new())
+                }
+                Err(e) => Response::Error(e),
+            },
+            Request::Reload => match self.reload(now) {
+                Ok(body) => Response::Ok(body),
+                Err(e) => {
+                    error!("reload refused, nothing changed: {e}");
+                    Response::Error(format!(
+                        "reload refused, nothing changed: {}",
+                        e.replace('\n', "; ")
+                    ))
+                }
+            },
+            Request::Reboot | Request::Poweroff | Request::Halt => {
+                let (code, what) = match req.request {
+                    Request::Reboot => (Code::Reboot, "reboot"),
+                    Request::Poweroff => (Code::Poweroff, "poweroff"),
+                    _ => (Code::Halt, "halt"),
+                };
+                match self.request_shutdown(code, &format!("tetherctl {what} {by}")) {
+                    Ok(()) => Response::Ok(String::new()),
+                    Err(e) => {
+                        error!("{e}");
+                        Response::Error(e)
+                    }
+                }
+            }
+        }
+    }
+
+    fn status(&self, now: MonoTime) -> StatusReport {
+        let services = self
+            .sup
+            .rows(now)
+            .into_iter()
+            .map(|r| {
+                let rt = self.rt.get(r.id.index());
+                let dropped = rt
+                    .and_then(|x| x.output.as_ref())
+                    .map_or(0, |o| o.dropped());
+                let sock_rejected = rt
+                    .and_then(|x| x.notify.as_ref())
+                    .map_or(0, |s| s.rejected());
+                ServiceStatus {
+                    name: r.name,
+                    state: r.state.to_string(),
+                    pid: r.pid,
+                    uptime_ms: r.uptime.map(|d| d.as_millis() as u64),
+                    restarts: r.restarts,
+                    last_exit: r.last_exit,
+                    ready: r.ready,
+                    watchdog_deadline_ms: r.watchdog_left.map(|d| d.as_millis() as u64),
+                    dropped_lines: dropped,
+                    notify_rejected: r.notify_rejected + sock_rejected,
+                    status_text: r.status_text,
+                    error: r.error,
+                }
+            })
+            .collect::<Vec<_>>();
+        let mut config_errors = self.config_errors.clone();
+        config_errors.extend(
+            services
+                .iter()
+                .filter(|s| s.state == "config-error")
+                .filter_map(|s| s.error.clone()),
+        );
+        config_errors.extend(
+            self.reload_errors
+                .iter()
+                .map(|e| format!("reload refused: {e}")),
+        );
+        StatusReport {
+            restarter_pid: std::process::id() as i32,
+            uptime_ms: now.saturating_since(self.started).as_millis() as u64,
+            services,
+            config_errors,
+            syslog_up: self.syslog.is_up(),
+            control_rejected: self.control.as_ref().map_or(0, |c| c.rejected()),
+        }
+    }
+
+    fn liveness(&mut self, _now: MonoTime) {
+        let s = self.sup.summary();
+        let dropped: u64 = self
+            .rt
+            .iter()
+            .filter_map(|r| r.output.as_ref())
+            .map(|o| o.dropped())
+            .sum();
+        let word = if s.up < s.expected || s.failed > 0 {
+            "degraded"
+        } else {
+            "ok"
+        };
+        log::log!(
+            Level::Info,
+            "liveness: restarter {word} {}/{} up, {} failed, {} config errors, syslog {}, {dropped} lines dropped",
+            s.up,
+            s.expected,
+            s.failed,
+            s.broken,
+            if self.syslog.is_up() { "up" } else { "down" }
+        );
+    }
+
+    /// After the last service stopped at shutdown.
+    fn finish(&mut self) {
+        let now = MonoTime::now();
+        for r in &mut self.rt {
+            if let Some(out) = r.output.as_mut() {
+                out.finish_process(&mut self.syslog, now);
+                out.flush(&mut self.syslog, now);
+            }
+        }
+        self.write_state();
+        for r in std::mem::take(&mut self.rt) {
+            if let Some(cg) = r.cgroup {
+                let _ = cg.remove();
+            }
+        }
+        info!("every service stopped: exiting");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let o = Options::parse(&args(&[
+            "--config",
+            "/x.toml",
+            "--run-dir",
+            "/r",
+            "--services",
+            "/s",
+            "--no-cgroup",
+        ]))
+        .unwrap();
+        assert_eq!(o.config, PathBuf::from("/x.toml"));
+        assert_eq!(o.run_dir, Some(PathBuf::from("/r")));
+        assert_eq!(o.services, Some(PathBuf::from("/s")));
+        assert!(o.no_cgroup);
+        assert_eq!(
+            Options::parse(&[]).unwrap().config,
+            PathBuf::from("/etc/tether/tether.toml")
+        );
+        assert!(Options::parse(&args(&["--bogus"])).is_err());
+        assert!(Options::parse(&args(&["--config"])).is_err());
+        assert!(Options::parse(&args(&["--no-cgroup", "--cgroup-root", "/x"])).is_err());
+    }
+}

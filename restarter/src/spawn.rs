@@ -1,0 +1,413 @@
+//! Starting a service's process: `std::process::Command` (which reports an
+//! `exec` failure's errno synchronously) plus the child set-up of
+//! `sys_extra` (session, cgroup, limits, umask, groups, user, directory).
+//!
+//! Decisions where the design is silent:
+//! - Environment: the restarter's own, minus what belongs to the chain or
+//!   to another supervisor (`TETHER_*`, `NOTIFY_SOCKET`, `WATCHDOG_*`,
+//!   `LISTEN_*`), plus `NOTIFY_SOCKET` (notify services),
+//!   `WATCHDOG_USEC` (watchdog services), `HOME`/`USER`/`LOGNAME` when a
+//!   `user` is given, then the service's `env` (which wins).
+//!   `WATCHDOG_PID` is not set (the service may fork before it notifies).
+//! - stdin is `/dev/null`; stdout and stderr are the output pipes.
+//! - A `user` without `group` runs with the user's primary group; either
+//!   way the supplementary groups are the user's (`getgrouplist`). A
+//!   `group` alone sets the gid and drops supplementary groups. Names are
+//!   resolved at each start, in the restarter (an unknown user is a start
+//!   failure, retried per policy).
+//! - Limits the service does not set: `nofile` is put back to the soft
+//!   limit the restarter itself was started with (the restarter raises its
+//!   own to serve many services); the others are inherited.
+//! - A missing `working_directory` is reported before forking, with its
+//!   own message (the child's `chdir` errno alone would look like a missing
+//!   binary).
+
+use crate::output::OutputPipes;
+use crate::service::{Limit, NotifyMode, ServiceSpec};
+use crate::sys_extra::{spawn_with_setup, ChildSetup, Rlimit};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Variables of the restarter's environment never passed on.
+fn is_private(key: &str) -> bool {
+    key.starts_with("TETHER_")
+        || key.starts_with("WATCHDOG_")
+        || key.starts_with("LISTEN_")
+        || key == "NOTIFY_SOCKET"
+}
+
+/// Why a start failed: the errno when the system gave one, and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpawnError {
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+/// What the shell provides for one start.
+pub struct SpawnContext<'a> {
+    pub pipes: OutputPipes,
+    /// The service's notify socket path (notify services).
+    pub notify_socket: Option<&'a Path>,
+    /// `cgroup.procs` of the service's cgroup, when there is one.
+    pub cgroup_procs: Option<BorrowedFd<'a>>,
+    /// The `nofile` limit the restarter was started with (soft, hard).
+    pub base_nofile: (u64, u64),
+}
+
+/// The resolved identity of `user`/`group`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Identity {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    groups: Option<Vec<u32>>,
+    home: Option<String>,
+    user: Option<String>,
+}
+
+fn resolve_identity(spec: &ServiceSpec) -> Result<Identity, SpawnError> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let fail = |message: String| SpawnError {
+        errno: None,
+        message,
+    };
+    let mut id = Identity::default();
+    let mut user = None;
+    if let Some(name) = &spec.user {
+        let numeric = name.parse::<u32>().ok();
+        let found = match numeric {
+            Some(n) => User::from_uid(Uid::from_raw(n)),
+            None => User::from_name(name),
+        };
+        match found {
+            Ok(Some(u)) => {
+                id.uid = Some(u.uid.as_raw());
+                id.gid = Some(u.gid.as_raw());
+                id.home = Some(u.dir.to_string_lossy().into_owned());
+                id.user = Some(u.name.clone());
+                user = Some(u);
+            }
+            // A numeric uid without a passwd entry: that uid, and gid = uid
+            // unless a group is given.
+            Ok(None) if numeric.is_some() => {
+                id.uid = numeric;
+                id.gid = numeric;
+            }
+            Ok(None) => return Err(fail(format!("user {name:?} not found"))),
+            Err(e) => {
+                return Err(SpawnError {
+                    errno: Some(e as i32),
+                    message: format!("looking up user {name:?}: {e}"),
+                })
+            }
+        }
+    }
+    if let Some(name) = &spec.group {
+        let found = match name.parse::<u32>() {
+            Ok(n) => {
+                Group::from_gid(Gid::from_raw(n)).map(|g| Some(g.map_or(n, |g| g.gid.as_raw())))
+            }
+            Err(_) => Group::from_name(name).map(|g| g.map(|g| g.gid.as_raw())),
+        };
+        match found {
+            Ok(Some(gid)) => id.gid = Some(gid),
+            Ok(None) => return Err(fail(format!("group {name:?} not found"))),
+            Err(e) => {
+                return Err(SpawnError {
+                    errno: Some(e as i32),
+                    message: format!("looking up group {name:?}: {e}"),
+                })
+            }
+        }
+    }
+    if let Some(gid) = id.gid {
+        let groups = match &user {
+            Some(u) => {
+                let cname = CString::new(u.name.as_bytes())
+                    .map_err(|_| fail("user name with NUL".into()))?;
+                nix::unistd::getgrouplist(&cname, Gid::from_raw(gid))
+                    .map_err(|e| SpawnError {
+                        errno: Some(e as i32),
+                        message: format!("groups of user {}: {e}", u.name),
+                    })?
+                    .into_iter()
+                    .map(|g| g.as_raw())
+                    .collect()
+            }
+            None => vec![gid],
+        };
+        id.groups = Some(groups);
+    }
+    Ok(id)
+}
+
+fn rlimit(resource: libc::__rlimit_resource_t, l: Limit) -> Rlimit {
+    let v = match l {
+        Limit::Unlimited => libc::RLIM_INFINITY,
+        Limit::Value(v) => v as libc::rlim_t,
+    };
+    Rlimit {
+        resource,
+        soft: v,
+        hard: v,
+    }
+}
+
+/// The environment of the service's process.
+pub fn environment(
+    spec: &ServiceSpec,
+    notify_socket: Option<&Path>,
+    home: Option<(&str, &str)>,
+) -> Vec<(String, String)> {
+    let mut env: std::collections::BTreeMap<String, String> =
+        std::env::vars().filter(|(k, _)| !is_private(k)).collect();
+    if let Some((user, home)) = home {
+        env.insert("HOME".into(), home.into());
+        env.insert("USER".into(), user.into());
+        env.insert("LOGNAME".into(), user.into());
+    }
+    if spec.notify != NotifyMode::None {
+        if let Some(p) = notify_socket {
+            env.insert("NOTIFY_SOCKET".into(), p.to_string_lossy().into_owned());
+        }
+    }
+    if let (NotifyMode::Watchdog, Some(t)) = (spec.notify, spec.watchdog_timeout) {
+        env.insert("WATCHDOG_USEC".into(), t.as_micros().to_string());
+    }
+    for (k, v) in &spec.env {
+        env.insert(k.clone(), v.clone());
+    }
+    env.into_iter().collect()
+}
+
+/// Starts the service's process; returns its pid (also its process group
+/// and session id).
+pub fn spawn(spec: &ServiceSpec, ctx: SpawnContext<'_>) -> Result<i32, SpawnError> {
+    let identity = resolve_identity(spec)?;
+    let chdir = match &spec.working_directory {
+        None => None,
+        Some(dir) => {
+            if !dir.is_dir() {
+                return Err(SpawnError {
+                    errno: Some(libc::ENOENT),
+                    message: format!("working_directory {}: not a directory", dir.display()),
+                });
+            }
+            Some(
+                CString::new(dir.as_os_str().as_bytes()).map_err(|_| SpawnError {
+                    errno: None,
+                    message: "working_directory contains a NUL byte".into(),
+                })?,
+            )
+        }
+    };
+    let mut rlimits = Vec::new();
+    let l = &spec.limits;
+    match l.nofile {
+        Some(v) => rlimits.push(rlimit(libc::RLIMIT_NOFILE, v)),
+        None => rlimits.push(Rlimit {
+            resource: libc::RLIMIT_NOFILE,
+            soft: ctx.base_nofile.0 as libc::rlim_t,
+            hard: ctx.base_nofile.1 as libc::rlim_t,
+        }),
+    }
+    if let Some(v) = l.core {
+        rlimits.push(rlimit(libc::RLIMIT_CORE, v));
+    }
+    if let Some(v) = l.nproc {
+        rlimits.push(rlimit(libc::RLIMIT_NPROC, v));
+    }
+    if let Some(v) = l.memlock {
+        rlimits.push(rlimit(libc::RLIMIT_MEMLOCK, v));
+    }
+    let home = match (&identity.user, &identity.home) {
+        (Some(u), Some(h)) => Some((u.as_str(), h.as_str())),
+        _ => None,
+    };
+    let env = environment(spec, ctx.notify_socket, home);
+    let mut cmd = Command::new(&spec.exec[0]);
+    cmd.args(&spec.exec[1..])
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(ctx.pipes.child_stdout))
+        .stderr(Stdio::from(ctx.pipes.child_stderr));
+    let setup = ChildSetup {
+        cgroup_procs: ctx.cgroup_procs.map(|fd| fd.as_raw_fd()),
+        rlimits,
+        umask: spec.umask.map(|m| m as libc::mode_t),
+        groups: identity.groups,
+        gid: identity.gid,
+        uid: identity.uid,
+        chdir,
+    };
+    match spawn_with_setup(&mut cmd, setup) {
+        // Dropping the Child neither waits nor kills: the event loop reaps.
+        Ok(child) => Ok(child.id() as i32),
+        Err(e) => Err(SpawnError {
+            errno: e.raw_os_error(),
+            message: format!("{}: {}", spec.exec[0], strip_os_error(&e)),
+        }),
+    }
+}
+
+/// `No such file or directory (os error 2)` → `No such file or directory`
+/// (the errno is reported separately).
+fn strip_os_error(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The soft and hard `nofile` limits of this process.
+pub fn current_nofile() -> (u64, u64) {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap_or((1024, 4096))
+}
+
+/// Raises this process's soft `nofile` limit to its hard limit (the
+/// restarter holds several descriptors per service).
+pub fn raise_nofile() -> std::io::Result<()> {
+    let (_, hard) = current_nofile();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)?;
+    Ok(())
+}
+
+/// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`.
+pub fn proc_stat_field(pid: i32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_field(&stat, n)
+}
+
+/// Field `n` (1-based, 3 or more) of a `/proc/PID/stat` line: counted from
+/// the last `)`, since the command name may hold spaces and parentheses.
+pub fn stat_field(stat: &str, n: usize) -> Option<String> {
+    if n < 3 {
+        return None;
+    }
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(n - 3).map(str::to_string)
+}
+
+/// The process's start time (`/proc/PID/stat` field 22, clock ticks since
+/// boot): with the pid, it names one process for good.
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    proc_stat_field(pid, 22)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::ServiceOutput;
+    use std::io::Read;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let line = "42 (a (weird) name) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 123456 0 0";
+        assert_eq!(stat_field(line, 3).as_deref(), Some("S"));
+        assert_eq!(stat_field(line, 5).as_deref(), Some("42"));
+        assert_eq!(stat_field(line, 22).as_deref(), Some("123456"));
+        assert!(proc_start_time(std::process::id() as i32).is_some());
+    }
+
+    #[test]
+    fn environment_drops_chain_variables_and_adds_the_services() {
+        let mut spec = ServiceSpec::new("w", &["/bin/true"]);
+        spec.notify = NotifyMode::Watchdog;
+        spec.watchdog_timeout = Some(std::time::Duration::from_millis(1500));
+        spec.env.insert("A".into(), "1".into());
+        let env = environment(
+            &spec,
+            Some(Path::new("/run/tether/notify/w.sock")),
+            Some(("www", "/var/www")),
+        );
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("NOTIFY_SOCKET"), Some("/run/tether/notify/w.sock"));
+        assert_eq!(get("WATCHDOG_USEC"), Some("1500000"));
+        assert_eq!(get("A"), Some("1"));
+        assert_eq!(get("HOME"), Some("/var/www"));
+        assert!(env.iter().all(|(k, _)| !k.starts_with("TETHER_")));
+    }
+
+    #[test]
+    fn missing_binary_is_reported_with_errno() {
+        let spec = ServiceSpec::new("x", &["/nonexistent/binary"]);
+        let (_out, pipes) = ServiceOutput::new("x").unwrap();
+        let ctx = SpawnContext {
+            pipes,
+            notify_socket: None,
+            cgroup_procs: None,
+            base_nofile: current_nofile(),
+        };
+        let e = spawn(&spec, ctx).unwrap_err();
+        assert_eq!(e.errno, Some(libc::ENOENT));
+        assert!(
+            e.message.starts_with("/nonexistent/binary: No such file"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_user_is_a_start_failure() {
+        let mut spec = ServiceSpec::new("x", &["/bin/true"]);
+        spec.user = Some("no-such-user-tether".into());
+        let (_out, pipes) = ServiceOutput::new("x").unwrap();
+        let ctx = SpawnContext {
+            pipes,
+            notify_socket: None,
+            cgroup_procs: None,
+            base_nofile: current_nofile(),
+        };
+        assert!(spawn(&spec, ctx).unwrap_err().message.contains("not found"));
+    }
+
+    #[test]
+    fn child_runs_as_the_given_user_in_its_own_session() {
+        let mut spec = ServiceSpec::new(
+            "x",
+            &[
+                "/bin/sh",
+                "-c",
+                "id -u; id -g; cut -d' ' -f6 /proc/$$/stat; echo $$; ulimit -n",
+            ],
+        );
+        spec.user = Some("nobody".into());
+        let (mut out, pipes) = ServiceOutput::new("x").unwrap();
+        let ctx = SpawnContext {
+            pipes,
+            notify_socket: None,
+            cgroup_procs: None,
+            base_nofile: (256, 4096),
+        };
+        let pid = spawn(&spec, ctx).unwrap();
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        assert!(
+            matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+            "{status:?}"
+        );
+        // Read what it wrote straight from the pipe (no syslog here).
+        out.close_write_ends();
+        let fd = out.fds()[0].try_clone_to_owned().unwrap();
+        tether_common::sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), false).unwrap();
+        let mut text = String::new();
+        std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], nobody.uid.to_string());
+        assert_eq!(lines[1], nobody.gid.to_string());
+        assert_eq!(lines[2], lines[3], "own session: {text}");
+        assert_eq!(lines[3], pid.to_string());
+        assert_eq!(
+            lines[4], "256",
+            "nofile back to the restarter's original soft limit"
+        );
+    }
+}

@@ -1,0 +1,405 @@
+//! `RUN/restarter.state`: which process runs each service, so that a new
+//! restarter (after a crash or `SIGKILL`) leaves nothing running
+//! unsupervised and never starts a duplicate.
+//!
+//! Format (text, one service per line, `#` comments):
+//! `NAME PID PGID START_TIME STOP_TIMEOUT_MS`, where `START_TIME` is field
+//! 22 of `/proc/PID/stat` (clock ticks after boot). Written atomically:
+//! `restarter.state.tmp`, then `rename` — readers see the old or the new
+//! file, never a mix.
+//!
+//! Decision: no `fsync`. The file only has to outlive a crash of the
+//! restarter, not of the machine (after a reboot no process of the previous
+//! boot exists; and `/run` is a tmpfs), and the page cache serves the next
+//! restarter either way. An `fsync` would be a blocking call in the event
+//! loop on every start and exit when the runtime directory is on a disk.
+//!
+//! At start, before any service is started, [`Sweep`] stops what the file
+//! names: for each entry whose pid still exists *with the same start time*
+//! (so never a reused pid), `SIGTERM` + `SIGCONT` to its process group,
+//! then `SIGKILL` to the group after the entry's stop timeout. When the
+//! leader is gone but members of its session remain (found by scanning
+//! `/proc` for that session id), those are signalled one by one. The sweep
+//! is polled from the event loop (every [`SWEEP_POLL`]) — the loop keeps
+//! beating meanwhile — and services start when every leftover is gone, or
+//! at the latest [`SWEEP_KILL_GRACE`] after the `SIGKILL`s.
+//!
+//! Decision: re-adopting running services (DESIGN.md "planned") is not done:
+//! their pipes died with the previous restarter, so they are stopped and
+//! started afresh.
+
+use crate::spawn::{proc_start_time, proc_stat_field};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tether_common::clock::MonoTime;
+
+/// File name in the runtime directory.
+pub const FILE_NAME: &str = "restarter.state";
+/// How often the sweep looks whether leftovers are gone.
+pub const SWEEP_POLL: Duration = Duration::from_millis(20);
+/// After the `SIGKILL`s, how long the sweep waits at most before services
+/// start anyway (a process stuck in uninterruptible sleep).
+pub const SWEEP_KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// One running service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub pid: i32,
+    pub pgid: i32,
+    pub start_time: u64,
+    pub stop_timeout: Duration,
+}
+
+/// Renders the file.
+pub fn render(entries: &[Entry]) -> String {
+    let mut out =
+        String::from("# tether-restarter state: NAME PID PGID START_TIME STOP_TIMEOUT_MS\n");
+    for e in entries {
+        out.push_str(&format!(
+            "{} {} {} {} {}\n",
+            e.name,
+            e.pid,
+            e.pgid,
+            e.start_time,
+            e.stop_timeout.as_millis()
+        ));
+    }
+    out
+}
+
+/// Parses the file; malformed lines are skipped.
+pub fn parse(text: &str) -> Vec<Entry> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_ascii_whitespace().collect();
+            if f.len() != 5 {
+                return None;
+            }
+            let e = Entry {
+                name: f[0].to_string(),
+                pid: f[1].parse().ok()?,
+                pgid: f[2].parse().ok()?,
+                start_time: f[3].parse().ok()?,
+                stop_timeout: Duration::from_millis(f[4].parse().ok()?),
+            };
+            (e.pid > 1 && e.pgid > 1).then_some(e)
+        })
+        .collect()
+}
+
+/// Reads `path`; a missing file is an empty state.
+pub fn read(path: &Path) -> io::Result<Vec<Entry>> {
+    match fs::read_to_string(path) {
+        Ok(t) => Ok(parse(&t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `text` to `path` atomically and durably: `PATH.tmp`, `fsync`,
+/// `rename`, `fsync` of the directory (for rare records such as
+/// `shutdown-request`).
+pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Writes the state file: `PATH.tmp`, then `rename` (no `fsync`, see the
+/// module documentation).
+pub fn write(path: &Path, entries: &[Entry]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, render(entries))?;
+    fs::rename(&tmp, path)
+}
+
+/// Whether the process `pid` is the one that started at `start_time` and
+/// has not exited (a zombie counts as gone).
+pub fn same_process(pid: i32, start_time: u64) -> bool {
+    proc_start_time(pid) == Some(start_time)
+        && proc_stat_field(pid, 3).is_some_and(|s| s != "Z" && s != "X")
+}
+
+/// Live processes (not zombies) whose session id is `sid`.
+pub fn session_members(sid: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|&pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let field = |n| crate::spawn::stat_field(&stat, n);
+            field(6).and_then(|s| s.parse::<i32>().ok()) == Some(sid)
+                && field(3).is_some_and(|s| s != "Z" && s != "X")
+        })
+        .collect()
+}
+
+fn signal(pid: i32, sig: i32) {
+    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), s);
+    }
+}
+
+#[derive(Debug)]
+struct Leftover {
+    entry: Entry,
+    /// The leader was alive when the sweep began (else: session members).
+    leader: bool,
+    kill_at: MonoTime,
+    killed_at: Option<MonoTime>,
+}
+
+/// The stopping of what a previous restarter left running.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    items: Vec<Leftover>,
+    /// Log lines for the shell.
+    pub messages: Vec<String>,
+}
+
+impl Sweep {
+    /// Signals every leftover of `entries` (`SIGTERM`, `SIGCONT`).
+    pub fn start(entries: Vec<Entry>, now: MonoTime) -> Sweep {
+        let mut sweep = Sweep::default();
+        for entry in entries {
+            let leader = same_process(entry.pid, entry.start_time)
+                && proc_stat_field(entry.pid, 5).and_then(|s| s.parse::<i32>().ok())
+                    == Some(entry.pgid);
+            let members = if leader {
+                Vec::new()
+            } else {
+                session_members(entry.pgid)
+            };
+            if !leader && members.is_empty() {
+                continue;
+            }
+            sweep.messages.push(format!(
+                "service {}: pid {} of a previous restarter still runs: stopping its process group (SIGKILL in {} ms)",
+                entry.name,
+                entry.pid,
+                entry.stop_timeout.as_millis()
+            ));
+            if leader {
+                signal(-entry.pgid, libc::SIGTERM);
+                signal(-entry.pgid, libc::SIGCONT);
+            } else {
+                for pid in members {
+                    signal(pid, libc::SIGTERM);
+                    signal(pid, libc::SIGCONT);
+                }
+            }
+            sweep.items.push(Leftover {
+                kill_at: now + entry.stop_timeout,
+                entry,
+                leader,
+                killed_at: None,
+            });
+        }
+        sweep
+    }
+
+    /// Looks again; `SIGKILL`s what outlived its stop timeout. True when
+    /// the sweep is over (services may start).
+    pub fn poll(&mut self, now: MonoTime) -> bool {
+        let mut messages = Vec::new();
+        self.items.retain_mut(|it| {
+            let alive: Vec<i32> = if it.leader {
+                if same_process(it.entry.pid, it.entry.start_time) {
+                    vec![it.entry.pid]
+                } else {
+                    // The leader is gone; its session may not be.
+                    session_members(it.entry.pgid)
+                }
+            } else {
+                session_members(it.entry.pgid)
+            };
+            if alive.is_empty() {
+                messages.push(format!(
+                    "service {}: leftover of a previous restarter is gone",
+                    it.entry.name
+                ));
+                return false;
+            }
+            match it.killed_at {
+                None if now >= it.kill_at => {
+                    messages.push(format!(
+                        "service {}: leftover pid {} did not stop in time: SIGKILL",
+                        it.entry.name, it.entry.pid
+                    ));
+                    if it.leader && alive == [it.entry.pid] {
+                        signal(-it.entry.pgid, libc::SIGKILL);
+                    } else {
+                        for pid in alive {
+                            signal(pid, libc::SIGKILL);
+                        }
+                    }
+                    it.killed_at = Some(now);
+                    true
+                }
+                Some(t) if now.saturating_since(t) >= SWEEP_KILL_GRACE => {
+                    messages.push(format!(
+                        "service {}: leftover pid {} still there after SIGKILL: starting anyway",
+                        it.entry.name, it.entry.pid
+                    ));
+                    false
+                }
+                _ => true,
+            }
+        });
+        self.messages.extend(messages);
+        self.items.is_empty()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// When to poll next (`None` when done).
+    pub fn next_deadline(&self, now: MonoTime) -> Option<MonoTime> {
+        (!self.items.is_empty()).then(|| now + SWEEP_POLL)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn render_then_parse_round_trips_and_skips_garbage() {
+        let e = vec![
+            Entry {
+                name: "a".into(),
+                pid: 10,
+                pgid: 10,
+                start_time: 123,
+                stop_timeout: Duration::from_millis(5000),
+            },
+            Entry {
+                name: "b@1".into(),
+                pid: 20,
+                pgid: 20,
+                start_time: 456,
+                stop_timeout: Duration::from_millis(200),
+            },
+        ];
+        let text = render(&e) + "garbage line\n1 2 3\nc 1 1 5 5\n";
+        assert_eq!(parse(&text), e);
+    }
+
+    #[test]
+    fn write_is_atomic_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("tether-state-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(FILE_NAME);
+        let e = vec![Entry {
+            name: "a".into(),
+            pid: 10,
+            pgid: 10,
+            start_time: 1,
+            stop_timeout: Duration::ZERO,
+        }];
+        write(&path, &e).unwrap();
+        assert_eq!(read(&path).unwrap(), e);
+        assert!(!dir.join("restarter.state.tmp").exists());
+        assert_eq!(read(&dir.join("missing")).unwrap(), vec![]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_reused_pid_is_never_killed() {
+        // Our own pid with a wrong start time: must be left alone.
+        let me = std::process::id() as i32;
+        let st = proc_start_time(me).unwrap();
+        assert!(same_process(me, st));
+        let entries = vec![Entry {
+            name: "x".into(),
+            pid: me,
+            pgid: me,
+            start_time: st + 1,
+            stop_timeout: Duration::ZERO,
+        }];
+        let mut sweep = Sweep::start(entries, MonoTime::ZERO);
+        assert!(sweep.is_done());
+        assert!(sweep.poll(MonoTime::ZERO));
+    }
+
+    #[test]
+    fn leftover_is_stopped_then_the_sweep_ends() {
+        // A shell that ignores SIGTERM, in its own session.
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "exec setsid sh -c 'trap \"\" TERM; while :; do sleep 0.05; done'",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // Wait until setsid has happened (exec replaces sh, pid stays) and
+        // the trap is in place (SIGTERM, bit 15, in SigIgn).
+        let ignores_term = || {
+            fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("SigIgn:"))?.to_string();
+                    u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+                })
+                .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+        };
+        let t0 = std::time::Instant::now();
+        while proc_stat_field(pid, 6).and_then(|s| s.parse::<i32>().ok()) != Some(pid)
+            || !ignores_term()
+        {
+            assert!(t0.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let st = proc_start_time(pid).unwrap();
+        let entries = vec![Entry {
+            name: "x".into(),
+            pid,
+            pgid: pid,
+            start_time: st,
+            stop_timeout: Duration::from_millis(100),
+        }];
+        let now = MonoTime::now();
+        let mut sweep = Sweep::start(entries, now);
+        assert!(!sweep.is_done());
+        assert!(!sweep.poll(now), "TERM is ignored: still there");
+        assert!(
+            !sweep.poll(now + Duration::from_millis(150)),
+            "SIGKILL sent"
+        );
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        // Members of the group die asynchronously: the sweep ends within a
+        // few polls.
+        let t1 = std::time::Instant::now();
+        while !sweep.poll(now + Duration::from_millis(160)) {
+            assert!(t1.elapsed() < Duration::from_secs(2), "sweep never ended");
+            std::thread::sleep(SWEEP_POLL);
+        }
+    }
+}

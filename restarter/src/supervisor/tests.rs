@@ -1,0 +1,865 @@
+//! Scenarios of the supervisor with a fake clock and fake processes: spawns
+//! succeed with made-up pids (or fail, for names told to), exits and notify
+//! messages are injected, deadlines are fired in order.
+
+use super::*;
+use crate::service::{RestartLimit, RestartMode};
+use std::collections::BTreeSet;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+struct Sim {
+    sup: Supervisor,
+    now: MonoTime,
+    next_pid: i32,
+    /// Names whose spawns fail with ENOENT.
+    broken_binaries: BTreeSet<String>,
+    /// Every action, in order, with the time it was produced.
+    log: Vec<(MonoTime, Action)>,
+    /// pid → name of processes alive (spawned, not yet exited).
+    alive: BTreeMap<i32, String>,
+}
+
+impl Sim {
+    fn new(specs: Vec<ServiceSpec>) -> Sim {
+        let mut sim = Sim {
+            sup: Supervisor::new(),
+            now: MonoTime::from_duration(Duration::from_secs(100)),
+            next_pid: 1000,
+            broken_binaries: BTreeSet::new(),
+            log: Vec::new(),
+            alive: BTreeMap::new(),
+        };
+        let set = LoadedSet {
+            specs,
+            errors: Vec::new(),
+            dir_error: None,
+        };
+        let actions = sim.sup.load(set, sim.now);
+        sim.run(actions);
+        sim
+    }
+
+    fn with_broken(specs: Vec<ServiceSpec>, broken: &[&str]) -> Sim {
+        let mut sim = Sim {
+            sup: Supervisor::new(),
+            now: MonoTime::from_duration(Duration::from_secs(100)),
+            next_pid: 1000,
+            broken_binaries: broken.iter().map(|s| s.to_string()).collect(),
+            log: Vec::new(),
+            alive: BTreeMap::new(),
+        };
+        let set = LoadedSet {
+            specs,
+            errors: Vec::new(),
+            dir_error: None,
+        };
+        let actions = sim.sup.load(set, sim.now);
+        sim.run(actions);
+        sim
+    }
+
+    /// Carries out actions like the shell: spawns get an immediate result.
+    fn run(&mut self, actions: Vec<Action>) {
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(a) = queue.pop_front() {
+            self.log.push((self.now, a.clone()));
+            if let Action::Spawn { id } = a {
+                let name = self.sup.name(id).unwrap().to_string();
+                let event = if self.broken_binaries.contains(&name) {
+                    Event::SpawnFailed {
+                        errno: Some(libc::ENOENT),
+                        message: "/bin/x: No such file or directory".into(),
+                    }
+                } else {
+                    self.next_pid += 1;
+                    self.alive.insert(self.next_pid, name);
+                    Event::Spawned { pid: self.next_pid }
+                };
+                queue.extend(self.sup.handle(id, event, self.now));
+            }
+        }
+    }
+
+    fn id(&self, name: &str) -> ServiceId {
+        self.sup.id(name).unwrap()
+    }
+
+    fn pid(&self, name: &str) -> Option<i32> {
+        self.sup.pgid(self.id(name))
+    }
+
+    fn state(&self, name: &str) -> &'static str {
+        self.sup.row(name, self.now).unwrap().state
+    }
+
+    /// Moves the clock to `t`, firing every deadline on the way in order.
+    fn advance_to(&mut self, t: MonoTime) {
+        while let Some(d) = self.sup.next_deadline() {
+            if d > t {
+                break;
+            }
+            self.now = self.now.max(d);
+            let actions = self.sup.tick(self.now);
+            self.run(actions);
+        }
+        self.now = self.now.max(t);
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let t = self.now + d;
+        self.advance_to(t);
+    }
+
+    /// Moves the clock to the next deadline and fires it.
+    fn advance_to_next(&mut self) {
+        let d = self.sup.next_deadline().expect("a deadline");
+        self.advance_to(d);
+    }
+
+    fn exit(&mut self, name: &str, status: ExitStatus) {
+        let pid = self
+            .pid(name)
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        self.alive.remove(&pid);
+        let actions = self
+            .sup
+            .handle(self.id(name), Event::Exited { pid, status }, self.now);
+        self.run(actions);
+    }
+
+    fn notify(&mut self, name: &str, messages: Vec<NotifyMsg>) {
+        let event = Event::Notify {
+            sender_pid: self.pid(name),
+            sender_uid: Some(0),
+            in_group: Some(true),
+            messages,
+        };
+        let actions = self.sup.handle(self.id(name), event, self.now);
+        self.run(actions);
+    }
+
+    fn spawn_times(&self, name: &str) -> Vec<MonoTime> {
+        let id = self.id(name);
+        self.log
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::Spawn { id: i } if *i == id))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Index in the action log of the first action matching `f`.
+    fn position(&self, f: impl Fn(&Action) -> bool) -> Option<usize> {
+        self.log.iter().position(|(_, a)| f(a))
+    }
+
+    fn kills(&self, name: &str) -> Vec<(MonoTime, i32, bool, i32)> {
+        let id = self.id(name);
+        self.log
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::Kill {
+                    id: i,
+                    pid,
+                    group,
+                    signal,
+                } if *i == id => Some((*t, *pid, *group, *signal)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn logs_containing(&self, needle: &str) -> Vec<String> {
+        self.log
+            .iter()
+            .filter_map(|(_, a)| match a {
+                Action::Log { message, .. } if message.contains(needle) => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.log)
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect()
+    }
+}
+
+fn svc(name: &str) -> ServiceSpec {
+    let mut s = ServiceSpec::new(name, &["/bin/true"]);
+    s.restart_delay = ms(1000);
+    s.stop_timeout = ms(5000);
+    s
+}
+
+fn crash() -> ExitStatus {
+    ExitStatus::Code(1)
+}
+
+#[test]
+fn services_without_dependencies_start_at_once() {
+    let sim = Sim::new(vec![svc("a"), svc("b")]);
+    assert_eq!(sim.state("a"), "running");
+    assert_eq!(sim.state("b"), "running");
+    assert_eq!(
+        sim.sup.next_deadline(),
+        None,
+        "an idle supervisor has no deadline"
+    );
+}
+
+#[test]
+fn crash_after_long_run_restarts_at_once() {
+    let mut sim = Sim::new(vec![svc("a")]);
+    let first = sim.pid("a").unwrap();
+    sim.advance(ms(5000));
+    sim.exit("a", crash());
+    let second = sim.pid("a").expect("restarted in the same turn");
+    assert_ne!(first, second);
+    // The group's leftovers were killed before the new start.
+    let kill = sim.position(|a| matches!(a, Action::Kill { pid, group: true, signal: libc::SIGKILL, .. } if *pid == first));
+    let spawn = sim
+        .log
+        .iter()
+        .rposition(|(_, a)| matches!(a, Action::Spawn { .. }));
+    assert!(kill.unwrap() < spawn.unwrap());
+    assert_eq!(sim.sup.row("a", sim.now).unwrap().restarts, 1);
+    assert_eq!(
+        sim.sup.row("a", sim.now).unwrap().last_exit.as_deref(),
+        Some("exit 1")
+    );
+}
+
+#[test]
+fn crash_loop_is_throttled_by_restart_delay() {
+    let mut sim = Sim::new(vec![svc("a")]);
+    for _ in 0..5 {
+        sim.advance(ms(10));
+        sim.exit("a", crash());
+        assert_eq!(sim.state("a"), "backoff");
+        assert!(sim.pid("a").is_none());
+        sim.advance_to_next();
+        assert_eq!(sim.state("a"), "running");
+    }
+    let starts = sim.spawn_times("a");
+    assert_eq!(starts.len(), 6);
+    for w in starts.windows(2) {
+        assert_eq!(
+            w[1] - w[0],
+            ms(1000),
+            "one start per restart_delay: {starts:?}"
+        );
+    }
+}
+
+#[test]
+fn restart_never_leaves_the_service_stopped() {
+    let mut a = svc("a");
+    a.restart = RestartMode::Never;
+    let mut sim = Sim::new(vec![a]);
+    sim.advance(ms(5000));
+    sim.exit("a", crash());
+    sim.advance(ms(60_000));
+    assert_eq!(sim.spawn_times("a").len(), 1);
+    assert_eq!(sim.state("a"), "stopped");
+}
+
+#[test]
+fn on_failure_restarts_only_after_failures() {
+    let mut a = svc("a");
+    a.restart = RestartMode::OnFailure;
+    let mut sim = Sim::new(vec![a]);
+    sim.advance(ms(5000));
+    sim.exit(
+        "a",
+        ExitStatus::Signal {
+            signal: libc::SIGSEGV,
+            core: true,
+        },
+    );
+    assert!(sim.pid("a").is_some());
+    sim.advance(ms(5000));
+    sim.exit("a", ExitStatus::Code(0));
+    assert!(sim.pid("a").is_none());
+    assert_eq!(sim.state("a"), "stopped");
+}
+
+fn limited(name: &str, on: OnExhausted) -> ServiceSpec {
+    let mut s = svc(name);
+    s.restart_delay = ms(100);
+    s.limit = Some(RestartLimit {
+        max_restarts: 3,
+        window: ms(10_000),
+    });
+    s.on_exhausted = on;
+    s
+}
+
+#[test]
+fn exhausted_window_with_stop_marks_failed() {
+    let mut sim = Sim::new(vec![limited("a", OnExhausted::Stop)]);
+    for _ in 0..3 {
+        sim.advance(ms(10));
+        sim.exit("a", crash());
+        sim.advance(ms(200));
+        assert!(sim.pid("a").is_some());
+    }
+    sim.advance(ms(10));
+    sim.exit("a", crash());
+    sim.advance(ms(60_000));
+    assert_eq!(sim.state("a"), "failed");
+    assert_eq!(sim.spawn_times("a").len(), 4);
+    assert_eq!(sim.logs_containing("exhausted its restart budget").len(), 1);
+    assert!(!sim
+        .log
+        .iter()
+        .any(|(_, a)| matches!(a, Action::RequestReboot { .. })));
+    // Started by hand, it runs again with a fresh budget.
+    let (_, actions) = sim.sup.start("a", sim.now).unwrap();
+    sim.run(actions);
+    assert_eq!(sim.state("a"), "running");
+}
+
+#[test]
+fn exhausted_window_with_reboot_requests_reboot() {
+    let mut sim = Sim::new(vec![limited("crit", OnExhausted::Reboot)]);
+    for _ in 0..4 {
+        sim.advance(ms(10));
+        sim.exit("crit", crash());
+        sim.advance(ms(200));
+    }
+    let reasons: Vec<String> = sim
+        .log
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::RequestReboot { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("service crit exhausted its restart budget"),
+        "{reasons:?}"
+    );
+    assert_eq!(sim.state("crit"), "failed");
+    assert_eq!(sim.spawn_times("crit").len(), 4);
+}
+
+#[test]
+fn exhausted_window_with_backoff_keeps_trying_slower() {
+    let mut a = limited("a", OnExhausted::Backoff);
+    a.max_delay = ms(1000);
+    let mut sim = Sim::new(vec![a]);
+    for _ in 0..3 {
+        sim.advance(ms(10));
+        sim.exit("a", crash());
+        sim.advance(ms(200));
+    }
+    sim.advance(ms(10));
+    sim.exit("a", crash());
+    assert_eq!(sim.state("a"), "backoff");
+    assert_eq!(sim.sup.next_deadline(), Some(sim.now + ms(200)));
+    sim.advance(ms(200));
+    assert_eq!(sim.state("a"), "running");
+}
+
+#[test]
+fn backoff_doubles_to_max_delay() {
+    let mut a = limited("a", OnExhausted::Backoff);
+    a.max_delay = ms(1000);
+    let mut sim = Sim::new(vec![a]);
+    for _ in 0..8 {
+        sim.advance(ms(10));
+        sim.exit("a", crash());
+        sim.advance_to_next();
+    }
+    let starts = sim.spawn_times("a");
+    let gaps: Vec<u128> = starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    // Three restarts throttled by restart_delay (100 ms), then 10 ms of
+    // running plus 200, 400, 800, 1000, 1000 ms of backoff.
+    assert_eq!(gaps, vec![100, 100, 100, 210, 410, 810, 1010, 1010]);
+}
+
+#[test]
+fn missed_watchdog_sends_abrt_then_kill() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Watchdog;
+    a.watchdog_timeout = Some(ms(2000));
+    a.stop_timeout = ms(3000);
+    let mut sim = Sim::new(vec![a]);
+    let pid = sim.pid("a").unwrap();
+    let t0 = sim.now;
+    // Pings keep it alive.
+    for _ in 0..5 {
+        sim.advance(ms(1500));
+        sim.notify("a", vec![NotifyMsg::Watchdog]);
+    }
+    assert!(sim.kills("a").is_empty());
+    let last_ping = sim.now;
+    sim.advance(ms(10_000));
+    let kills = sim.kills("a");
+    assert_eq!(
+        kills[..2],
+        [
+            (last_ping + ms(2000), pid, false, libc::SIGABRT),
+            (last_ping + ms(5000), pid, true, libc::SIGKILL),
+        ],
+        "{kills:?} (started {t0:?})"
+    );
+    assert_eq!(sim.state("a"), "stopping");
+    // It dies; restarted per policy (ran long enough: at once).
+    sim.exit(
+        "a",
+        ExitStatus::Signal {
+            signal: libc::SIGKILL,
+            core: false,
+        },
+    );
+    assert_ne!(sim.pid("a"), Some(pid));
+    assert!(sim.pid("a").is_some());
+    assert_eq!(
+        sim.sup.row("a", sim.now).unwrap().last_exit.as_deref(),
+        Some("signal KILL (watchdog)")
+    );
+}
+
+#[test]
+fn watchdog_is_armed_from_the_start() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Watchdog;
+    a.watchdog_timeout = Some(ms(2000));
+    let mut sim = Sim::new(vec![a]);
+    let start = sim.now;
+    sim.advance(ms(2500));
+    assert_eq!(sim.kills("a")[0].0, start + ms(2000));
+}
+
+#[test]
+fn watchdog_trigger_and_usec_are_obeyed() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Watchdog;
+    a.watchdog_timeout = Some(ms(2000));
+    let mut sim = Sim::new(vec![a]);
+    sim.notify("a", vec![NotifyMsg::WatchdogUsec(10_000_000)]);
+    sim.advance(ms(9000));
+    assert!(sim.kills("a").is_empty(), "the new timeout (10 s) applies");
+    sim.notify("a", vec![NotifyMsg::WatchdogTrigger]);
+    assert_eq!(sim.kills("a")[0].3, libc::SIGABRT);
+}
+
+#[test]
+fn notify_from_outside_the_group_is_ignored_and_counted() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Ready;
+    let mut sim = Sim::new(vec![a]);
+    let event = Event::Notify {
+        sender_pid: Some(1),
+        sender_uid: Some(0),
+        in_group: Some(false),
+        messages: vec![NotifyMsg::Ready],
+    };
+    let actions = sim.sup.handle(sim.id("a"), event, sim.now);
+    sim.run(actions);
+    let row = sim.sup.row("a", sim.now).unwrap();
+    assert_eq!((row.state, row.notify_rejected), ("starting", 1));
+    // A sender that is gone (in_group None) counts: attribution by socket.
+    let event = Event::Notify {
+        sender_pid: Some(99999),
+        sender_uid: Some(0),
+        in_group: None,
+        messages: vec![NotifyMsg::Ready, NotifyMsg::Status("ok".into())],
+    };
+    let actions = sim.sup.handle(sim.id("a"), event, sim.now);
+    sim.run(actions);
+    let row = sim.sup.row("a", sim.now).unwrap();
+    assert_eq!(
+        (row.state, row.ready, row.status_text.as_deref()),
+        ("ready", true, Some("ok"))
+    );
+}
+
+#[test]
+fn dependent_waits_for_ready() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Ready;
+    let mut b = svc("b");
+    b.after = vec!["a".into()];
+    let mut sim = Sim::new(vec![a, b]);
+    assert_eq!(sim.state("a"), "starting");
+    assert_eq!(sim.state("b"), "waiting");
+    assert!(sim.spawn_times("b").is_empty());
+    sim.advance(ms(700));
+    sim.notify("a", vec![NotifyMsg::Ready]);
+    assert_eq!(sim.state("a"), "ready");
+    assert_eq!(sim.spawn_times("b"), vec![sim.now]);
+}
+
+#[test]
+fn after_does_not_wait_for_a_service_that_will_not_run() {
+    let mut a = svc("a");
+    a.disabled = true;
+    let mut b = svc("b");
+    b.after = vec!["a".into()];
+    let sim = Sim::new(vec![a, b]);
+    assert_eq!(sim.state("a"), "disabled");
+    assert_eq!(sim.state("b"), "running");
+}
+
+#[test]
+fn requires_waits_for_a_service_that_will_not_run() {
+    let mut a = svc("a");
+    a.disabled = true;
+    let mut b = svc("b");
+    b.requires = vec!["a".into()];
+    let mut sim = Sim::new(vec![a, b]);
+    assert_eq!(sim.state("b"), "waiting");
+    let (_, actions) = sim.sup.start("a", sim.now).unwrap();
+    sim.run(actions);
+    assert_eq!(sim.state("a"), "running");
+    assert_eq!(sim.state("b"), "running");
+}
+
+#[test]
+fn stop_of_required_service_stops_dependents() {
+    let a = svc("a");
+    let mut b = svc("b");
+    b.requires = vec!["a".into()];
+    let mut c = svc("c");
+    c.requires = vec!["b".into()];
+    let mut sim = Sim::new(vec![a, b, c]);
+    let (pa, pb, pc) = (
+        sim.pid("a").unwrap(),
+        sim.pid("b").unwrap(),
+        sim.pid("c").unwrap(),
+    );
+    sim.take_actions();
+    let (_, actions) = sim.sup.stop("a", sim.now).unwrap();
+    sim.run(actions);
+    // Reverse order: c first; b waits for c, a waits for b.
+    assert_eq!(sim.state("c"), "stopping");
+    assert_eq!(sim.state("b"), "running");
+    assert_eq!(sim.state("a"), "running");
+    assert_eq!(sim.kills("c")[0], (sim.now, pc, true, libc::SIGTERM));
+    sim.exit(
+        "c",
+        ExitStatus::Signal {
+            signal: libc::SIGTERM,
+            core: false,
+        },
+    );
+    assert_eq!(sim.state("b"), "stopping");
+    assert_eq!(sim.kills("b")[0].1, pb);
+    sim.exit("b", ExitStatus::Code(0));
+    assert_eq!(sim.state("a"), "stopping");
+    assert_eq!(sim.kills("a")[0].1, pa);
+    sim.exit("a", ExitStatus::Code(0));
+    sim.advance(ms(60_000));
+    assert_eq!(
+        (sim.state("a"), sim.state("b"), sim.state("c")),
+        ("stopped", "waiting", "waiting")
+    );
+    // Starting a again brings the dependents back, in order.
+    let (_, actions) = sim.sup.start("a", sim.now).unwrap();
+    sim.run(actions);
+    assert_eq!(
+        (sim.state("a"), sim.state("b"), sim.state("c")),
+        ("running", "running", "running")
+    );
+}
+
+#[test]
+fn crash_of_required_service_leaves_dependents_running() {
+    let a = svc("a");
+    let mut b = svc("b");
+    b.requires = vec!["a".into()];
+    let mut sim = Sim::new(vec![a, b]);
+    let pb = sim.pid("b").unwrap();
+    sim.advance(ms(10));
+    sim.exit("a", crash());
+    assert_eq!(sim.state("a"), "backoff");
+    assert_eq!(sim.pid("b"), Some(pb));
+    assert!(sim.kills("b").is_empty());
+}
+
+#[test]
+fn stop_timeout_ends_in_sigkill_to_the_group() {
+    let mut sim = Sim::new(vec![svc("a")]);
+    let pid = sim.pid("a").unwrap();
+    let t = sim.now;
+    let (_, actions) = sim.sup.stop("a", sim.now).unwrap();
+    sim.run(actions);
+    sim.advance(ms(6000));
+    assert_eq!(
+        sim.kills("a"),
+        vec![
+            (t, pid, true, libc::SIGTERM),
+            (t, pid, true, libc::SIGCONT),
+            (t + ms(5000), pid, true, libc::SIGKILL)
+        ]
+    );
+    assert_eq!(
+        sim.sup.next_deadline(),
+        None,
+        "after SIGKILL it only waits for the exit"
+    );
+    sim.exit(
+        "a",
+        ExitStatus::Signal {
+            signal: libc::SIGKILL,
+            core: false,
+        },
+    );
+    assert_eq!(sim.state("a"), "stopped");
+    assert!(sim.pid("a").is_none());
+}
+
+#[test]
+fn shutdown_stops_in_reverse_dependency_order_then_idles() {
+    let a = svc("a");
+    let mut b = svc("b");
+    b.after = vec!["a".into()];
+    let c = svc("c");
+    let mut sim = Sim::new(vec![a, b, c]);
+    let actions = sim.sup.shutdown(sim.now);
+    sim.run(actions);
+    assert_eq!(
+        (sim.state("a"), sim.state("b"), sim.state("c")),
+        ("running", "stopping", "stopping")
+    );
+    sim.exit("c", ExitStatus::Code(0));
+    sim.exit("b", ExitStatus::Code(0));
+    assert_eq!(sim.state("a"), "stopping");
+    assert!(!sim.sup.is_idle());
+    sim.exit("a", ExitStatus::Code(0));
+    assert!(sim.sup.is_idle());
+    sim.advance(ms(60_000));
+    assert!(
+        sim.spawn_times("a").len() == 1,
+        "nothing restarts during shutdown"
+    );
+    assert!(sim.sup.start("a", sim.now).is_err());
+}
+
+#[test]
+fn missing_binary_is_reported_and_retried_per_policy() {
+    let mut sim = Sim::with_broken(vec![svc("a")], &["a"]);
+    assert_eq!(sim.state("a"), "backoff");
+    let row = sim.sup.row("a", sim.now).unwrap();
+    assert!(row.error.as_deref().unwrap().contains("ENOENT"), "{row:?}");
+    sim.advance(ms(3500));
+    assert_eq!(sim.spawn_times("a").len(), 4, "retried every restart_delay");
+    sim.broken_binaries.clear();
+    sim.advance(ms(1000));
+    assert_eq!(sim.state("a"), "running");
+    assert_eq!(sim.sup.row("a", sim.now).unwrap().error, None);
+}
+
+#[test]
+fn restart_request_stops_then_starts_at_once() {
+    let mut sim = Sim::new(vec![svc("a")]);
+    let pid = sim.pid("a").unwrap();
+    let (_, actions) = sim.sup.restart("a", sim.now).unwrap();
+    sim.run(actions);
+    assert_eq!(sim.state("a"), "stopping");
+    sim.advance(ms(10));
+    sim.exit(
+        "a",
+        ExitStatus::Signal {
+            signal: libc::SIGTERM,
+            core: false,
+        },
+    );
+    assert!(
+        sim.pid("a").is_some_and(|p| p != pid),
+        "started again in the same turn"
+    );
+}
+
+#[test]
+fn signal_request_goes_to_the_main_process() {
+    let mut sim = Sim::new(vec![svc("a")]);
+    let pid = sim.pid("a").unwrap();
+    let actions = sim.sup.signal("a", libc::SIGHUP).unwrap();
+    assert!(actions.contains(&Action::Kill {
+        id: sim.id("a"),
+        pid,
+        group: false,
+        signal: libc::SIGHUP
+    }));
+    assert!(sim.sup.signal("nope", libc::SIGHUP).is_err());
+}
+
+fn set(specs: Vec<ServiceSpec>) -> LoadedSet {
+    LoadedSet {
+        specs,
+        errors: Vec::new(),
+        dir_error: None,
+    }
+}
+
+#[test]
+fn reload_adds_removes_and_restarts_changed_services() {
+    let mut sim = Sim::new(vec![svc("keep"), svc("change"), svc("gone")]);
+    let (pk, pc, pg) = (
+        sim.pid("keep").unwrap(),
+        sim.pid("change").unwrap(),
+        sim.pid("gone").unwrap(),
+    );
+    let mut changed = svc("change");
+    changed.exec = vec!["/bin/other".into()];
+    let actions = sim
+        .sup
+        .reload(set(vec![svc("keep"), changed, svc("new")]), sim.now)
+        .unwrap();
+    sim.run(actions);
+    assert_eq!(sim.pid("keep"), Some(pk));
+    assert_eq!(sim.state("new"), "running");
+    assert_eq!(sim.state("change"), "stopping");
+    assert_eq!(sim.state("gone"), "stopping");
+    sim.exit("change", ExitStatus::Code(0));
+    assert!(sim.pid("change").is_some_and(|p| p != pc));
+    assert_eq!(
+        sim.sup.spec(sim.id("change")).unwrap().exec,
+        vec!["/bin/other"]
+    );
+    let gone = sim.id("gone");
+    sim.alive.remove(&pg);
+    let actions = sim.sup.handle(
+        gone,
+        Event::Exited {
+            pid: pg,
+            status: ExitStatus::Code(0),
+        },
+        sim.now,
+    );
+    assert!(actions.contains(&Action::Forget { id: gone }));
+    assert!(sim.sup.id("gone").is_none());
+}
+
+#[test]
+fn reload_with_an_error_changes_nothing() {
+    let mut sim = Sim::new(vec![svc("a")]);
+    let pid = sim.pid("a").unwrap();
+    let bad = LoadedSet {
+        specs: vec![],
+        errors: vec![(
+            "b".into(),
+            tether_common::config::ConfigError::Parse {
+                file: "/s/b.toml".into(),
+                line: 2,
+                column: 1,
+                field: "bogus".into(),
+                message: "unknown field".into(),
+            },
+        )],
+        dir_error: None,
+    };
+    sim.take_actions();
+    let err = sim.sup.reload(bad, sim.now).unwrap_err();
+    assert!(err.contains("/s/b.toml:2:1"), "{err}");
+    assert_eq!(sim.pid("a"), Some(pid));
+    assert!(sim.sup.id("b").is_none());
+}
+
+#[test]
+fn config_errors_at_load_mark_only_that_service() {
+    let mut sup = Supervisor::new();
+    let loaded = LoadedSet {
+        specs: vec![svc("good")],
+        errors: vec![(
+            "bad".into(),
+            tether_common::config::ConfigError::Parse {
+                file: "/s/bad.toml".into(),
+                line: 3,
+                column: 5,
+                field: "exec".into(),
+                message: "must be a non-empty array".into(),
+            },
+        )],
+        dir_error: None,
+    };
+    let actions = sup.load(loaded, MonoTime::ZERO);
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Spawn { .. }))
+            .count(),
+        1
+    );
+    let bad = sup.row("bad", MonoTime::ZERO).unwrap();
+    assert_eq!(bad.state, "config-error");
+    assert!(bad.error.unwrap().contains("/s/bad.toml:3:5"));
+    assert!(sup
+        .start("bad", MonoTime::ZERO)
+        .unwrap_err()
+        .contains("configuration error"));
+}
+
+#[test]
+fn disabled_service_is_not_started_until_asked() {
+    let mut a = svc("a");
+    a.disabled = true;
+    let mut sim = Sim::new(vec![a]);
+    assert_eq!(sim.state("a"), "disabled");
+    let (_, actions) = sim.sup.start("a", sim.now).unwrap();
+    sim.run(actions);
+    assert_eq!(sim.state("a"), "running");
+}
+
+#[test]
+fn summary_counts_up_and_expected() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Ready;
+    let mut sim = Sim::new(vec![a, svc("b")]);
+    assert_eq!(
+        sim.sup.summary(),
+        Summary {
+            expected: 2,
+            up: 1,
+            failed: 0,
+            broken: 0
+        }
+    );
+    sim.notify("a", vec![NotifyMsg::Ready]);
+    assert_eq!(sim.sup.summary().up, 2);
+}
+
+#[test]
+fn budget_rows_cover_crash_and_hang() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Watchdog;
+    a.watchdog_timeout = Some(ms(10_000));
+    let rows = service_budget_rows(&[a, svc("b")]);
+    let faults: Vec<&str> = rows.iter().map(|r| r.fault.as_str()).collect();
+    assert_eq!(
+        faults,
+        vec!["service a crash", "service a hang", "service b crash"]
+    );
+    assert_eq!(rows[1].bound, ms(10_000 + 5000 + 1000));
+    assert_eq!(rows[0].bound, ms(1000));
+}
+
+#[test]
+fn exit_of_an_unknown_pid_is_ignored() {
+    let mut sim = Sim::new(vec![svc("a")]);
+    let id = sim.id("a");
+    let actions = sim.sup.handle(
+        id,
+        Event::Exited {
+            pid: 1,
+            status: crash(),
+        },
+        sim.now,
+    );
+    assert!(actions
+        .iter()
+        .all(|a| !matches!(a, Action::Spawn { .. } | Action::Kill { .. })));
+    assert_eq!(sim.state("a"), "running");
+}

@@ -1,0 +1,425 @@
+//! The petting gate: the pure core of watchdogd. From each layer's last beat,
+//! its stale timeout and the current time it decides whether the device may
+//! be petted, and reports the transitions (stop, resume) with their reason.
+//! No system calls: tested with a fake clock.
+//!
+//! Decisions:
+//! - A layer is stale when its silence is at least its `stale_timeout`
+//!   ("pet only if every last beat is *younger* than its timeout").
+//! - Start-up counts as a beat of every layer: each gets a full timeout to
+//!   send its first byte (as `heartbeat::Reader` does).
+//! - When several layers are stale, the one named is the most overdue
+//!   (largest silence beyond its own timeout).
+//! - [`Decision::Stop`] and [`Decision::Resume`] are returned once per
+//!   transition; while stopped, [`Decision::Withhold`] repeats the reason
+//!   without asking for a new log line or record.
+//! - Liveness words per layer: `ok` while silent for less than three beat
+//!   intervals, `late N.Ns` after that, `STALE N.Ns` once stale.
+
+use std::fmt::Write;
+use std::time::Duration;
+use tether_common::clock::MonoTime;
+
+/// What to do at `now`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Every layer is fresh: pet.
+    Pet,
+    /// A layer just went stale: stop petting (log at ALERT, write the record
+    /// first).
+    Stop { layer: String, silent_for: Duration },
+    /// Still stopped (already reported).
+    Withhold { layer: String, silent_for: Duration },
+    /// Every layer is fresh again after a stop: log it and pet.
+    Resume {
+        /// The layer named when petting stopped.
+        layer: String,
+        /// How long petting was stopped.
+        stopped_for: Duration,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Layer {
+    name: String,
+    stale_timeout: Duration,
+    last_beat: MonoTime,
+}
+
+impl Layer {
+    fn silence(&self, now: MonoTime) -> Duration {
+        now.saturating_since(self.last_beat)
+    }
+
+    fn is_stale(&self, now: MonoTime) -> bool {
+        self.silence(now) >= self.stale_timeout
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Stopped {
+    layer: String,
+    since: MonoTime,
+}
+
+/// Per-layer beat bookkeeping and the petting decision.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    layers: Vec<Layer>,
+    stopped: Option<Stopped>,
+}
+
+impl Gate {
+    /// Layers with their stale timeouts; `started` counts as everyone's
+    /// first beat.
+    pub fn new<I, S>(layers: I, started: MonoTime) -> Gate
+    where
+        I: IntoIterator<Item = (S, Duration)>,
+        S: Into<String>,
+    {
+        Gate {
+            layers: layers
+                .into_iter()
+                .map(|(name, stale_timeout)| Layer {
+                    name: name.into(),
+                    stale_timeout,
+                    last_beat: started,
+                })
+                .collect(),
+            stopped: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Names of the registered layers, in registration order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.layers.iter().map(|l| l.name.as_str())
+    }
+
+    /// A beat from `layer` at `now` (unknown names are ignored).
+    pub fn beat(&mut self, layer: &str, now: MonoTime) {
+        if let Some(l) = self.layers.iter_mut().find(|l| l.name == layer) {
+            if now > l.last_beat {
+                l.last_beat = now;
+            }
+        }
+    }
+
+    /// Changes a layer's stale timeout (config reload).
+    pub fn set_stale_timeout(&mut self, layer: &str, timeout: Duration) {
+        if let Some(l) = self.layers.iter_mut().find(|l| l.name == layer) {
+            l.stale_timeout = timeout;
+        }
+    }
+
+    /// How long `layer` has been silent at `now`.
+    pub fn silence(&self, layer: &str, now: MonoTime) -> Option<Duration> {
+        self.layers
+            .iter()
+            .find(|l| l.name == layer)
+            .map(|l| l.silence(now))
+    }
+
+    /// Whether the last decision allowed petting.
+    pub fn is_petting(&self) -> bool {
+        self.stopped.is_none()
+    }
+
+    /// The most overdue stale layer at `now`, with its silence.
+    fn most_overdue(&self, now: MonoTime) -> Option<&Layer> {
+        self.layers
+            .iter()
+            .filter(|l| l.is_stale(now))
+            .max_by_key(|l| l.silence(now).saturating_sub(l.stale_timeout))
+    }
+
+    /// The decision at `now`, updating the stopped/petting state.
+    pub fn evaluate(&mut self, now: MonoTime) -> Decision {
+        let stale = self
+            .most_overdue(now)
+            .map(|l| (l.name.clone(), l.silence(now)));
+        match (stale, self.stopped.take()) {
+            (None, None) => Decision::Pet,
+            (None, Some(s)) => Decision::Resume {
+                layer: s.layer,
+                stopped_for: now.saturating_since(s.since),
+            },
+            (Some((layer, silent_for)), None) => {
+                self.stopped = Some(Stopped {
+                    layer: layer.clone(),
+                    since: now,
+                });
+                Decision::Stop { layer, silent_for }
+            }
+            (Some(_), Some(s)) => {
+                // Keep naming the layer the stop was reported for while it
+                // is still stale; otherwise the one stale now.
+                let silent = self.silence(&s.layer, now).unwrap_or_default();
+                let still = self
+                    .layers
+                    .iter()
+                    .any(|l| l.name == s.layer && l.is_stale(now));
+                let (layer, silent_for) = if still {
+                    (s.layer.clone(), silent)
+                } else {
+                    let l = self
+                        .most_overdue(now)
+                        .map(|l| (l.name.clone(), l.silence(now)));
+                    l.unwrap_or((s.layer.clone(), silent))
+                };
+                self.stopped = Some(s);
+                Decision::Withhold { layer, silent_for }
+            }
+        }
+    }
+
+    /// The earliest moment a layer that is fresh at `now` turns stale: the
+    /// next time [`evaluate`](Gate::evaluate) can change its answer without
+    /// a beat arriving. `None` when no layer is fresh (or none exists).
+    pub fn next_deadline(&self, now: MonoTime) -> Option<MonoTime> {
+        self.layers
+            .iter()
+            .filter(|l| !l.is_stale(now))
+            .map(|l| l.last_beat + l.stale_timeout)
+            .min()
+    }
+
+    /// `init ok, restarter late 3.2s` for the liveness line.
+    pub fn summary(&self, now: MonoTime, beat_interval: Duration) -> String {
+        if self.layers.is_empty() {
+            return "no layers registered".to_string();
+        }
+        let mut s = String::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            let silence = l.silence(now);
+            let _ = if l.is_stale(now) {
+                write!(s, "{} STALE {}", l.name, secs(silence))
+            } else if silence >= beat_interval.saturating_mul(3) {
+                write!(s, "{} late {}", l.name, secs(silence))
+            } else {
+                write!(s, "{} ok", l.name)
+            };
+        }
+        s
+    }
+}
+
+/// `0.4s`, `20.4s`: seconds with one decimal.
+pub fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_common::clock::{Clock, FakeClock};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn gate(clock: &FakeClock) -> Gate {
+        Gate::new([("init", ms(1000)), ("restarter", ms(2000))], clock.now())
+    }
+
+    #[test]
+    fn startup_counts_as_a_beat() {
+        let c = FakeClock::new(MonoTime::from_duration(Duration::from_secs(100)));
+        let mut g = gate(&c);
+        c.advance(ms(999));
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Pet,
+            "no beat yet, but a full timeout from start"
+        );
+        assert_eq!(
+            g.next_deadline(c.now()),
+            Some(MonoTime::from_duration(Duration::from_secs(101)))
+        );
+    }
+
+    #[test]
+    fn stale_layer_stops_petting_once_with_its_name_and_silence() {
+        let c = FakeClock::new(MonoTime::ZERO);
+        let mut g = gate(&c);
+        for _ in 0..3 {
+            c.advance(ms(500));
+            g.beat("init", c.now());
+            assert_eq!(g.evaluate(c.now()), Decision::Pet);
+        }
+        // restarter has been silent since start (2.01 s >= 2 s).
+        c.advance(ms(510));
+        g.beat("init", c.now());
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Stop {
+                layer: "restarter".into(),
+                silent_for: ms(2010)
+            }
+        );
+        assert!(!g.is_petting());
+        c.advance(ms(100));
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Withhold {
+                layer: "restarter".into(),
+                silent_for: ms(2110)
+            },
+            "the stop is reported once"
+        );
+    }
+
+    #[test]
+    fn each_layer_has_its_own_timeout() {
+        let c = FakeClock::new(MonoTime::ZERO);
+        let mut g = gate(&c);
+        // init (1 s) goes stale first although restarter (2 s) is silent too.
+        c.advance(ms(999));
+        assert_eq!(g.evaluate(c.now()), Decision::Pet);
+        c.advance(ms(1));
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Stop {
+                layer: "init".into(),
+                silent_for: ms(1000)
+            }
+        );
+        // Per-layer timeout changes on reload.
+        let mut g = gate(&c);
+        g.set_stale_timeout("init", ms(5000));
+        c.advance(ms(2000));
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Stop {
+                layer: "restarter".into(),
+                silent_for: ms(2000)
+            }
+        );
+    }
+
+    #[test]
+    fn the_most_overdue_layer_is_named() {
+        let c = FakeClock::new(MonoTime::ZERO);
+        let mut g = gate(&c);
+        c.advance(ms(5000));
+        // init: 4 s overdue, restarter: 3 s overdue.
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Stop {
+                layer: "init".into(),
+                silent_for: ms(5000)
+            }
+        );
+    }
+
+    #[test]
+    fn recovery_resumes_petting() {
+        let c = FakeClock::new(MonoTime::ZERO);
+        let mut g = gate(&c);
+        c.advance(ms(1200));
+        g.beat("restarter", c.now());
+        assert!(matches!(g.evaluate(c.now()), Decision::Stop { .. }));
+        c.advance(ms(300));
+        g.beat("init", c.now());
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Resume {
+                layer: "init".into(),
+                stopped_for: ms(300)
+            }
+        );
+        assert!(g.is_petting());
+        assert_eq!(g.evaluate(c.now()), Decision::Pet);
+    }
+
+    #[test]
+    fn no_resume_while_another_layer_is_still_stale() {
+        let c = FakeClock::new(MonoTime::ZERO);
+        let mut g = gate(&c);
+        c.advance(ms(2500));
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Stop {
+                layer: "init".into(),
+                silent_for: ms(2500)
+            }
+        );
+        g.beat("init", c.now());
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Withhold {
+                layer: "restarter".into(),
+                silent_for: ms(2500)
+            }
+        );
+        g.beat("restarter", c.now());
+        assert!(matches!(g.evaluate(c.now()), Decision::Resume { .. }));
+    }
+
+    #[test]
+    fn deadline_is_the_earliest_fresh_layer_to_go_stale() {
+        let c = FakeClock::new(MonoTime::ZERO);
+        let mut g = gate(&c);
+        c.advance(ms(800));
+        g.beat("init", c.now());
+        // init stale at 1.8 s, restarter at 2.0 s.
+        assert_eq!(
+            g.next_deadline(c.now()),
+            Some(MonoTime::from_duration(ms(1800)))
+        );
+        c.advance(ms(1000));
+        assert_eq!(
+            g.next_deadline(c.now()),
+            Some(MonoTime::from_duration(ms(2000)))
+        );
+        c.advance(ms(500));
+        assert_eq!(
+            g.next_deadline(c.now()),
+            None,
+            "everyone stale: only a beat can change it"
+        );
+        assert_eq!(
+            Gate::new(Vec::<(String, Duration)>::new(), c.now()).next_deadline(c.now()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_gate_without_layers_always_pets() {
+        let c = FakeClock::new(MonoTime::ZERO);
+        let mut g = Gate::new(Vec::<(String, Duration)>::new(), c.now());
+        c.advance(Duration::from_secs(3600));
+        assert_eq!(g.evaluate(c.now()), Decision::Pet);
+        assert_eq!(g.summary(c.now(), ms(100)), "no layers registered");
+    }
+
+    #[test]
+    fn a_beat_from_the_past_does_not_move_the_last_beat_back() {
+        let c = FakeClock::new(MonoTime::from_duration(ms(5000)));
+        let mut g = gate(&c);
+        g.beat("init", MonoTime::ZERO);
+        assert_eq!(g.silence("init", c.now()), Some(Duration::ZERO));
+        g.beat("nobody", c.now());
+    }
+
+    #[test]
+    fn summary_says_ok_late_or_stale_per_layer() {
+        let c = FakeClock::new(MonoTime::ZERO);
+        let mut g = gate(&c);
+        c.advance(ms(1500));
+        g.beat("restarter", c.now());
+        assert_eq!(g.summary(c.now(), ms(100)), "init STALE 1.5s, restarter ok");
+        c.advance(ms(400));
+        assert_eq!(
+            g.summary(c.now(), ms(100)),
+            "init STALE 1.9s, restarter late 0.4s"
+        );
+        assert_eq!(secs(ms(20_400)), "20.4s");
+    }
+}
