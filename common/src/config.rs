@@ -858,7 +858,10 @@ group = "tether"
         text.push_str("[timing]\n");
         std::fs::write(&big, text).unwrap();
         let err = Config::load(&big).unwrap_err();
-        assert!(err.to_string().contains("larger than 1048576 bytes"), "{err}");
+        assert!(
+            err.to_string().contains("larger than 1048576 bytes"),
+            "{err}"
+        );
         // Not UTF-8.
         let bin = dir.join("bin.toml");
         std::fs::write(&bin, b"[timing]\n\xff\n").unwrap();

@@ -20,12 +20,20 @@ pub struct FdList(Vec<(String, RawFd)>);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FdListError {
     /// An entry is not `name=fd`.
-    Malformed { entry: String },
+    Malformed {
+        entry: String,
+    },
     /// The name is empty, too long, or not `[a-z0-9_-]`.
-    BadName { entry: String },
+    BadName {
+        entry: String,
+    },
     /// The descriptor is not a number in 0..=65535.
-    BadFd { entry: String },
-    DuplicateName { name: String },
+    BadFd {
+        entry: String,
+    },
+    DuplicateName {
+        name: String,
+    },
     TooMany,
 }
 
@@ -34,9 +42,15 @@ impl fmt::Display for FdListError {
         match self {
             FdListError::Malformed { entry } => write!(f, "entry `{}` is not name=fd", entry),
             FdListError::BadName { entry } => {
-                write!(f, "entry `{}`: name must be 1-{} of [a-z0-9_-]", entry, MAX_NAME)
+                write!(
+                    f,
+                    "entry `{}`: name must be 1-{} of [a-z0-9_-]",
+                    entry, MAX_NAME
+                )
             }
-            FdListError::BadFd { entry } => write!(f, "entry `{}`: fd is not a number 0-65535", entry),
+            FdListError::BadFd { entry } => {
+                write!(f, "entry `{}`: fd is not a number 0-65535", entry)
+            }
             FdListError::DuplicateName { name } => write!(f, "name `{}` appears twice", name),
             FdListError::TooMany => write!(f, "more than {} entries", MAX_ENTRIES),
         }
@@ -66,9 +80,9 @@ impl FdList {
                 .ok_or_else(|| FdListError::Malformed { entry: short() })?;
             let name_ok = !name.is_empty()
                 && name.len() <= MAX_NAME
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
             if !name_ok {
                 return Err(FdListError::BadName { entry: short() });
             }
@@ -77,7 +91,9 @@ impl FdList {
                 _ => return Err(FdListError::BadFd { entry: short() }),
             };
             if out.iter().any(|(n, _)| n == name) {
-                return Err(FdListError::DuplicateName { name: name.to_string() });
+                return Err(FdListError::DuplicateName {
+                    name: name.to_string(),
+                });
             }
             out.push((name.to_string(), RawFd::from(fd)));
         }
@@ -151,19 +167,46 @@ mod tests {
 
     #[test]
     fn refuses_malformed_entries() {
-        assert!(matches!(FdList::parse("init"), Err(FdListError::Malformed { .. })));
-        assert!(matches!(FdList::parse("init=3,"), Err(FdListError::Malformed { .. })));
-        assert!(matches!(FdList::parse("=3"), Err(FdListError::BadName { .. })));
-        assert!(matches!(FdList::parse("Init=3"), Err(FdListError::BadName { .. })));
-        assert!(matches!(FdList::parse("init=-1"), Err(FdListError::BadFd { .. })));
-        assert!(matches!(FdList::parse("init=+1"), Err(FdListError::BadFd { .. })));
-        assert!(matches!(FdList::parse("init=70000"), Err(FdListError::BadFd { .. })));
-        assert!(matches!(FdList::parse("init=x"), Err(FdListError::BadFd { .. })));
+        assert!(matches!(
+            FdList::parse("init"),
+            Err(FdListError::Malformed { .. })
+        ));
+        assert!(matches!(
+            FdList::parse("init=3,"),
+            Err(FdListError::Malformed { .. })
+        ));
+        assert!(matches!(
+            FdList::parse("=3"),
+            Err(FdListError::BadName { .. })
+        ));
+        assert!(matches!(
+            FdList::parse("Init=3"),
+            Err(FdListError::BadName { .. })
+        ));
+        assert!(matches!(
+            FdList::parse("init=-1"),
+            Err(FdListError::BadFd { .. })
+        ));
+        assert!(matches!(
+            FdList::parse("init=+1"),
+            Err(FdListError::BadFd { .. })
+        ));
+        assert!(matches!(
+            FdList::parse("init=70000"),
+            Err(FdListError::BadFd { .. })
+        ));
+        assert!(matches!(
+            FdList::parse("init=x"),
+            Err(FdListError::BadFd { .. })
+        ));
         assert!(matches!(
             FdList::parse("init=3,init=4"),
             Err(FdListError::DuplicateName { .. })
         ));
-        let many = (0..17).map(|i| format!("l{}={}", i, i)).collect::<Vec<_>>().join(",");
+        let many = (0..17)
+            .map(|i| format!("l{}={}", i, i))
+            .collect::<Vec<_>>()
+            .join(",");
         assert_eq!(FdList::parse(&many), Err(FdListError::TooMany));
     }
 }

@@ -62,7 +62,10 @@ impl Writer {
     /// Takes an `O_NONBLOCK` write end (it is set non-blocking here too).
     pub fn new(name: &str, fd: OwnedFd) -> std::io::Result<Writer> {
         crate::sys::set_nonblocking(fd.as_fd(), true)?;
-        Ok(Writer { name: name.to_string(), fd })
+        Ok(Writer {
+            name: name.to_string(),
+            fd,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -250,7 +253,10 @@ mod tests {
         assert_eq!(d.bytes, 2);
         assert_eq!(d.requests, vec![Code::Reboot]);
         assert_eq!(r.last_beat(), Some(t));
-        assert_eq!(r.silence(t + Duration::from_millis(300)), Duration::from_millis(300));
+        assert_eq!(
+            r.silence(t + Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
         // Nothing new: the last beat stays where it was.
         let d = r.drain(t + Duration::from_secs(1)).unwrap();
         assert_eq!(d.bytes, 0);

@@ -251,7 +251,9 @@ fn read_bounded(dir: &Path, name: &str) -> Result<Option<String>, RecordError> {
 /// request file, `/proc/PID/comm`.
 pub fn read_text_bounded(path: &Path, max: u64) -> std::io::Result<String> {
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(max).read_to_end(&mut bytes)?;
+    std::fs::File::open(path)?
+        .take(max)
+        .read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 

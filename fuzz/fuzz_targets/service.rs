@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
     let file = PathBuf::from(format!("/fuzz/services/{stem}.toml"));
     match service::parse(body, &file) {
         Ok(spec) => {
-            assert!(service::valid_name(&spec.name), "accepted name {:?}", spec.name);
+            assert!(
+                service::valid_name(&spec.name),
+                "accepted name {:?}",
+                spec.name
+            );
             assert!(!spec.exec.is_empty(), "accepted an empty exec");
         }
         Err(e) => {

@@ -19,9 +19,10 @@
 //!
 //! As PID 1 it never exits and never panics: clippy denies unwrap, expect,
 //! panic and indexing here; every failed system call is logged and retried
-//! later; a panic that unwinds anyway (debug builds) is caught and the loop
+//! later; a panic that unwinds anyway (the release profile unwinds too, for this) is caught and the loop
 //! resumed. No memory growth after start-up: fixed-capacity tables, bounded
 //! reads.
+#![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
 #![cfg_attr(
     not(test),
     deny(
@@ -61,8 +62,8 @@ use tether_common::heartbeat::{self, Code, Reader, Writer};
 use crate::layers::{Action, Actions, Event, Exit, Human, Layer, Layers};
 use crate::mounts::Role;
 use crate::shutdown::Cause;
-use tether_common::record;
 use crate::shutdown::{Sequence, Step, Steps};
+use tether_common::record;
 
 /// The restarter's reason for an `R`/`P`/`H` request, in the run directory.
 const SHUTDOWN_REQUEST: &str = "shutdown-request";
@@ -230,7 +231,7 @@ fn main() {
     let mut init = setup(role, config, child_config);
     loop {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init.run()));
-        // `run` only comes back through a panic (debug builds unwind).
+        // `run` only comes back through a panic (every profile unwinds: no `panic = "abort"`).
         let _ = r;
         error!("main loop panicked: resuming it in 1 s");
         std::thread::sleep(Duration::from_secs(1));

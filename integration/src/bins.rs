@@ -38,7 +38,8 @@ impl TempDir {
     pub fn new(label: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("tether-{}-{}-{}", label, std::process::id(), n));
+        let path =
+            std::env::temp_dir().join(format!("tether-{}-{}-{}", label, std::process::id(), n));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create scratch directory");
         TempDir { path }

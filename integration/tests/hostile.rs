@@ -34,6 +34,9 @@ const LONG: Duration = Duration::from_secs(15);
 
 // ---- the rig ---------------------------------------------------------------
 
+/// Something done to the services directory before the restarter starts.
+type Prepare = Box<dyn FnOnce(&Path)>;
+
 /// How to start a [`Rig`].
 #[derive(Default)]
 struct RigOptions {
@@ -47,7 +50,7 @@ struct RigOptions {
     /// Environment for the wrapper.
     env: Vec<(String, String)>,
     /// Run on the services directory before the restarter starts.
-    prepare: Option<Box<dyn FnOnce(&Path)>>,
+    prepare: Option<Prepare>,
 }
 
 /// A `tether-restarter` with heartbeat pipes (`TETHER_FDS=init=3,watchdog=4`)
@@ -161,7 +164,13 @@ impl Rig {
 
     /// The last 40 lines of the restarter's stderr (for failure messages).
     fn stderr_tail(&self) -> String {
-        tail(&self.stderr().lines().map(str::to_string).collect::<Vec<_>>())
+        tail(
+            &self
+                .stderr()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// The last 40 syslog lines (for failure messages).
@@ -249,7 +258,9 @@ impl Rig {
     fn wait_running(&self, name: &str, old: i64) -> i32 {
         let s = self.wait_service(name, "running with a new pid", LONG, |s| {
             (s["state"] == "running" || s["state"] == "ready")
-                && s["pid"].as_i64().is_some_and(|p| p != old && alive(p as i32))
+                && s["pid"]
+                    .as_i64()
+                    .is_some_and(|p| p != old && alive(p as i32))
         });
         s["pid"].as_i64().unwrap() as i32
     }
@@ -398,12 +409,10 @@ fn pids(status: &serde_json::Value) -> Vec<(String, i64)> {
 /// The pid the state file names for `name`.
 fn state_pid(run: &Path, name: &str) -> Option<i32> {
     let text = std::fs::read_to_string(run.join("restarter.state")).ok()?;
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next()? == name).then(|| f.next()?.parse().ok())?
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next()? == name).then(|| f.next()?.parse().ok())?
+    })
 }
 
 // ---- a full runtime directory ----------------------------------------------
@@ -573,7 +582,12 @@ fn low_descriptor_limit_starts_what_fits_reports_the_rest_and_control_answers() 
     let running: Vec<(String, i64)> = list
         .iter()
         .filter(|s| s["state"] == "running")
-        .map(|s| (s["name"].as_str().unwrap().to_string(), s["pid"].as_i64().unwrap()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["pid"].as_i64().unwrap(),
+            )
+        })
         .collect();
     let failed: Vec<String> = list
         .iter()
@@ -634,8 +648,12 @@ fn cgroup_root(label: &str) -> PathBuf {
         .next()
         .expect("this test needs a cgroup2 mount (none in /proc/self/mounts)");
     let dir = Path::new(&mount).join(format!("tether-hostile-{label}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("this test needs a writable cgroup2 mount: {}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| {
+        panic!(
+            "this test needs a writable cgroup2 mount: {}: {e}",
+            dir.display()
+        )
+    });
     dir
 }
 
@@ -716,7 +734,10 @@ fn fork_storm_at_the_nproc_limit_is_stopped_as_a_group() {
     let members = group_members(leader);
     let uid_nobody = members.iter().all(|p| {
         std::fs::read_to_string(format!("/proc/{p}/status"))
-            .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")))
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.contains("65534"))
+            })
             .unwrap_or(true)
     });
     assert!(uid_nobody, "storm processes not all run as nobody");
@@ -726,8 +747,14 @@ fn fork_storm_at_the_nproc_limit_is_stopped_as_a_group() {
         members.len()
     );
     let in_cgroup = cgroup_procs(&cg).len();
-    println!("storm: {at_limit} processes at the limit; {} later, {in_cgroup} in its cgroup", members.len());
-    assert!(in_cgroup >= NPROC - 4, "storm processes not in its cgroup: {in_cgroup}");
+    println!(
+        "storm: {at_limit} processes at the limit; {} later, {in_cgroup} in its cgroup",
+        members.len()
+    );
+    assert!(
+        in_cgroup >= NPROC - 4,
+        "storm processes not in its cgroup: {in_cgroup}"
+    );
     // Status answers and the calm service is untouched during the storm.
     assert_eq!(r.service("calm")["pid"], calm);
 
@@ -765,11 +792,17 @@ fn notify_flood_and_stdout_flood_together_do_not_delay_the_heartbeat() {
         "exec = [\"{}\", \"--repeat\", \"4000000000\", \"--interval-ms\", \"0\", \"READY=1\", \"STATUS=flooding\"]\nnotify = \"ready\"\nrestart_delay = \"100ms\"\n",
         helper.display()
     );
-    let chatty = "exec = [\"/usr/bin/yes\", \"flooding stdout at full speed\"]\nrestart_delay = \"100ms\"\n".to_string();
+    let chatty =
+        "exec = [\"/usr/bin/yes\", \"flooding stdout at full speed\"]\nrestart_delay = \"100ms\"\n"
+            .to_string();
     let mut r = Rig::start(
         "flood",
         RigOptions {
-            services: svcs(&[("calm", sleeper(7501)), ("notifier", notifier), ("chatty", chatty)]),
+            services: svcs(&[
+                ("calm", sleeper(7501)),
+                ("notifier", notifier),
+                ("chatty", chatty),
+            ]),
             ..RigOptions::default()
         },
     );
@@ -831,7 +864,10 @@ fn thousand_control_clients_and_silent_ones_are_served_or_refused_without_stalli
     // Descriptors for this process's own client sockets.
     let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .expect("getrlimit");
-    assert!(hard >= 4096, "hard RLIMIT_NOFILE {hard} too low for 1000 clients");
+    assert!(
+        hard >= 4096,
+        "hard RLIMIT_NOFILE {hard} too low for 1000 clients"
+    );
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
         .expect("raise RLIMIT_NOFILE");
     let mut r = Rig::start(
@@ -905,7 +941,10 @@ fn thousand_control_clients_and_silent_ones_are_served_or_refused_without_stalli
     let t1 = Instant::now();
 
     let ok = answers.iter().filter(|a| a.starts_with("ok\n")).count();
-    let busy = answers.iter().filter(|a| a.starts_with("error: busy")).count();
+    let busy = answers
+        .iter()
+        .filter(|a| a.starts_with("error: busy"))
+        .count();
     println!(
         "1000 clients: {ok} served, {busy} refused busy in {served_by:?}; {SILENT} silent dropped after {:?}..{:?}",
         dropped.iter().min().unwrap(),
@@ -940,7 +979,11 @@ fn thousand_control_clients_and_silent_ones_are_served_or_refused_without_stalli
 
 fn write_exe(path: &Path, text: &str) {
     let tmp = path.with_extension("new");
-    svc::write_script(tmp.parent().unwrap(), tmp.file_name().unwrap().to_str().unwrap(), text);
+    svc::write_script(
+        tmp.parent().unwrap(),
+        tmp.file_name().unwrap().to_str().unwrap(),
+        text,
+    );
     std::fs::rename(&tmp, path).expect("rename over the binary");
 }
 
@@ -954,7 +997,13 @@ fn binary_replaced_while_running_keeps_running_and_the_next_start_uses_the_new_o
         RigOptions {
             services: svcs(&[
                 ("calm", sleeper(7702)),
-                ("a", format!("exec = [\"{}\"]\nrestart_delay = \"100ms\"\n", exe.display())),
+                (
+                    "a",
+                    format!(
+                        "exec = [\"{}\"]\nrestart_delay = \"100ms\"\n",
+                        exe.display()
+                    ),
+                ),
             ]),
             ..RigOptions::default()
         },
@@ -967,7 +1016,10 @@ fn binary_replaced_while_running_keeps_running_and_the_next_start_uses_the_new_o
     // A new version renamed over the old one (how package managers do it).
     write_exe(&exe, "#!/bin/sh\necho 'svc version 2'\nexec sleep 7703\n");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(alive(a0), "the running process did not survive the replacement");
+    assert!(
+        alive(a0),
+        "the running process did not survive the replacement"
+    );
     assert_eq!(r.service("a")["pid"], a0);
     assert!(r.log.matching("svc version 2").is_empty());
     // The next start runs the new binary.
@@ -991,7 +1043,13 @@ fn binary_deleted_while_running_keeps_running_then_is_reported_with_errno_and_re
         RigOptions {
             services: svcs(&[
                 ("calm", sleeper(7712)),
-                ("a", format!("exec = [\"{}\"]\nrestart_delay = \"200ms\"\n", exe.display())),
+                (
+                    "a",
+                    format!(
+                        "exec = [\"{}\"]\nrestart_delay = \"200ms\"\n",
+                        exe.display()
+                    ),
+                ),
             ]),
             ..RigOptions::default()
         },
@@ -1002,7 +1060,10 @@ fn binary_deleted_while_running_keeps_running_then_is_reported_with_errno_and_re
     let t0 = Instant::now();
     std::fs::remove_file(&exe).expect("delete the binary");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(alive(a0), "the running process did not survive the deletion");
+    assert!(
+        alive(a0),
+        "the running process did not survive the deletion"
+    );
     assert_eq!(r.service("a")["pid"], a0);
     // Its next start fails with the errno, and is retried per restart_delay.
     kill(a0, libc::SIGKILL);
@@ -1016,9 +1077,15 @@ fn binary_deleted_while_running_keeps_running_then_is_reported_with_errno_and_re
         .windows(2)
         .map(|w| w[1].at.duration_since(w[0].at).as_millis())
         .collect();
-    assert!(gaps.iter().all(|&g| g >= 150), "retried faster than restart_delay: {gaps:?}");
+    assert!(
+        gaps.iter().all(|&g| g >= 150),
+        "retried faster than restart_delay: {gaps:?}"
+    );
     let st = r.service("a");
-    assert!(st["error"].as_str().unwrap_or("").contains("ENOENT"), "{st}");
+    assert!(
+        st["error"].as_str().unwrap_or("").contains("ENOENT"),
+        "{st}"
+    );
     assert_eq!(r.service("calm")["pid"], calm);
     let t1 = Instant::now();
     // It comes back: the next retry starts it.
@@ -1065,7 +1132,13 @@ fn working_directory_that_disappears_is_a_reported_start_failure_and_others_run_
     );
     let st = r.service("a");
     assert_ne!(st["state"], "running");
-    assert!(st["error"].as_str().unwrap_or("").contains("working_directory"), "{st}");
+    assert!(
+        st["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("working_directory"),
+        "{st}"
+    );
     assert_eq!(r.service("calm")["pid"], calm);
     let t1 = Instant::now();
     std::fs::create_dir(&wd).unwrap();
@@ -1094,8 +1167,12 @@ fn services_directory_unreadable_at_reload_is_refused_and_the_running_set_stays(
     // 1. Gone entirely.
     std::fs::rename(&r.services, &away).unwrap();
     let out = r.ctl(&["reload"]);
-    assert!(!out.status.success(), "reload of a missing directory accepted: {out:?}");
-    let msg = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "reload of a missing directory accepted: {out:?}"
+    );
+    let msg =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(msg.contains(&r.services.display().to_string()), "{msg}");
     assert_eq!(pids(&r.status()), before);
     // 2. A file where the directory was.
@@ -1140,8 +1217,7 @@ fn service_files_that_are_a_fifo_or_endless_are_refused_without_blocking() {
                 )
                 .expect("mkfifo");
                 // An endless file: reading it allocates without bound.
-                std::os::unix::fs::symlink("/dev/zero", services.join("c.toml"))
-                    .expect("symlink");
+                std::os::unix::fs::symlink("/dev/zero", services.join("c.toml")).expect("symlink");
             })),
             ..RigOptions::default()
         },
@@ -1160,6 +1236,7 @@ fn service_files_that_are_a_fifo_or_endless_are_refused_without_blocking() {
     // And at reload, the same.
     let out = r.ctl(&["reload"]);
     assert!(!out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(1000));
     let t1 = Instant::now();
     let running: Vec<(String, i64)> = pids(&r.status())
         .into_iter()

@@ -13,9 +13,10 @@
 //! - [`notify`] (sd_notify sockets), [`output`] (service output → syslog),
 //!   [`control`] (the control socket and `tetherctl`'s protocol).
 //!
-//! `sys_extra` holds the crate's only `unsafe` (the child set-up between
-//! fork and exec), to be moved into `tether_common::sys`.
+//! The crate has no `unsafe`: the child set-up between fork and exec is
+//! `tether_common::sys::child`.
 
+#![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
 pub mod cgroup;
 pub mod control;
 pub mod event_loop;
@@ -27,4 +28,3 @@ pub mod service;
 pub mod spawn;
 pub mod state_file;
 pub mod supervisor;
-mod sys_extra;

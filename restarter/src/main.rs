@@ -3,6 +3,7 @@
 //! services directory. Started by tether-init (heartbeat pipes in
 //! `TETHER_FDS`) or alone. See `tether_restarter::event_loop`.
 
+#![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match tether_restarter::event_loop::Options::parse(&args) {

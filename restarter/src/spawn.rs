@@ -1,6 +1,6 @@
 //! Starting a service's process: `std::process::Command` (which reports an
 //! `exec` failure's errno synchronously) plus the child set-up of
-//! `sys_extra` (session, cgroup, limits, umask, groups, user, directory).
+//! `tether_common::sys::child` (session, cgroup, limits, umask, groups, user, directory).
 //!
 //! Decisions where the design is silent:
 //! - Environment: the restarter's own, minus what belongs to the chain or
@@ -24,12 +24,12 @@
 
 use crate::output::OutputPipes;
 use crate::service::{Limit, NotifyMode, ServiceSpec};
-use crate::sys_extra::{spawn_with_setup, ChildSetup, Rlimit};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use tether_common::sys::child::{spawn_with_setup, ChildSetup, Rlimit};
 
 /// Variables of the restarter's environment never passed on.
 fn is_private(key: &str) -> bool {

@@ -59,7 +59,11 @@ impl Clock {
     fn sh(&mut self, cmd: &str) -> Result<String, String> {
         let r = self.agent(&format!("exec {cmd}"))?;
         if r.i64("code") != 0 {
-            return Err(format!("`{cmd}` exited {}: {}", r.i64("code"), r.str("out")));
+            return Err(format!(
+                "`{cmd}` exited {}: {}",
+                r.i64("code"),
+                r.str("out")
+            ));
         }
         Ok(r.str("out").trim().to_string())
     }
@@ -256,11 +260,15 @@ fn run(dir: &std::path::Path) -> Result<(), String> {
     // Nothing else moved: layers, sensor and syslogd as at boot; heartbeat
     // restarted once (the silencing above) and not again; ticker once.
     if (after.restarter, after.watchdogd) != (before.restarter, before.watchdogd) {
-        return Err(format!("a layer restarted: before {before:?}, after {after:?}"));
+        return Err(format!(
+            "a layer restarted: before {before:?}, after {after:?}"
+        ));
     }
     for name in ["sensor", "syslogd"] {
         if after.services.get(name) != before.services.get(name) {
-            return Err(format!("{name} was disturbed: before {before:?}, after {after:?}"));
+            return Err(format!(
+                "{name} was disturbed: before {before:?}, after {after:?}"
+            ));
         }
     }
     let restarts = |s: &Snapshot, n: &str| s.services.get(n).map_or(0, |v| v.1);
@@ -272,7 +280,9 @@ fn run(dir: &std::path::Path) -> Result<(), String> {
         ));
     }
     if restarts(&after, "ticker") != restarts(&before, "ticker") + 1 {
-        return Err(format!("ticker restarts: before {before:?}, after {after:?}"));
+        return Err(format!(
+            "ticker restarts: before {before:?}, after {after:?}"
+        ));
     }
     no_alert(&c.g)?;
     eprintln!("clock: back a day and forward a year: no restart, no reset, no alert");
@@ -283,6 +293,9 @@ fn run(dir: &std::path::Path) -> Result<(), String> {
 fn wall_clock_back_a_day_and_forward_a_year_changes_nothing() {
     let dir = run_dir("clock");
     if let Err(e) = run(&dir) {
-        panic!("{e}\n(transcript: {})", dir.join("transcript.log").display());
+        panic!(
+            "{e}\n(transcript: {})",
+            dir.join("transcript.log").display()
+        );
     }
 }

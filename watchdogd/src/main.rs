@@ -36,14 +36,13 @@
 //!   directory change needs a restart (logged). A bad file keeps the running
 //!   settings.
 
+#![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
 mod gate;
-
 
 use gate::{secs, Decision, Gate};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use tether_common::record::{self, ResetRecord};
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -52,6 +51,7 @@ use tether_common::clock::MonoTime;
 use tether_common::config::{Config, DEFAULT_CONFIG};
 use tether_common::fdlist::{FdList, ENV_FDS, ENV_HEARTBEATS};
 use tether_common::heartbeat::{Code, Reader, Writer};
+use tether_common::record::{self, ResetRecord};
 use tether_common::watchdog_dev::{self, WatchdogDev, WDIOF_CARDRESET};
 use tether_common::{alert, logging, sys};
 

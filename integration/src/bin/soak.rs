@@ -49,10 +49,10 @@ fn figures(pid: Option<i32>) -> Figures {
     };
     // The fewest of a few readings: a service being spawned holds two
     // pipe ends for a moment, a control client one socket.
-    let fds = (0..5)
+    let fds = (0..10)
         .map(|i| {
             if i > 0 {
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(30));
             }
             std::fs::read_dir(format!("/proc/{pid}/fd"))
                 .map(|d| d.count())
@@ -235,6 +235,8 @@ fn main() {
     let p2 = Instant::now();
     let mut kills = 0u64;
     let mut slowest = Duration::ZERO;
+    let kill_step = (restarter_kills / 10).max(1);
+    let mut next_kill_mark = kill_step;
     while kills < restarter_kills && p2.elapsed() < max_phase && !soak.hardware_fired() {
         let Some(old) = soak.chain.layer("tether-restarter") else {
             std::thread::sleep(ms(10));
@@ -252,12 +254,15 @@ fn main() {
             .wait_layer("tether-restarter", Some(old), Duration::from_secs(30))
             .is_none()
         {
-            eprintln!("soak: no new restarter after kill {kills}:\n{}", soak.chain.dump());
+            eprintln!(
+                "soak: no new restarter after kill {kills}:\n{}",
+                soak.chain.dump()
+            );
             std::process::exit(2);
         }
         // Whole: answering control, the previous services swept and
         // started again (the steady service has a new pid).
-        while soak.steady_pid().is_none_or(|p| p == steady) {
+        while soak.steady_pid().unwrap_or(steady) == steady {
             if k.elapsed() > Duration::from_secs(30) {
                 eprintln!("soak: the new restarter does not answer (kill {kills})");
                 std::process::exit(2);
@@ -265,7 +270,8 @@ fn main() {
             std::thread::sleep(ms(5));
         }
         slowest = slowest.max(k.elapsed());
-        if kills % (restarter_kills / 10).max(1) == 0 {
+        if kills >= next_kill_mark {
+            next_kill_mark += kill_step;
             soak.sample(&format!("{kills} restarter kills"));
         }
     }

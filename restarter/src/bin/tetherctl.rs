@@ -17,6 +17,7 @@
 //!   itself is invalid the services are not checked (their directory comes
 //!   from it) and no budget is printed.
 
+#![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;

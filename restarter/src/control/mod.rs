@@ -11,7 +11,6 @@
 
 pub mod protocol;
 pub mod server;
-mod sys_extra;
 
 pub use protocol::{
     format_ms, is_valid_name, parse_request, parse_signal, Request, RequestError, Response,

@@ -30,7 +30,6 @@
 //!   suppressed ones.
 
 use super::protocol::{error_line, parse_request, Request, Response, MAX_REQUEST};
-use super::sys_extra::accept_cloexec_nonblock;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{
@@ -43,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tether_common::clock::MonoTime;
 use tether_common::duration;
+use tether_common::sys::accept_cloexec_nonblock;
 
 /// Bounds of the server. [`Limits::default`] are the production values.
 #[derive(Clone, Debug, PartialEq, Eq)]

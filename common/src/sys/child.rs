@@ -1,6 +1,5 @@
-//! The restarter's only `unsafe`: the set-up a service's process does
-//! between `fork` and `exec` (`Command::pre_exec`). To be moved into
-//! `tether_common::sys` by the lead.
+//! The set-up a service's process does between `fork` and `exec`
+//! (`Command::pre_exec`), for the restarter's `spawn`.
 //!
 //! Everything the child needs is computed in the parent ([`ChildSetup`]):
 //! between `fork` and `exec` the child only makes async-signal-safe system
@@ -66,12 +65,7 @@ pub fn spawn_with_setup(cmd: &mut Command, setup: ChildSetup) -> io::Result<Chil
         cmd.pre_exec(move || {
             // The restarter blocks the signals its signalfd reads; a
             // service starts with none blocked and SIGPIPE at default.
-            let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-            libc::sigemptyset(empty.as_mut_ptr());
-            if libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut()) != 0 {
-                return Err(io::Error::other("pthread_sigmask"));
-            }
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            super::reset_signals_in_child()?;
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -10,12 +10,53 @@
 //!   request number ([`ioctl_read_int`], [`ioctl_readwrite_int`],
 //!   [`ioctl_read_bytes`], [`ioctl_none`]) — used by `watchdog_dev`;
 //! - spawning a child with chosen descriptors at fixed numbers
-//!   ([`spawn_with_fds`]).
+//!   ([`spawn_with_fds`]), and a service's set-up between `fork` and `exec`
+//!   ([`child::spawn_with_setup`]);
+//! - `accept4` returning an owned descriptor ([`accept_cloexec_nonblock`]).
+//!
+//! Rust's `Command` does not reset the signal mask: every child started
+//! here begins with no signal blocked (the parents block the signals their
+//! signalfd reads).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command};
 use std::sync::Mutex;
+
+pub mod child;
+
+/// `accept4(listener, SOCK_CLOEXEC | SOCK_NONBLOCK)` returning an owned
+/// descriptor.
+pub fn accept_cloexec_nonblock(listener: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    use nix::sys::socket::{accept4, SockFlag};
+    let fd = accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
+    // SAFETY: accept4 succeeded, so `fd` is a freshly opened descriptor that
+    // nothing else in the process owns; the OwnedFd becomes its sole owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// In a child between `fork` and `exec`: unblock every signal and put
+/// `SIGPIPE` back to its default. Only async-signal-safe calls on the stack.
+///
+/// # Safety
+/// Call only from a `pre_exec` closure (or another single-threaded
+/// context where changing the signal state is intended).
+pub(crate) unsafe fn reset_signals_in_child() -> io::Result<()> {
+    let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set before pthread_sigmask reads
+    // it; both only touch this stack variable and the thread's mask.
+    unsafe {
+        libc::sigemptyset(empty.as_mut_ptr());
+        if libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut()) != 0 {
+            return Err(io::Error::other("pthread_sigmask"));
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    Ok(())
+}
 
 /// Sets or clears `O_NONBLOCK`.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
@@ -231,12 +272,14 @@ pub fn spawn_with_fds(cmd: &mut Command, fds: &[(BorrowedFd<'_>, RawFd)]) -> io:
     // Allocated here, in the parent: the child only writes into it.
     let mut tmp: Vec<RawFd> = vec![-1; pairs.len()];
     // SAFETY: the closure runs in the child between fork and exec; it only
-    // calls fcntl(2) and dup2(2), which are async-signal-safe, reads the
+    // resets the signal state and calls fcntl(2) and dup2(2), all
+    // async-signal-safe, reads the
     // captured vectors and writes into pre-allocated `tmp` (no allocation,
     // no lock). The source descriptors are borrowed for the whole of this
     // function, so they are open at fork time.
     unsafe {
         cmd.pre_exec(move || {
+            reset_signals_in_child()?;
             for (i, &(src, _)) in pairs.iter().enumerate() {
                 let r = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, floor);
                 if r < 0 {
