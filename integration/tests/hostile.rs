@@ -14,7 +14,9 @@
 //! visible tree). The test then reaches that directory through
 //! `/proc/PID/root/RUN`, which resolves in the restarter's namespace.
 //!
-//! Timing: beat 100 ms; the hostile period of each test is 1.5–4 s.
+//! Timing: beat 100 ms; the hostile period of each test is 1.5–4 s. The
+//! tests of this file run one at a time (a lock), since each loads the
+//! machine on purpose.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -30,6 +32,16 @@ use tether_integration::bins::{bin, TempDir};
 use tether_integration::svc::{self, alive, pgid_of, tagged_processes, LogSink, TAG_VAR};
 
 const BEAT: Duration = Duration::from_millis(100);
+
+/// Held by every test of this file for its whole run: they load the machine
+/// on purpose (floods, storms, 1000 clients), and two of them at once on a
+/// 2-core machine would measure the scheduler rather than the restarter's
+/// loop.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 const LONG: Duration = Duration::from_secs(15);
 
 // ---- the rig ---------------------------------------------------------------
@@ -457,6 +469,7 @@ fn fill(path: &Path) -> u64 {
 
 #[test]
 fn full_runtime_directory_fails_state_writes_loudly_and_supervision_goes_on() {
+    let _serial = one_at_a_time();
     let mut r = Rig::start(
         "enospc",
         RigOptions {
@@ -533,6 +546,7 @@ fn open_fds(pid: i32) -> usize {
 
 #[test]
 fn low_descriptor_limit_starts_what_fits_reports_the_rest_and_control_answers() {
+    let _serial = one_at_a_time();
     const N: usize = 40;
     let services: Vec<(String, String)> = (0..N)
         .map(|i| {
@@ -691,6 +705,7 @@ fn cgroup_procs(dir: &Path) -> Vec<i32> {
 
 #[test]
 fn fork_storm_at_the_nproc_limit_is_stopped_as_a_group() {
+    let _serial = one_at_a_time();
     const NPROC: usize = 24;
     let root = cgroup_root("storm");
     // Forks sleepers as fast as it can, ignoring SIGTERM and fork failures
@@ -787,6 +802,7 @@ fn fork_storm_at_the_nproc_limit_is_stopped_as_a_group() {
 
 #[test]
 fn notify_flood_and_stdout_flood_together_do_not_delay_the_heartbeat() {
+    let _serial = one_at_a_time();
     let helper = bin("notify-helper");
     let notifier = format!(
         "exec = [\"{}\", \"--repeat\", \"4000000000\", \"--interval-ms\", \"0\", \"READY=1\", \"STATUS=flooding\"]\nnotify = \"ready\"\nrestart_delay = \"100ms\"\n",
@@ -858,6 +874,7 @@ fn exchange(mut s: UnixStream) -> String {
 
 #[test]
 fn thousand_control_clients_and_silent_ones_are_served_or_refused_without_stalling() {
+    let _serial = one_at_a_time();
     const CLIENTS: usize = 1000;
     const THREADS: usize = 50;
     const SILENT: usize = 50;
@@ -883,13 +900,13 @@ fn thousand_control_clients_and_silent_ones_are_served_or_refused_without_stalli
     let sock = r.run.join("control.sock");
 
     let t0 = Instant::now();
-    // Silent clients: connect, send nothing, wait for the server to drop them.
+    // Silent clients: connected (and accepted) before the storm, they send
+    // nothing and wait for the server to drop them.
     let silent: Vec<JoinHandle<Duration>> = (0..SILENT)
         .map(|_| {
-            let sock = sock.clone();
+            let connected = Instant::now();
+            let mut s = UnixStream::connect(&sock).expect("connect (silent)");
             std::thread::spawn(move || {
-                let connected = Instant::now();
-                let mut s = UnixStream::connect(&sock).expect("connect (silent)");
                 s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                 let mut sink = Vec::new();
                 let _ = s.read_to_end(&mut sink);
@@ -897,6 +914,7 @@ fn thousand_control_clients_and_silent_ones_are_served_or_refused_without_stalli
             })
         })
         .collect();
+    std::thread::sleep(Duration::from_millis(200));
     // 1000 clients: every socket connected first, then all requests at once.
     let barrier = Arc::new(Barrier::new(THREADS));
     let workers: Vec<JoinHandle<Vec<String>>> = (0..THREADS)
@@ -989,6 +1007,7 @@ fn write_exe(path: &Path, text: &str) {
 
 #[test]
 fn binary_replaced_while_running_keeps_running_and_the_next_start_uses_the_new_one() {
+    let _serial = one_at_a_time();
     let dir = TempDir::new("replaced-bin");
     let exe = dir.join("svc-bin");
     write_exe(&exe, "#!/bin/sh\necho 'svc version 1'\nexec sleep 7701\n");
@@ -1035,6 +1054,7 @@ fn binary_replaced_while_running_keeps_running_and_the_next_start_uses_the_new_o
 
 #[test]
 fn binary_deleted_while_running_keeps_running_then_is_reported_with_errno_and_retried() {
+    let _serial = one_at_a_time();
     let dir = TempDir::new("deleted-bin");
     let exe = dir.join("svc-bin");
     write_exe(&exe, "#!/bin/sh\nexec sleep 7711\n");
@@ -1097,6 +1117,7 @@ fn binary_deleted_while_running_keeps_running_then_is_reported_with_errno_and_re
 
 #[test]
 fn working_directory_that_disappears_is_a_reported_start_failure_and_others_run_on() {
+    let _serial = one_at_a_time();
     let dir = TempDir::new("vanished-wd");
     let wd = dir.join("wd");
     std::fs::create_dir(&wd).unwrap();
@@ -1150,6 +1171,7 @@ fn working_directory_that_disappears_is_a_reported_start_failure_and_others_run_
 
 #[test]
 fn services_directory_unreadable_at_reload_is_refused_and_the_running_set_stays() {
+    let _serial = one_at_a_time();
     let mut r = Rig::start(
         "unreadable-services",
         RigOptions {
@@ -1199,6 +1221,7 @@ fn services_directory_unreadable_at_reload_is_refused_and_the_running_set_stays(
 
 #[test]
 fn service_files_that_are_a_fifo_or_endless_are_refused_without_blocking() {
+    let _serial = one_at_a_time();
     let mut r = Rig::start(
         "fifo-service",
         RigOptions {

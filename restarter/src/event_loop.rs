@@ -57,6 +57,9 @@ use tether_common::fdlist::{FdList, ENV_FDS};
 use tether_common::heartbeat::{Code, Sent, Writer};
 use tether_common::logging::{self, Syslog};
 
+/// How often a failed write of `restarter.state` is retried.
+const STATE_RETRY: Duration = Duration::from_secs(1);
+
 /// The name syslog lines of the restarter itself carry.
 pub const TAG: &str = "tether-restarter";
 /// `RUN/shutdown-request`.
@@ -151,6 +154,9 @@ struct Shell {
     sweep: Option<Sweep>,
     loaded: bool,
     state_dirty: bool,
+    /// Set while `restarter.state` cannot be written (e.g. `ENOSPC`): when
+    /// to try again. The failure is logged once, the recovery too.
+    state_retry_at: Option<MonoTime>,
     /// tether.toml error (running on defaults), services dir error, last
     /// refused reload.
     config_errors: Vec<String>,
@@ -312,6 +318,7 @@ impl Shell {
             sweep: Some(sweep),
             loaded: false,
             state_dirty: false,
+            state_retry_at: None,
             config_errors,
             reload_errors: Vec::new(),
             config,
@@ -399,6 +406,7 @@ impl Shell {
         consider(self.control.as_ref().and_then(|c| c.next_deadline()));
         consider(self.flush_at);
         consider(self.drop_check_at);
+        consider(self.state_retry_at);
         let wait = next.saturating_since(now);
         // Round up: waking a little late beats spinning until the deadline.
         let ms = wait.as_nanos().div_ceil(1_000_000);
@@ -433,6 +441,9 @@ impl Shell {
         }
         if self.drop_check_at.is_some_and(|t| t <= now) {
             self.report_drops(now);
+        }
+        if self.state_retry_at.is_some_and(|t| t <= now) {
+            self.state_dirty = true;
         }
         if now >= self.next_liveness {
             self.liveness(now);
@@ -875,8 +886,22 @@ impl Shell {
             })
             .collect();
         let path = self.run_dir.join(state_file::FILE_NAME);
-        if let Err(e) = state_file::write(&path, &entries) {
-            error!("writing {}: {e}", path.display());
+        match state_file::write(&path, &entries) {
+            Ok(()) => {
+                if self.state_retry_at.take().is_some() {
+                    info!("writing {} works again", path.display());
+                }
+            }
+            Err(e) => {
+                if self.state_retry_at.is_none() {
+                    error!(
+                        "writing {}: {e} (supervision goes on; retrying every {}s)",
+                        path.display(),
+                        STATE_RETRY.as_secs()
+                    );
+                }
+                self.state_retry_at = Some(MonoTime::now() + STATE_RETRY);
+            }
         }
     }
 

@@ -347,10 +347,7 @@ fn dedup(v: Vec<String>) -> Vec<String> {
 
 /// Reads and parses one service file.
 pub fn load(file: &Path) -> Result<ServiceSpec, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
-        file: file.to_path_buf(),
-        source,
-    })?;
+    let text = tether_common::config::read_config_text(file)?;
     parse(&text, file)
 }
 
@@ -390,10 +387,10 @@ pub fn load_dir(dir: &Path) -> LoadedSet {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let text = match std::fs::read_to_string(&file) {
+        let text = match tether_common::config::read_config_text(&file) {
             Ok(t) => t,
-            Err(source) => {
-                set.errors.push((name, ConfigError::Io { file, source }));
+            Err(e) => {
+                set.errors.push((name, e));
                 continue;
             }
         };
