@@ -150,6 +150,13 @@ fn arg(n: usize, default: u64) -> u64 {
 }
 
 fn main() {
+    // `run` owns the chain: it is dropped (the namespace killed) before
+    // the process exits.
+    std::process::exit(run());
+}
+
+/// The soak; its exit status.
+fn run() -> i32 {
     let service_restarts = arg(1, 100_000);
     let restarter_kills = arg(2, 1_000);
     let max_phase = Duration::from_secs(arg(3, 10) * 60);
@@ -194,7 +201,7 @@ fn main() {
     while soak.crash_restarts().unwrap_or(0) < 1000 {
         if up.elapsed() > Duration::from_secs(60) {
             eprintln!("soak: the chain did not come up:\n{}", soak.chain.dump());
-            std::process::exit(2);
+            return 2;
         }
         std::thread::sleep(ms(100));
     }
@@ -261,14 +268,14 @@ fn main() {
                 "soak: no new restarter after kill {kills}:\n{}",
                 soak.chain.dump()
             );
-            std::process::exit(2);
+            return 2;
         }
         // Whole: answering control, the previous services swept and
         // started again (the steady service has a new pid).
         while soak.steady_pid().unwrap_or(steady) == steady {
             if k.elapsed() > Duration::from_secs(30) {
                 eprintln!("soak: the new restarter does not answer (kill {kills})");
-                std::process::exit(2);
+                return 2;
             }
             std::thread::sleep(ms(5));
         }
@@ -353,8 +360,9 @@ fn main() {
     );
     if grew.is_empty() && !fired {
         println!("soak: no growth");
+        0
     } else {
         println!("soak: FAILED: {}", grew.join("; "));
-        std::process::exit(1);
+        1
     }
 }
