@@ -23,7 +23,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
         p.exists(),
-        "{} not found: run `cargo test --workspace` (it builds every binary of the workspace)",
+        "{} not found: run `./test.sh` (it builds every binary of the workspace first: `cargo build --workspace --bins`)",
         p.display()
     );
     p

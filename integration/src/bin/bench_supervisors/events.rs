@@ -452,25 +452,7 @@ impl Beats {
             .shared
             .wait_for(timeout, |v| v.iter().any(|&b| b > t).then_some(()));
         let v = self.shared.lock();
-        let before = v
-            .iter()
-            .rev()
-            .find(|&&b| b <= from)
-            .copied()
-            .unwrap_or(from);
-        let mut points: Vec<MonoTime> = vec![before];
-        points.extend(v.iter().copied().filter(|&b| b > from && b <= t));
-        points.push(
-            v.iter()
-                .copied()
-                .find(|&b| b > t)
-                .unwrap_or_else(MonoTime::now),
-        );
-        points
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or_default()
+        longest_gap(&v, from, t, MonoTime::now())
     }
 }
 
@@ -486,9 +468,57 @@ impl Drop for Beats {
     }
 }
 
+/// The longest silence overlapping `[from, to]` in the sorted beat times
+/// `beats`: between the last beat at or before `from` (or `from` itself),
+/// every beat in between, and the first beat after `to` (or `now`).
+fn longest_gap(beats: &[MonoTime], from: MonoTime, to: MonoTime, now: MonoTime) -> Duration {
+    let before = beats
+        .iter()
+        .rev()
+        .find(|&&b| b <= from)
+        .copied()
+        .unwrap_or(from);
+    let mut points: Vec<MonoTime> = vec![before];
+    points.extend(beats.iter().copied().filter(|&b| b > from && b <= to));
+    points.push(beats.iter().copied().find(|&b| b > to).unwrap_or(now));
+    points
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(ms: u64) -> MonoTime {
+        MonoTime::from_duration(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn a_stall_during_the_window_is_the_longest_gap() {
+        // Beats every second, except a 2.5 s hole from 3 s to 5.5 s.
+        let beats: Vec<MonoTime> = [1000, 2000, 3000, 5500, 6500].map(at).to_vec();
+        assert_eq!(
+            longest_gap(&beats, at(3200), at(4000), at(9000)),
+            Duration::from_millis(2500)
+        );
+        // A window inside regular beats sees the interval.
+        assert_eq!(
+            longest_gap(&beats, at(1200), at(1800), at(9000)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn no_beat_after_the_window_counts_until_now() {
+        let beats: Vec<MonoTime> = [1000, 2000].map(at).to_vec();
+        assert_eq!(
+            longest_gap(&beats, at(2100), at(2500), at(4000)),
+            Duration::from_secs(2)
+        );
+    }
 
     #[test]
     fn start_reports_parse() {
