@@ -18,7 +18,7 @@ pub fn bin_dir() -> PathBuf {
 
 /// The path of a workspace binary (`tether-init`, `tetherctl`, ...). Panics
 /// with a clear message when it was not built: run the suite with
-/// `cargo test --workspace`, which builds every binary first.
+/// `./test.sh`, which builds every binary first.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
