@@ -62,6 +62,7 @@ const USAGE: &str = "usage: bench_supervisors [options]
   --kill-gap-ms MS        pause after each replacement (default 5)
   --beat-interval-ms MS   tether's beat_interval (default 1000)
   --supervisors LIST      of tether,runit,s6,floor,tether-1s (default: all)
+  --floor-fds K           the floor also holds K close-on-exec descriptors (experiment)
   --direct-run            runit/s6 run files are symlinks to the blocker (no /bin/sh)
   --tether-cgroups        let the restarter use cgroup v2 where available
   --no-netns              stay in the host network namespace
@@ -79,6 +80,7 @@ struct Args {
     beat_interval: Duration,
     supervisors: Vec<String>,
     direct_run: bool,
+    floor_fds: usize,
     tether_cgroups: bool,
     netns: bool,
     out: Option<PathBuf>,
@@ -111,6 +113,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             .map(String::from)
             .to_vec(),
         direct_run: false,
+        floor_fds: 0,
         tether_cgroups: false,
         netns: true,
         out: None,
@@ -158,6 +161,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                 a.supervisors = val()?.split(',').map(|s| s.trim().to_string()).collect()
             }
             "--direct-run" => a.direct_run = true,
+            "--floor-fds" => a.floor_fds = num(val()?)? as usize,
             "--tether-cgroups" => a.tether_cgroups = true,
             "--no-netns" => a.netns = false,
             "--out" => a.out = Some(PathBuf::from(val()?)),
@@ -237,7 +241,8 @@ fn main() {
     if argv.first().map(String::as_str) == Some("--floor-supervisor") {
         let n = argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let blocker = PathBuf::from(argv.get(2).cloned().unwrap_or_default());
-        std::process::exit(floor::run(n, &blocker));
+        let extra = argv.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+        std::process::exit(floor::run(n, &blocker, extra));
     }
     let args = match parse_args(&argv) {
         Ok(a) => a,
@@ -326,8 +331,12 @@ fn main() {
             }
             "floor" => {
                 let exe = std::env::current_exe().unwrap_or_default();
-                life.push(Box::new(floor::Floor { exe: exe.clone() }));
-                restart.push(Box::new(floor::Floor { exe }));
+                let extra_fds = args.floor_fds;
+                life.push(Box::new(floor::Floor {
+                    exe: exe.clone(),
+                    extra_fds,
+                }));
+                restart.push(Box::new(floor::Floor { exe, extra_fds }));
             }
             _ => {}
         }
@@ -423,6 +432,13 @@ fn main() {
                     if args.direct_run { "are symlinks to it" } else { "`#!/bin/sh` + `exec`" },
                     args.beat_interval.as_millis(),
                     if args.tether_cgroups { "as detected" } else { "off" }
+                ),
+            ),
+            (
+                "floor".into(),
+                format!(
+                    "this program as a bare spawn/waitpid loop (posix_spawn), holding {} extra descriptors",
+                    args.floor_fds
                 ),
             ),
             ("isolation".into(), format!("each supervisor PID 1 of its own PID + mount namespace; {netns}")),
