@@ -707,6 +707,21 @@ impl Timings {
         }
     }
 
+    /// The timings of the init and whole-chain tests: a hang is seen after
+    /// 1 s, the hardware fires 3 s after the last pet.
+    pub fn chain() -> Timings {
+        let ms = Duration::from_millis;
+        Timings {
+            beat_interval: ms(100),
+            hang_timeout: ms(1000),
+            restart_delay: ms(200),
+            startup_grace: ms(500),
+            stale_timeout: ms(2000),
+            hardware_timeout: ms(3000),
+            liveness_interval: ms(1000),
+        }
+    }
+
     /// The built-in defaults of DESIGN.md (beat 1 s, stale 20 s, hardware 30 s).
     pub fn defaults() -> Timings {
         let s = Duration::from_secs;

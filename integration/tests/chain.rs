@@ -16,16 +16,7 @@ use tether_integration::hw::Timings;
 const LONG: Duration = Duration::from_secs(20);
 
 fn timings() -> Timings {
-    let ms = Duration::from_millis;
-    Timings {
-        beat_interval: ms(100),
-        hang_timeout: ms(1000),
-        restart_delay: ms(200),
-        startup_grace: ms(500),
-        stale_timeout: ms(2000),
-        hardware_timeout: ms(3000),
-        liveness_interval: ms(1000),
-    }
+    Timings::chain()
 }
 
 /// A service script: logs `NAME start PID` and, on SIGTERM, `NAME stop`

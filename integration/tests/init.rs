@@ -19,16 +19,7 @@ const BEAT: Duration = Duration::from_millis(100);
 const LONG: Duration = Duration::from_secs(15);
 
 fn timings() -> Timings {
-    let ms = Duration::from_millis;
-    Timings {
-        beat_interval: ms(100),
-        hang_timeout: ms(1000),
-        restart_delay: ms(200),
-        startup_grace: ms(500),
-        stale_timeout: ms(2000),
-        hardware_timeout: ms(3000),
-        liveness_interval: ms(1000),
-    }
+    Timings::chain()
 }
 
 fn options(wd: FakeLayer, rst: FakeLayer) -> ChainOptions {

@@ -378,6 +378,11 @@ impl SyslogSink {
         })
     }
 
+    /// How many lines so far match `pred`.
+    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.shared.lock().iter().filter(|l| pred(&l.text)).count()
+    }
+
     /// Waits for the first line at or after `after` containing `needle`.
     pub fn wait_line_after(
         &self,

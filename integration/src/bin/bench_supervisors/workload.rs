@@ -123,9 +123,19 @@ impl Session {
         let Some(log) = &self.probes.syslog else {
             return Ok(None);
         };
-        match log.wait_count(self.n, timeout, |t| t.contains(" ready (READY=1")) {
+        let is_ready = |t: &str| t.contains(" ready (READY=1");
+        match log.wait_count(self.n, timeout, is_ready) {
             Some(t) => Ok(Some(t - self.launched)),
-            None => Err(self.describe_failure("not every service reported ready")),
+            None => {
+                let got = log.count(is_ready);
+                let busy = log.count(|t| t.contains("syslog down") || t.contains("dropped"));
+                Err(self.describe_failure(&format!(
+                    "only {got} of {} `ready` lines reached the syslog socket \
+                     (the restarter drops its own lines when the socket's queue is full; \
+                     {busy} of its lines mention syslog down or drops)",
+                    self.n
+                )))
+            }
         }
     }
 
