@@ -5,8 +5,8 @@
 //!   (opened again through `/dev/fd/N`: no unsafe descriptor adoption);
 //! - when `NOTIFY_SOCKET` is set (tether, `notify = "ready"`), sends
 //!   `READY=1` there;
-//! - when `BENCH_SOCK` is set, sends `INDEX MONO_NS` (INDEX: the argument,
-//!   or else the digits of the working directory's name) in one datagram to that
+//! - when `BENCH_SOCK` is set, sends `INDEX MONO_NS` (INDEX: the digits of
+//!   the argument, or else of the working directory's name) in one datagram to that
 //!   unix datagram socket (the benchmark reads the sender's pid from the
 //!   kernel's `SCM_CREDENTIALS`, translated into its own PID namespace);
 //! - then blocks in `pause()` forever (it dies of a signal only).
@@ -22,7 +22,12 @@ fn main() {
     let started = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128)
         .unwrap_or(0);
-    let index = std::env::args().nth(1).unwrap_or_else(index_from_cwd);
+    // s6-supervise passes the service name (`svc17`) as the argument of a
+    // `run` that is the blocker itself: only its digits count.
+    let index: String = match std::env::args().nth(1) {
+        Some(a) => a.chars().filter(char::is_ascii_digit).collect(),
+        None => index_from_cwd(),
+    };
     if let Ok(text) = std::fs::read_to_string("notification-fd") {
         if let Ok(fd) = text.trim().parse::<u32>() {
             if let Ok(mut f) = std::fs::OpenOptions::new()
