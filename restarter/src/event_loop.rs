@@ -919,9 +919,11 @@ impl Shell {
             );
             return Err(msg);
         };
-        let path = self.run_dir.join(SHUTDOWN_REQUEST);
-        if let Err(e) = state_file::write_atomic(&path, &format!("{reason}\n")) {
-            error!("writing {}: {e}", path.display());
+        let line = format!("{reason}\n");
+        if let Err(e) =
+            tether_common::record::write_atomic(&self.run_dir, SHUTDOWN_REQUEST, line.as_bytes())
+        {
+            error!("{e}");
         }
         logging::alert(format_args!(
             "requesting an orderly {what} from init: {reason}"

@@ -30,7 +30,7 @@
 
 use crate::spawn::{proc_start_time, proc_stat_field};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tether_common::clock::MonoTime;
@@ -98,27 +98,6 @@ pub fn read(path: &Path) -> io::Result<Vec<Entry>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
     }
-}
-
-/// Writes `text` to `path` atomically and durably: `PATH.tmp`, `fsync`,
-/// `rename`, `fsync` of the directory (for rare records such as
-/// `shutdown-request`).
-pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 /// Writes the state file: `PATH.tmp`, then `rename` (no `fsync`, see the
