@@ -4,8 +4,14 @@
 //! - [`Syslog`]: a non-blocking, reconnecting sender of RFC 3164-style
 //!   datagrams (`<PRI>TAG[PID]: msg`) to a unix datagram socket (`/dev/log`).
 //! - [`init`]: installs the global logger. Each record goes to syslog when it
-//!   accepts; otherwise, when `[log] kmsg` is set, to `/dev/kmsg`; and a copy
-//!   to stderr when `[log] stderr` is set (`tag[pid]: LEVEL msg`).
+//!   accepts; when syslog is busy, to a backlog sent later in order; when
+//!   syslog is down, to `/dev/kmsg` if `[log] kmsg` is set; and a copy to
+//!   stderr when `[log] stderr` is set (`tag[pid]: LEVEL msg`).
+//! - [`flush_pending`] and [`pending`]: for event loops, to send the backlog
+//!   without waiting for the next record. A loop calls `flush_pending(now)`
+//!   once per iteration and, when it returns `Some(t)`, wakes by `t` at the
+//!   latest (its poll timeout). Without a caller the backlog is still tried
+//!   before every new record.
 //!
 //! Decisions where DESIGN.md is silent:
 //! - ALERT: the `log` facade has no alert level. A record at `Error` with
@@ -17,8 +23,32 @@
 //!   [`set_settings`], so that a binary running on built-in defaults (a bad
 //!   `tether.toml`) can still be kept off the host's `/dev/log` in tests:
 //!   `TETHER_SYSLOG_SOCKET=PATH`, `TETHER_KMSG=0|1`, `TETHER_STDERR=0|1`.
-//! - A record syslog refuses (down, or its queue full) goes to `/dev/kmsg`
-//!   when enabled, since tether's own messages are rare and matter.
+//! - Busy syslog (its queue full, e.g. 1000 services starting at once):
+//!   tether's own messages matter and must not be silently lost, so a record
+//!   syslog refuses as busy joins a backlog: a ring of [`BACKLOG_BYTES`]
+//!   (64 KiB) of formatted lines, allocated on the first busy refusal and
+//!   never again (no allocation per record). While the backlog is not empty
+//!   every new record is appended behind it, after trying to send it: lines
+//!   reach syslog in the order they were logged. A backlogged line is not
+//!   also written to kmsg (it would appear twice).
+//! - Backlog full: the NEWEST line is dropped. The start of a burst usually
+//!   carries its cause, the lines already queued stay one contiguous run,
+//!   and the gap is a single place in the stream. Drops are counted; the
+//!   line `N log line(s) dropped (syslog busy)` (WARNING) takes the gap's
+//!   place, queued as soon as it and the next line fit, or sent after the
+//!   last queued line when nothing else comes. With `[log] kmsg` on, each
+//!   dropped line goes to kmsg at once instead of being lost (the notice
+//!   still counts it: it is missing from syslog).
+//! - Down syslog (missing socket, refused, or the reconnect not yet due):
+//!   as before, a record goes to kmsg when enabled, else it is lost. A
+//!   backlog that meets a down syslog goes to kmsg in order (with its drop
+//!   notice) when kmsg is on; when kmsg is off it is kept (bounded) for a
+//!   restarted daemon, new records joining behind it, and [`flush_pending`]
+//!   asks to be called at the next reconnect attempt. A new syslog socket
+//!   path from [`set_settings`] inherits the backlog.
+//! - [`flush_pending`] never blocks and never sleeps: while syslog is busy it
+//!   asks to be called again after [`BACKLOG_RETRY`] (10 ms).
+//! - The stderr copy is written when the record is logged, never delayed.
 //! - The stderr copy is one `write(2)` per line and may block if stderr is a
 //!   full pipe; it is meant for running by hand and tests, where the reader
 //!   drains it. Appliances set `stderr = false` or point stderr at a console.
@@ -26,7 +56,8 @@
 //!   carriage returns and NULs inside it become spaces, trailing ones are
 //!   dropped. No timestamp: the syslog daemon stamps on receipt.
 //! - Formatting a record uses a fixed stack buffer: logging allocates nothing
-//!   after the first record (the syslog buffer is reserved once).
+//!   after the first record (line buffers are reserved once, the backlog
+//!   ring on the first busy refusal).
 //! - The logger never panics: a poisoned lock is recovered, every I/O error
 //!   is swallowed (there is nowhere left to report it).
 
@@ -54,6 +85,12 @@ pub const MAX_TAG: usize = 64;
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// The kernel log device.
 pub const KMSG_PATH: &str = "/dev/kmsg";
+/// Size of the backlog of tether's own lines that syslog refused as busy:
+/// formatted lines plus a 2-byte length each, e.g. about 600 lines of
+/// 100 bytes. Allocated on the first busy refusal, never again.
+pub const BACKLOG_BYTES: usize = 64 * 1024;
+/// How soon [`flush_pending`] asks to be called again while syslog is busy.
+pub const BACKLOG_RETRY: Duration = Duration::from_millis(10);
 
 /// syslog severities (RFC 5424 numbering).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -202,6 +239,15 @@ impl Syslog {
         true
     }
 
+    /// When the next connection attempt is allowed, while the connection is
+    /// down; `None` while it is up (or before the first attempt).
+    pub fn retry_at(&self) -> Option<MonoTime> {
+        match (&self.sock, self.last_attempt) {
+            (None, Some(t)) => Some(t + RETRY_INTERVAL),
+            _ => None,
+        }
+    }
+
     /// Sends `<PRI>TAG[PID]: msg` with facility `daemon`. Never blocks.
     /// When the connection is down it reconnects, at most once per
     /// [`RETRY_INTERVAL`] (measured on `now`).
@@ -213,8 +259,18 @@ impl Syslog {
         msg: &[u8],
         now: MonoTime,
     ) -> Result<(), SendError> {
-        self.buf.clear();
-        format_line(&mut self.buf, severity.pri(FACILITY_DAEMON), tag, pid, msg);
+        // Taken out and put back so the buffer (reserved once) is reused.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        format_line(&mut buf, severity.pri(FACILITY_DAEMON), tag, pid, msg);
+        let r = self.send_line(&buf, now);
+        self.buf = buf;
+        r
+    }
+
+    /// Sends one datagram already formatted (by [`format_line`]) as it is.
+    /// Never blocks; reconnects like [`send`](Syslog::send).
+    pub fn send_line(&mut self, line: &[u8], now: MonoTime) -> Result<(), SendError> {
         let mut fresh = false;
         if self.sock.is_none() {
             if !self.may_attempt(now) || !self.connect(now) {
@@ -224,7 +280,7 @@ impl Syslog {
         }
         loop {
             let r = match &self.sock {
-                Some(s) => s.send(&self.buf),
+                Some(s) => s.send(line),
                 None => return Err(SendError::Down),
             };
             match r {
@@ -249,12 +305,232 @@ impl Syslog {
     }
 }
 
+/// Longest line [`format_line`] makes (`<255>`, the tag, `[pid]: `, the
+/// message), rounded up.
+const MAX_LINE: usize = MAX_MESSAGE + MAX_TAG + 32;
+/// Bytes of the length prefix of each record in the backlog ring.
+const LEN_PREFIX: usize = 2;
+
+/// The backlog of tether's own formatted lines that syslog refused as busy:
+/// a ring of [`BACKLOG_BYTES`] bytes, each record a little-endian `u16`
+/// length then the line (a record may wrap around the end of the ring).
+/// Allocated once; pushing, sending and dropping never allocate.
+struct Backlog {
+    /// `len() == BACKLOG_BYTES` for ever.
+    ring: Vec<u8>,
+    /// Offset of the oldest record's length prefix.
+    head: usize,
+    /// Bytes in use, prefixes included.
+    used: usize,
+    records: usize,
+    /// Lines refused since the last drop notice was queued: the gap sits
+    /// behind the newest record, its notice is queued when room allows.
+    dropped: u64,
+    /// The front record while it is sent, or a notice being formatted.
+    /// Capacity [`MAX_LINE`], reserved once.
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for Backlog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backlog")
+            .field("records", &self.records)
+            .field("used", &self.used)
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ring_write(ring: &mut [u8], at: usize, bytes: &[u8]) {
+    let at = at % ring.len();
+    let first = bytes.len().min(ring.len() - at);
+    ring[at..at + first].copy_from_slice(&bytes[..first]);
+    ring[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+}
+
+fn ring_read(ring: &[u8], at: usize, out: &mut [u8]) {
+    let at = at % ring.len();
+    let first = out.len().min(ring.len() - at);
+    out[..first].copy_from_slice(&ring[at..at + first]);
+    let rest = out.len() - first;
+    out[first..].copy_from_slice(&ring[..rest]);
+}
+
+impl Backlog {
+    fn new() -> Backlog {
+        Backlog {
+            ring: vec![0; BACKLOG_BYTES],
+            head: 0,
+            used: 0,
+            records: 0,
+            dropped: 0,
+            scratch: Vec::with_capacity(MAX_LINE),
+        }
+    }
+
+    /// Records waiting, a queued-to-be drop notice counted as one.
+    fn pending(&self) -> usize {
+        self.records + usize::from(self.dropped > 0)
+    }
+
+    fn free(&self) -> usize {
+        self.ring.len() - self.used
+    }
+
+    /// Appends `line` (cut at [`MAX_LINE`]) if it fits.
+    fn push(&mut self, line: &[u8]) -> bool {
+        let line = &line[..line.len().min(MAX_LINE)];
+        if LEN_PREFIX + line.len() > self.free() {
+            return false;
+        }
+        let tail = self.head + self.used;
+        ring_write(&mut self.ring, tail, &(line.len() as u16).to_le_bytes());
+        ring_write(&mut self.ring, tail + LEN_PREFIX, line);
+        self.used += LEN_PREFIX + line.len();
+        self.records += 1;
+        true
+    }
+
+    fn front_len(&self) -> usize {
+        let mut len = [0u8; LEN_PREFIX];
+        ring_read(&self.ring, self.head, &mut len);
+        usize::from(u16::from_le_bytes(len))
+    }
+
+    /// Copies the oldest record into `scratch`; false when empty.
+    fn load_front(&mut self) -> bool {
+        if self.records == 0 {
+            return false;
+        }
+        let n = self.front_len();
+        self.scratch.clear();
+        self.scratch.resize(n, 0);
+        ring_read(&self.ring, self.head + LEN_PREFIX, &mut self.scratch);
+        true
+    }
+
+    fn pop_front(&mut self) {
+        if self.records == 0 {
+            return;
+        }
+        let n = LEN_PREFIX + self.front_len();
+        self.head = (self.head + n) % self.ring.len();
+        self.used -= n;
+        self.records -= 1;
+        if self.records == 0 {
+            self.head = 0;
+            self.used = 0;
+        }
+    }
+
+    /// Formats `N log line(s) dropped (syslog busy)` into `scratch`.
+    fn format_notice(&mut self, tag: &str, pid: u32) {
+        let mut text = StackBuf::new();
+        let _ = fmt::write(
+            &mut text,
+            format_args!("{} log line(s) dropped (syslog busy)", self.dropped),
+        );
+        self.scratch.clear();
+        format_line(
+            &mut self.scratch,
+            Severity::Warning.pri(FACILITY_DAEMON),
+            tag,
+            pid,
+            text.as_bytes(),
+        );
+    }
+
+    /// Queues the drop notice behind the newest record and clears the
+    /// count. The caller checked that it fits (it always does in an empty
+    /// ring).
+    fn push_notice(&mut self, tag: &str, pid: u32) {
+        self.format_notice(tag, pid);
+        let notice = std::mem::take(&mut self.scratch);
+        if self.push(&notice) {
+            self.dropped = 0;
+        }
+        self.scratch = notice;
+    }
+
+    /// Appends `line` behind the backlog, preceded by the drop notice if
+    /// lines were dropped since the last one. When it does not fit, the
+    /// line is dropped (the newest goes) and counted; returns false.
+    fn admit(&mut self, line: &[u8], tag: &str, pid: u32) -> bool {
+        let need = LEN_PREFIX + line.len().min(MAX_LINE);
+        if self.dropped > 0 {
+            self.format_notice(tag, pid);
+            if LEN_PREFIX + self.scratch.len() + need > self.free() {
+                self.dropped = self.dropped.saturating_add(1);
+                return false;
+            }
+            self.push_notice(tag, pid);
+        } else if need > self.free() {
+            self.dropped = 1;
+            return false;
+        }
+        self.push(line)
+    }
+}
+
 /// Where the stderr copy goes (a pipe in tests).
 #[derive(Debug)]
 enum ErrSink {
     Stderr,
     #[cfg(test)]
     Fd(OwnedFd),
+}
+
+/// `/dev/kmsg`, opened on first use (at most one attempt per
+/// [`RETRY_INTERVAL`]), non-blocking.
+#[derive(Debug)]
+struct Kmsg {
+    path: PathBuf,
+    fd: Option<OwnedFd>,
+    last_attempt: Option<MonoTime>,
+    /// The line plus its newline, so that it is one `write(2)` (one kernel
+    /// record). Capacity reserved once.
+    buf: Vec<u8>,
+}
+
+impl Kmsg {
+    fn new() -> Kmsg {
+        Kmsg {
+            path: PathBuf::from(KMSG_PATH),
+            fd: None,
+            last_attempt: None,
+            buf: Vec::with_capacity(MAX_LINE + 1),
+        }
+    }
+
+    /// Writes one formatted line (see [`format_line`]). Never blocks.
+    fn write(&mut self, line: &[u8], now: MonoTime) {
+        if self.fd.is_none() {
+            let due = match self.last_attempt {
+                None => true,
+                Some(t) => now.saturating_since(t) >= RETRY_INTERVAL,
+            };
+            if !due {
+                return;
+            }
+            self.last_attempt = Some(now);
+            use nix::fcntl::OFlag;
+            self.fd = nix::fcntl::open(
+                &self.path,
+                OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok();
+        }
+        let Some(fd) = &self.fd else { return };
+        self.buf.clear();
+        self.buf
+            .extend_from_slice(&line[..line.len().min(MAX_LINE)]);
+        self.buf.push(b'\n');
+        match nix::unistd::write(fd, &self.buf) {
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => self.fd = None,
+        }
+    }
 }
 
 /// The logger's state: targets and their connections.
@@ -264,10 +540,11 @@ struct Backend {
     pid: u32,
     settings: LogSettings,
     syslog: Syslog,
-    kmsg_path: PathBuf,
-    kmsg: Option<OwnedFd>,
-    kmsg_last_attempt: Option<MonoTime>,
+    kmsg: Kmsg,
+    /// Lines syslog refused as busy, in order; allocated on first use.
+    backlog: Option<Backlog>,
     err_sink: ErrSink,
+    /// The record being routed, formatted once. Capacity reserved once.
     line: Vec<u8>,
 }
 
@@ -278,53 +555,26 @@ impl Backend {
             pid,
             syslog: Syslog::new(&settings.syslog_socket),
             settings,
-            kmsg_path: PathBuf::from(KMSG_PATH),
-            kmsg: None,
-            kmsg_last_attempt: None,
+            kmsg: Kmsg::new(),
+            backlog: None,
             err_sink: ErrSink::Stderr,
-            line: Vec::with_capacity(MAX_MESSAGE + MAX_TAG + 32),
+            line: Vec::with_capacity(MAX_LINE),
         }
     }
 
+    /// A new syslog socket gets the backlog (it holds tether's lines for
+    /// whichever syslog is current).
     fn set_settings(&mut self, settings: LogSettings) {
         if settings.syslog_socket != self.settings.syslog_socket {
             self.syslog = Syslog::new(&settings.syslog_socket);
         }
         if !settings.kmsg {
-            self.kmsg = None;
+            self.kmsg.fd = None;
         }
         self.settings = settings;
     }
 
     fn emit(&mut self, severity: Severity, msg: &[u8], now: MonoTime) {
-        let to_syslog = self.syslog.send(severity, self.tag, self.pid, msg, now);
-        if to_syslog.is_err() && self.settings.kmsg {
-            self.write_kmsg(severity, msg, now);
-        }
-        if self.settings.stderr {
-            self.write_stderr(severity, msg);
-        }
-    }
-
-    fn write_kmsg(&mut self, severity: Severity, msg: &[u8], now: MonoTime) {
-        if self.kmsg.is_none() {
-            let due = match self.kmsg_last_attempt {
-                None => true,
-                Some(t) => now.saturating_since(t) >= RETRY_INTERVAL,
-            };
-            if !due {
-                return;
-            }
-            self.kmsg_last_attempt = Some(now);
-            use nix::fcntl::OFlag;
-            self.kmsg = nix::fcntl::open(
-                &self.kmsg_path,
-                OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
-                nix::sys::stat::Mode::empty(),
-            )
-            .ok();
-        }
-        let Some(fd) = &self.kmsg else { return };
         self.line.clear();
         format_line(
             &mut self.line,
@@ -333,11 +583,101 @@ impl Backend {
             self.pid,
             msg,
         );
-        self.line.push(b'\n');
-        match nix::unistd::write(fd, &self.line) {
-            Ok(_) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => self.kmsg = None,
+        self.route_line(now);
+        if self.settings.stderr {
+            self.write_stderr(severity, msg);
         }
+    }
+
+    /// Sends `self.line` to syslog behind the backlog; see the module docs.
+    fn route_line(&mut self, now: MonoTime) {
+        if self.flush_backlog(now) {
+            self.enqueue_line(now);
+            return;
+        }
+        match self.syslog.send_line(&self.line, now) {
+            Ok(()) => {}
+            Err(SendError::Busy) => self.enqueue_line(now),
+            Err(SendError::Down) => {
+                if self.settings.kmsg {
+                    self.kmsg.write(&self.line, now);
+                }
+            }
+        }
+    }
+
+    /// `self.line` joins the backlog; if it overflows, the line goes to
+    /// kmsg when enabled.
+    fn enqueue_line(&mut self, now: MonoTime) {
+        let backlog = self.backlog.get_or_insert_with(Backlog::new);
+        if !backlog.admit(&self.line, self.tag, self.pid) && self.settings.kmsg {
+            self.kmsg.write(&self.line, now);
+        }
+    }
+
+    /// Sends the backlog, oldest first, until syslog refuses or it is
+    /// empty. Returns whether records (or a drop notice) still wait.
+    fn flush_backlog(&mut self, now: MonoTime) -> bool {
+        let Some(backlog) = self.backlog.as_mut() else {
+            return false;
+        };
+        loop {
+            if backlog.records == 0 {
+                if backlog.dropped == 0 {
+                    return false;
+                }
+                // Drained up to the gap: its notice comes next.
+                backlog.push_notice(self.tag, self.pid);
+            }
+            if !backlog.load_front() {
+                // Only if the notice did not fit an empty ring (it is far
+                // smaller): give it up rather than loop.
+                backlog.dropped = 0;
+                return false;
+            }
+            match self.syslog.send_line(&backlog.scratch, now) {
+                Ok(()) => backlog.pop_front(),
+                Err(SendError::Busy) => return true,
+                Err(SendError::Down) => {
+                    if !self.settings.kmsg {
+                        // Kept, bounded, for when syslog is back.
+                        return true;
+                    }
+                    // As today for a down syslog: everything to kmsg, in
+                    // order (these lines never reached syslog nor kmsg).
+                    while backlog.load_front() {
+                        self.kmsg.write(&backlog.scratch, now);
+                        backlog.pop_front();
+                    }
+                    if backlog.dropped > 0 {
+                        backlog.format_notice(self.tag, self.pid);
+                        self.kmsg.write(&backlog.scratch, now);
+                        backlog.dropped = 0;
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Records waiting in the backlog (a pending drop notice counts as one).
+    fn pending(&self) -> usize {
+        self.backlog.as_ref().map_or(0, Backlog::pending)
+    }
+
+    /// Tries to send the backlog now; `None` when nothing waits, else when
+    /// to try again: [`BACKLOG_RETRY`] from `now`, or the next reconnect
+    /// attempt if syslog is down and that is later.
+    fn flush_pending(&mut self, now: MonoTime) -> Option<MonoTime> {
+        self.flush_backlog(now);
+        if self.pending() == 0 {
+            return None;
+        }
+        let soon = now + BACKLOG_RETRY;
+        Some(match self.syslog.retry_at() {
+            Some(t) if t > soon => t,
+            _ => soon,
+        })
     }
 
     fn write_stderr(&mut self, severity: Severity, msg: &[u8]) {
@@ -383,6 +723,19 @@ struct StackBuf {
     len: usize,
 }
 
+impl StackBuf {
+    fn new() -> StackBuf {
+        StackBuf {
+            buf: [0; MAX_MESSAGE],
+            len: 0,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 impl fmt::Write for StackBuf {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let room = MAX_MESSAGE - self.len;
@@ -409,15 +762,12 @@ impl log::Log for Logger {
         let severity = Severity::of(record.level(), record.target());
         // Formatted before taking the lock, so a Display impl that logs
         // cannot deadlock us.
-        let mut text = StackBuf {
-            buf: [0; MAX_MESSAGE],
-            len: 0,
-        };
+        let mut text = StackBuf::new();
         let _ = fmt::write(&mut text, *record.args());
         let now = MonoTime::now();
         let mut guard = self.backend.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = guard.as_mut() {
-            b.emit(severity, &text.buf[..text.len], now);
+            b.emit(severity, text.as_bytes(), now);
         }
     }
 
@@ -492,6 +842,21 @@ pub fn set_settings(settings: &LogSettings) {
     if let Some(b) = guard.as_mut() {
         b.set_settings(effective_settings(settings));
     }
+}
+
+/// Tries to send the records waiting in the backlog (lines syslog refused
+/// as busy). Returns `None` when none wait, else the time at which to call
+/// again (put it into the event loop's poll timeout). Never blocks. Does
+/// nothing before [`init`].
+pub fn flush_pending(now: MonoTime) -> Option<MonoTime> {
+    let mut guard = LOGGER.backend.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_mut().and_then(|b| b.flush_pending(now))
+}
+
+/// Records waiting in the backlog (a pending drop notice counts as one).
+pub fn pending() -> usize {
+    let guard = LOGGER.backend.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_ref().map_or(0, Backend::pending)
 }
 
 /// Logs at ALERT (see the module docs).
@@ -675,8 +1040,8 @@ mod tests {
             stderr,
         };
         let mut b = Backend::new("tether-test", 9, settings);
-        b.kmsg_path = d.join("kmsg");
-        std::fs::write(&b.kmsg_path, b"").unwrap();
+        b.kmsg.path = d.join("kmsg");
+        std::fs::write(&b.kmsg.path, b"").unwrap();
         let (r, w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .unwrap();
@@ -726,5 +1091,264 @@ mod tests {
         b.set_settings(s);
         b.emit(Severity::Warning, b"now\nvisible", at(10));
         assert_eq!(read_all(&err), "tether-test[9]: WARN now visible\n");
+    }
+
+    const FILLER: &str = "<30>filler";
+
+    fn ours(pri: u8, msg: &str) -> String {
+        format!("<{pri}>tether-test[9]: {msg}")
+    }
+
+    /// Fills the receiver's queue through the backend's own connection until
+    /// syslog answers busy.
+    fn fill(b: &mut Backend, now: MonoTime) {
+        for _ in 0..100_000 {
+            match b.syslog.send_line(FILLER.as_bytes(), now) {
+                Ok(()) => {}
+                Err(SendError::Busy) => return,
+                Err(SendError::Down) => panic!("syslog must be up to be filled"),
+            }
+        }
+        panic!("an unread socket must fill up");
+    }
+
+    /// Every datagram waiting at the server, fillers left out.
+    fn take_all(server: &UnixDatagram) -> Vec<String> {
+        server.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        while let Some(l) = recv(server) {
+            if l != FILLER {
+                out.push(l);
+            }
+        }
+        out
+    }
+
+    /// Reads the server and flushes until nothing waits; what arrived.
+    fn drain(b: &mut Backend, server: &UnixDatagram, now: MonoTime) -> Vec<String> {
+        let mut out = take_all(server);
+        for _ in 0..10_000 {
+            let next = b.flush_pending(now);
+            out.extend(take_all(server));
+            if next.is_none() {
+                assert_eq!(b.pending(), 0);
+                return out;
+            }
+        }
+        panic!("the backlog never drained");
+    }
+
+    fn kmsg_lines(d: &Path) -> Vec<String> {
+        std::fs::read_to_string(d.join("kmsg"))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn busy_syslog_lines_are_sent_in_order_once_drained() {
+        let (mut b, d, _err) = backend("inorder", true, false);
+        let server = UnixDatagram::bind(d.join("log.sock")).unwrap();
+        fill(&mut b, at(0));
+        b.emit(Severity::Info, b"one", at(1));
+        b.emit(Severity::Err, b"two", at(2));
+        b.emit(Severity::Info, b"three", at(3));
+        assert_eq!(b.pending(), 3);
+        assert_eq!(
+            b.flush_pending(at(4)),
+            Some(at(4) + BACKLOG_RETRY),
+            "still busy: call again soon"
+        );
+        assert!(
+            kmsg_lines(&d).is_empty(),
+            "a backlogged line is not also written to kmsg"
+        );
+        let got = drain(&mut b, &server, at(5));
+        assert_eq!(got, [ours(30, "one"), ours(27, "two"), ours(30, "three")]);
+        assert_eq!(b.flush_pending(at(6)), None);
+        assert!(kmsg_lines(&d).is_empty());
+    }
+
+    #[test]
+    fn new_records_wait_behind_the_backlog() {
+        let (mut b, d, _err) = backend("behind", false, false);
+        let server = UnixDatagram::bind(d.join("log.sock")).unwrap();
+        fill(&mut b, at(0));
+        b.emit(Severity::Info, b"a", at(1));
+        b.emit(Severity::Info, b"b", at(1));
+        assert_eq!(b.pending(), 2);
+        // Room for one datagram: the new record must not take it ahead of
+        // the older ones.
+        assert_eq!(recv(&server).as_deref(), Some(FILLER));
+        b.emit(Severity::Info, b"c", at(2));
+        let got = drain(&mut b, &server, at(3));
+        assert_eq!(got, [ours(30, "a"), ours(30, "b"), ours(30, "c")]);
+        // Once drained, records go straight to syslog again.
+        b.emit(Severity::Info, b"d", at(4));
+        assert_eq!(b.pending(), 0);
+        assert_eq!(take_all(&server), [ours(30, "d")]);
+    }
+
+    fn big(i: usize) -> String {
+        format!("{i:04} {}", "x".repeat(995))
+    }
+
+    /// Lines cut short, to keep a failing assertion readable.
+    fn short(lines: &[String]) -> Vec<&str> {
+        lines.iter().map(|l| &l[..l.len().min(60)]).collect()
+    }
+
+    #[test]
+    fn backlog_overflow_is_counted_and_reported() {
+        let (mut b, d, _err) = backend("overflow", true, false);
+        let server = UnixDatagram::bind(d.join("log.sock")).unwrap();
+        const N: usize = 100;
+        fill(&mut b, at(0));
+        for i in 0..N {
+            b.emit(Severity::Info, big(i).as_bytes(), at(1));
+        }
+        // The newest lines are dropped, each to kmsg instead (kmsg on).
+        let spilled = kmsg_lines(&d);
+        let dropped = spilled.len();
+        assert!(dropped > 0 && dropped < N, "dropped {dropped} of {N}");
+        let kept = N - dropped;
+        assert!(kept * (1000 + 20) <= BACKLOG_BYTES);
+        let want: Vec<String> = (kept..N).map(|i| ours(30, &big(i))).collect();
+        assert_eq!(short(&spilled), short(&want));
+        assert_eq!(spilled, want);
+        assert_eq!(b.pending(), kept + 1, "the kept lines and the drop notice");
+        // Syslog has room again; the next record comes behind the kept
+        // lines and the notice of the gap.
+        assert!(take_all(&server).is_empty());
+        b.emit(Severity::Info, b"after", at(2));
+        let got = drain(&mut b, &server, at(3));
+        let mut want: Vec<String> = (0..kept).map(|i| ours(30, &big(i))).collect();
+        want.push(ours(
+            28,
+            &format!("{dropped} log line(s) dropped (syslog busy)"),
+        ));
+        want.push(ours(30, "after"));
+        assert_eq!(short(&got), short(&want));
+        assert_eq!(got, want);
+        assert_eq!(kmsg_lines(&d).len(), dropped, "nothing sent twice");
+
+        // Again, drained by flush_pending alone: the notice comes last.
+        fill(&mut b, at(4));
+        for i in 0..N {
+            b.emit(Severity::Info, big(i).as_bytes(), at(5));
+        }
+        let got = drain(&mut b, &server, at(6));
+        assert_eq!(got.len(), kept + 1);
+        assert_eq!(
+            got.last().unwrap(),
+            &ours(28, &format!("{dropped} log line(s) dropped (syslog busy)"))
+        );
+        assert_eq!(kmsg_lines(&d).len(), 2 * dropped);
+    }
+
+    #[test]
+    fn backlog_allocates_once() {
+        let (mut b, d, _err) = backend("alloc", false, false);
+        let server = UnixDatagram::bind(d.join("log.sock")).unwrap();
+        fill(&mut b, at(0));
+        assert!(b.backlog.is_none(), "allocated on first use only");
+        b.emit(Severity::Info, b"first", at(1));
+        let snapshot = |b: &Backend| {
+            let bl = b.backlog.as_ref().unwrap();
+            (
+                (bl.ring.as_ptr(), bl.ring.len(), bl.ring.capacity()),
+                (bl.scratch.as_ptr(), bl.scratch.capacity()),
+                (b.line.as_ptr(), b.line.capacity()),
+                (b.syslog.buf.as_ptr(), b.syslog.buf.capacity()),
+            )
+        };
+        let before = snapshot(&b);
+        assert_eq!(before.0 .1, BACKLOG_BYTES);
+        let body = [b'y'; MAX_MESSAGE + 100];
+        for round in 0..3u64 {
+            let t = at(10 + round);
+            fill(&mut b, t);
+            for i in 0..200 {
+                b.emit(Severity::Warning, &body[..(i * 37) % body.len()], t);
+                assert_eq!(snapshot(&b), before);
+            }
+            let got = drain(&mut b, &server, t);
+            assert!(got.last().unwrap().ends_with("dropped (syslog busy)"));
+            assert_eq!(snapshot(&b), before, "round {round}");
+        }
+    }
+
+    #[test]
+    fn backlog_ring_keeps_records_intact_across_the_wrap() {
+        let mut bl = Backlog::new();
+        let mut model = std::collections::VecDeque::new();
+        let mut bytes_through = 0;
+        for step in 0..20_000usize {
+            let len = (step * 7919) % MAX_LINE + 1;
+            let rec: Vec<u8> = (0..len).map(|k| (step + k) as u8).collect();
+            let pushed = bl.push(&rec);
+            if pushed {
+                bytes_through += rec.len();
+                model.push_back(rec);
+            }
+            if !pushed || step % 4 != 0 {
+                assert!(bl.load_front());
+                assert_eq!(Some(&bl.scratch), model.front());
+                bl.pop_front();
+                model.pop_front();
+            }
+            assert_eq!(bl.records, model.len());
+        }
+        assert!(bytes_through > 50 * BACKLOG_BYTES, "the ring wrapped often");
+        while bl.load_front() {
+            assert_eq!(Some(&bl.scratch), model.front());
+            bl.pop_front();
+            model.pop_front();
+        }
+        assert!(model.is_empty());
+        assert_eq!((bl.used, bl.head), (0, 0));
+    }
+
+    #[test]
+    fn a_backlog_goes_to_kmsg_in_order_when_syslog_goes_down() {
+        let (mut b, d, _err) = backend("down-kmsg", true, false);
+        let path = d.join("log.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        fill(&mut b, at(0));
+        b.emit(Severity::Info, b"a", at(1));
+        b.emit(Severity::Info, b"b", at(1));
+        assert!(kmsg_lines(&d).is_empty());
+        drop(server);
+        std::fs::remove_file(&path).unwrap();
+        b.emit(Severity::Info, b"c", at(2000));
+        assert_eq!(
+            kmsg_lines(&d),
+            [ours(30, "a"), ours(30, "b"), ours(30, "c")]
+        );
+        assert_eq!(b.pending(), 0);
+        assert_eq!(b.flush_pending(at(2001)), None);
+    }
+
+    #[test]
+    fn a_backlog_waits_for_syslog_to_return_when_kmsg_is_off() {
+        let (mut b, d, _err) = backend("down-wait", false, false);
+        let path = d.join("log.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        fill(&mut b, at(0));
+        b.emit(Severity::Info, b"a", at(1));
+        drop(server);
+        std::fs::remove_file(&path).unwrap();
+        // Down (refused, reconnect fails): kept, and the new record behind.
+        b.emit(Severity::Info, b"b", at(2000));
+        assert_eq!(b.pending(), 2);
+        assert_eq!(
+            b.flush_pending(at(2100)),
+            Some(at(3000)),
+            "next call at the next reconnect attempt"
+        );
+        let server = UnixDatagram::bind(&path).unwrap();
+        assert_eq!(b.flush_pending(at(3000)), None);
+        assert_eq!(take_all(&server), [ours(30, "a"), ours(30, "b")]);
     }
 }

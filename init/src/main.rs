@@ -360,10 +360,12 @@ impl Init {
         loop {
             let now = MonoTime::now();
             self.on_time(now);
-            let timeout = self
-                .next_deadline()
-                .saturating_since(MonoTime::now())
-                .min(MAX_POLL);
+            let mut deadline = self.next_deadline();
+            // Our own lines syslog refused while busy, in order.
+            if let Some(t) = tether_common::logging::flush_pending(now) {
+                deadline = deadline.min(t);
+            }
+            let timeout = deadline.saturating_since(MonoTime::now()).min(MAX_POLL);
             // Round up: waking a little late is harmless, early means a spin.
             let ms = timeout.as_micros().div_ceil(1000);
             let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);

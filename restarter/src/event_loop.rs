@@ -56,6 +56,7 @@ use tether_common::config::Config;
 use tether_common::fdlist::{FdList, ENV_FDS};
 use tether_common::heartbeat::{Code, Sent, Writer};
 use tether_common::logging::{self, Syslog};
+use tether_common::sys::child::Spawner;
 
 /// How often a failed write of `restarter.state` is retried.
 const STATE_RETRY: Duration = Duration::from_secs(1);
@@ -132,6 +133,8 @@ struct Runtime {
 
 struct Shell {
     config: Config,
+    /// Starts services' processes (made before any service descriptor).
+    spawner: Spawner,
     run_dir: PathBuf,
     services_dir: PathBuf,
     epoll: Epoll,
@@ -157,6 +160,8 @@ struct Shell {
     /// Set while `restarter.state` cannot be written (e.g. `ENOSPC`): when
     /// to try again. The failure is logged once, the recovery too.
     state_retry_at: Option<MonoTime>,
+    /// When to retry sending log lines syslog refused (busy).
+    log_retry_at: Option<MonoTime>,
     /// tether.toml error (running on defaults), services dir error, last
     /// refused reload.
     config_errors: Vec<String>,
@@ -285,6 +290,8 @@ impl Shell {
                 }
             }
         };
+        // Before any per-service descriptor: its slots get low numbers.
+        let spawner = Spawner::new().map_err(|e| io_err("spawner descriptors", e))?;
         let now = MonoTime::now();
         // The leftovers of a previous restarter, before anything starts.
         let state_path = run_dir.join(state_file::FILE_NAME);
@@ -297,6 +304,7 @@ impl Shell {
         let services_dir = config.paths.services.clone();
         let mut shell = Shell {
             syslog: Syslog::new(&syslog_path),
+            spawner,
             run_dir,
             services_dir,
             epoll,
@@ -319,6 +327,7 @@ impl Shell {
             loaded: false,
             state_dirty: false,
             state_retry_at: None,
+            log_retry_at: None,
             config_errors,
             reload_errors: Vec::new(),
             config,
@@ -379,6 +388,8 @@ impl Shell {
             if self.state_dirty {
                 self.write_state();
             }
+            // Our own lines syslog refused while busy, in order.
+            self.log_retry_at = logging::flush_pending(MonoTime::now());
             let timeout = self.timeout(MonoTime::now());
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -407,6 +418,7 @@ impl Shell {
         consider(self.flush_at);
         consider(self.drop_check_at);
         consider(self.state_retry_at);
+        consider(self.log_retry_at);
         let wait = next.saturating_since(now);
         // Round up: waking a little late beats spinning until the deadline.
         let ms = wait.as_nanos().div_ceil(1_000_000);
@@ -809,7 +821,7 @@ impl Shell {
             cgroup_procs: r.cgroup.as_ref().map(|c| c.procs_fd()),
             base_nofile: self.base_nofile,
         };
-        match spawn::spawn(&spec, ctx) {
+        match spawn::spawn(&mut self.spawner, &spec, ctx) {
             Ok(pid) => {
                 let r = &mut self.rt[id.index()];
                 r.start_time = spawn::proc_start_time(pid).unwrap_or(0);

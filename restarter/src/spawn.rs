@@ -1,6 +1,9 @@
-//! Starting a service's process: `std::process::Command` (which reports an
-//! `exec` failure's errno synchronously) plus the child set-up of
-//! `tether_common::sys::child` (session, cgroup, limits, umask, groups, user, directory).
+//! Starting a service's process: everything the child needs is prepared
+//! here (identity, limits, environment, argv, the `exec` candidates), then
+//! `tether_common::sys::child::Spawner` starts it (session, cgroup, limits,
+//! umask, groups, user, directory, `execve`) and reports a failed step's
+//! errno synchronously. Its cost does not grow with the number of services
+//! (see that module).
 //!
 //! Decisions where the design is silent:
 //! - Environment: the restarter's own, minus what belongs to the chain or
@@ -10,6 +13,12 @@
 //!   `user` is given, then the service's `env` (which wins).
 //!   `WATCHDOG_PID` is not set (the service may fork before it notifies).
 //! - stdin is `/dev/null`; stdout and stderr are the output pipes.
+//! - `exec[0]` without a `/` is looked up in the service's `PATH` (its
+//!   `env`, else the restarter's), or in
+//!   `/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` when
+//!   neither sets one; an empty `PATH` entry is the working directory. A
+//!   file with no recognised executable format is a start failure
+//!   (`ENOEXEC`), not handed to `/bin/sh` as `execvp` would.
 //! - A `user` without `group` runs with the user's primary group; either
 //!   way the supplementary groups are the user's (`getgrouplist`). A
 //!   `group` alone sets the gid and drops supplementary groups. Names are
@@ -25,11 +34,13 @@
 use crate::output::OutputPipes;
 use crate::service::{Limit, NotifyMode, ServiceSpec};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use tether_common::sys::child::{spawn_with_setup, ChildSetup, Rlimit};
+use tether_common::sys::child::{ChildSetup, ExecSpec, Rlimit, Spawner};
+
+/// `PATH` when neither the service nor the restarter sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Variables of the restarter's environment never passed on.
 fn is_private(key: &str) -> bool {
@@ -184,7 +195,11 @@ pub fn environment(
 
 /// Starts the service's process; returns its pid (also its process group
 /// and session id).
-pub fn spawn(spec: &ServiceSpec, ctx: SpawnContext<'_>) -> Result<i32, SpawnError> {
+pub fn spawn(
+    spawner: &mut Spawner,
+    spec: &ServiceSpec,
+    ctx: SpawnContext<'_>,
+) -> Result<i32, SpawnError> {
     let identity = resolve_identity(spec)?;
     let chdir = match &spec.working_directory {
         None => None,
@@ -227,13 +242,37 @@ pub fn spawn(spec: &ServiceSpec, ctx: SpawnContext<'_>) -> Result<i32, SpawnErro
         _ => None,
     };
     let env = environment(spec, ctx.notify_socket, home);
-    let mut cmd = Command::new(&spec.exec[0]);
-    cmd.args(&spec.exec[1..])
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(ctx.pipes.child_stdout))
-        .stderr(Stdio::from(ctx.pipes.child_stderr));
+    let nul = |what: &str| SpawnError {
+        errno: None,
+        message: format!("{what} contains a NUL byte"),
+    };
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let candidates: Vec<CString> = exec_candidates(&spec.exec[0], path_var)
+        .into_iter()
+        .map(CString::new)
+        .collect::<Result<_, _>>()
+        .map_err(|_| nul("exec"))?;
+    let argv: Vec<CString> = spec
+        .exec
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| nul("exec"))?;
+    let envp: Vec<CString> = env
+        .into_iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<Result<_, _>>()
+        .map_err(|_| nul("env"))?;
+    let exec = ExecSpec {
+        candidates: &candidates,
+        argv: &argv,
+        envp: &envp,
+        stdout: ctx.pipes.child_stdout.as_fd(),
+        stderr: ctx.pipes.child_stderr.as_fd(),
+    };
     let setup = ChildSetup {
         cgroup_procs: ctx.cgroup_procs.map(|fd| fd.as_raw_fd()),
         rlimits,
@@ -243,14 +282,25 @@ pub fn spawn(spec: &ServiceSpec, ctx: SpawnContext<'_>) -> Result<i32, SpawnErro
         uid: identity.uid,
         chdir,
     };
-    match spawn_with_setup(&mut cmd, setup) {
-        // Dropping the Child neither waits nor kills: the event loop reaps.
-        Ok(child) => Ok(child.id() as i32),
-        Err(e) => Err(SpawnError {
-            errno: e.raw_os_error(),
-            message: format!("{}: {}", spec.exec[0], strip_os_error(&e)),
-        }),
+    // The event loop reaps the process.
+    spawner.spawn(&exec, &setup).map_err(|e| SpawnError {
+        errno: e.raw_os_error(),
+        message: format!("{}: {}", spec.exec[0], strip_os_error(&e)),
+    })
+}
+
+/// The paths `execve` is tried on for `program`: itself when it holds a
+/// `/`, else `DIR/program` for each entry of `path` (empty: `.`).
+pub fn exec_candidates(program: &str, path: &str) -> Vec<String> {
+    if program.contains('/') {
+        return vec![program.to_string()];
     }
+    path.split(':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { "." } else { dir };
+            format!("{}/{program}", dir.trim_end_matches('/'))
+        })
+        .collect()
 }
 
 /// `No such file or directory (os error 2)` → `No such file or directory`
@@ -338,6 +388,34 @@ mod tests {
     }
 
     #[test]
+    fn bare_program_names_are_searched_in_path() {
+        assert_eq!(exec_candidates("/bin/x", "/a:/b"), vec!["/bin/x"]);
+        assert_eq!(exec_candidates("./x", "/a"), vec!["./x"]);
+        assert_eq!(exec_candidates("x", "/a/::/b"), vec!["/a/x", "./x", "/b/x"]);
+    }
+
+    #[test]
+    fn a_bare_name_runs_from_the_services_path() {
+        let mut spec = ServiceSpec::new("x", &["echo", "hi"]);
+        spec.env.insert("PATH".into(), "/nonexistent:/bin".into());
+        let (mut out, pipes) = ServiceOutput::new("x").unwrap();
+        let ctx = SpawnContext {
+            pipes,
+            notify_socket: None,
+            cgroup_procs: None,
+            base_nofile: current_nofile(),
+        };
+        let pid = spawn(&mut Spawner::new().unwrap(), &spec, ctx).unwrap();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        out.close_write_ends();
+        let fd = out.fds()[0].try_clone_to_owned().unwrap();
+        tether_common::sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), false).unwrap();
+        let mut text = String::new();
+        std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hi\n");
+    }
+
+    #[test]
     fn missing_binary_is_reported_with_errno() {
         let spec = ServiceSpec::new("x", &["/nonexistent/binary"]);
         let (_out, pipes) = ServiceOutput::new("x").unwrap();
@@ -347,7 +425,7 @@ mod tests {
             cgroup_procs: None,
             base_nofile: current_nofile(),
         };
-        let e = spawn(&spec, ctx).unwrap_err();
+        let e = spawn(&mut Spawner::new().unwrap(), &spec, ctx).unwrap_err();
         assert_eq!(e.errno, Some(libc::ENOENT));
         assert!(
             e.message.starts_with("/nonexistent/binary: No such file"),
@@ -366,7 +444,10 @@ mod tests {
             cgroup_procs: None,
             base_nofile: current_nofile(),
         };
-        assert!(spawn(&spec, ctx).unwrap_err().message.contains("not found"));
+        assert!(spawn(&mut Spawner::new().unwrap(), &spec, ctx)
+            .unwrap_err()
+            .message
+            .contains("not found"));
     }
 
     #[test]
@@ -387,7 +468,7 @@ mod tests {
             cgroup_procs: None,
             base_nofile: (256, 4096),
         };
-        let pid = spawn(&spec, ctx).unwrap();
+        let pid = spawn(&mut Spawner::new().unwrap(), &spec, ctx).unwrap();
         let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
         assert!(
             matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),

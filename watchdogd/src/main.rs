@@ -627,7 +627,11 @@ impl Daemon {
         loop {
             let now = MonoTime::now();
             self.on_timers(now);
-            let deadline = self.next_deadline(now);
+            let mut deadline = self.next_deadline(now);
+            // Our own lines syslog refused while busy, in order.
+            if let Some(t) = tether_common::logging::flush_pending(now) {
+                deadline = deadline.min(t);
+            }
             let wait = deadline.saturating_since(now);
             // Round up to whole milliseconds: never wake before the deadline.
             let ms = wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;

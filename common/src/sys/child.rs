@@ -1,15 +1,47 @@
-//! The set-up a service's process does between `fork` and `exec`
-//! (`Command::pre_exec`), for the restarter's `spawn`.
+//! Starting a service's process: [`Spawner`], a `posix_spawn`-style
+//! `clone(CLONE_VM | CLONE_VFORK)` whose cost does not grow with the number
+//! of descriptors the restarter holds.
 //!
-//! Everything the child needs is computed in the parent ([`ChildSetup`]):
-//! between `fork` and `exec` the child only makes async-signal-safe system
-//! calls on pre-allocated data — no allocation, no lock, no lookup.
+//! Why not `std::process::Command`: `fork` copies the whole descriptor
+//! table (the restarter holds about five descriptors per service) and the
+//! child's `exec` then closes every close-on-exec one, while the parent
+//! waits for the `exec`. At 1000 services that made one start cost about
+//! 2 ms, nearly all of it in `dup_fd` and `do_close_on_exec` (measured with
+//! `perf` in the issue #7 benchmark).
+//!
+//! How: the child shares the parent's memory and descriptor table
+//! (`CLONE_VM | CLONE_FILES | CLONE_VFORK`; the parent is suspended until
+//! the child calls `execve` or exits). The child's first act is
+//! `close_range(K, ~0, CLOSE_RANGE_UNSHARE)`: the kernel gives it a table
+//! of its own holding only descriptors below `K`, without copying or
+//! closing the rest. `K` is one above the [`Spawner`]'s four *slots*,
+//! descriptors reserved when the spawner is made (early, so their numbers
+//! are low): before each start the parent points the slots at the service's
+//! stdin (`/dev/null`), stdout, stderr and `cgroup.procs` with `dup3`, and
+//! the child moves them to 0, 1, 2. The few other descriptors below `K` are
+//! close-on-exec. On a kernel without `CLOSE_RANGE_UNSHARE` (before 5.9)
+//! the child falls back to `unshare(CLONE_FILES)`, a full copy.
+//!
+//! Everything the child needs is computed in the parent ([`ChildSetup`],
+//! [`ExecSpec`]): the child makes raw system calls on pre-allocated data —
+//! no allocation, no lock, no glibc wrapper that consults process state
+//! (glibc's `setuid` would signal the parent's other threads). It reports a
+//! failed step's errno through the shared memory, then exits with 127; the
+//! parent reaps it and returns the error. Signals: the parent blocks every
+//! signal around `clone`; the child puts every caught signal back to its
+//! default (a handler must not run on the parent's memory), sets `SIGPIPE`
+//! to default (Rust ignores it) and unblocks everything before `execve`.
+//!
+//! `exec` search: the caller passes the candidate paths (one for a path
+//! with a `/`, else one per `PATH` entry); the child tries them in order
+//! like `execvp`, skipping `ENOENT`, `ENOTDIR` and `EACCES` (reported only
+//! if nothing else was found). Unlike glibc's `execvp` a file without a
+//! recognised format (`ENOEXEC`) is a start failure, not run by `/bin/sh`.
 
-use std::ffi::CString;
+use std::ffi::{c_void, CString};
 use std::io;
-use std::os::fd::RawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// One resource limit to set in the child (soft and hard).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,14 +52,16 @@ pub struct Rlimit {
     pub hard: libc::rlim_t,
 }
 
-/// What the child does before `exec`, in this order: no signal blocked
-/// and `SIGPIPE` at its default, new session (and so its own process group), join the cgroup, resource limits, umask,
-/// supplementary groups, gid, uid, working directory.
+/// What the child does before `exec`, in this order: signals back to
+/// default and unblocked, new session (and so its own process group), join
+/// the cgroup, resource limits, umask, supplementary groups, gid, uid,
+/// working directory.
 #[derive(Clone, Debug, Default)]
 pub struct ChildSetup {
     /// `cgroup.procs` of the service's cgroup, open for writing in the
-    /// parent (close-on-exec); the child writes `0` (itself) into it. A
-    /// failure is ignored: the process group still bounds the service.
+    /// parent; the child writes `0` (itself) into it. A failure is ignored:
+    /// the process group still bounds the service. Must stay open until
+    /// [`Spawner::spawn`] returns.
     pub cgroup_procs: Option<RawFd>,
     pub rlimits: Vec<Rlimit>,
     pub umask: Option<libc::mode_t>,
@@ -38,89 +72,403 @@ pub struct ChildSetup {
     pub chdir: Option<CString>,
 }
 
-/// Spawns `cmd` after `setup` in the child. An error of a set-up step comes
-/// back from `spawn` with its errno, like an `exec` failure.
-///
-/// The caller must keep `setup.cgroup_procs` open until this returns.
-pub fn spawn_with_setup(cmd: &mut Command, setup: ChildSetup) -> io::Result<Child> {
-    let ChildSetup {
-        cgroup_procs,
-        rlimits,
-        umask,
-        groups,
-        gid,
-        uid,
-        chdir,
-    } = setup;
-    // SAFETY: the closure runs in the child between fork and exec. It only
-    // calls sigemptyset, pthread_sigmask, signal, setsid, write, setrlimit, umask, setgroups, setgid, setuid and
-    // chdir — all async-signal-safe — on data moved into the closure and
-    // allocated before the fork (`rlimits`, `groups`, `chdir`) or on its own
-    // stack (the empty signal set, initialised by sigemptyset before use);
-    // it neither allocates nor takes a lock. Every pointer passed is valid for the
-    // call: `b"0"` is static, `groups` and `chdir` live in the closure. The
-    // cgroup descriptor is open in the parent for the duration of `spawn`
-    // (the caller's contract), so it is open in the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The restarter blocks the signals its signalfd reads; a
-            // service starts with none blocked and SIGPIPE at default.
-            super::reset_signals_in_child()?;
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(fd) = cgroup_procs {
-                let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
-            }
-            for r in &rlimits {
-                let lim = libc::rlimit {
-                    rlim_cur: r.soft,
-                    rlim_max: r.hard,
-                };
-                if libc::setrlimit(r.resource, &lim) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some(mask) = umask {
-                libc::umask(mask);
-            }
-            if let Some(g) = &groups {
-                if libc::setgroups(g.len(), g.as_ptr()) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some(g) = gid {
-                if libc::setgid(g) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some(u) = uid {
-                if libc::setuid(u) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some(dir) = &chdir {
-                if libc::chdir(dir.as_ptr()) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+/// The program, its arguments and environment, and its output.
+pub struct ExecSpec<'a> {
+    /// Paths to try in order (see the module docs); at least one.
+    pub candidates: &'a [CString],
+    /// `argv`, `argv[0]` included; at least one.
+    pub argv: &'a [CString],
+    /// `NAME=value` strings.
+    pub envp: &'a [CString],
+    pub stdout: BorrowedFd<'a>,
+    pub stderr: BorrowedFd<'a>,
+}
+
+/// Slot indices.
+const STDIN: usize = 0;
+const STDOUT: usize = 1;
+const STDERR: usize = 2;
+const CGROUP: usize = 3;
+
+/// The child's stack: the child runs only the small function below and raw
+/// system calls.
+const STACK_SIZE: usize = 64 * 1024;
+
+/// Starts services' processes; see the module docs. Make it early, before
+/// the descriptors that grow with the number of services.
+pub struct Spawner {
+    /// Where idle slots point (stdin of every service).
+    null: OwnedFd,
+    slots: [OwnedFd; 4],
+    /// One above the highest slot: the child keeps descriptors below it.
+    keep_below: u32,
+    stack: Box<[u8]>,
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawner")
+            .field("keep_below", &self.keep_below)
+            .finish()
     }
-    cmd.spawn()
+}
+
+/// Everything the child reads, on the parent's stack for the `clone`.
+struct ChildCtx<'a> {
+    keep_below: u32,
+    slots: [RawFd; 4],
+    has_cgroup: bool,
+    setup: &'a ChildSetup,
+    candidates: &'a [CString],
+    /// Null-terminated arrays of pointers into the caller's strings.
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// The errno of the step that failed (0: none; the child exec'd).
+    err: AtomicI32,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `dup3(src, dst, O_CLOEXEC)`.
+fn point(dst: &OwnedFd, src: RawFd) -> io::Result<()> {
+    // SAFETY: dup3 takes two integers; `dst` is a descriptor this process
+    // owns (a slot), so replacing what it refers to affects no other owner.
+    cvt(unsafe { libc::dup3(src, dst.as_raw_fd(), libc::O_CLOEXEC) }).map(drop)
+}
+
+impl Spawner {
+    /// Reserves the slots: four close-on-exec descriptors numbered 3 or
+    /// more, pointing at `/dev/null` (or, without `/dev`, at the read end of
+    /// a pipe whose write end is closed — also an empty input).
+    pub fn new() -> io::Result<Spawner> {
+        let null: OwnedFd = match std::fs::File::open("/dev/null") {
+            Ok(f) => f.into(),
+            Err(_) => {
+                let (r, _w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+                r
+            }
+        };
+        let dup = || -> io::Result<OwnedFd> {
+            // SAFETY: fcntl takes integers; F_DUPFD_CLOEXEC opens a new
+            // descriptor numbered 3 or more.
+            let fd = cvt(unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+            // SAFETY: `fd` was just opened and nothing else owns it; the
+            // OwnedFd becomes its sole owner.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        let slots = [dup()?, dup()?, dup()?, dup()?];
+        let keep_below = slots.iter().map(|s| s.as_raw_fd()).max().unwrap_or(2) as u32 + 1;
+        Ok(Spawner {
+            null,
+            slots,
+            keep_below,
+            stack: vec![0u8; STACK_SIZE].into_boxed_slice(),
+        })
+    }
+
+    /// One above the highest descriptor a child starts with before `exec`
+    /// (for tests and diagnostics).
+    pub fn keep_below(&self) -> u32 {
+        self.keep_below
+    }
+
+    /// Starts `exec` after `setup` in a new process, a child of this one.
+    /// Returns its pid once it has called `execve`; a failed step or
+    /// `execve` comes back as the error (with its errno), the child reaped.
+    pub fn spawn(&mut self, exec: &ExecSpec<'_>, setup: &ChildSetup) -> io::Result<i32> {
+        if exec.candidates.is_empty() || exec.argv.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no program to run",
+            ));
+        }
+        let argv: Vec<*const libc::c_char> = exec
+            .argv
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp: Vec<*const libc::c_char> = exec
+            .envp
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let r = self.point_slots(exec, setup).and_then(|()| {
+            let ctx = ChildCtx {
+                keep_below: self.keep_below,
+                slots: [
+                    self.slots[STDIN].as_raw_fd(),
+                    self.slots[STDOUT].as_raw_fd(),
+                    self.slots[STDERR].as_raw_fd(),
+                    self.slots[CGROUP].as_raw_fd(),
+                ],
+                has_cgroup: setup.cgroup_procs.is_some(),
+                setup,
+                candidates: exec.candidates,
+                argv: argv.as_ptr(),
+                envp: envp.as_ptr(),
+                err: AtomicI32::new(0),
+            };
+            self.clone_child(&ctx)
+        });
+        // Idle slots hold nothing of a service's.
+        for slot in &self.slots {
+            let _ = point(slot, self.null.as_raw_fd());
+        }
+        r
+    }
+
+    fn point_slots(&self, exec: &ExecSpec<'_>, setup: &ChildSetup) -> io::Result<()> {
+        point(&self.slots[STDOUT], exec.stdout.as_raw_fd())?;
+        point(&self.slots[STDERR], exec.stderr.as_raw_fd())?;
+        if let Some(fd) = setup.cgroup_procs {
+            point(&self.slots[CGROUP], fd)?;
+        }
+        Ok(())
+    }
+
+    fn clone_child(&mut self, ctx: &ChildCtx<'_>) -> io::Result<i32> {
+        let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigfillset initialises `all` before pthread_sigmask reads
+        // it; pthread_sigmask writes the previous mask into `old`.
+        let blocked = unsafe {
+            libc::sigfillset(all.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr()) == 0
+        };
+        // 16-byte aligned top of the stack (it grows down on every Linux
+        // architecture Rust supports but hppa, which has no CLONE_VFORK use
+        // here).
+        let top = {
+            let end = self.stack.as_mut_ptr_range().end as usize;
+            (end & !15) as *mut c_void
+        };
+        // SAFETY: `child_main` runs on `self.stack`, which nothing else uses
+        // while the child runs: with CLONE_VFORK this thread is suspended
+        // until the child calls execve (after which it no longer uses this
+        // memory) or exits. `ctx` and everything it points to (argv/envp
+        // arrays, the caller's strings, `setup`) outlive the call for the
+        // same reason. Every signal is blocked in this thread, so no handler
+        // runs on the shared memory before the child resets dispositions.
+        let pid = unsafe {
+            libc::clone(
+                child_main,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
+                ctx as *const ChildCtx<'_> as *mut c_void,
+            )
+        };
+        let clone_err = io::Error::last_os_error();
+        if blocked {
+            // SAFETY: restores the mask saved above (initialised by the
+            // successful pthread_sigmask).
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
+            }
+        }
+        if pid < 0 {
+            return Err(clone_err);
+        }
+        let errno = ctx.err.load(Ordering::Acquire);
+        if errno == 0 {
+            return Ok(pid);
+        }
+        // The child is exiting (it has released the memory): reap it.
+        while let Err(nix::errno::Errno::EINTR) =
+            nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)
+        {}
+        Err(io::Error::from_raw_os_error(errno))
+    }
+}
+
+/// The errno of the last failed call (in the child: the parent thread's
+/// errno variable, shared and unused while the parent is suspended).
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// A raw system call's result: `Err(errno)` when it failed.
+fn sys(r: libc::c_long) -> Result<libc::c_long, i32> {
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The child: see the module docs. Never returns on success (execve);
+/// otherwise stores the errno and exits with 127.
+extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildCtx` the suspended parent passed to clone;
+    // it stays valid and unchanged until this process execs or exits.
+    let ctx = unsafe { &*(arg as *const ChildCtx<'_>) };
+    // SAFETY: raw system calls and async-signal-safe libc calls on data
+    // prepared by the parent (see child_setup).
+    let errno = match unsafe { child_setup(ctx) } {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    ctx.err.store(
+        if errno == 0 { libc::EIO } else { errno },
+        Ordering::Release,
+    );
+    // SAFETY: _exit ends this process at once (exit_group), running no
+    // atexit handler on the shared memory.
+    unsafe { libc::_exit(127) }
+}
+
+/// The child's steps, in order; returns only on failure.
+///
+/// # Safety
+/// Only in the child of [`Spawner::clone_child`], with `ctx` valid.
+unsafe fn child_setup(ctx: &ChildCtx<'_>) -> Result<std::convert::Infallible, i32> {
+    use libc::{syscall, SYS_close_range, SYS_dup3, SYS_setsid};
+    // SAFETY (whole function): each call is a system call or an
+    // async-signal-safe libc function taking integers or pointers into
+    // `ctx`, which the suspended parent keeps alive; nothing allocates.
+    unsafe {
+        // A descriptor table of our own with only the descriptors below
+        // `keep_below` (before anything touches the shared one).
+        let unshare = libc::CLOSE_RANGE_UNSHARE as libc::c_long;
+        if sys(syscall(SYS_close_range, ctx.keep_below, u32::MAX, unshare)).is_err() {
+            sys(libc::unshare(libc::CLONE_FILES) as libc::c_long)?;
+        }
+        // Signals: caught ones back to default, SIGPIPE to default, then
+        // nothing blocked.
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let mut act: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut act) != 0 {
+                continue;
+            }
+            let caught = act.sa_sigaction != libc::SIG_DFL && act.sa_sigaction != libc::SIG_IGN;
+            if caught || sig == libc::SIGPIPE {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        sys(syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const libc::sigset_t,
+            std::ptr::null::<libc::sigset_t>(),
+            8usize,
+        ))?;
+        // stdin, stdout, stderr (dup3 clears close-on-exec on the target;
+        // slots are ≥ 3, so never equal to it).
+        for (target, &slot) in ctx.slots[..3].iter().enumerate() {
+            sys(syscall(SYS_dup3, slot, target as libc::c_int, 0))?;
+        }
+        sys(syscall(SYS_setsid))?;
+        if ctx.has_cgroup {
+            let _ = libc::write(ctx.slots[CGROUP], b"0".as_ptr().cast(), 1);
+        }
+        let s = ctx.setup;
+        for r in &s.rlimits {
+            let lim = libc::rlimit64 {
+                rlim_cur: r.soft,
+                rlim_max: r.hard,
+            };
+            sys(syscall(
+                libc::SYS_prlimit64,
+                0,
+                r.resource as libc::c_int,
+                &lim as *const libc::rlimit64,
+                std::ptr::null_mut::<libc::rlimit64>(),
+            ))?;
+        }
+        if let Some(mask) = s.umask {
+            syscall(libc::SYS_umask, mask);
+        }
+        if let Some(g) = &s.groups {
+            sys(syscall(libc::SYS_setgroups, g.len(), g.as_ptr()))?;
+        }
+        if let Some(g) = s.gid {
+            sys(syscall(libc::SYS_setgid, g))?;
+        }
+        if let Some(u) = s.uid {
+            sys(syscall(libc::SYS_setuid, u))?;
+        }
+        if let Some(dir) = &s.chdir {
+            sys(syscall(libc::SYS_chdir, dir.as_ptr()))?;
+        }
+        let mut first = libc::ENOENT;
+        let mut eacces = false;
+        for path in ctx.candidates {
+            let e = match sys(syscall(libc::SYS_execve, path.as_ptr(), ctx.argv, ctx.envp)) {
+                Ok(_) => libc::EIO,
+                Err(e) => e,
+            };
+            match e {
+                libc::ENOENT | libc::ENOTDIR => {}
+                libc::EACCES => eacces = true,
+                other => {
+                    first = other;
+                    break;
+                }
+            }
+        }
+        Err(if first == libc::ENOENT && eacces {
+            libc::EACCES
+        } else {
+            first
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Stdio;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    fn c(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    /// Runs `sh -c script` through a fresh spawner; returns its output and
+    /// exit code.
+    fn run(spawner: &mut Spawner, script: &str, setup: &ChildSetup) -> io::Result<(String, i32)> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let argv = [c("sh"), c("-c"), c(script)];
+        let envp = [c("PATH=/usr/bin:/bin")];
+        let candidates = [c("/bin/sh")];
+        let exec = ExecSpec {
+            candidates: &candidates,
+            argv: &argv,
+            envp: &envp,
+            stdout: w.as_fd(),
+            stderr: w.as_fd(),
+        };
+        let pid = spawner.spawn(&exec, setup);
+        drop(w);
+        let pid = pid?;
+        let mut text = String::new();
+        std::fs::File::from(r).read_to_string(&mut text).unwrap();
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        let code = match status {
+            nix::sys::wait::WaitStatus::Exited(_, c) => c,
+            other => panic!("{other:?}"),
+        };
+        Ok((text, code))
+    }
 
     #[test]
     fn child_leads_its_own_session_with_limits_and_umask() {
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg("umask; ulimit -n; ulimit -c; cut -d' ' -f6 /proc/$$/stat; echo $$; pwd")
-            .stdout(Stdio::piped());
+        let mut sp = Spawner::new().unwrap();
         let setup = ChildSetup {
             rlimits: vec![
                 Rlimit {
@@ -135,12 +483,16 @@ mod tests {
                 },
             ],
             umask: Some(0o027),
-            chdir: Some(CString::new("/tmp").unwrap()),
+            chdir: Some(c("/tmp")),
             ..ChildSetup::default()
         };
-        let child = spawn_with_setup(&mut cmd, setup).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
+        let (text, code) = run(
+            &mut sp,
+            "umask; ulimit -n; ulimit -c; cut -d' ' -f6 /proc/$$/stat; echo $$; pwd",
+            &setup,
+        )
+        .unwrap();
+        assert_eq!(code, 0, "{text}");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "0027");
         assert_eq!(lines[1], "77");
@@ -153,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn child_starts_with_no_signal_blocked() {
+    fn child_starts_with_no_signal_blocked_or_ignored_pipe() {
         // Block a signal in this thread, as the restarter blocks its
         // signalfd's: the child must not inherit the mask.
         let mut set = nix::sys::signal::SigSet::empty();
@@ -161,24 +513,113 @@ mod tests {
         let old = set
             .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
             .unwrap();
-        let mut cmd = Command::new("/bin/grep");
-        cmd.args(["^SigBlk", "/proc/self/status"])
-            .stdout(Stdio::piped());
-        let child = spawn_with_setup(&mut cmd, ChildSetup::default());
+        let mut sp = Spawner::new().unwrap();
+        let r = run(
+            &mut sp,
+            "grep -E '^Sig(Blk|Ign)' /proc/self/status",
+            &ChildSetup::default(),
+        );
         old.thread_set_mask().unwrap();
-        let out = child.unwrap().wait_with_output().unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(text.trim(), "SigBlk:\t0000000000000000");
+        let (text, _) = r.unwrap();
+        assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+        // SIGPIPE (13) is bit 12: not ignored although Rust ignores it here.
+        let ign = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:\t"))
+            .unwrap();
+        let mask = u64::from_str_radix(ign.trim(), 16).unwrap();
+        assert_eq!(mask & (1 << 12), 0, "{text}");
+    }
+
+    #[test]
+    fn descriptors_opened_after_the_spawner_never_reach_the_child() {
+        // As in the restarter: the spawner first, then many descriptors
+        // (close-on-exec or not): none of them reaches the program.
+        let mut sp = Spawner::new().unwrap();
+        let mut many: Vec<OwnedFd> = Vec::new();
+        for i in 0..200 {
+            let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+            if i % 2 == 0 {
+                crate::sys::set_cloexec(fd.as_fd(), false).unwrap();
+            }
+            many.push(fd);
+        }
+        let (text, _) = run(&mut sp, "ls /proc/self/fd", &ChildSetup::default()).unwrap();
+        // (Numbers below `keep_below` may have been freed by a test running
+        // in parallel and reused here: those are not the point.)
+        let k = sp.keep_below() as i32;
+        let ours: Vec<i32> = many
+            .iter()
+            .map(|f| f.as_raw_fd())
+            .filter(|&n| n >= k)
+            .collect();
+        assert!(ours.len() > 150);
+        drop(many);
+        let fds: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+        for n in [0, 1, 2] {
+            assert!(fds.contains(&n), "{text}");
+        }
+        for fd in &fds {
+            assert!(!ours.contains(fd), "fd {fd} reached the child: {text}");
+            assert!(*fd < k, "fd {fd} at or above {k}: {text}");
+        }
     }
 
     #[test]
     fn a_failing_step_is_reported_with_its_errno() {
-        let mut cmd = Command::new("/bin/true");
+        let mut sp = Spawner::new().unwrap();
         let setup = ChildSetup {
-            chdir: Some(CString::new("/nonexistent/dir").unwrap()),
+            chdir: Some(c("/nonexistent/dir")),
             ..ChildSetup::default()
         };
-        let e = spawn_with_setup(&mut cmd, setup).unwrap_err();
+        let e = run(&mut sp, "true", &setup).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        // The spawner still works afterwards.
+        let (text, code) = run(&mut sp, "echo ok", &ChildSetup::default()).unwrap();
+        assert_eq!((text.as_str(), code), ("ok\n", 0));
+    }
+
+    #[test]
+    fn candidates_are_tried_in_order_like_execvp() {
+        let mut sp = Spawner::new().unwrap();
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let argv = [c("echo"), c("found")];
+        let candidates = [
+            c("/nonexistent/echo"),
+            c("/etc/passwd/echo"),
+            c("/bin/echo"),
+        ];
+        let exec = ExecSpec {
+            candidates: &candidates,
+            argv: &argv,
+            envp: &[],
+            stdout: w.as_fd(),
+            stderr: w.as_fd(),
+        };
+        let pid = sp.spawn(&exec, &ChildSetup::default()).unwrap();
+        drop(w);
+        let mut text = String::new();
+        std::fs::File::from(r).read_to_string(&mut text).unwrap();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        assert_eq!(text, "found\n");
+        // Nothing found: ENOENT; only a non-executable file: EACCES.
+        let (_r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let none = [c("/nonexistent/a"), c("/nonexistent/b")];
+        let exec = ExecSpec {
+            candidates: &none,
+            argv: &argv,
+            envp: &[],
+            stdout: w.as_fd(),
+            stderr: w.as_fd(),
+        };
+        let e = sp.spawn(&exec, &ChildSetup::default()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        let denied = [c("/nonexistent/a"), c("/etc/passwd")];
+        let exec = ExecSpec {
+            candidates: &denied,
+            ..exec
+        };
+        let e = sp.spawn(&exec, &ChildSetup::default()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
     }
 }

@@ -10,8 +10,9 @@
 //!   request number ([`ioctl_read_int`], [`ioctl_readwrite_int`],
 //!   [`ioctl_read_bytes`], [`ioctl_none`]) — used by `watchdog_dev`;
 //! - spawning a child with chosen descriptors at fixed numbers
-//!   ([`spawn_with_fds`]), and a service's set-up between `fork` and `exec`
-//!   ([`child::spawn_with_setup`]);
+//!   ([`spawn_with_fds`]), and a service's process, started by a
+//!   `clone(CLONE_VM | CLONE_VFORK)` whose cost does not grow with the
+//!   restarter's descriptors ([`child::Spawner`]);
 //! - `accept4` returning an owned descriptor ([`accept_cloexec_nonblock`]).
 //!
 //! Rust's `Command` does not reset the signal mask: every child started
