@@ -11,6 +11,61 @@
 //! shell sleeps until [`Supervisor::next_deadline`] and then calls
 //! [`Supervisor::tick`]. Nothing wakes up for an idle service.
 //!
+//! Cost per event (issue #7: 1000 services started, or killed at once,
+//! must not cost O(N²)): the work of an event is proportional to the
+//! services it can affect, not to the number of services.
+//! - Reconcile works on a *dirty set* (a list deduplicated by a `queued`
+//!   flag per slot, so it never holds an id twice), processed in slot
+//!   order: first the stop step of each dirty service, then the start step
+//!   of each. Slot order among the dirty services gives the same actions in
+//!   the same order as the full scan it replaces, because a service outside
+//!   the set would produce nothing (the invariant below).
+//! - Deadlines sit in two ordered sets of `(time, id)`, one entry at most
+//!   per service and set (the slot remembers its entry, so a moved deadline
+//!   is removed and reinserted): *start timers* (`start_at` of a service
+//!   without a process) and *process timers* (the watchdog deadline, or
+//!   the `SIGKILL` time of a stop). `next_deadline` reads the two first
+//!   entries; `tick` pops only the due process timers; every reconcile
+//!   pops the due start timers into the dirty set (as the full scan would
+//!   have started a due service on any event, not only on a tick).
+//! - Invariant: after every public call, each service is a fixed point of
+//!   its own stop and start steps (running them again with the same `now`
+//!   changes nothing and emits nothing), except for the time-driven parts,
+//!   which are exactly the armed timers. Processing a service makes it a
+//!   fixed point (a stop marks it stopping; a start marks it spawning; a
+//!   wait records a future `start_at` or logs once). So the dirty set is
+//!   complete when it holds every service an *input* of whose steps
+//!   changed. Those inputs are: its own state; `desired` of itself (which
+//!   reads `wanted`/`removing` of every service it `requires`,
+//!   transitively); `ready` of each service it names in `requires` or
+//!   `after`, and `desired` of each it names in `after` (the start step);
+//!   and, for each service naming it in `requires` or `after`, whether
+//!   that one has a process (or a spawn out) and is `desired` (the stop
+//!   step: reverse dependency order). Hence the marking rules:
+//!   - a change of service X's process, spawn or readiness (spawned,
+//!     spawn failed, exited, `READY=1`, stop begun, watchdog missed) marks
+//!     X, the services naming X (they may start, or must wait), and the
+//!     services X names (their stop may have waited for X);
+//!   - a change of `desired(X)` (X failed or was not restarted, `start`,
+//!     `stop`, `restart`) does that for X and for every service that
+//!     requires X, transitively (their `desired` follows X's);
+//!   - what reconcile itself does marks nothing: a stop it begins is of a
+//!     service that is not desired, whose readiness no start step reads
+//!     (an `after` target that will not run is not waited for, and a
+//!     service requiring it is not desired either), and a stop changes no
+//!     input of another stop step; a start (spawn) is of a desired
+//!     service, which holds no stop back and is not ready yet. So one pass
+//!     of stop steps, then one of start steps, over the dirty set suffices.
+//!   - whole-table changes (load, reload, removal of a service, a reloaded
+//!     spec taking effect, shutdown) mark everything.
+//! - A watchdog ping moves its timer (O(log N)), so `next_deadline` is
+//!   exact. Still O(N), but not per event: `load`/`reload`/`shutdown`,
+//!   `rows`, `summary`, `running` (the state file) and `is_idle`.
+//! - (decision) When a reloaded spec takes effect (at the restart of a
+//!   service that was running during the reload), the dependency index is
+//!   rebuilt, so stops follow the new `requires`/`after` (it used to keep
+//!   the old ones until the next reload).
+//!
 //! Rules (decisions where the design is silent are marked "decision"):
 //! - A service *should run* ("desired") when it is wanted (enabled, not
 //!   stopped by hand, not failed), the restarter is not shutting down, and
@@ -64,7 +119,7 @@ use crate::notify::NotifyMsg;
 use crate::policy::{Decision, History};
 use crate::service::{signal_name, LoadedSet, NotifyMode, OnExhausted, ServiceSpec};
 use log::Level;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 use tether_common::budget::{BudgetRow, Outcome};
@@ -318,10 +373,23 @@ pub struct Summary {
     pub broken: usize,
 }
 
+/// Per slot bookkeeping of the incremental reconcile (see the module
+/// documentation); kept beside `slots`, same length.
+#[derive(Clone, Copy, Debug, Default)]
+struct SlotMeta {
+    /// The slot is in `Supervisor::dirty`.
+    queued: bool,
+    /// This slot's entry in `Supervisor::start_timers`.
+    start_timer: Option<MonoTime>,
+    /// This slot's entry in `Supervisor::proc_timers`.
+    proc_timer: Option<MonoTime>,
+}
+
 /// Every service and its state. See the module documentation.
 #[derive(Debug, Default)]
 pub struct Supervisor {
     slots: Vec<Option<Entry>>,
+    meta: Vec<SlotMeta>,
     free: Vec<u32>,
     by_name: HashMap<String, ServiceId>,
     by_pid: HashMap<i32, ServiceId>,
@@ -329,10 +397,15 @@ pub struct Supervisor {
     dependents: HashMap<String, Vec<ServiceId>>,
     shutting_down: bool,
     out: Vec<Action>,
-    /// [`Supervisor::next_deadline`] as last computed; `None` when unknown.
-    /// Only ever earlier than the truth (a watchdog ping moves a deadline
-    /// later without clearing it): waking early costs one idle tick.
-    deadline_cache: std::cell::Cell<Option<Option<MonoTime>>>,
+    /// Services the next reconcile looks at (no duplicates: `queued`).
+    dirty: Vec<ServiceId>,
+    /// The next reconcile looks at every service.
+    all_dirty: bool,
+    /// `start_at` of each service without a process.
+    start_timers: BTreeSet<(MonoTime, ServiceId)>,
+    /// Watchdog deadline, or `SIGKILL` time while stopping, of each
+    /// service with a process.
+    proc_timers: BTreeSet<(MonoTime, ServiceId)>,
 }
 
 impl Supervisor {
@@ -377,6 +450,7 @@ impl Supervisor {
             }
         }
         self.rebuild_dependents();
+        self.mark_all();
         self.reconcile(now);
         self.take()
     }
@@ -465,6 +539,7 @@ impl Supervisor {
             format!("reload: {added} added, {changed} changed, {removed} removed"),
         );
         self.rebuild_dependents();
+        self.mark_all();
         self.reconcile(now);
         Ok(self.take())
     }
@@ -478,10 +553,12 @@ impl Supervisor {
             }
             None => {
                 self.slots.push(Some(entry));
+                self.meta.push(SlotMeta::default());
                 ServiceId((self.slots.len() - 1) as u32)
             }
         };
         self.by_name.insert(name, id);
+        self.mark_all();
         id
     }
 
@@ -490,7 +567,10 @@ impl Supervisor {
             self.by_name.remove(entry.name());
             self.free.push(id.0);
             self.out.push(Action::Forget { id });
+            // Disarms its timers: the slot may be reused.
+            self.rearm(id);
             self.rebuild_dependents();
+            self.mark_all();
         }
     }
 
@@ -516,8 +596,10 @@ impl Supervisor {
             return Vec::new();
         }
         // Watchdog pings (the common case, one per service per period) only
-        // move a deadline later: no reconcile, and the cached next deadline
-        // stays a valid lower bound.
+        // move a deadline later: no reconcile, the timer is moved.
+        // Whether it should run changes only with a spawn result or an exit
+        // (the restart policy), never with a notify message.
+        let desired_before = (!matches!(event, Event::Notify { .. })).then(|| self.desired(id, 0));
         let significant = match event {
             Event::Spawned { pid } => {
                 self.on_spawned(id, pid, now);
@@ -539,7 +621,14 @@ impl Supervisor {
             } => self.on_notify(id, sender_pid, sender_uid, in_group, messages, now),
         };
         if significant {
+            if desired_before.is_some_and(|before| before != self.desired(id, 0)) {
+                self.touch_desired(id);
+            } else {
+                self.touch(id);
+            }
             self.reconcile(now);
+        } else {
+            self.rearm(id);
         }
         self.take()
     }
@@ -624,6 +713,9 @@ impl Supervisor {
             s.restart_after_stop = false;
             if let Some(spec) = s.next_spec.take() {
                 apply_spec(s, spec);
+                // Its dependencies may have changed.
+                self.rebuild_dependents();
+                self.mark_all();
             } else {
                 s.wanted = true;
                 s.failed = false;
@@ -847,8 +939,20 @@ impl Supervisor {
 
     /// Acts on every deadline that has passed at `now`.
     pub fn tick(&mut self, now: MonoTime) -> Vec<Action> {
-        let ids: Vec<ServiceId> = self.ids().collect();
-        for id in ids {
+        let mut due = Vec::new();
+        while let Some(&(t, id)) = self.proc_timers.first() {
+            if t > now {
+                break;
+            }
+            self.proc_timers.pop_first();
+            self.meta[id.index()].proc_timer = None;
+            due.push(id);
+        }
+        // Slot order, as the full scan this replaces.
+        due.sort_unstable();
+        for id in due {
+            // Rearmed by the reconcile below.
+            self.mark(id);
             let Some(Entry::Valid(s)) = self.slots[id.index()].as_mut() else {
                 continue;
             };
@@ -873,44 +977,45 @@ impl Supervisor {
                 }
             } else if p.watchdog_deadline.is_some_and(|d| d <= now) {
                 self.watchdog_miss(id, now);
+                // No longer ready.
+                self.touch(id);
             }
         }
         self.reconcile(now);
         self.take()
     }
 
-    /// The earliest time [`tick`](Self::tick) has something to do.
+    /// The earliest time [`tick`](Self::tick) has something to do (a
+    /// restart, a watchdog deadline, a stop timeout).
     pub fn next_deadline(&self) -> Option<MonoTime> {
-        if let Some(cached) = self.deadline_cache.get() {
-            return cached;
+        let start = self.start_timers.first().map(|&(t, _)| t);
+        let proc_ = self.proc_timers.first().map(|&(t, _)| t);
+        match (start, proc_) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        let best = self.compute_next_deadline();
-        self.deadline_cache.set(Some(best));
-        best
     }
 
-    fn compute_next_deadline(&self) -> Option<MonoTime> {
-        let mut best: Option<MonoTime> = None;
-        let mut consider = |t: MonoTime| best = Some(best.map_or(t, |b| b.min(t)));
-        for s in self.valid() {
-            match &s.proc_ {
-                Some(p) => match &p.stopping {
-                    Some(st) if !st.killed => consider(st.kill_at),
-                    Some(_) => {}
-                    None => {
-                        if let Some(d) = p.watchdog_deadline {
-                            consider(d);
-                        }
-                    }
-                },
-                None => {
-                    if let Some(t) = s.start_at {
-                        consider(t);
-                    }
-                }
-            }
-        }
-        best
+    /// Puts service `id`'s timers where its state says (or removes them:
+    /// the slot may be empty).
+    fn rearm(&mut self, id: ServiceId) {
+        let (start, proc_) = match self.slots.get(id.index()) {
+            Some(Some(Entry::Valid(s))) => match &s.proc_ {
+                Some(p) => (
+                    None,
+                    match &p.stopping {
+                        Some(st) if !st.killed => Some(st.kill_at),
+                        Some(_) => None,
+                        None => p.watchdog_deadline,
+                    },
+                ),
+                None => (s.start_at, None),
+            },
+            _ => (None, None),
+        };
+        let m = &mut self.meta[id.index()];
+        set_timer(&mut self.start_timers, &mut m.start_timer, start, id);
+        set_timer(&mut self.proc_timers, &mut m.proc_timer, proc_, id);
     }
 
     fn watchdog_miss(&mut self, id: ServiceId, now: MonoTime) {
@@ -990,6 +1095,86 @@ impl Supervisor {
         );
     }
 
+    // ---- the dirty set -----------------------------------------------------
+
+    /// The next reconcile looks at `id`.
+    fn mark(&mut self, id: ServiceId) {
+        mark_in(&mut self.meta, &mut self.dirty, self.all_dirty, id);
+    }
+
+    /// The next reconcile looks at every service.
+    fn mark_all(&mut self) {
+        self.all_dirty = true;
+    }
+
+    /// Marks the services that name `id` in `after` or `requires`.
+    fn mark_dependents(&mut self, id: ServiceId) {
+        let Supervisor {
+            slots,
+            meta,
+            dependents,
+            dirty,
+            all_dirty,
+            ..
+        } = self;
+        let Some(Some(entry)) = slots.get(id.index()) else {
+            return;
+        };
+        for &d in dependents.get(entry.name()).into_iter().flatten() {
+            mark_in(meta, dirty, *all_dirty, d);
+        }
+    }
+
+    /// Service `id`'s process, spawn or readiness changed: marks it, the
+    /// services naming it (their start step reads its readiness) and the
+    /// services it names (their stop step may wait for it).
+    fn touch(&mut self, id: ServiceId) {
+        self.mark(id);
+        self.mark_dependents(id);
+        let Supervisor {
+            slots,
+            meta,
+            by_name,
+            dirty,
+            all_dirty,
+            ..
+        } = self;
+        if let Some(Some(Entry::Valid(s))) = slots.get(id.index()) {
+            for dep in s.spec.dependencies() {
+                if let Some(&r) = by_name.get(dep) {
+                    mark_in(meta, dirty, *all_dirty, r);
+                }
+            }
+        }
+    }
+
+    /// Whether service `id` should run may have changed: touches it and
+    /// every service that requires it, transitively (their `desired`
+    /// follows its own).
+    fn touch_desired(&mut self, id: ServiceId) {
+        if self.all_dirty {
+            return;
+        }
+        let mut seen = HashSet::from([id]);
+        let mut stack = vec![id];
+        while let Some(x) = stack.pop() {
+            self.touch(x);
+            let Some(Some(entry)) = self.slots.get(x.index()) else {
+                continue;
+            };
+            let name = entry.name();
+            for &d in self.dependents.get(name).into_iter().flatten() {
+                let requires = matches!(
+                    self.slots.get(d.index()),
+                    Some(Some(Entry::Valid(s))) if s.spec.requires.iter().any(|r| r == name)
+                );
+                if requires && seen.insert(d) {
+                    stack.push(d);
+                }
+            }
+        }
+    }
+
     // ---- the core rule -----------------------------------------------------
 
     /// Whether service `id` should run (see the module documentation).
@@ -1047,9 +1232,29 @@ impl Supervisor {
     }
 
     /// Starts what should run and may start, stops what should not run.
+    ///
+    /// Looks only at the dirty set (and the services whose start time has
+    /// come), in slot order; see the module documentation.
     fn reconcile(&mut self, now: MonoTime) {
-        self.deadline_cache.set(None);
-        let ids: Vec<ServiceId> = self.ids().collect();
+        while let Some(&(t, id)) = self.start_timers.first() {
+            if t > now {
+                break;
+            }
+            self.start_timers.pop_first();
+            self.meta[id.index()].start_timer = None;
+            self.mark(id);
+        }
+        let all = self.all_dirty;
+        let mut ids = std::mem::take(&mut self.dirty);
+        if all {
+            for id in &ids {
+                self.meta[id.index()].queued = false;
+            }
+            ids.clear();
+            ids.extend(self.ids());
+        } else {
+            ids.sort_unstable();
+        }
         // Stops, in reverse dependency order.
         for &id in &ids {
             let Some(Entry::Valid(s)) = self.slots[id.index()].as_ref() else {
@@ -1071,6 +1276,9 @@ impl Supervisor {
             } else {
                 StopReason::Dependency
             };
+            // Its readiness ends, but no start step below reads it: it is
+            // not desired, so a service naming it in `after` does not wait
+            // for it, and one requiring it is not desired either.
             self.begin_stop(id, reason, now);
         }
         // Starts.
@@ -1123,6 +1331,13 @@ impl Supervisor {
             s.spawning = true;
             self.out.push(Action::Spawn { id });
         }
+        for &id in &ids {
+            self.rearm(id);
+            self.meta[id.index()].queued = false;
+        }
+        self.all_dirty = false;
+        ids.clear();
+        self.dirty = ids;
     }
 
     // ---- requests ----------------------------------------------------------
@@ -1162,6 +1377,7 @@ impl Supervisor {
             note = String::new();
             self.log(Level::Info, format!("service {name}: start requested"));
         }
+        self.touch_desired(id);
         self.reconcile(now);
         let note = match (note.is_empty(), self.waiting_for(id)) {
             (true, Some(dep)) if self.desired(id, 0) => format!("{name} waits for {dep}"),
@@ -1182,6 +1398,7 @@ impl Supervisor {
         s.restart_after_stop = false;
         s.start_at = None;
         self.log(Level::Info, format!("service {name}: stop requested"));
+        self.touch_desired(id);
         self.reconcile(now);
         let note = if was_up {
             String::new()
@@ -1208,6 +1425,7 @@ impl Supervisor {
         if running {
             self.begin_stop(id, StopReason::Restart, now);
         }
+        self.touch_desired(id);
         self.reconcile(now);
         Ok((String::new(), self.take()))
     }
@@ -1246,6 +1464,7 @@ impl Supervisor {
                 "shutting down: stopping every service".to_string(),
             );
         }
+        self.mark_all();
         self.reconcile(now);
         self.take()
     }
@@ -1447,6 +1666,39 @@ impl Supervisor {
 
     fn take(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.out)
+    }
+}
+
+/// Adds `id` to the dirty set unless it is there already (or everything
+/// is dirty).
+fn mark_in(meta: &mut [SlotMeta], dirty: &mut Vec<ServiceId>, all: bool, id: ServiceId) {
+    if all {
+        return;
+    }
+    if let Some(m) = meta.get_mut(id.index()) {
+        if !m.queued {
+            m.queued = true;
+            dirty.push(id);
+        }
+    }
+}
+
+/// Moves one slot's entry in a timer set from `*armed` to `want`.
+fn set_timer(
+    set: &mut BTreeSet<(MonoTime, ServiceId)>,
+    armed: &mut Option<MonoTime>,
+    want: Option<MonoTime>,
+    id: ServiceId,
+) {
+    if *armed == want {
+        return;
+    }
+    if let Some(t) = armed.take() {
+        set.remove(&(t, id));
+    }
+    if let Some(t) = want {
+        set.insert((t, id));
+        *armed = Some(t);
     }
 }
 

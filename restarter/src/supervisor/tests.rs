@@ -863,3 +863,442 @@ fn exit_of_an_unknown_pid_is_ignored() {
         .all(|a| !matches!(a, Action::Spawn { .. } | Action::Kill { .. })));
     assert_eq!(sim.state("a"), "running");
 }
+
+// ---- the dirty set: an event must reach every service it can affect -------
+
+/// `n` independent services named `s0000`…, `notify = "none"`.
+fn many(n: usize) -> Vec<ServiceSpec> {
+    (0..n).map(|i| svc(&format!("s{i:04}"))).collect()
+}
+
+fn spawned_names(sim: &Sim, actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { id } => Some(sim.sup.name(*id).unwrap().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn dependent_of_dependent_starts_when_root_becomes_ready() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Ready;
+    let mut b = svc("b");
+    b.requires = vec!["a".into()];
+    b.notify = NotifyMode::Ready;
+    let mut c = svc("c");
+    c.requires = vec!["b".into()];
+    let mut specs = many(50);
+    specs.extend([a, b, c]);
+    let mut sim = Sim::new(specs);
+    assert_eq!(
+        (sim.state("a"), sim.state("b"), sim.state("c")),
+        ("starting", "waiting", "waiting")
+    );
+    sim.take_actions();
+    sim.notify("a", vec![NotifyMsg::Ready]);
+    let actions = sim.take_actions();
+    assert_eq!(spawned_names(&sim, &actions), ["b"], "{actions:?}");
+    assert_eq!(sim.state("c"), "waiting");
+    sim.notify("b", vec![NotifyMsg::Ready]);
+    let actions = sim.take_actions();
+    assert_eq!(spawned_names(&sim, &actions), ["c"], "{actions:?}");
+    assert_eq!(sim.state("c"), "running");
+}
+
+#[test]
+fn root_not_restarted_stops_its_dependents_of_dependents_first() {
+    // The exit event of `a` alone makes `b` and `c` undesired (transitively
+    // through `requires`): `c` stops first, `b` after it, `a` is gone.
+    let mut a = svc("a");
+    a.restart = RestartMode::Never;
+    let mut b = svc("b");
+    b.requires = vec!["a".into()];
+    let mut c = svc("c");
+    c.requires = vec!["b".into()];
+    let mut specs = many(50);
+    specs.extend([a, b, c]);
+    let mut sim = Sim::new(specs);
+    let (pb, pc) = (sim.pid("b").unwrap(), sim.pid("c").unwrap());
+    sim.advance(ms(5000));
+    sim.take_actions();
+    sim.exit("a", ExitStatus::Code(0));
+    assert_eq!(sim.state("a"), "stopped");
+    assert_eq!((sim.state("b"), sim.state("c")), ("running", "stopping"));
+    assert_eq!(sim.kills("c")[0], (sim.now, pc, true, libc::SIGTERM));
+    assert!(sim.kills("b").is_empty());
+    sim.exit("c", ExitStatus::Code(0));
+    assert_eq!(sim.state("b"), "stopping");
+    assert_eq!(sim.kills("b")[0], (sim.now, pb, true, libc::SIGTERM));
+    assert!(
+        sim.kills("s0000").is_empty(),
+        "unrelated services are left alone"
+    );
+}
+
+#[test]
+fn requirement_stops_after_last_dependent_exits() {
+    let a = svc("a");
+    let mut b = svc("b");
+    b.requires = vec!["a".into()];
+    let mut c = svc("c");
+    c.after = vec!["a".into()];
+    c.requires = vec!["a".into()];
+    let mut specs = many(50);
+    specs.extend([a, b, c]);
+    let mut sim = Sim::new(specs);
+    let pa = sim.pid("a").unwrap();
+    let (_, actions) = sim.sup.stop("a", sim.now).unwrap();
+    sim.run(actions);
+    assert_eq!(
+        (sim.state("a"), sim.state("b"), sim.state("c")),
+        ("running", "stopping", "stopping")
+    );
+    sim.advance(ms(10));
+    sim.exit("b", ExitStatus::Code(0));
+    assert_eq!(sim.state("a"), "running", "c still has a process");
+    sim.advance(ms(10));
+    // Nothing but c's exit event tells the supervisor that a may stop now.
+    sim.take_actions();
+    sim.exit("c", ExitStatus::Code(0));
+    assert_eq!(sim.state("a"), "stopping");
+    assert_eq!(sim.kills("a")[0], (sim.now, pa, true, libc::SIGTERM));
+}
+
+#[test]
+fn requirement_stops_when_the_outstanding_spawn_of_its_dependent_fails() {
+    // Driven by hand: the spawn of b is answered only later.
+    let a = svc("a");
+    let mut b = svc("b");
+    b.requires = vec!["a".into()];
+    let mut sup = Supervisor::new();
+    let now = MonoTime::from_duration(Duration::from_secs(100));
+    let actions = sup.load(set(vec![a, b]), now);
+    let (ia, ib) = (sup.id("a").unwrap(), sup.id("b").unwrap());
+    assert!(actions.contains(&Action::Spawn { id: ia }));
+    let actions = sup.handle(ia, Event::Spawned { pid: 10 }, now);
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Spawn { .. }))
+            .collect::<Vec<_>>(),
+        [&Action::Spawn { id: ib }]
+    );
+    // a is stopped while b's spawn is out: a waits for its result.
+    let (_, actions) = sup.stop("a", now).unwrap();
+    assert!(!actions.iter().any(|a| matches!(a, Action::Kill { .. })));
+    let actions = sup.handle(
+        ib,
+        Event::SpawnFailed {
+            errno: Some(libc::ENOENT),
+            message: "/bin/true: No such file or directory".into(),
+        },
+        now,
+    );
+    assert!(
+        actions.contains(&Action::Kill {
+            id: ia,
+            pid: 10,
+            group: true,
+            signal: libc::SIGTERM
+        }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn after_only_dependency_releases_waiter_on_ready() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Ready;
+    let mut b = svc("b");
+    b.after = vec!["a".into()];
+    let mut c = svc("c");
+    c.after = vec!["a".into(), "b".into()];
+    let mut specs = many(50);
+    specs.extend([a, b, c]);
+    let mut sim = Sim::new(specs);
+    assert_eq!((sim.state("b"), sim.state("c")), ("waiting", "waiting"));
+    sim.take_actions();
+    sim.advance(ms(300));
+    sim.notify("a", vec![NotifyMsg::Ready]);
+    // b starts on a's READY=1; c (notify none: ready once running) right
+    // after, on b's spawn result.
+    let actions = sim.take_actions();
+    assert_eq!(spawned_names(&sim, &actions), ["b", "c"], "{actions:?}");
+}
+
+#[test]
+fn after_waiter_starts_when_its_target_will_not_run_again() {
+    // a never becomes ready and ends with restart = "never": from then on
+    // b does not wait for it (an `after` target that will not run).
+    let mut a = svc("a");
+    a.notify = NotifyMode::Ready;
+    a.restart = RestartMode::Never;
+    let mut b = svc("b");
+    b.after = vec!["a".into()];
+    let mut specs = many(50);
+    specs.extend([a, b]);
+    let mut sim = Sim::new(specs);
+    assert_eq!(sim.state("b"), "waiting");
+    sim.advance(ms(100));
+    sim.take_actions();
+    sim.exit("a", ExitStatus::Code(0));
+    let actions = sim.take_actions();
+    assert_eq!(spawned_names(&sim, &actions), ["b"], "{actions:?}");
+    assert_eq!(sim.state("a"), "stopped");
+}
+
+#[test]
+fn due_restart_fires_from_tick_among_many_idle_services() {
+    let mut sim = Sim::new(many(1000));
+    assert_eq!(sim.sup.next_deadline(), None);
+    sim.advance(ms(10));
+    sim.exit("s0500", crash());
+    let due = sim.now + ms(990);
+    assert_eq!(sim.state("s0500"), "backoff");
+    assert_eq!(sim.sup.next_deadline(), Some(due));
+    sim.take_actions();
+    assert!(
+        sim.sup.tick(sim.now + ms(989)).is_empty(),
+        "nothing is due yet"
+    );
+    let actions = sim.sup.tick(due);
+    assert_eq!(
+        actions,
+        vec![Action::Spawn {
+            id: sim.id("s0500")
+        }]
+    );
+    sim.now = due;
+    sim.run(actions);
+    assert_eq!(sim.state("s0500"), "running");
+    assert_eq!(sim.sup.next_deadline(), None);
+}
+
+#[test]
+fn due_restart_fires_on_another_services_event_before_the_tick() {
+    // The shell may see an event before it ticks: a start whose time has
+    // come happens then, as with a full scan.
+    let mut sim = Sim::new(many(100));
+    sim.advance(ms(10));
+    sim.exit("s0010", crash());
+    let due = sim.sup.next_deadline().unwrap();
+    sim.now = due + ms(5);
+    sim.take_actions();
+    sim.exit("s0090", crash());
+    // s0090 ran over a second: it restarts at once too, after s0010 (slot
+    // order).
+    let actions = sim.take_actions();
+    assert_eq!(
+        spawned_names(&sim, &actions),
+        ["s0010", "s0090"],
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn one_exit_among_a_thousand_idle_services_acts_on_that_service_only() {
+    let mut sim = Sim::new(many(1000));
+    sim.advance(ms(10_000));
+    let id = sim.id("s0123");
+    let pid = sim.pid("s0123").unwrap();
+    sim.alive.remove(&pid);
+    let actions = sim.sup.handle(
+        id,
+        Event::Exited {
+            pid,
+            status: crash(),
+        },
+        sim.now,
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::Kill {
+                id,
+                pid,
+                group: true,
+                signal: libc::SIGKILL
+            },
+            Action::WriteState,
+            Action::Log {
+                level: Level::Warn,
+                message: "service s0123 exited: exit 1 after 10s".into()
+            },
+            Action::Spawn { id },
+        ]
+    );
+    sim.run(actions);
+    assert_eq!(sim.sup.next_deadline(), None);
+}
+
+#[test]
+fn thousand_services_start_ready_and_come_back_after_a_storm() {
+    // Issue #7's workloads, driven by hand: every spawn result and READY=1
+    // arrives as its own event; then every process dies at once.
+    let specs: Vec<ServiceSpec> = many(1000)
+        .into_iter()
+        .map(|mut s| {
+            s.notify = NotifyMode::Ready;
+            s
+        })
+        .collect();
+    let mut sup = Supervisor::new();
+    let mut now = MonoTime::from_duration(Duration::from_secs(100));
+    let spawns = |actions: &[Action]| -> Vec<ServiceId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Spawn { id } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    let ids = spawns(&sup.load(set(specs), now));
+    assert_eq!(ids.len(), 1000);
+    let pid_of = |id: ServiceId, round: i32| 10_000 * round + id.0 as i32;
+    for &id in &ids {
+        let actions = sup.handle(id, Event::Spawned { pid: pid_of(id, 1) }, now);
+        assert!(spawns(&actions).is_empty());
+    }
+    for &id in &ids {
+        let event = Event::Notify {
+            sender_pid: Some(pid_of(id, 1)),
+            sender_uid: Some(0),
+            in_group: Some(true),
+            messages: vec![NotifyMsg::Ready],
+        };
+        assert!(spawns(&sup.handle(id, event, now)).is_empty());
+    }
+    assert_eq!(
+        sup.summary(),
+        Summary {
+            expected: 1000,
+            up: 1000,
+            failed: 0,
+            broken: 0
+        }
+    );
+    now = now + Duration::from_secs(10);
+    for &id in &ids {
+        let status = ExitStatus::Signal {
+            signal: libc::SIGKILL,
+            core: false,
+        };
+        let actions = sup.handle(
+            id,
+            Event::Exited {
+                pid: pid_of(id, 1),
+                status,
+            },
+            now,
+        );
+        assert_eq!(spawns(&actions), [id], "each restarts on its own exit");
+    }
+    for &id in &ids {
+        sup.handle(id, Event::Spawned { pid: pid_of(id, 2) }, now);
+    }
+    assert_eq!(sup.running().len(), 1000);
+    assert_eq!(sup.next_deadline(), None);
+}
+
+#[test]
+fn watchdog_ping_moves_the_next_deadline_later() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Watchdog;
+    a.watchdog_timeout = Some(ms(2000));
+    let mut sim = Sim::new(vec![a, svc("b")]);
+    assert_eq!(sim.sup.next_deadline(), Some(sim.now + ms(2000)));
+    sim.advance(ms(1500));
+    sim.notify("a", vec![NotifyMsg::Watchdog]);
+    assert_eq!(sim.sup.next_deadline(), Some(sim.now + ms(2000)));
+    sim.notify("a", vec![NotifyMsg::WatchdogUsec(500_000)]);
+    assert_eq!(sim.sup.next_deadline(), Some(sim.now + ms(500)));
+}
+
+#[test]
+fn requirement_added_by_reload_orders_the_stop() {
+    // b gains `requires = ["a"]` by a reload while running; once restarted
+    // with it, stopping a stops b first.
+    let mut sim = Sim::new(vec![svc("a"), svc("b")]);
+    let mut b = svc("b");
+    b.requires = vec!["a".into()];
+    let actions = sim.sup.reload(set(vec![svc("a"), b]), sim.now).unwrap();
+    sim.run(actions);
+    sim.advance(ms(10));
+    sim.exit("b", ExitStatus::Code(0));
+    assert_eq!(sim.state("b"), "running");
+    let (_, actions) = sim.sup.stop("a", sim.now).unwrap();
+    sim.run(actions);
+    assert_eq!((sim.state("a"), sim.state("b")), ("running", "stopping"));
+    sim.exit("b", ExitStatus::Code(0));
+    assert_eq!(sim.state("a"), "stopping");
+}
+
+#[test]
+fn one_tick_fires_every_due_deadline_in_slot_order() {
+    let specs: Vec<ServiceSpec> = many(3)
+        .into_iter()
+        .map(|mut s| {
+            s.notify = NotifyMode::Watchdog;
+            s.watchdog_timeout = Some(ms(2000));
+            s
+        })
+        .collect();
+    let mut sim = Sim::new(specs);
+    let due = sim.now + ms(2000);
+    assert_eq!(sim.sup.next_deadline(), Some(due));
+    let actions = sim.sup.tick(due);
+    let aborted: Vec<ServiceId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Kill {
+                id,
+                signal: libc::SIGABRT,
+                ..
+            } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        aborted,
+        vec![sim.id("s0000"), sim.id("s0001"), sim.id("s0002")]
+    );
+    assert_eq!(sim.sup.next_deadline(), Some(due + ms(5000)));
+}
+
+#[test]
+fn dependent_waiting_out_its_restart_delay_waits_for_a_requirement_that_hangs() {
+    // b (restart_delay 5 s) crashed and waits out its delay; meanwhile a,
+    // which b requires, misses its watchdog at a tick: b's wait for a is
+    // noted then (it does not start when its delay is over).
+    let mut a = svc("a");
+    a.notify = NotifyMode::Watchdog;
+    a.watchdog_timeout = Some(ms(2000));
+    let mut b = svc("b");
+    b.requires = vec!["a".into()];
+    b.restart_delay = ms(5000);
+    let mut sim = Sim::new(vec![a, b]);
+    sim.notify("a", vec![NotifyMsg::Ready]);
+    assert_eq!(sim.state("b"), "running");
+    let start = sim.now;
+    sim.advance(ms(10));
+    sim.exit("b", crash());
+    assert_eq!(sim.state("b"), "backoff");
+    sim.advance(ms(2500));
+    let waits: Vec<MonoTime> = sim
+        .log
+        .iter()
+        .filter(
+            |(_, a)| matches!(a, Action::Log { message, .. } if message == "service b waits for a"),
+        )
+        .map(|(t, _)| *t)
+        .collect();
+    // (The first is from the start, before a was ready.)
+    assert_eq!(waits, vec![start, start + ms(2000)]);
+    assert_eq!(sim.state("b"), "waiting");
+    sim.advance(ms(10_000));
+    assert_eq!(sim.spawn_times("b").len(), 1, "a is still stopping");
+}
