@@ -610,6 +610,10 @@ impl Shell {
         }
         for r in received {
             let in_group = match (r.sender_pid, self.sup.pgid(id)) {
+                // The main process leads the group (setsid), and its pid
+                // cannot be reused before this process reaps it: no need
+                // to ask /proc.
+                (Some(pid), Some(pgid)) if pid == pgid => Some(true),
                 (Some(pid), Some(pgid)) => notify::sender_in_group(pid, pgid),
                 _ => None,
             };

@@ -13,8 +13,9 @@
 //! - [`notify`] (sd_notify sockets), [`output`] (service output → syslog),
 //!   [`control`] (the control socket and `tetherctl`'s protocol).
 //!
-//! The crate has no `unsafe`: the child set-up between fork and exec is
-//! `tether_common::sys::child`.
+//! The crate has no `unsafe`: the child set-up between `clone` and `exec`
+//! is `tether_common::sys::child` (a spawner whose cost does not grow with
+//! the number of services).
 
 #![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
 pub mod cgroup;

@@ -394,38 +394,44 @@ mod tests {
         assert_eq!(exec_candidates("x", "/a/::/b"), vec!["/a/x", "./x", "/b/x"]);
     }
 
-    #[test]
-    fn a_bare_name_runs_from_the_services_path() {
-        let mut spec = ServiceSpec::new("x", &["echo", "hi"]);
-        spec.env.insert("PATH".into(), "/nonexistent:/bin".into());
-        let (mut out, pipes) = ServiceOutput::new("x").unwrap();
+    /// Starts `spec` with fresh output pipes and `nofile`; returns the
+    /// result and the output (read it with [`run_to_end`]).
+    fn start(spec: &ServiceSpec, nofile: (u64, u64)) -> (Result<i32, SpawnError>, ServiceOutput) {
+        let (out, pipes) = ServiceOutput::new("x").unwrap();
         let ctx = SpawnContext {
             pipes,
             notify_socket: None,
             cgroup_procs: None,
-            base_nofile: current_nofile(),
+            base_nofile: nofile,
         };
-        let pid = spawn(&mut Spawner::new().unwrap(), &spec, ctx).unwrap();
-        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        (spawn(&mut Spawner::new().unwrap(), spec, ctx), out)
+    }
+
+    /// Waits for `pid`; returns its exit status and everything it wrote to
+    /// stdout (straight from the pipe, no syslog here).
+    fn run_to_end(pid: i32, mut out: ServiceOutput) -> (nix::sys::wait::WaitStatus, String) {
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
         out.close_write_ends();
         let fd = out.fds()[0].try_clone_to_owned().unwrap();
         tether_common::sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), false).unwrap();
         let mut text = String::new();
         std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+        (status, text)
+    }
+
+    #[test]
+    fn a_bare_name_runs_from_the_services_path() {
+        let mut spec = ServiceSpec::new("x", &["echo", "hi"]);
+        spec.env.insert("PATH".into(), "/nonexistent:/bin".into());
+        let (pid, out) = start(&spec, current_nofile());
+        let (_, text) = run_to_end(pid.unwrap(), out);
         assert_eq!(text, "hi\n");
     }
 
     #[test]
     fn missing_binary_is_reported_with_errno() {
         let spec = ServiceSpec::new("x", &["/nonexistent/binary"]);
-        let (_out, pipes) = ServiceOutput::new("x").unwrap();
-        let ctx = SpawnContext {
-            pipes,
-            notify_socket: None,
-            cgroup_procs: None,
-            base_nofile: current_nofile(),
-        };
-        let e = spawn(&mut Spawner::new().unwrap(), &spec, ctx).unwrap_err();
+        let e = start(&spec, current_nofile()).0.unwrap_err();
         assert_eq!(e.errno, Some(libc::ENOENT));
         assert!(
             e.message.starts_with("/nonexistent/binary: No such file"),
@@ -437,17 +443,8 @@ mod tests {
     fn unknown_user_is_a_start_failure() {
         let mut spec = ServiceSpec::new("x", &["/bin/true"]);
         spec.user = Some("no-such-user-tether".into());
-        let (_out, pipes) = ServiceOutput::new("x").unwrap();
-        let ctx = SpawnContext {
-            pipes,
-            notify_socket: None,
-            cgroup_procs: None,
-            base_nofile: current_nofile(),
-        };
-        assert!(spawn(&mut Spawner::new().unwrap(), &spec, ctx)
-            .unwrap_err()
-            .message
-            .contains("not found"));
+        let e = start(&spec, current_nofile()).0.unwrap_err();
+        assert!(e.message.contains("not found"), "{e:?}");
     }
 
     #[test]
@@ -461,25 +458,13 @@ mod tests {
             ],
         );
         spec.user = Some("nobody".into());
-        let (mut out, pipes) = ServiceOutput::new("x").unwrap();
-        let ctx = SpawnContext {
-            pipes,
-            notify_socket: None,
-            cgroup_procs: None,
-            base_nofile: (256, 4096),
-        };
-        let pid = spawn(&mut Spawner::new().unwrap(), &spec, ctx).unwrap();
-        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        let (pid, out) = start(&spec, (256, 4096));
+        let pid = pid.unwrap();
+        let (status, text) = run_to_end(pid, out);
         assert!(
             matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
             "{status:?}"
         );
-        // Read what it wrote straight from the pipe (no syslog here).
-        out.close_write_ends();
-        let fd = out.fds()[0].try_clone_to_owned().unwrap();
-        tether_common::sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), false).unwrap();
-        let mut text = String::new();
-        std::fs::File::from(fd).read_to_string(&mut text).unwrap();
         let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], nobody.uid.to_string());
