@@ -72,6 +72,15 @@ fn describe(e: &Event, interactive: bool) -> Option<(String, String)> {
                 }
                 return None;
             }
+            // The kernel echoes high-priority /dev/kmsg records on the
+            // console ("[    3.51] tether-restarter[115]: ..."); the
+            // binary's own stderr copy of that line is shown instead.
+            if t.trim_start().starts_with('[')
+                && t.split_once("] ")
+                    .is_some_and(|(_, r)| r.starts_with("tether-"))
+            {
+                return None;
+            }
             for who in ["tether-init[", "tether-watchdogd[", "tether-restarter["] {
                 if let Some(i) = t.find(who) {
                     let name = who
