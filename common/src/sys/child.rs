@@ -11,7 +11,8 @@
 //!
 //! How: the child shares the parent's memory and descriptor table
 //! (`CLONE_VM | CLONE_FILES | CLONE_VFORK`; the parent is suspended until
-//! the child calls `execve` or exits). The child's first act is
+//! the child calls `execve` or exits) and runs on a 64 KiB stack of its own
+//! with a guard page below it. The child's first act is
 //! `close_range(K, ~0, CLOSE_RANGE_UNSHARE)`: the kernel gives it a table
 //! of its own holding only descriptors below `K`, without copying or
 //! closing the rest. `K` is one above the [`Spawner`]'s four *slots*,
@@ -94,6 +95,63 @@ const CGROUP: usize = 3;
 /// system calls.
 const STACK_SIZE: usize = 64 * 1024;
 
+/// The child's stack: an anonymous mapping with an inaccessible guard page
+/// below it, so an overflow faults in the child instead of writing over
+/// the parent's memory (which the child shares).
+struct ChildStack {
+    base: *mut c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    fn new() -> io::Result<ChildStack> {
+        // SAFETY: sysconf takes an integer.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 => n as usize,
+            _ => 4096,
+        };
+        let len = STACK_SIZE + page;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is
+        // touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = ChildStack { base, len };
+        // SAFETY: the lowest page of the mapping made above, which nothing
+        // uses yet.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The 16-byte aligned top (stacks grow down on the architectures
+    /// tether targets).
+    fn top(&self) -> *mut c_void {
+        ((self.base as usize + self.len) & !15) as *mut c_void
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`, used by no one
+        // once the spawner is dropped.
+        unsafe {
+            libc::munmap(self.base, self.len);
+        }
+    }
+}
+
 /// Starts services' processes; see the module docs. Make it early, before
 /// the descriptors that grow with the number of services.
 pub struct Spawner {
@@ -102,7 +160,7 @@ pub struct Spawner {
     slots: [OwnedFd; 4],
     /// One above the highest slot: the child keeps descriptors below it.
     keep_below: u32,
-    stack: Box<[u8]>,
+    stack: ChildStack,
 }
 
 impl std::fmt::Debug for Spawner {
@@ -168,7 +226,7 @@ impl Spawner {
             null,
             slots,
             keep_below,
-            stack: vec![0u8; STACK_SIZE].into_boxed_slice(),
+            stack: ChildStack::new()?,
         })
     }
 
@@ -243,13 +301,7 @@ impl Spawner {
             libc::sigfillset(all.as_mut_ptr());
             libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr()) == 0
         };
-        // 16-byte aligned top of the stack (it grows down on every Linux
-        // architecture Rust supports but hppa, which has no CLONE_VFORK use
-        // here).
-        let top = {
-            let end = self.stack.as_mut_ptr_range().end as usize;
-            (end & !15) as *mut c_void
-        };
+        let top = self.stack.top();
         // SAFETY: `child_main` runs on `self.stack`, which nothing else uses
         // while the child runs: with CLONE_VFORK this thread is suspended
         // until the child calls execve (after which it no longer uses this
