@@ -1,0 +1,144 @@
+//! How long starting one process keeps the caller busy, against the number
+//! of services whose descriptors the caller holds (as the restarter does:
+//! per service two output pipes, both ends kept, and a notify socket, the
+//! read ends in an epoll set — five descriptors): tether's `Spawner` beside
+//! `std::process::Command`, both as it forks (what the restarter used
+//! before: a set-up step between fork and exec forces `fork`; here `uid` is
+//! set, which does the same) and through glibc's `posix_spawn` (its
+//! default, which still copies the descriptor table and closes every
+//! close-on-exec descriptor at `exec`).
+//!
+//!   bench_spawn PROGRAM [RUNS] [SERVICES...]   defaults: 500 runs; 0 100 1000
+//!
+//! PROGRAM is started with the argument `0` and stdout/stderr on /dev/null,
+//! then killed and reaped (outside the timed part). Prints p50/p99/max of
+//! the time `spawn` took, in microseconds. Figures, not assertions.
+
+use nix::fcntl::OFlag;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tether_common::sys::child::{ChildSetup, ExecSpec, Spawner};
+
+fn stop(pid: i32) {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
+}
+
+fn summary(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let at = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)].as_micros();
+    format!(
+        "p50 {:>5} µs  p99 {:>5} µs  max {:>6} µs",
+        at(50),
+        at(99),
+        v[v.len() - 1].as_micros()
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(program) = args.first().cloned() else {
+        eprintln!("usage: bench_spawn PROGRAM [RUNS] [HELD...]");
+        std::process::exit(2);
+    };
+    let runs: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(500);
+    let mut services: Vec<usize> = args.iter().skip(2).filter_map(|s| s.parse().ok()).collect();
+    if services.is_empty() {
+        services = vec![0, 100, 1000];
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    // As in the restarter: the spawner before the services' descriptors.
+    let mut spawner = Spawner::new().expect("spawner");
+    let null = std::fs::File::options()
+        .write(true)
+        .open("/dev/null")
+        .expect("/dev/null");
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    let candidates = [c(&program)];
+    let argv = [c(&program), c("0")];
+    println!("starting {program} {runs} times per row (time spent in spawn)");
+    for &n in &services {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
+        let mut held: Vec<OwnedFd> = Vec::with_capacity(5 * n);
+        let dir = std::env::temp_dir().join(format!("bench_spawn.{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for i in 0..n {
+            for _ in 0..2 {
+                let (r, w) =
+                    nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).expect("pipe");
+                epoll
+                    .add(&r, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+                    .expect("epoll add");
+                held.push(r);
+                held.push(w);
+            }
+            let sock = UnixDatagram::bind(dir.join(format!("{i}.sock"))).expect("bind");
+            epoll
+                .add(&sock, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+                .expect("epoll add");
+            held.push(sock.into());
+        }
+        let exec = ExecSpec {
+            candidates: &candidates,
+            argv: &argv,
+            envp: &[],
+            stdout: null.as_fd(),
+            stderr: null.as_fd(),
+        };
+        let mut ours = Vec::with_capacity(runs);
+        let mut forked = Vec::with_capacity(runs);
+        let mut spawned = Vec::with_capacity(runs);
+        let command = || {
+            let mut cmd = Command::new(&program);
+            cmd.arg("0")
+                .env_clear()
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            cmd
+        };
+        for _ in 0..runs {
+            let t = Instant::now();
+            let pid = spawner.spawn(&exec, &ChildSetup::default()).expect("spawn");
+            ours.push(t.elapsed());
+            stop(pid);
+            let mut cmd = command();
+            cmd.uid(uid);
+            let t = Instant::now();
+            let mut child = cmd.spawn().expect("Command::spawn (fork)");
+            forked.push(t.elapsed());
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut cmd = command();
+            let t = Instant::now();
+            let mut child = cmd.spawn().expect("Command::spawn (posix_spawn)");
+            spawned.push(t.elapsed());
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let fds = held.len();
+        println!(
+            "{n:>5} services ({fds:>4} fds)  Spawner:                     {}",
+            summary(ours)
+        );
+        println!(
+            "{n:>5} services ({fds:>4} fds)  Command::spawn, fork:        {}",
+            summary(forked)
+        );
+        println!(
+            "{n:>5} services ({fds:>4} fds)  Command::spawn, posix_spawn: {}",
+            summary(spawned)
+        );
+        drop(held);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
