@@ -201,6 +201,15 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// The `char *const[]` of `execve`: pointers into `strings`, then null.
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
 /// `dup3(src, dst, O_CLOEXEC)`.
 fn point(dst: &OwnedFd, src: RawFd) -> io::Result<()> {
     // SAFETY: dup3 takes two integers; `dst` is a descriptor this process
@@ -254,18 +263,8 @@ impl Spawner {
                 "no program to run",
             ));
         }
-        let argv: Vec<*const libc::c_char> = exec
-            .argv
-            .iter()
-            .map(|s| s.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let envp: Vec<*const libc::c_char> = exec
-            .envp
-            .iter()
-            .map(|s| s.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+        let argv = null_terminated(exec.argv);
+        let envp = null_terminated(exec.envp);
         let r = self.point_slots(exec, setup).and_then(|()| {
             let ctx = ChildCtx {
                 keep_below: self.keep_below,
