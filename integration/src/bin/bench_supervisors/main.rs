@@ -130,8 +130,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                 .map_err(|_| format!("{arg}: not a number: {s}"))
         };
         match arg.as_str() {
-            "--blocker" => a.blocker = PathBuf::from(val()?),
-            "--restarter" => a.restarter = PathBuf::from(val()?),
+            // Absolute: runit's and s6's run scripts start in the service
+            // directory.
+            "--blocker" => a.blocker = absolute(val()?)?,
+            "--restarter" => a.restarter = absolute(val()?)?,
             "--runsvdir" => a.runsvdir = PathBuf::from(val()?),
             "--s6-svscan" => a.svscan = PathBuf::from(val()?),
             "--n" => {
@@ -459,4 +461,9 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// `path` made absolute against the working directory (it must exist).
+fn absolute(path: String) -> Result<PathBuf, String> {
+    std::fs::canonicalize(&path).map_err(|e| format!("{path}: {e}"))
 }
