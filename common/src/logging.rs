@@ -219,10 +219,7 @@ impl Syslog {
     }
 
     fn may_attempt(&self, now: MonoTime) -> bool {
-        match self.last_attempt {
-            None => true,
-            Some(t) => now.saturating_since(t) >= RETRY_INTERVAL,
-        }
+        attempt_due(self.last_attempt, now)
     }
 
     /// One connection attempt. `UnixDatagram::unbound` is `SOCK_CLOEXEC`.
@@ -480,6 +477,15 @@ enum ErrSink {
     Fd(OwnedFd),
 }
 
+/// Whether a connection or open may be tried at `now`, the last try having
+/// been at `last`: at most one per [`RETRY_INTERVAL`].
+fn attempt_due(last: Option<MonoTime>, now: MonoTime) -> bool {
+    match last {
+        None => true,
+        Some(t) => now.saturating_since(t) >= RETRY_INTERVAL,
+    }
+}
+
 /// `/dev/kmsg`, opened on first use (at most one attempt per
 /// [`RETRY_INTERVAL`]), non-blocking.
 #[derive(Debug)]
@@ -505,11 +511,7 @@ impl Kmsg {
     /// Writes one formatted line (see [`format_line`]). Never blocks.
     fn write(&mut self, line: &[u8], now: MonoTime) {
         if self.fd.is_none() {
-            let due = match self.last_attempt {
-                None => true,
-                Some(t) => now.saturating_since(t) >= RETRY_INTERVAL,
-            };
-            if !due {
+            if !attempt_due(self.last_attempt, now) {
                 return;
             }
             self.last_attempt = Some(now);

@@ -940,11 +940,7 @@ impl Supervisor {
     /// Acts on every deadline that has passed at `now`.
     pub fn tick(&mut self, now: MonoTime) -> Vec<Action> {
         let mut due = Vec::new();
-        while let Some(&(t, id)) = self.proc_timers.first() {
-            if t > now {
-                break;
-            }
-            self.proc_timers.pop_first();
+        while let Some(id) = pop_due(&mut self.proc_timers, now) {
             self.meta[id.index()].proc_timer = None;
             due.push(id);
         }
@@ -1236,11 +1232,7 @@ impl Supervisor {
     /// Looks only at the dirty set (and the services whose start time has
     /// come), in slot order; see the module documentation.
     fn reconcile(&mut self, now: MonoTime) {
-        while let Some(&(t, id)) = self.start_timers.first() {
-            if t > now {
-                break;
-            }
-            self.start_timers.pop_first();
+        while let Some(id) = pop_due(&mut self.start_timers, now) {
             self.meta[id.index()].start_timer = None;
             self.mark(id);
         }
@@ -1700,6 +1692,16 @@ fn set_timer(
         set.insert((t, id));
         *armed = Some(t);
     }
+}
+
+/// Takes the earliest entry of `set` out if it is due at `now`.
+fn pop_due(set: &mut BTreeSet<(MonoTime, ServiceId)>, now: MonoTime) -> Option<ServiceId> {
+    let &(t, id) = set.first()?;
+    if t > now {
+        return None;
+    }
+    set.pop_first();
+    Some(id)
 }
 
 /// Installs a changed spec on a service without a process.
