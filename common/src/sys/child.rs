@@ -283,8 +283,10 @@ impl Spawner {
             };
             self.clone_child(&ctx)
         });
-        // Idle slots hold nothing of a service's.
-        for slot in &self.slots {
+        // Idle slots hold nothing of a service's: a removed service's pipes
+        // must reach EOF, its cgroup file must not stay open. (The stdin
+        // slot always points at `null`.)
+        for slot in &self.slots[STDOUT..] {
             let _ = point(slot, self.null.as_raw_fd());
         }
         r
