@@ -51,7 +51,7 @@ pub const BASE_MODULES: &[(&str, &str)] = &[
     ("virtio_blk", ""),
     ("crc32c_generic", ""),
     ("ext4", ""),
-    ("watchdog", ""),
+    ("watchdog", "stop_on_reboot=0"),
     ("i6300esb", "nowayout=1"),
 ];
 
