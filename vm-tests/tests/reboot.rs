@@ -303,32 +303,59 @@ fn reboot_with_action_shutdown_ends_qemu() {
             "machine restart",
             Duration::from_secs(60),
         )?;
-        let restart = Instant::now();
-        let mut states = Vec::new();
-        while !vm.timeline.ended() && restart.elapsed() < Duration::from_secs(20) {
-            let s = vm.query_status(Duration::from_secs(2));
-            states.push(format!("+{:.1}s {:?}", t0.elapsed().as_secs_f64(), s));
-            if s.is_none() {
-                break;
-            }
-        }
-        vm.timeline
-            .note(format!("query-status after machine restart: {:?}", states));
-        let exit = vm.wait_exit(Duration::from_secs(20));
+        let restart = vm
+            .timeline
+            .events()
+            .iter()
+            .rev()
+            .find(|e| e.is(Source::Console, "machine restart"))
+            .map(|e| e.at)
+            .unwrap_or_else(Instant::now);
+        // One sample right after the message: QEMU may still answer.
+        let first = vm.query_status(Duration::from_secs(2));
+        let ended = vm.timeline.wait_for(
+            "QEMU's exit (console closed)",
+            Duration::from_secs(60),
+            |e| e.source == Source::Exit,
+        );
         let shutdown = vm
             .timeline
             .events()
             .iter()
             .any(|e| e.is(Source::Qmp, "SHUTDOWN") && e.text.contains("guest-reset"));
-        match exit {
-            Some(s) if shutdown => {
-                eprintln!("QEMU exited ({}) after SHUTDOWN guest-reset; status {:?}", s, states);
+        match ended {
+            Ok(e) if shutdown => {
+                eprintln!(
+                    "QEMU exited {:.2}s after `machine restart` ({:.2}s after the request), \
+                     after SHUTDOWN guest-reset; query-status right after the message: {:?}",
+                    (e.at - restart).as_secs_f64(),
+                    (e.at - t0).as_secs_f64(),
+                    first
+                );
                 Ok(())
             }
-            other => Err(format!(
-                "after `machine restart` QEMU did not end (exit {:?}, SHUTDOWN guest-reset seen: {}); query-status: {:?}",
-                other, shutdown, states
-            )),
+            other => {
+                let status = vm.query_status(Duration::from_secs(5));
+                let pid = vm.pid();
+                let proc_state = std::fs::read_to_string(format!("/proc/{}/stat", pid))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
+                    });
+                let wchan = std::fs::read_to_string(format!("/proc/{}/wchan", pid)).ok();
+                Err(format!(
+                    "after `machine restart` QEMU did not end within 60s ({:?}; SHUTDOWN guest-reset seen: {}): \
+                     query-status {:?} (right after the message: {:?}), process state {:?}, wchan {:?}",
+                    other.map(|e| e.text),
+                    shutdown,
+                    status,
+                    first,
+                    proc_state,
+                    wchan
+                ))
+            }
         }
     })();
     if let Err(e) = outcome {
