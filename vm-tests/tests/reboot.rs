@@ -370,3 +370,79 @@ fn reboot_with_action_shutdown_ends_qemu() {
         );
     }
 }
+
+/// The other side of `stop_on_reboot=0`: the watchdog core's notifier
+/// stops watchdogs on `SYS_DOWN` (restart) and `SYS_HALT`, never on
+/// `SYS_POWER_OFF`. With it off, a halt (init's `SIGUSR2`,
+/// `RB_HALT_SYSTEM`) leaves the armed watchdog running, so a halted
+/// appliance resets within `hardware_timeout`, as any other dead
+/// appliance would; poweroff is the way to stay off. Same `nowayout=0` as
+/// the row above, so that the 6300ESB's lock bit is not what holds.
+#[test]
+fn halt_with_the_watchdog_armed_ends_in_a_hardware_reset() {
+    let name = "reboot-halt";
+    let dir = run_dir(name);
+    let outcome = (|| -> Result<(), String> {
+        let mut appliance = Appliance::demo();
+        appliance.append.push_str(" loglevel=6");
+        let hardware = appliance.config()?.timing.hardware_timeout;
+        let modules: Vec<(&str, &str)> = row_modules()
+            .into_iter()
+            .filter(|(n, _)| *n != "scsi_debug" && *n != "sd_mod")
+            .collect();
+        let image = image_with(&appliance, &modules)?;
+        let mut vm = boot_with(name, &dir, &appliance, &image, |_| {})?;
+        vm.wait_agent_ready(Duration::from_secs(120))
+            .map_err(|e| e.to_string())?;
+        vm.agent("wait-chain 60000", CMD)
+            .map_err(|e| e.to_string())?;
+        agent_out(&mut vm, "kill -USR2 1")?;
+        let halt = wait(
+            &mut vm,
+            Source::Console,
+            "shutdown: reboot(2) RB_HALT_SYSTEM",
+            Duration::from_secs(60),
+        )?;
+        wait(
+            &mut vm,
+            Source::Console,
+            "reboot: System halted",
+            Duration::from_secs(30),
+        )?;
+        let fired = wait(
+            &mut vm,
+            Source::Qmp,
+            "WATCHDOG",
+            hardware + SLACK + Duration::from_secs(10),
+        )
+        .map_err(|e| {
+            format!(
+                "halted, and the hardware watchdog never fired (QMP status {:?}): {}",
+                vm.query_status(Duration::from_secs(5)),
+                e
+            )
+        })?;
+        let took = fired.at - halt.at;
+        eprintln!(
+            "halt: hardware reset {:.2}s after reboot(2) RB_HALT_SYSTEM (hardware_timeout {:.1}s)",
+            took.as_secs_f64(),
+            hardware.as_secs_f64()
+        );
+        if took > hardware + SLACK {
+            return Err(format!(
+                "the hardware reset came {:.2}s after the halt, over hardware_timeout {:.2}s + {:.1}s slack",
+                took.as_secs_f64(),
+                hardware.as_secs_f64(),
+                SLACK.as_secs_f64()
+            ));
+        }
+        Ok(())
+    })();
+    if let Err(e) = outcome {
+        panic!(
+            "{}\n(transcript: {})",
+            e,
+            dir.join("transcript.log").display()
+        );
+    }
+}
