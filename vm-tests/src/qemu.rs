@@ -517,5 +517,23 @@ mod tests {
         assert!(a.contains("file=/w/disk.img,format=raw,if=virtio"), "{}", a);
         assert!(a.ends_with("-append console=ttyS0 panic=0"), "{}", a);
         assert!(!a.contains("agent"), "{}", a);
+        assert!(!a.contains("reboot="), "{}", a);
+    }
+
+    #[test]
+    fn actions_for_the_watchdog_and_a_guest_reset_share_one_option() {
+        let mut c = VmConfig::new("t", Path::new("/k"), Path::new("/i"), Path::new("/w"));
+        c.watchdog_action = "debug".into();
+        c.reboot_action = Some("shutdown".into());
+        let a = c.args().join(" ");
+        assert!(
+            a.contains("-device i6300esb -action watchdog=debug,reboot=shutdown"),
+            "{}",
+            a
+        );
+        c.watchdog = false;
+        let a = c.args().join(" ");
+        assert!(a.contains("-action reboot=shutdown"), "{}", a);
+        assert!(!a.contains("i6300esb"), "{}", a);
     }
 }
