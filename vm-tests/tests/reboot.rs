@@ -33,6 +33,7 @@
 //!   exits, and says what `query-status` answered meanwhile.
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tether_common::config::Config;
 use tether_vm_tests::appliance::{Appliance, STAGE};
@@ -48,6 +49,14 @@ const CMD: Duration = Duration::from_secs(60);
 /// Measurement overhead on top of a bound (the serial round trip of the
 /// console line that marks `reboot(2)`, QMP under TCG), as in matrix.rs.
 const SLACK: Duration = Duration::from_secs(1);
+
+/// One VM at a time, as in matrix.rs: two TCG guests on two cores starve
+/// each other's vCPU.
+static VM_LOCK: Mutex<()> = Mutex::new(());
+
+fn one_vm_at_a_time() -> MutexGuard<'static, ()> {
+    VM_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The `scsi_debug` driver's runtime knobs: with `opts` 4 ("timeout")
 /// and `every_nth` 1 it ignores every command from then on, as a disk that
@@ -129,6 +138,7 @@ fn row_modules() -> Vec<(&'static str, &'static str)> {
 
 #[test]
 fn reboot_that_never_completes_ends_in_a_hardware_reset() {
+    let _vm = one_vm_at_a_time();
     let slug = "20-reboot-hang";
     let mut result = RowResult::new(
         slug,
@@ -280,6 +290,7 @@ fn reboot_that_never_completes_ends_in_a_hardware_reset() {
 
 #[test]
 fn reboot_with_action_shutdown_ends_qemu() {
+    let _vm = one_vm_at_a_time();
     let name = "reboot-action-shutdown";
     let outcome = (|| -> Result<(), String> {
         let mut appliance = Appliance::demo();
@@ -380,6 +391,7 @@ fn reboot_with_action_shutdown_ends_qemu() {
 /// the row above, so that the 6300ESB's lock bit is not what holds.
 #[test]
 fn halt_with_the_watchdog_armed_ends_in_a_hardware_reset() {
+    let _vm = one_vm_at_a_time();
     let name = "reboot-halt";
     let dir = run_dir(name);
     let outcome = (|| -> Result<(), String> {
