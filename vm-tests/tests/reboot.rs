@@ -26,6 +26,9 @@
 //!   the kernel's restart path, and that is what this row checks. It fails
 //!   with the module loaded as the kernel ships it (`stop_on_reboot`
 //!   unset: the driver's choice, stop).
+//! - [`halt_with_the_watchdog_armed_ends_in_a_hardware_reset`]: the other
+//!   side of `stop_on_reboot=0`: a halted appliance is reset by the
+//!   hardware within `hardware_timeout`.
 //! - [`reboot_with_action_shutdown_ends_qemu`]: the hang reported with
 //!   `-action reboot=shutdown,watchdog=debug` (QEMU neither reset nor
 //!   exited after `reboot: machine restart`), tried again with this
