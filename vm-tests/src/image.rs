@@ -4,7 +4,8 @@
 //! Every guest boots the same way: the kernel runs `/init`, a busybox
 //! shell script (the preinit, [`PREINIT`]) that mounts `/proc`, `/sys`,
 //! `/dev`, loads the modules listed in `/etc/tether-vm/modules` in
-//! dependency order (`i6300esb` with `nowayout=1`), mounts the disk on
+//! dependency order (`i6300esb` with `nowayout=1`, the watchdog core with
+//! `stop_on_reboot=0`: see [`BASE_MODULES`]), mounts the disk on
 //! `/var` when there is one, prints a `tether-vm: userspace` line with the
 //! guest's uptime, and then `exec`s `/etc/tether-vm/next`, which stays PID 1:
 //! a test script, or the appliance's stage that starts the fault agent and
@@ -46,12 +47,24 @@ pub fn cache_dir() -> PathBuf {
 
 /// Modules every guest loads, in the order wanted, with parameters.
 /// `crc32c_generic` provides the `crc32c` ext4 asks for by alias.
+///
+/// `watchdog stop_on_reboot=0`: the watchdog core's reboot notifier
+/// (`drivers/watchdog/watchdog_core.c`) otherwise calls the driver's `stop`
+/// on restart and halt for every watchdog flagged `WDOG_STOP_ON_REBOOT`
+/// (`i6300esb` sets it), bypassing `nowayout`; a driver's shutdown hook
+/// that hangs after that leaves no backstop (`tests/reboot.rs`). It is a
+/// module option here, not `watchdog.stop_on_reboot=0` on the kernel
+/// command line: the kernel applies command-line parameters to built-in
+/// code only, and busybox `insmod` (unlike kmod's `modprobe`) does not read
+/// them from `/proc/cmdline`. `i6300esb nowayout=1` also sets the chip's
+/// lock bit, which alone makes that stop fail on the 6300ESB; most other
+/// drivers have no such bit.
 pub const BASE_MODULES: &[(&str, &str)] = &[
     ("virtio_pci", ""),
     ("virtio_blk", ""),
     ("crc32c_generic", ""),
     ("ext4", ""),
-    ("watchdog", ""),
+    ("watchdog", "stop_on_reboot=0"),
     ("i6300esb", "nowayout=1"),
 ];
 

@@ -44,6 +44,13 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// Attach an i6300esb whose expiry resets the machine.
     pub watchdog: bool,
+    /// QEMU's `-action watchdog=` (what the i6300esb's expiry does):
+    /// `reset` by default; `debug` only logs and emits the QMP event.
+    pub watchdog_action: String,
+    /// QEMU's `-action reboot=` (what a guest reset does), when set:
+    /// `shutdown` makes a guest `reboot(2)` end QEMU (the QMP `SHUTDOWN`
+    /// event says `guest-reset`) instead of restarting the machine.
+    pub reboot_action: Option<String>,
     /// Attach the second serial port (`ttyS1`) for the fault agent.
     pub agent: bool,
     /// Where sockets go (a scratch directory).
@@ -64,6 +71,8 @@ impl VmConfig {
             disk: None,
             memory_mib: 256,
             watchdog: true,
+            watchdog_action: "reset".to_string(),
+            reboot_action: None,
             agent: false,
             work_dir: work_dir.to_path_buf(),
             transcript: None,
@@ -103,8 +112,16 @@ impl VmConfig {
         }
         let qmp = self.work_dir.join("qmp.sock");
         push(&["-qmp", &format!("unix:{},server=on,wait=on", qmp.display())]);
+        let mut action = Vec::new();
         if self.watchdog {
-            push(&["-device", "i6300esb", "-action", "watchdog=reset"]);
+            push(&["-device", "i6300esb"]);
+            action.push(format!("watchdog={}", self.watchdog_action));
+        }
+        if let Some(r) = &self.reboot_action {
+            action.push(format!("reboot={}", r));
+        }
+        if !action.is_empty() {
+            push(&["-action", &action.join(",")]);
         }
         if let Some(d) = &self.disk {
             push(&[
@@ -376,6 +393,39 @@ impl Vm {
         self.qmp.write_all(b"\n")
     }
 
+    /// QMP `query-status`: the run state (`running`, `paused`, `shutdown`,
+    /// `guest-panicked`, ...), which tells a guest spinning inside its
+    /// kernel (`running`: its vCPU runs and the i6300esb's timer, on the
+    /// virtual clock, counts) from a machine QEMU has stopped (the virtual
+    /// clock stands still, so no emulated watchdog can fire). `None` when
+    /// QEMU does not answer within `timeout` (its main loop is stuck, or it
+    /// exited). The timeline's cursor is left where it was.
+    pub fn query_status(&mut self, timeout: Duration) -> Option<String> {
+        let mark = self.timeline.mark();
+        self.timeline.skip_to_end();
+        let sent = self
+            .qmp_command(r#"{"execute":"query-status"}"#)
+            .map_err(|e| self.timeline.note(format!("query-status: {}", e)))
+            .is_ok();
+        let reply = sent
+            .then(|| {
+                self.timeline
+                    .wait_for("the query-status reply", timeout, |e| {
+                        e.source == Source::Qmp
+                            && e.text.starts_with("return {")
+                            && e.text.contains("\"status\"")
+                    })
+                    .ok()
+            })
+            .flatten();
+        self.timeline.seek(mark);
+        let text = reply?.text;
+        let v: serde_json::Value = serde_json::from_str(text.strip_prefix("return ")?).ok()?;
+        v.get("status")
+            .and_then(|s| s.as_str())
+            .map(|s| s.to_string())
+    }
+
     /// Types a line on the console (`ttyS0`).
     pub fn send_console(&mut self, line: &str) -> std::io::Result<()> {
         let c = self.console.as_mut().ok_or_else(|| {
@@ -467,5 +517,23 @@ mod tests {
         assert!(a.contains("file=/w/disk.img,format=raw,if=virtio"), "{}", a);
         assert!(a.ends_with("-append console=ttyS0 panic=0"), "{}", a);
         assert!(!a.contains("agent"), "{}", a);
+        assert!(!a.contains("reboot="), "{}", a);
+    }
+
+    #[test]
+    fn actions_for_the_watchdog_and_a_guest_reset_share_one_option() {
+        let mut c = VmConfig::new("t", Path::new("/k"), Path::new("/i"), Path::new("/w"));
+        c.watchdog_action = "debug".into();
+        c.reboot_action = Some("shutdown".into());
+        let a = c.args().join(" ");
+        assert!(
+            a.contains("-device i6300esb -action watchdog=debug,reboot=shutdown"),
+            "{}",
+            a
+        );
+        c.watchdog = false;
+        let a = c.args().join(" ");
+        assert!(a.contains("-action reboot=shutdown"), "{}", a);
+        assert!(!a.contains("i6300esb"), "{}", a);
     }
 }
