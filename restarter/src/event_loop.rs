@@ -126,6 +126,9 @@ impl Options {
 struct Runtime {
     output: Option<ServiceOutput>,
     notify: Option<NotifySocket>,
+    /// The `user` the notify socket's owner was resolved for (the lookup
+    /// runs again only when it changes).
+    notify_user: Option<Option<String>>,
     cgroup: Option<ServiceCgroup>,
     /// `/proc/PID/stat` start time of the current process.
     start_time: u64,
@@ -272,8 +275,10 @@ impl Shell {
             )
             .map_err(|e| io_err("epoll", e))?;
         let run_dir = config.paths.run.clone();
-        std::fs::create_dir_all(run_dir.join("notify"))
+        std::fs::create_dir_all(&run_dir)
             .map_err(|e| io_err(&format!("creating {}", run_dir.display()), e))?;
+        notify::prepare_dir(&run_dir.join("notify"))
+            .map_err(|e| io_err(&format!("preparing {}/notify", run_dir.display()), e))?;
         let cgroups = if opts.no_cgroup {
             info!("cgroups disabled (--no-cgroup): services are bounded by their process group");
             None
@@ -592,30 +597,30 @@ impl Shell {
     // ---- notify and output --------------------------------------------------
 
     fn on_notify(&mut self, id: ServiceId, now: MonoTime) {
+        let pgid = self.sup.pgid(id);
         let Some(sock) = self.rt.get_mut(id.index()).and_then(|r| r.notify.as_mut()) else {
             return;
         };
-        let before = sock.rejected();
-        let received = sock.receive();
-        if sock.rejected() > before {
+        let malformed_before = sock.rejected() - sock.refused();
+        let received = sock.receive(pgid);
+        let malformed = sock.rejected() - sock.refused() - malformed_before;
+        let refusals = sock.refusal_report(now);
+        let name = self.sup.name(id).unwrap_or("?");
+        if malformed > 0 {
             let why = sock
                 .last_rejection()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            let name = self.sup.name(id).unwrap_or("?");
-            warn!(
-                "service {name}: {} malformed notify datagram(s) ignored: {why}",
-                sock.rejected() - before
-            );
+            warn!("service {name}: {malformed} malformed notify datagram(s) ignored: {why}");
+        }
+        if let Some((n, why)) = refusals {
+            warn!("service {name}: {n} notify datagram(s) refused: {why}");
         }
         for r in received {
-            let in_group = match (r.sender_pid, self.sup.pgid(id)) {
-                // The main process leads the group (setsid), and its pid
-                // cannot be reused before this process reaps it: no need
-                // to ask /proc.
-                (Some(pid), Some(pgid)) if pid == pgid => Some(true),
-                (Some(pid), Some(pgid)) => notify::sender_in_group(pid, pgid),
-                _ => None,
+            let in_group = match r.origin {
+                notify::Origin::InGroup => Some(true),
+                notify::Origin::OutsideGroup { .. } => Some(false),
+                notify::Origin::Gone | notify::Origin::Unknown => None,
             };
             let event = Event::Notify {
                 sender_pid: r.sender_pid,
@@ -763,29 +768,42 @@ impl Shell {
                 Err(e) => return fail(format!("output pipes: {e}")),
             }
         };
-        // The notify socket, for notify services; stale datagrams dropped.
+        // The notify socket, for notify services, owned by the service's
+        // user; stale datagrams dropped.
         if spec.notify != NotifyMode::None {
-            if self.rt[id.index()].notify.is_none() {
-                let path = self
-                    .run_dir
-                    .join("notify")
-                    .join(format!("{}.sock", spec.name));
-                match NotifySocket::bind(&path) {
-                    Ok(sock) => {
-                        let token = TOKEN_NOTIFY | u64::from(id.0);
-                        if let Err(e) = self
-                            .epoll
-                            .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
-                        {
-                            return fail(format!("notify socket: epoll: {e}"));
-                        }
-                        self.rt[id.index()].notify = Some(sock);
+            let resolved_for = Some(spec.user.clone());
+            if self.rt[id.index()].notify_user != resolved_for {
+                let uid = match notify::service_uid(spec.user.as_deref()) {
+                    Ok(uid) => uid,
+                    Err(e) => return fail(format!("notify socket: {e}")),
+                };
+                if let Some(sock) = self.rt[id.index()].notify.as_mut() {
+                    if let Err(e) = sock.set_owner(uid) {
+                        return fail(format!("notify socket {}: {e}", sock.path().display()));
                     }
-                    Err(e) => return fail(format!("notify socket {}: {e}", path.display())),
+                } else {
+                    let path = self
+                        .run_dir
+                        .join("notify")
+                        .join(format!("{}.sock", spec.name));
+                    match NotifySocket::bind(&path, uid) {
+                        Ok(sock) => {
+                            let token = TOKEN_NOTIFY | u64::from(id.0);
+                            if let Err(e) = self
+                                .epoll
+                                .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+                            {
+                                return fail(format!("notify socket: epoll: {e}"));
+                            }
+                            self.rt[id.index()].notify = Some(sock);
+                        }
+                        Err(e) => return fail(format!("notify socket {}: {e}", path.display())),
+                    }
                 }
+                self.rt[id.index()].notify_user = resolved_for;
             }
             if let Some(sock) = self.rt[id.index()].notify.as_mut() {
-                let stale = sock.receive();
+                let stale = sock.receive(None);
                 if !stale.is_empty() {
                     debug!(
                         "service {}: {} stale notify datagram(s) dropped",
@@ -795,6 +813,7 @@ impl Shell {
                 }
             }
         } else if let Some(sock) = self.rt[id.index()].notify.take() {
+            self.rt[id.index()].notify_user = None;
             let _ = self.epoll.delete(sock.fd());
         }
         // The cgroup, when cgroups are in use.
@@ -1117,9 +1136,8 @@ impl Shell {
                 let dropped = rt
                     .and_then(|x| x.output.as_ref())
                     .map_or(0, |o| o.dropped());
-                let sock_rejected = rt
-                    .and_then(|x| x.notify.as_ref())
-                    .map_or(0, |s| s.rejected());
+                let sock = rt.and_then(|x| x.notify.as_ref());
+                let sock_rejected = sock.map_or(0, |s| s.rejected());
                 ServiceStatus {
                     name: r.name,
                     state: r.state.to_string(),
@@ -1131,6 +1149,8 @@ impl Shell {
                     watchdog_deadline_ms: r.watchdog_left.map(|d| d.as_millis() as u64),
                     dropped_lines: dropped,
                     notify_rejected: r.notify_rejected + sock_rejected,
+                    notify_refused: r.notify_rejected + sock.map_or(0, |s| s.refused()),
+                    notify_last_refusal: sock.and_then(|s| s.last_refusal()).map(|r| r.to_string()),
                     status_text: r.status_text,
                     error: r.error,
                 }
