@@ -184,13 +184,6 @@ fn notify_from_another_user_is_refused_counted_and_leaves_the_service_alone() {
         .start();
     let pid = r.wait_pid("victim", T);
     let path = r.run.join("notify").join("victim.sock");
-    // By path, as sd_notify and systemd-notify do: the socket is out of
-    // reach.
-    assert!(
-        !send_as_nobody_to(&path, "WATCHDOG=trigger"),
-        "uid 65534 could send to {}",
-        path.display()
-    );
     // With a socket connected before dropping privileges, the datagrams
     // arrive: the kernel's uid must decide. The restarter is frozen so
     // the sender is gone (reaped) before it reads.
@@ -217,7 +210,9 @@ fn notify_from_another_user_is_refused_counted_and_leaves_the_service_alone() {
     assert_eq!(s["restarts"], 0, "{s}");
     assert_eq!(s["ready"], false, "a forged READY=1 counted: {s}");
     assert_eq!(s["state"], "starting", "{s}");
-    let left = s["watchdog_deadline_ms"].as_u64().expect("watchdog deadline");
+    let left = s["watchdog_deadline_ms"]
+        .as_u64()
+        .expect("watchdog deadline");
     assert!(left <= 60_000, "a forged WATCHDOG_USEC counted: {s}");
     assert!(
         s["notify_last_refusal"]
@@ -225,7 +220,15 @@ fn notify_from_another_user_is_refused_counted_and_leaves_the_service_alone() {
             .is_some_and(|t| t.contains("uid 65534")),
         "{s}"
     );
-    r.log.wait_for("notify datagram(s) refused: sender uid 65534", T);
+    r.log
+        .wait_for("notify datagram(s) refused: sender uid 65534", T);
+    // By path, as sd_notify and systemd-notify do: the socket is out of
+    // uid 65534's reach.
+    assert!(
+        !send_as_nobody_to(&path, "WATCHDOG=trigger"),
+        "uid 65534 could send to {}",
+        path.display()
+    );
     let text = String::from_utf8_lossy(&r.ctl(&["status"]).stdout).into_owned();
     assert!(
         text.contains("victim: 3 of them refused for their sender"),
@@ -346,7 +349,10 @@ fn notify_socket_is_private_to_the_service_and_removed_with_it() {
     // A service with a user: its socket is that user's, and it can use it.
     let script = r.script(
         "nobody.sh",
-        &format!("#!/bin/sh\n{h} READY=1 STATUS=as-nobody\nexec sleep 1000\n", h = helper()),
+        &format!(
+            "#!/bin/sh\n{h} READY=1 STATUS=as-nobody\nexec sleep 1000\n",
+            h = helper()
+        ),
     );
     r.write_service(
         "asnobody",
@@ -359,7 +365,10 @@ fn notify_socket_is_private_to_the_service_and_removed_with_it() {
     let s = r.wait_state("asnobody", "ready", T);
     assert_eq!(s["status_text"], "as-nobody");
     let meta = std::fs::symlink_metadata(r.run.join("notify").join("asnobody.sock")).unwrap();
-    assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (65534, 0o600));
+    assert_eq!(
+        (meta.uid(), meta.permissions().mode() & 0o777),
+        (65534, 0o600)
+    );
     r.remove_service("sockd");
     r.signal(libc::SIGHUP);
     let deadline = Instant::now() + T;
