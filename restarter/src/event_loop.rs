@@ -38,6 +38,7 @@ use crate::cgroup::{Cgroups, ServiceCgroup};
 use crate::control::{self, Incoming, Request, Response, Server, ServiceStatus, StatusReport};
 use crate::notify::{self, NotifySocket};
 use crate::output::ServiceOutput;
+use crate::run_dir::{self, Damage, RunDir};
 use crate::service::{self, LoadedSet, NotifyMode};
 use crate::spawn::{self, SpawnContext};
 use crate::state_file::{self, Sweep};
@@ -165,6 +166,12 @@ struct Shell {
     state_retry_at: Option<MonoTime>,
     /// When to retry sending log lines syslog refused (busy).
     log_retry_at: Option<MonoTime>,
+    /// The runtime directory, checked every `run_dir::CHECK_INTERVAL`
+    /// for being removed (issue 12); `None` if it could not be opened.
+    run_watch: Option<RunDir>,
+    next_run_check: MonoTime,
+    /// Set while a repair of the runtime directory fails (logged once).
+    run_repair_failing: bool,
     /// tether.toml error (running on defaults), services dir error, last
     /// refused reload.
     config_errors: Vec<String>,
@@ -333,12 +340,22 @@ impl Shell {
             state_dirty: false,
             state_retry_at: None,
             log_retry_at: None,
+            run_watch: None,
+            next_run_check: now + run_dir::CHECK_INTERVAL,
+            run_repair_failing: false,
             config_errors,
             reload_errors: Vec::new(),
             config,
         };
         shell.log_sweep_messages();
         shell.bind_control();
+        match RunDir::open(&shell.run_dir, shell.control.is_some()) {
+            Ok(rd) => shell.run_watch = Some(rd),
+            Err(e) => warn!(
+                "{}: {e}; a removed runtime directory will not be noticed",
+                shell.run_dir.display()
+            ),
+        }
         Ok(shell)
     }
 
@@ -424,6 +441,7 @@ impl Shell {
         consider(self.drop_check_at);
         consider(self.state_retry_at);
         consider(self.log_retry_at);
+        consider(self.run_watch.as_ref().map(|_| self.next_run_check));
         let wait = next.saturating_since(now);
         // Round up: waking a little late beats spinning until the deadline.
         let ms = wait.as_nanos().div_ceil(1_000_000);
@@ -461,6 +479,10 @@ impl Shell {
         }
         if self.state_retry_at.is_some_and(|t| t <= now) {
             self.state_dirty = true;
+        }
+        if self.run_watch.is_some() && now >= self.next_run_check {
+            self.next_run_check = now + run_dir::CHECK_INTERVAL;
+            self.check_run_dir(now);
         }
         if now >= self.next_liveness {
             self.liveness(now);
@@ -631,6 +653,105 @@ impl Shell {
             let actions = self.sup.handle(id, event, now);
             self.execute(actions, now);
         }
+    }
+
+    // ---- the runtime directory ---------------------------------------------
+
+    /// Looks for a removed runtime directory, control socket or notify
+    /// socket (see `run_dir`), and puts back whatever is missing.
+    fn check_run_dir(&mut self, now: MonoTime) {
+        let Some(rd) = self.run_watch.as_mut() else {
+            return;
+        };
+        let damage = rd.check();
+        let look = damage.notify_dir || rd.notify_dir_changed();
+        let missing: Vec<ServiceId> = if look {
+            self.rt
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.notify.as_ref().is_some_and(|s| !s.in_place()))
+                .map(|(i, _)| ServiceId(i as u32))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !damage.any() && missing.is_empty() {
+            return;
+        }
+        let t0 = MonoTime::now();
+        match self.repair_run_dir(damage, &missing, now) {
+            Ok(()) => {
+                let took = MonoTime::now().saturating_since(t0);
+                warn!(
+                    "runtime directory {}: {damage}; recreated{}{} {} notify socket(s) at the same paths in {:.1} ms; no service restarted",
+                    self.run_dir.display(),
+                    if damage.run { " the directory," } else { "" },
+                    if damage.control { " the control socket," } else { "" },
+                    missing.len(),
+                    took.as_secs_f64() * 1000.0
+                );
+                if self.run_repair_failing {
+                    info!("runtime directory {}: repaired", self.run_dir.display());
+                }
+                self.run_repair_failing = false;
+            }
+            Err(e) => {
+                if !self.run_repair_failing {
+                    error!(
+                        "runtime directory {}: {damage}; recreating it failed: {e}; retrying every {:?}",
+                        self.run_dir.display(),
+                        run_dir::CHECK_INTERVAL
+                    );
+                }
+                self.run_repair_failing = true;
+            }
+        }
+    }
+
+    fn repair_run_dir(
+        &mut self,
+        damage: Damage,
+        missing: &[ServiceId],
+        now: MonoTime,
+    ) -> Result<(), String> {
+        let run = self.run_dir.display().to_string();
+        if let Some(rd) = &self.run_watch {
+            rd.recreate().map_err(|e| format!("creating {run}: {e}"))?;
+        }
+        if let Some(server) = self.control.as_mut() {
+            if damage.control || !server.in_place() {
+                server
+                    .rebind(now)
+                    .map_err(|e| format!("control socket: {e}"))?;
+            }
+        }
+        for &id in missing {
+            // Whatever is still queued on the old socket first.
+            self.on_notify(id, now);
+            let Some(sock) = self.rt.get_mut(id.index()).and_then(|r| r.notify.as_mut()) else {
+                continue;
+            };
+            let old = sock
+                .rebind()
+                .map_err(|e| format!("notify socket {}: {e}", sock.path().display()))?;
+            let _ = self.epoll.delete(&old);
+            drop(old);
+            let token = TOKEN_NOTIFY | u64::from(id.0);
+            self.epoll
+                .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .map_err(|e| format!("notify socket: epoll: {e}"))?;
+            self.sup.notify_socket_restored(id, MonoTime::now());
+        }
+        // restarter.state went with the directory.
+        self.state_dirty = true;
+        let has_control = self.control.is_some();
+        if let Some(rd) = self.run_watch.as_mut() {
+            rd.remember(has_control)
+                .map_err(|e| format!("opening {run}: {e}"))?;
+            // The binds above moved notify/'s mtime: look once more.
+            rd.notify_dir_changed();
+        }
+        Ok(())
     }
 
     fn on_output(&mut self, id: ServiceId, now: MonoTime) {
