@@ -462,7 +462,11 @@ pub fn service_uid(user: Option<&str>) -> Result<u32, String> {
     }
 }
 
-fn bound_socket(path: &Path, owner: u32) -> std::io::Result<(OwnedFd, bool, Option<(u64, u64)>)> {
+/// A bound notify socket: descriptor, whether `SO_PASSPIDFD` is on, and
+/// the (dev, ino) of its file.
+type Bound = (OwnedFd, bool, Option<(u64, u64)>);
+
+fn bound_socket(path: &Path, owner: u32) -> std::io::Result<Bound> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
