@@ -471,12 +471,12 @@ fn bound_socket(path: &Path, owner: u32) -> std::io::Result<Bound> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let Some(file_name) = path.file_name() else {
+    if path.file_name().is_none() {
         return Err(std::io::Error::other(format!(
             "{}: no file name",
             path.display()
         )));
-    };
+    }
     prepare_dir(parent)?;
     let staging = parent.join(STAGING);
     match std::fs::DirBuilder::new().mode(0o700).create(&staging) {
@@ -494,7 +494,13 @@ fn bound_socket(path: &Path, owner: u32) -> std::io::Result<Bound> {
     if meta.permissions().mode() & 0o7777 != 0o700 {
         std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))?;
     }
-    let tmp = staging.join(file_name);
+    // A short name, so the staging path is never longer than the final
+    // one (`sun_path` is 108 bytes).
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = staging.join(
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string(),
+    );
     match std::fs::remove_file(&tmp) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
