@@ -222,6 +222,8 @@ fn notify_from_another_user_is_refused_counted_and_leaves_the_service_alone() {
     );
     r.log
         .wait_for("notify datagram(s) refused: sender uid 65534", T);
+    // Which attribution this kernel allows (SCM_PIDFD from Linux 6.5).
+    println!("{}", r.log.wait_for("notify senders", T).text);
     // By path, as sd_notify and systemd-notify do: the socket is out of
     // uid 65534's reach.
     assert!(

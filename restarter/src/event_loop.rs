@@ -282,8 +282,6 @@ impl Shell {
             )
             .map_err(|e| io_err("epoll", e))?;
         let run_dir = config.paths.run.clone();
-        std::fs::create_dir_all(&run_dir)
-            .map_err(|e| io_err(&format!("creating {}", run_dir.display()), e))?;
         notify::prepare_dir(&run_dir.join("notify"))
             .map_err(|e| io_err(&format!("preparing {}/notify", run_dir.display()), e))?;
         let cgroups = if opts.no_cgroup {

@@ -420,7 +420,12 @@ const STAGING: &str = ".bind";
 /// restarter's uid with mode 0755: anyone may traverse it, only its owner
 /// may add or remove sockets. A symlink there is refused.
 pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    // Missing parents (the runtime directory itself, after `rm -rf`) get
+    // 0755 less the umask, never more.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
     let meta = std::fs::symlink_metadata(dir)?;
     if !meta.file_type().is_dir() {
         return Err(std::io::Error::other(format!(
@@ -514,6 +519,16 @@ fn bound_socket(path: &Path, owner: u32) -> std::io::Result<Bound> {
     )?;
     setsockopt(&fd, sockopt::PassCred, &true)?;
     let pidfd = notify_creds::enable_pass_pidfd(fd.as_fd())?;
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if pidfd {
+            log::info!("notify senders are located by SCM_PIDFD");
+        } else {
+            log::info!(
+                "kernel without SO_PASSPIDFD (before 6.5): notify senders are located by pid alone"
+            );
+        }
+    }
     let addr = UnixAddr::new(&tmp)?;
     bind(fd.as_raw_fd(), &addr)?;
     let placed = (|| {
