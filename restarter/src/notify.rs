@@ -330,8 +330,11 @@ fn locate(pid: Option<i32>, pidfd: &SenderPidfd, pgid: Option<i32>) -> Origin {
     if pid == pgid {
         return Origin::InGroup;
     }
-    if let SenderPidfd::Failed(_) = pidfd {
-        // The kernel could not make a pidfd: the sender is already reaped.
+    // The kernel could not make a pidfd because the sender is already
+    // reaped (EINVAL on 6.5, ESRCH later). Any other failure (EMFILE: our
+    // descriptor table is full) says nothing about the sender: `getpgid`
+    // alone then, as on an older kernel.
+    if let SenderPidfd::Failed(libc::ESRCH | libc::EINVAL) = pidfd {
         return Origin::Gone;
     }
     let group = match nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))) {
@@ -1024,6 +1027,15 @@ mod tests {
         assert_eq!(
             locate(Some(me), &SenderPidfd::Failed(libc::ESRCH), Some(pgid + 1)),
             Origin::Gone
+        );
+        assert_eq!(
+            locate(Some(me), &SenderPidfd::Failed(libc::EINVAL), Some(pgid + 1)),
+            Origin::Gone
+        );
+        // No descriptor for the pidfd: the group is asked all the same.
+        assert_eq!(
+            locate(Some(me), &SenderPidfd::Failed(libc::EMFILE), Some(pgid + 1)),
+            Origin::OutsideGroup { pid: me }
         );
         // A reaped child is gone.
         let mut child = std::process::Command::new("true").spawn().unwrap();
