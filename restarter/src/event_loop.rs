@@ -135,6 +135,17 @@ struct Runtime {
     start_time: u64,
 }
 
+/// A repair of the runtime directory (see `run_dir`), spread over loop
+/// turns when many notify sockets are to be bound again.
+struct RunRepair {
+    damage: Damage,
+    /// Notify sockets to bind again, in all.
+    sockets: usize,
+    /// Those not done yet.
+    queue: Vec<ServiceId>,
+    started: MonoTime,
+}
+
 struct Shell {
     config: Config,
     /// Starts services' processes (made before any service descriptor).
@@ -170,6 +181,8 @@ struct Shell {
     /// for being removed (issue 12); `None` if it could not be opened.
     run_watch: Option<RunDir>,
     next_run_check: MonoTime,
+    /// A repair of the runtime directory under way.
+    run_repair: Option<RunRepair>,
     /// Set while a repair of the runtime directory fails (logged once).
     run_repair_failing: bool,
     /// tether.toml error (running on defaults), services dir error, last
@@ -340,6 +353,7 @@ impl Shell {
             log_retry_at: None,
             run_watch: None,
             next_run_check: now + run_dir::CHECK_INTERVAL,
+            run_repair: None,
             run_repair_failing: false,
             config_errors,
             reload_errors: Vec::new(),
@@ -656,36 +670,51 @@ impl Shell {
     // ---- the runtime directory ---------------------------------------------
 
     /// Looks for a removed runtime directory, control socket or notify
-    /// socket (see `run_dir`), and puts back whatever is missing.
+    /// socket (see `run_dir`), and puts back whatever is missing: the
+    /// directory and the control socket at once, notify sockets at most
+    /// [`run_dir::REPAIR_BATCH`] per loop turn (the next turn goes on at
+    /// once, after the beat), so 10,000 services never stall the loop.
     fn check_run_dir(&mut self, now: MonoTime) {
-        let Some(rd) = self.run_watch.as_mut() else {
-            return;
-        };
-        let damage = rd.check();
-        let look = damage.notify_dir || rd.notify_dir_changed();
-        let missing: Vec<ServiceId> = if look {
-            self.rt
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.notify.as_ref().is_some_and(|s| !s.in_place()))
-                .map(|(i, _)| ServiceId(i as u32))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if !damage.any() && missing.is_empty() {
-            return;
+        if self.run_repair.is_none() {
+            let Some(rd) = self.run_watch.as_mut() else {
+                return;
+            };
+            let damage = rd.check();
+            let look = damage.notify_dir || rd.notify_dir_changed();
+            let missing: Vec<ServiceId> = if look {
+                self.rt
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.notify.as_ref().is_some_and(|s| !s.in_place()))
+                    .map(|(i, _)| ServiceId(i as u32))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !damage.any() && missing.is_empty() {
+                return;
+            }
+            self.run_repair = Some(RunRepair {
+                damage,
+                sockets: missing.len(),
+                queue: missing,
+                started: MonoTime::now(),
+            });
         }
-        let t0 = MonoTime::now();
-        match self.repair_run_dir(damage, &missing, now) {
-            Ok(()) => {
-                let took = MonoTime::now().saturating_since(t0);
+        match self.repair_run_dir(now) {
+            Ok(false) => self.next_run_check = now,
+            Ok(true) => {
+                let Some(done) = self.run_repair.take() else {
+                    return;
+                };
+                let took = MonoTime::now().saturating_since(done.started);
                 warn!(
-                    "runtime directory {}: {damage}; recreated{}{} {} notify socket(s) at the same paths in {:.1} ms; no service restarted",
+                    "runtime directory {}: {}; recreated{}{} {} notify socket(s) at the same paths in {:.1} ms; no service restarted",
                     self.run_dir.display(),
-                    if damage.run { " the directory," } else { "" },
-                    if damage.control { " the control socket," } else { "" },
-                    missing.len(),
+                    done.damage,
+                    if done.damage.run { " the directory," } else { "" },
+                    if done.damage.control { " the control socket," } else { "" },
+                    done.sockets,
                     took.as_secs_f64() * 1000.0
                 );
                 if self.run_repair_failing {
@@ -695,6 +724,11 @@ impl Shell {
             }
             Err(e) => {
                 if !self.run_repair_failing {
+                    let damage = self
+                        .run_repair
+                        .as_ref()
+                        .map(|r| r.damage)
+                        .unwrap_or_default();
                     error!(
                         "runtime directory {}: {damage}; recreating it failed: {e}; retrying every {:?}",
                         self.run_dir.display(),
@@ -706,50 +740,68 @@ impl Shell {
         }
     }
 
-    fn repair_run_dir(
-        &mut self,
-        damage: Damage,
-        missing: &[ServiceId],
-        now: MonoTime,
-    ) -> Result<(), String> {
+    /// One step of the repair in `run_repair`: `Ok(true)` when it is
+    /// complete, `Ok(false)` when notify sockets remain for the next turn.
+    fn repair_run_dir(&mut self, now: MonoTime) -> Result<bool, String> {
         let run = self.run_dir.display().to_string();
         if let Some(rd) = &self.run_watch {
             rd.recreate().map_err(|e| format!("creating {run}: {e}"))?;
         }
         if let Some(server) = self.control.as_mut() {
-            if damage.control || !server.in_place() {
+            if !server.in_place() {
                 server
                     .rebind(now)
                     .map_err(|e| format!("control socket: {e}"))?;
             }
         }
-        for &id in missing {
-            // Whatever is still queued on the old socket first.
-            self.on_notify(id, now);
-            let Some(sock) = self.rt.get_mut(id.index()).and_then(|r| r.notify.as_mut()) else {
-                continue;
+        for _ in 0..run_dir::REPAIR_BATCH {
+            let Some(&id) = self.run_repair.as_ref().and_then(|r| r.queue.last()) else {
+                break;
             };
-            let old = sock
-                .rebind()
-                .map_err(|e| format!("notify socket {}: {e}", sock.path().display()))?;
-            let _ = self.epoll.delete(&old);
-            drop(old);
-            let token = TOKEN_NOTIFY | u64::from(id.0);
-            self.epoll
-                .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
-                .map_err(|e| format!("notify socket: epoll: {e}"))?;
-            self.sup.notify_socket_restored(id, MonoTime::now());
+            let still_missing = self
+                .rt
+                .get(id.index())
+                .and_then(|r| r.notify.as_ref())
+                .is_some_and(|s| !s.in_place());
+            if still_missing {
+                // Whatever is still queued on the old socket first.
+                self.on_notify(id, now);
+            }
+            if let Some(sock) = self.rt.get_mut(id.index()).and_then(|r| r.notify.as_mut()) {
+                if !sock.in_place() {
+                    let old = sock
+                        .rebind()
+                        .map_err(|e| format!("notify socket {}: {e}", sock.path().display()))?;
+                    let _ = self.epoll.delete(&old);
+                    drop(old);
+                    let token = TOKEN_NOTIFY | u64::from(id.0);
+                    self.epoll
+                        .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+                        .map_err(|e| format!("notify socket: epoll: {e}"))?;
+                    self.sup.notify_socket_restored(id, MonoTime::now());
+                }
+            }
+            if let Some(r) = self.run_repair.as_mut() {
+                r.queue.pop();
+            }
         }
-        // restarter.state went with the directory.
+        if self
+            .run_repair
+            .as_ref()
+            .is_some_and(|r| !r.queue.is_empty())
+        {
+            return Ok(false);
+        }
+        // restarter.state may have gone with the directory.
         self.state_dirty = true;
         let has_control = self.control.is_some();
         if let Some(rd) = self.run_watch.as_mut() {
             rd.remember(has_control)
                 .map_err(|e| format!("opening {run}: {e}"))?;
-            // The binds above moved notify/'s mtime: look once more.
+            // The binds above moved notify/'s mtime: take it as seen.
             rd.notify_dir_changed();
         }
-        Ok(())
+        Ok(true)
     }
 
     fn on_output(&mut self, id: ServiceId, now: MonoTime) {
