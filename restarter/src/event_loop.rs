@@ -144,6 +144,9 @@ struct RunRepair {
     /// Those not done yet.
     queue: Vec<ServiceId>,
     started: MonoTime,
+    /// Time spent repairing, and in how many loop turns.
+    work: Duration,
+    turns: u32,
 }
 
 struct Shell {
@@ -699,9 +702,17 @@ impl Shell {
                 sockets: missing.len(),
                 queue: missing,
                 started: MonoTime::now(),
+                work: Duration::ZERO,
+                turns: 0,
             });
         }
-        match self.repair_run_dir(now) {
+        let t0 = MonoTime::now();
+        let step = self.repair_run_dir(now);
+        if let Some(r) = self.run_repair.as_mut() {
+            r.work += MonoTime::now().saturating_since(t0);
+            r.turns += 1;
+        }
+        match step {
             Ok(false) => self.next_run_check = now,
             Ok(true) => {
                 let Some(done) = self.run_repair.take() else {
@@ -709,13 +720,15 @@ impl Shell {
                 };
                 let took = MonoTime::now().saturating_since(done.started);
                 warn!(
-                    "runtime directory {}: {}; recreated{}{} {} notify socket(s) at the same paths in {:.1} ms; no service restarted",
+                    "runtime directory {}: {}; recreated{}{} {} notify socket(s) at the same paths in {:.1} ms ({:.1} ms of work in {} loop turn(s)); no service restarted",
                     self.run_dir.display(),
                     done.damage,
                     if done.damage.run { " the directory," } else { "" },
                     if done.damage.control { " the control socket," } else { "" },
                     done.sockets,
-                    took.as_secs_f64() * 1000.0
+                    took.as_secs_f64() * 1000.0,
+                    done.work.as_secs_f64() * 1000.0,
+                    done.turns
                 );
                 if self.run_repair_failing {
                     info!("runtime directory {}: repaired", self.run_dir.display());
