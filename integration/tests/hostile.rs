@@ -1272,3 +1272,95 @@ fn service_files_that_are_a_fifo_or_endless_are_refused_without_blocking() {
     r.assert_beats_on_time(t0, t1, "FIFO and /dev/zero service files");
     assert!(r.running());
 }
+
+// ---- the runtime directory emptied under the restarter ---------------------
+
+/// Issue 12, item 3: `rm -rf RUN` with 300 notify services, `RUN` a tmpfs
+/// (as `/run` is): the mount point itself cannot go (`EBUSY`), everything
+/// in it does. The restarter puts the control socket, the 300 notify
+/// sockets and `restarter.state` back (at most 256 sockets per loop turn)
+/// without a late beat, and nothing is restarted.
+#[test]
+fn runtime_directory_emptied_with_300_notify_services_is_repaired_without_a_late_beat() {
+    let _serial = one_at_a_time();
+    let n = 300;
+    let mut services = vec![("calm".to_string(), sleeper(7601))];
+    for i in 0..n {
+        services.push((
+            format!("n{i}"),
+            "exec = [\"/bin/sleep\", \"1000\"]\nnotify = \"ready\"\n".to_string(),
+        ));
+    }
+    let mut r = Rig::start(
+        "rundir",
+        RigOptions {
+            services,
+            wrapper: tmpfs_wrapper(),
+            ..RigOptions::default()
+        },
+    );
+    let entries = |run: &Path| {
+        std::fs::read_to_string(run.join("restarter.state"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .count()
+    };
+    let t = Instant::now();
+    while entries(&r.run) < n + 1 {
+        assert!(
+            t.elapsed() < LONG,
+            "not all services started\n{}",
+            r.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let calm = r.wait_running("calm", 0);
+    let before = pids(&r.status());
+    r.wait_beats(3);
+    let mut paths = vec![r.run.join("control.sock"), r.run.join("restarter.state")];
+    paths.extend((0..n).map(|i| r.run.join("notify").join(format!("n{i}.sock"))));
+
+    let t0 = Instant::now();
+    // `rm -rf RUN` in the restarter's mount namespace: the contents go, the
+    // mount point stays (EBUSY). (From this namespace, through
+    // /proc/PID/root, the kernel would let the directory go and detach the
+    // tmpfs.)
+    let rig_run = r.dir.join("run");
+    let _ = Command::new("nsenter")
+        .arg(format!("--target={}", r.pid()))
+        .args(["--mount", "rm", "-rf"])
+        .arg(&rig_run)
+        .stderr(Stdio::null())
+        .status()
+        .expect("nsenter (util-linux) is needed by this test");
+    assert!(!r.run.join("control.sock").exists());
+    let t = Instant::now();
+    while !paths.iter().all(|p| p.exists()) {
+        assert!(t.elapsed() < LONG, "not repaired\n{}", r.log_tail());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let back = Instant::now();
+    let line = r.log.wait_for("runtime directory", LONG);
+    println!(
+        "{n} notify sockets back {:?} after rm -rf; {}",
+        back - t0,
+        line.text
+    );
+    assert!(
+        line.text
+            .contains("notify/ was removed, control.sock was removed"),
+        "{}",
+        line.text
+    );
+    assert!(
+        line.text.contains(&format!("{n} notify socket(s)")),
+        "{}",
+        line.text
+    );
+    r.assert_beats_on_time(t0, back, "runtime directory repair");
+    assert_eq!(pids(&r.status()), before, "a service was restarted");
+    assert!(alive(calm));
+    assert_eq!(r.log.matching("runtime directory").len(), 1);
+    assert!(r.running());
+}

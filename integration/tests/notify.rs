@@ -1,12 +1,15 @@
 //! sd_notify through a real `tether-restarter`: `READY=1` makes a service
 //! ready, `WATCHDOG=1` pings keep it alive and their absence restarts it, a
-//! sender that has already exited still counts (attribution by socket),
+//! sender of the service's uid that has already exited still counts
+//! (attribution by socket), another user's datagrams are refused and
+//! counted (and cannot reach the socket by path),
 //! `systemd-notify` itself works from a script, and malformed or oversized
 //! datagrams are counted and ignored without disturbing the service.
 //!
 //! Senders: `notify-helper` (this crate's stand-in for `systemd-notify`) and,
 //! in one test, the real `systemd-notify` (Debian package `systemd`).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tether_integration::bins::bin;
@@ -90,7 +93,12 @@ fn notify_watchdog_pings_keep_the_service_alive_and_silence_restarts_it() {
 #[test]
 fn notify_from_a_sender_that_exited_before_it_was_read_still_counts() {
     let b = Restarter::builder("ntf-gone");
-    let d = b.dir().display().to_string();
+    // The service runs as nobody, so the sender has the service's uid (not
+    // root's); `flags/` is where nobody may write.
+    let flags = b.dir().join("flags");
+    std::fs::create_dir(&flags).expect("flags dir");
+    std::fs::set_permissions(&flags, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let d = flags.display().to_string();
     // The helper sends and exits; the shell reaps it before touching `sent`.
     let script = b.script(
         "svc.sh",
@@ -102,15 +110,18 @@ fn notify_from_a_sender_that_exited_before_it_was_read_still_counts() {
     let r = b
         .service(
             "gone",
-            &format!("exec = [\"{}\"]\nnotify = \"ready\"\n", script.display()),
+            &format!(
+                "exec = [\"{}\"]\nnotify = \"ready\"\nuser = \"nobody\"\n",
+                script.display()
+            ),
         )
         .start();
     r.wait_pid("gone", T);
     // Freeze the restarter so the datagram waits in the socket until the
     // sender is gone.
     r.signal(libc::SIGSTOP);
-    touch(&r.dir().join("go"));
-    let sent = r.dir().join("sent");
+    touch(&flags.join("go"));
+    let sent = flags.join("sent");
     let deadline = Instant::now() + T;
     while !sent.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -119,6 +130,126 @@ fn notify_from_a_sender_that_exited_before_it_was_read_still_counts() {
     assert!(sent.exists(), "the service did not send within {T:?}");
     let s = r.wait_state("gone", "ready", T);
     assert_eq!(s["notify_rejected"], 0);
+    assert_eq!(s["notify_refused"], 0);
+    let line = r.log.wait_for("service gone ready", T);
+    assert!(line.text.contains("uid 65534"), "{}", line.text);
+}
+
+/// Runs `perl` as uid/gid 65534 (through `setpriv`), sending each of
+/// `messages` as one datagram on `sock` (given as descriptor 3, connected
+/// by root before the switch: what a daemon that drops privileges after
+/// start holds), then exiting. Returns whether every send succeeded.
+fn send_as_nobody_on(sock: &std::os::unix::net::UnixDatagram, messages: &[&str]) -> bool {
+    use std::os::fd::AsFd;
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "perl",
+        "-e",
+        "open(my $s, '+<&=', 3) or die \"fd 3: $!\"; for (@ARGV) { send($s, $_, 0) or die \"send: $!\" }",
+    ]);
+    cmd.args(messages);
+    let mut child = tether_common::sys::spawn_with_fds(&mut cmd, &[(sock.as_fd(), 3)])
+        .expect("setpriv and perl are needed by this test");
+    child.wait().expect("wait").success()
+}
+
+/// Sends `message` to `path` as uid/gid 65534, by path (as `sd_notify`
+/// does). Returns whether the send succeeded.
+fn send_as_nobody_to(path: &Path, message: &str) -> bool {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "perl", "-MSocket", "-e"])
+        .arg("socket(my $s, PF_UNIX, SOCK_DGRAM, 0) or die $!; send($s, $ARGV[1], 0, pack_sockaddr_un($ARGV[0])) or die \"send: $!\";")
+        .arg(path)
+        .arg(message)
+        .status()
+        .expect("setpriv and perl are needed by this test")
+        .success()
+}
+
+#[test]
+fn notify_from_another_user_is_refused_counted_and_leaves_the_service_alone() {
+    // Issue 12: uid 65534 forged WATCHDOG=trigger (kills the service),
+    // READY=1 (breaks `after` ordering) and WATCHDOG_USEC (hides a hang)
+    // for a root service, from processes that exit at once while the
+    // restarter is busy.
+    let b = Restarter::builder("ntf-foreign");
+    let r = b
+        .service(
+            "victim",
+            "exec = [\"/bin/sleep\", \"1000\"]\nnotify = \"watchdog\"\nwatchdog_timeout = \"60s\"\n",
+        )
+        .start();
+    let pid = r.wait_pid("victim", T);
+    let path = r.run.join("notify").join("victim.sock");
+    // With a socket connected before dropping privileges, the datagrams
+    // arrive: the kernel's uid must decide. The restarter is frozen so
+    // the sender is gone (reaped) before it reads.
+    let sock = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    sock.connect(&path).expect("root connects");
+    r.signal(libc::SIGSTOP);
+    let sent = send_as_nobody_on(
+        &sock,
+        &["READY=1", "WATCHDOG_USEC=3600000000", "WATCHDOG=trigger"],
+    );
+    r.signal(libc::SIGCONT);
+    assert!(sent, "setpriv/perl failed to send");
+    let deadline = Instant::now() + T;
+    let s = loop {
+        let s = r.service_status("victim").expect("status");
+        if s["notify_refused"] == 3 || Instant::now() >= deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(s["notify_refused"], 3, "{s}");
+    assert_eq!(s["notify_rejected"], 3, "{s}");
+    assert_eq!(s["pid"], pid, "the service was touched: {s}");
+    assert_eq!(s["restarts"], 0, "{s}");
+    assert_eq!(s["ready"], false, "a forged READY=1 counted: {s}");
+    assert_eq!(s["state"], "starting", "{s}");
+    let left = s["watchdog_deadline_ms"]
+        .as_u64()
+        .expect("watchdog deadline");
+    assert!(left <= 60_000, "a forged WATCHDOG_USEC counted: {s}");
+    assert!(
+        s["notify_last_refusal"]
+            .as_str()
+            .is_some_and(|t| t.contains("uid 65534")),
+        "{s}"
+    );
+    r.log
+        .wait_for("notify datagram(s) refused: sender uid 65534", T);
+    // Which attribution this kernel allows (SCM_PIDFD from Linux 6.5).
+    println!("{}", r.log.wait_for("notify senders", T).text);
+    // By path, as sd_notify and systemd-notify do: the socket is out of
+    // uid 65534's reach.
+    assert!(
+        !send_as_nobody_to(&path, "WATCHDOG=trigger"),
+        "uid 65534 could send to {}",
+        path.display()
+    );
+    let text = String::from_utf8_lossy(&r.ctl(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("victim: 3 of them refused for their sender"),
+        "{text}"
+    );
+    // Root's own datagram from a process that has exited by the time it
+    // is read still counts (a live sender outside the service's process
+    // group would not, whatever its uid).
+    r.signal(libc::SIGSTOP);
+    let st = std::process::Command::new("perl")
+        .args(["-MSocket", "-e"])
+        .arg("socket(my $s, PF_UNIX, SOCK_DGRAM, 0) or die $!; send($s, 'READY=1', 0, pack_sockaddr_un($ARGV[0])) or die $!;")
+        .arg(&path)
+        .status()
+        .expect("perl");
+    r.signal(libc::SIGCONT);
+    assert!(st.success());
+    r.wait_state("victim", "ready", T);
+    assert!(tether_integration::svc::alive(pid));
 }
 
 #[test]
@@ -209,10 +340,37 @@ fn notify_socket_is_private_to_the_service_and_removed_with_it() {
         .trim()
         .to_string();
     assert_eq!(Path::new(&path), r.run.join("notify").join("sockd.sock"));
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let meta = std::fs::symlink_metadata(&path).expect("socket exists");
     assert!(meta.file_type().is_socket());
-    assert_eq!(meta.permissions().mode() & 0o777, 0o666);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), 0, "a service without user: root's");
+    let dir = std::fs::symlink_metadata(r.run.join("notify")).expect("notify dir");
+    assert_eq!(dir.permissions().mode() & 0o7777, 0o755);
+    assert_eq!(dir.uid(), 0);
+    // A service with a user: its socket is that user's, and it can use it.
+    let script = r.script(
+        "nobody.sh",
+        &format!(
+            "#!/bin/sh\n{h} READY=1 STATUS=as-nobody\nexec sleep 1000\n",
+            h = helper()
+        ),
+    );
+    r.write_service(
+        "asnobody",
+        &format!(
+            "exec = [\"{}\"]\nnotify = \"ready\"\nuser = \"nobody\"\n",
+            script.display()
+        ),
+    );
+    r.signal(libc::SIGHUP);
+    let s = r.wait_state("asnobody", "ready", T);
+    assert_eq!(s["status_text"], "as-nobody");
+    let meta = std::fs::symlink_metadata(r.run.join("notify").join("asnobody.sock")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.permissions().mode() & 0o777),
+        (65534, 0o600)
+    );
     r.remove_service("sockd");
     r.signal(libc::SIGHUP);
     let deadline = Instant::now() + T;

@@ -38,6 +38,7 @@ use crate::cgroup::{Cgroups, ServiceCgroup};
 use crate::control::{self, Incoming, Request, Response, Server, ServiceStatus, StatusReport};
 use crate::notify::{self, NotifySocket};
 use crate::output::ServiceOutput;
+use crate::run_dir::{self, Damage, RunDir};
 use crate::service::{self, LoadedSet, NotifyMode};
 use crate::spawn::{self, SpawnContext};
 use crate::state_file::{self, Sweep};
@@ -126,9 +127,26 @@ impl Options {
 struct Runtime {
     output: Option<ServiceOutput>,
     notify: Option<NotifySocket>,
+    /// The `user` the notify socket's owner was resolved for (the lookup
+    /// runs again only when it changes).
+    notify_user: Option<Option<String>>,
     cgroup: Option<ServiceCgroup>,
     /// `/proc/PID/stat` start time of the current process.
     start_time: u64,
+}
+
+/// A repair of the runtime directory (see `run_dir`), spread over loop
+/// turns when many notify sockets are to be bound again.
+struct RunRepair {
+    damage: Damage,
+    /// Notify sockets to bind again, in all.
+    sockets: usize,
+    /// Those not done yet.
+    queue: Vec<ServiceId>,
+    started: MonoTime,
+    /// Time spent repairing, and in how many loop turns.
+    work: Duration,
+    turns: u32,
 }
 
 struct Shell {
@@ -162,6 +180,14 @@ struct Shell {
     state_retry_at: Option<MonoTime>,
     /// When to retry sending log lines syslog refused (busy).
     log_retry_at: Option<MonoTime>,
+    /// The runtime directory, checked every `run_dir::CHECK_INTERVAL`
+    /// for being removed (issue 12); `None` if it could not be opened.
+    run_watch: Option<RunDir>,
+    next_run_check: MonoTime,
+    /// A repair of the runtime directory under way.
+    run_repair: Option<RunRepair>,
+    /// Set while a repair of the runtime directory fails (logged once).
+    run_repair_failing: bool,
     /// tether.toml error (running on defaults), services dir error, last
     /// refused reload.
     config_errors: Vec<String>,
@@ -272,8 +298,8 @@ impl Shell {
             )
             .map_err(|e| io_err("epoll", e))?;
         let run_dir = config.paths.run.clone();
-        std::fs::create_dir_all(run_dir.join("notify"))
-            .map_err(|e| io_err(&format!("creating {}", run_dir.display()), e))?;
+        notify::prepare_dir(&run_dir.join("notify"))
+            .map_err(|e| io_err(&format!("preparing {}/notify", run_dir.display()), e))?;
         let cgroups = if opts.no_cgroup {
             info!("cgroups disabled (--no-cgroup): services are bounded by their process group");
             None
@@ -328,12 +354,23 @@ impl Shell {
             state_dirty: false,
             state_retry_at: None,
             log_retry_at: None,
+            run_watch: None,
+            next_run_check: now + run_dir::CHECK_INTERVAL,
+            run_repair: None,
+            run_repair_failing: false,
             config_errors,
             reload_errors: Vec::new(),
             config,
         };
         shell.log_sweep_messages();
         shell.bind_control();
+        match RunDir::open(&shell.run_dir, shell.control.is_some()) {
+            Ok(rd) => shell.run_watch = Some(rd),
+            Err(e) => warn!(
+                "{}: {e}; a removed runtime directory will not be noticed",
+                shell.run_dir.display()
+            ),
+        }
         Ok(shell)
     }
 
@@ -419,6 +456,7 @@ impl Shell {
         consider(self.drop_check_at);
         consider(self.state_retry_at);
         consider(self.log_retry_at);
+        consider(self.run_watch.as_ref().map(|_| self.next_run_check));
         let wait = next.saturating_since(now);
         // Round up: waking a little late beats spinning until the deadline.
         let ms = wait.as_nanos().div_ceil(1_000_000);
@@ -456,6 +494,10 @@ impl Shell {
         }
         if self.state_retry_at.is_some_and(|t| t <= now) {
             self.state_dirty = true;
+        }
+        if self.run_watch.is_some() && now >= self.next_run_check {
+            self.next_run_check = now + run_dir::CHECK_INTERVAL;
+            self.check_run_dir(now);
         }
         if now >= self.next_liveness {
             self.liveness(now);
@@ -592,30 +634,30 @@ impl Shell {
     // ---- notify and output --------------------------------------------------
 
     fn on_notify(&mut self, id: ServiceId, now: MonoTime) {
+        let pgid = self.sup.pgid(id);
         let Some(sock) = self.rt.get_mut(id.index()).and_then(|r| r.notify.as_mut()) else {
             return;
         };
-        let before = sock.rejected();
-        let received = sock.receive();
-        if sock.rejected() > before {
+        let malformed_before = sock.rejected() - sock.refused();
+        let received = sock.receive(pgid);
+        let malformed = sock.rejected() - sock.refused() - malformed_before;
+        let refusals = sock.refusal_report(now);
+        let name = self.sup.name(id).unwrap_or("?");
+        if malformed > 0 {
             let why = sock
                 .last_rejection()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            let name = self.sup.name(id).unwrap_or("?");
-            warn!(
-                "service {name}: {} malformed notify datagram(s) ignored: {why}",
-                sock.rejected() - before
-            );
+            warn!("service {name}: {malformed} malformed notify datagram(s) ignored: {why}");
+        }
+        if let Some((n, why)) = refusals {
+            warn!("service {name}: {n} notify datagram(s) refused: {why}");
         }
         for r in received {
-            let in_group = match (r.sender_pid, self.sup.pgid(id)) {
-                // The main process leads the group (setsid), and its pid
-                // cannot be reused before this process reaps it: no need
-                // to ask /proc.
-                (Some(pid), Some(pgid)) if pid == pgid => Some(true),
-                (Some(pid), Some(pgid)) => notify::sender_in_group(pid, pgid),
-                _ => None,
+            let in_group = match r.origin {
+                notify::Origin::InGroup => Some(true),
+                notify::Origin::OutsideGroup { .. } => Some(false),
+                notify::Origin::Gone | notify::Origin::Unknown => None,
             };
             let event = Event::Notify {
                 sender_pid: r.sender_pid,
@@ -626,6 +668,153 @@ impl Shell {
             let actions = self.sup.handle(id, event, now);
             self.execute(actions, now);
         }
+    }
+
+    // ---- the runtime directory ---------------------------------------------
+
+    /// Looks for a removed runtime directory, control socket or notify
+    /// socket (see `run_dir`), and puts back whatever is missing: the
+    /// directory and the control socket at once, notify sockets at most
+    /// [`run_dir::REPAIR_BATCH`] per loop turn (the next turn goes on at
+    /// once, after the beat), so 10,000 services never stall the loop.
+    fn check_run_dir(&mut self, now: MonoTime) {
+        if self.run_repair.is_none() {
+            let Some(rd) = self.run_watch.as_mut() else {
+                return;
+            };
+            let damage = rd.check();
+            let look = damage.notify_dir || rd.notify_dir_changed();
+            let missing: Vec<ServiceId> = if look {
+                self.rt
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.notify.as_ref().is_some_and(|s| !s.in_place()))
+                    .map(|(i, _)| ServiceId(i as u32))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !damage.any() && missing.is_empty() {
+                return;
+            }
+            self.run_repair = Some(RunRepair {
+                damage,
+                sockets: missing.len(),
+                queue: missing,
+                started: MonoTime::now(),
+                work: Duration::ZERO,
+                turns: 0,
+            });
+        }
+        let t0 = MonoTime::now();
+        let step = self.repair_run_dir(now);
+        if let Some(r) = self.run_repair.as_mut() {
+            r.work += MonoTime::now().saturating_since(t0);
+            r.turns += 1;
+        }
+        match step {
+            Ok(false) => self.next_run_check = now,
+            Ok(true) => {
+                let Some(done) = self.run_repair.take() else {
+                    return;
+                };
+                let took = MonoTime::now().saturating_since(done.started);
+                warn!(
+                    "runtime directory {}: {}; recreated{}{} {} notify socket(s) at the same paths in {:.1} ms ({:.1} ms of work in {} loop turn(s)); no service restarted",
+                    self.run_dir.display(),
+                    done.damage,
+                    if done.damage.run { " the directory," } else { "" },
+                    if done.damage.control { " the control socket," } else { "" },
+                    done.sockets,
+                    took.as_secs_f64() * 1000.0,
+                    done.work.as_secs_f64() * 1000.0,
+                    done.turns
+                );
+                if self.run_repair_failing {
+                    info!("runtime directory {}: repaired", self.run_dir.display());
+                }
+                self.run_repair_failing = false;
+            }
+            Err(e) => {
+                if !self.run_repair_failing {
+                    let damage = self
+                        .run_repair
+                        .as_ref()
+                        .map(|r| r.damage)
+                        .unwrap_or_default();
+                    error!(
+                        "runtime directory {}: {damage}; recreating it failed: {e}; retrying every {:?}",
+                        self.run_dir.display(),
+                        run_dir::CHECK_INTERVAL
+                    );
+                }
+                self.run_repair_failing = true;
+            }
+        }
+    }
+
+    /// One step of the repair in `run_repair`: `Ok(true)` when it is
+    /// complete, `Ok(false)` when notify sockets remain for the next turn.
+    fn repair_run_dir(&mut self, now: MonoTime) -> Result<bool, String> {
+        let run = self.run_dir.display().to_string();
+        if let Some(rd) = &self.run_watch {
+            rd.recreate().map_err(|e| format!("creating {run}: {e}"))?;
+        }
+        if let Some(server) = self.control.as_mut() {
+            if !server.in_place() {
+                server
+                    .rebind(now)
+                    .map_err(|e| format!("control socket: {e}"))?;
+            }
+        }
+        for _ in 0..run_dir::REPAIR_BATCH {
+            let Some(&id) = self.run_repair.as_ref().and_then(|r| r.queue.last()) else {
+                break;
+            };
+            let still_missing = self
+                .rt
+                .get(id.index())
+                .and_then(|r| r.notify.as_ref())
+                .is_some_and(|s| !s.in_place());
+            if still_missing {
+                // Whatever is still queued on the old socket first.
+                self.on_notify(id, now);
+            }
+            if let Some(sock) = self.rt.get_mut(id.index()).and_then(|r| r.notify.as_mut()) {
+                if !sock.in_place() {
+                    let old = sock
+                        .rebind()
+                        .map_err(|e| format!("notify socket {}: {e}", sock.path().display()))?;
+                    let _ = self.epoll.delete(&old);
+                    drop(old);
+                    let token = TOKEN_NOTIFY | u64::from(id.0);
+                    self.epoll
+                        .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+                        .map_err(|e| format!("notify socket: epoll: {e}"))?;
+                    self.sup.notify_socket_restored(id, MonoTime::now());
+                }
+            }
+            if let Some(r) = self.run_repair.as_mut() {
+                r.queue.pop();
+            }
+        }
+        if self
+            .run_repair
+            .as_ref()
+            .is_some_and(|r| !r.queue.is_empty())
+        {
+            return Ok(false);
+        }
+        // restarter.state may have gone with the directory.
+        self.state_dirty = true;
+        let has_control = self.control.is_some();
+        if let Some(rd) = self.run_watch.as_mut() {
+            rd.remember(has_control)
+                .map_err(|e| format!("opening {run}: {e}"))?;
+            // The binds above moved notify/'s mtime: take it as seen.
+            rd.notify_dir_changed();
+        }
+        Ok(true)
     }
 
     fn on_output(&mut self, id: ServiceId, now: MonoTime) {
@@ -763,29 +952,42 @@ impl Shell {
                 Err(e) => return fail(format!("output pipes: {e}")),
             }
         };
-        // The notify socket, for notify services; stale datagrams dropped.
+        // The notify socket, for notify services, owned by the service's
+        // user; stale datagrams dropped.
         if spec.notify != NotifyMode::None {
-            if self.rt[id.index()].notify.is_none() {
-                let path = self
-                    .run_dir
-                    .join("notify")
-                    .join(format!("{}.sock", spec.name));
-                match NotifySocket::bind(&path) {
-                    Ok(sock) => {
-                        let token = TOKEN_NOTIFY | u64::from(id.0);
-                        if let Err(e) = self
-                            .epoll
-                            .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
-                        {
-                            return fail(format!("notify socket: epoll: {e}"));
-                        }
-                        self.rt[id.index()].notify = Some(sock);
+            let resolved_for = Some(spec.user.clone());
+            if self.rt[id.index()].notify_user != resolved_for {
+                let uid = match notify::service_uid(spec.user.as_deref()) {
+                    Ok(uid) => uid,
+                    Err(e) => return fail(format!("notify socket: {e}")),
+                };
+                if let Some(sock) = self.rt[id.index()].notify.as_mut() {
+                    if let Err(e) = sock.set_owner(uid) {
+                        return fail(format!("notify socket {}: {e}", sock.path().display()));
                     }
-                    Err(e) => return fail(format!("notify socket {}: {e}", path.display())),
+                } else {
+                    let path = self
+                        .run_dir
+                        .join("notify")
+                        .join(format!("{}.sock", spec.name));
+                    match NotifySocket::bind(&path, uid) {
+                        Ok(sock) => {
+                            let token = TOKEN_NOTIFY | u64::from(id.0);
+                            if let Err(e) = self
+                                .epoll
+                                .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+                            {
+                                return fail(format!("notify socket: epoll: {e}"));
+                            }
+                            self.rt[id.index()].notify = Some(sock);
+                        }
+                        Err(e) => return fail(format!("notify socket {}: {e}", path.display())),
+                    }
                 }
+                self.rt[id.index()].notify_user = resolved_for;
             }
             if let Some(sock) = self.rt[id.index()].notify.as_mut() {
-                let stale = sock.receive();
+                let stale = sock.receive(None);
                 if !stale.is_empty() {
                     debug!(
                         "service {}: {} stale notify datagram(s) dropped",
@@ -795,6 +997,7 @@ impl Shell {
                 }
             }
         } else if let Some(sock) = self.rt[id.index()].notify.take() {
+            self.rt[id.index()].notify_user = None;
             let _ = self.epoll.delete(sock.fd());
         }
         // The cgroup, when cgroups are in use.
@@ -1117,9 +1320,8 @@ impl Shell {
                 let dropped = rt
                     .and_then(|x| x.output.as_ref())
                     .map_or(0, |o| o.dropped());
-                let sock_rejected = rt
-                    .and_then(|x| x.notify.as_ref())
-                    .map_or(0, |s| s.rejected());
+                let sock = rt.and_then(|x| x.notify.as_ref());
+                let sock_rejected = sock.map_or(0, |s| s.rejected());
                 ServiceStatus {
                     name: r.name,
                     state: r.state.to_string(),
@@ -1131,6 +1333,8 @@ impl Shell {
                     watchdog_deadline_ms: r.watchdog_left.map(|d| d.as_millis() as u64),
                     dropped_lines: dropped,
                     notify_rejected: r.notify_rejected + sock_rejected,
+                    notify_refused: r.notify_rejected + sock.map_or(0, |s| s.refused()),
+                    notify_last_refusal: sock.and_then(|s| s.last_refusal()).map(|r| r.to_string()),
                     status_text: r.status_text,
                     error: r.error,
                 }

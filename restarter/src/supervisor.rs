@@ -633,6 +633,22 @@ impl Supervisor {
         self.take()
     }
 
+    /// The service's notify socket was bound again (the runtime directory
+    /// had been removed under it): a running watchdog service gets one
+    /// fresh `watchdog_timeout` from `now`, since its pings had nowhere to
+    /// go meanwhile. Nothing else changes; no action results.
+    pub fn notify_socket_restored(&mut self, id: ServiceId, now: MonoTime) {
+        let Some(Some(Entry::Valid(s))) = self.slots.get_mut(id.index()) else {
+            return;
+        };
+        if let Some(p) = s.proc_.as_mut() {
+            if let (Some(t), None) = (p.watchdog_timeout, &p.stopping) {
+                p.watchdog_deadline = Some(now + t);
+            }
+        }
+        self.rearm(id);
+    }
+
     fn on_spawned(&mut self, id: ServiceId, pid: i32, now: MonoTime) {
         let s = self.service_mut(id);
         s.spawning = false;

@@ -340,7 +340,17 @@ pub struct ServiceStatus {
     /// Milliseconds left before the service's watchdog deadline.
     pub watchdog_deadline_ms: Option<u64>,
     pub dropped_lines: u64,
+    /// Notify datagrams that did not count: malformed, or refused for their
+    /// sender (`notify_refused` of them).
     pub notify_rejected: u64,
+    /// Well-formed notify datagrams refused for their sender: a uid that is
+    /// neither root nor the service's, or a live sender outside the
+    /// service's process group.
+    #[serde(default)]
+    pub notify_refused: u64,
+    /// Why the latest one was refused (`sender uid 65534 is neither ...`).
+    #[serde(default)]
+    pub notify_last_refusal: Option<String>,
     pub status_text: Option<String>,
     pub error: Option<String>,
 }
@@ -423,6 +433,17 @@ impl StatusReport {
                 out += &format!(
                     "{}: {} notify messages rejected\n",
                     s.name, s.notify_rejected
+                );
+            }
+            if s.notify_refused > 0 {
+                out += &format!(
+                    "{}: {} of them refused for their sender{}\n",
+                    s.name,
+                    s.notify_refused,
+                    s.notify_last_refusal
+                        .as_deref()
+                        .map(|r| format!(", latest: {}", sanitize(r)))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -790,7 +811,11 @@ mod tests {
                     ready: true,
                     watchdog_deadline_ms: Some(4_500),
                     dropped_lines: 7,
-                    notify_rejected: 1,
+                    notify_rejected: 3,
+                    notify_refused: 2,
+                    notify_last_refusal: Some(name(
+                        "sender uid 65534 is neither root nor the service's uid 0",
+                    )),
                     status_text: Some(name("serving\nFAKE LINE")),
                     error: None,
                 },
@@ -855,7 +880,11 @@ mod tests {
         // A service's STATUS= text cannot add a line to the output.
         assert!(text.contains("sshd: status: serving?FAKE LINE\n"));
         assert!(!text.lines().any(|l| l.starts_with("FAKE")));
-        assert!(text.contains("sshd: 1 notify messages rejected\n"));
+        assert!(text.contains("sshd: 3 notify messages rejected\n"));
+        assert!(text.contains(
+            "sshd: 2 of them refused for their sender, latest: sender uid 65534 is neither root nor the service's uid 0\n"
+        ));
+        assert!(!text.contains("broken: 0"));
     }
 
     #[test]
@@ -866,6 +895,15 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(v["services"][0]["name"], "sshd");
         assert_eq!(v["services"][1]["pid"], serde_json::Value::Null);
+        assert_eq!(v["services"][0]["notify_refused"], 2);
+        // A report from a restarter without the refusal fields still reads.
+        let old = r#"{"restarter_pid":1,"uptime_ms":0,"services":[{"name":"a","state":"ready",
+            "pid":null,"uptime_ms":null,"restarts":0,"last_exit":null,"ready":true,
+            "watchdog_deadline_ms":null,"dropped_lines":0,"notify_rejected":0,
+            "status_text":null,"error":null}],"config_errors":[],"syslog_up":true,
+            "control_rejected":0}"#;
+        let back: StatusReport = serde_json::from_str(old).unwrap();
+        assert_eq!(back.services[0].notify_refused, 0);
     }
 
     #[test]

@@ -180,30 +180,7 @@ impl Server {
         admin_gid: Option<u32>,
         limits: Limits,
     ) -> std::io::Result<Server> {
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
-            Ok(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a socket", path.display()),
-                ))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let listener = socket::socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )?;
-        let addr = UnixAddr::new(path)?;
-        socket::bind(listener.as_raw_fd(), &addr)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-        let identity = std::fs::symlink_metadata(path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        socket::listen(&listener, Backlog::new(512).unwrap_or(Backlog::MAXCONN))?;
+        let (listener, identity) = listen_at(path)?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
         Ok(Server {
@@ -220,6 +197,30 @@ impl Server {
             counters: Counters::default(),
             log_limit: LogLimiter::default(),
         })
+    }
+
+    /// Whether the socket file at our path is still the one we bound.
+    pub fn in_place(&self) -> bool {
+        let current = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        current.is_some() && current == self.identity
+    }
+
+    /// Binds a fresh listening socket at the same path (the file was
+    /// removed, e.g. with the whole runtime directory) and puts it in place
+    /// of the old one; connected clients and counters are kept. Connections
+    /// still in the old listener's backlog are accepted first.
+    pub fn rebind(&mut self, now: MonoTime) -> std::io::Result<()> {
+        let (listener, identity) = listen_at(&self.path)?;
+        self.accept_some(now);
+        let _ = self.epoll.delete(&self.listener);
+        self.epoll
+            .add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
+        self.listener = listener;
+        self.identity = identity;
+        self.accept_paused_until = None;
+        Ok(())
     }
 
     /// Readable while [`Server::poll`] has work.
@@ -542,13 +543,41 @@ impl Server {
 impl Drop for Server {
     /// Removes the socket file if it is still the one this server created.
     fn drop(&mut self) {
-        let same = std::fs::symlink_metadata(&self.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        if same.is_some() && same == self.identity {
+        if self.in_place() {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// A listening socket bound at `path` (mode 0666: anyone may ask for
+/// status, permission is checked per request) and its file's identity. A
+/// stale socket at `path` is removed; anything else there is an error.
+fn listen_at(path: &Path) -> std::io::Result<(OwnedFd, Option<(u64, u64)>)> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    socket::bind(listener.as_raw_fd(), &addr)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let identity = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    socket::listen(&listener, Backlog::new(512).unwrap_or(Backlog::MAXCONN))?;
+    Ok((listener, identity))
 }
 
 enum ReadOutcome {
@@ -952,6 +981,33 @@ mod tests {
             &answers[0][..20.min(answers[0].len())]
         );
         assert!(answers[1].starts_with("ok\nyyy"));
+    }
+
+    #[test]
+    fn rebind_after_the_file_was_removed_serves_new_and_old_clients() {
+        let dir = Scratch::new("rebind");
+        let mut server = Server::bind(&dir.sock(), None).unwrap();
+        let mut old = connect(&dir.sock());
+        pump(&mut server, |s, _| s.client_count() == 1);
+        std::fs::remove_file(dir.sock()).unwrap();
+        assert!(!server.in_place());
+        assert!(UnixStream::connect(dir.sock()).is_err());
+        server.rebind(MonoTime::now()).unwrap();
+        assert!(server.in_place());
+        let mode = std::fs::metadata(dir.sock()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666);
+        let mut new = connect(&dir.sock());
+        old.write_all(b"status\n").unwrap();
+        new.write_all(b"status\n").unwrap();
+        let incoming = pump(&mut server, |_, inc| inc.len() == 2);
+        for inc in incoming {
+            server.reply(inc.client, Response::Status(StatusReport::default(), false));
+        }
+        pump(&mut server, |s, _| s.client_count() == 0);
+        assert!(read_all(old).starts_with("ok\n"));
+        assert!(read_all(new).starts_with("ok\n"));
+        drop(server);
+        assert!(!dir.sock().exists(), "drop removes the rebound socket");
     }
 
     #[test]

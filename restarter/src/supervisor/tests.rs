@@ -1302,3 +1302,29 @@ fn dependent_waiting_out_its_restart_delay_waits_for_a_requirement_that_hangs() 
     sim.advance(ms(10_000));
     assert_eq!(sim.spawn_times("b").len(), 1, "a is still stopping");
 }
+
+#[test]
+fn a_restored_notify_socket_gives_one_fresh_watchdog_timeout() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Watchdog;
+    a.watchdog_timeout = Some(ms(2000));
+    a.stop_timeout = ms(3000);
+    let mut sim = Sim::new(vec![a]);
+    let pid = sim.pid("a").unwrap();
+    sim.advance(ms(1500));
+    // The socket was gone and is back: the deadline counts from now.
+    let id = sim.id("a");
+    let back = sim.now;
+    sim.sup.notify_socket_restored(id, back);
+    sim.advance(ms(1900));
+    assert!(sim.kills("a").is_empty(), "killed before the fresh timeout");
+    sim.advance(ms(200));
+    assert_eq!(
+        sim.kills("a")[0],
+        (back + ms(2000), pid, false, libc::SIGABRT)
+    );
+    // While stopping, nothing is re-armed.
+    sim.sup.notify_socket_restored(id, sim.now);
+    sim.advance(ms(3100));
+    assert_eq!(sim.kills("a")[1].3, libc::SIGKILL);
+}
