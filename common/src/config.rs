@@ -227,7 +227,9 @@ pub enum ConfigError {
     /// The values parse but break the timing budget (see `budget`).
     Budget {
         file: PathBuf,
-        error: crate::budget::BudgetError,
+        /// Boxed: the error carries its terms and assumptions, and would
+        /// make every `Result<_, ConfigError>` large.
+        error: Box<crate::budget::BudgetError>,
     },
 }
 
@@ -328,7 +330,7 @@ impl Config {
         let config = Config::parse_without_budget(text, file)?;
         crate::budget::validate(&config).map_err(|error| ConfigError::Budget {
             file: file.to_path_buf(),
-            error,
+            error: Box::new(error),
         })?;
         Ok(config)
     }

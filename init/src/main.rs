@@ -19,9 +19,12 @@
 //!
 //! As PID 1 it never exits and never panics: clippy denies unwrap, expect,
 //! panic and indexing here; every failed system call is logged and retried
-//! later; a panic that unwinds anyway (the release profile unwinds too, for this) is caught and the loop
-//! resumed. No memory growth after start-up: fixed-capacity tables, bounded
-//! reads.
+//! later; a panic that unwinds anyway (the release profile unwinds too, for
+//! this) is caught and the loop entered again, with its beats to watchdogd
+//! withheld until a pass completes and stopped for good after repeated
+//! panics (`recovery.rs`). No sleep after a panic either: the loop is
+//! re-entered on its next event or after `recovery::PANIC_BACKOFF`. No
+//! memory growth after start-up: fixed-capacity tables, bounded reads.
 #![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
 #![cfg_attr(
     not(test),
@@ -38,7 +41,17 @@ mod console;
 mod effective;
 mod layers;
 mod mounts;
+mod recovery;
 mod shutdown;
+
+#[cfg(feature = "fault-inject")]
+mod fault;
+/// Without the test-only `fault-inject` feature, injection points are no-ops.
+#[cfg(not(feature = "fault-inject"))]
+mod fault {
+    #[inline(always)]
+    pub fn at(_point: &str) {}
+}
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -61,6 +74,7 @@ use tether_common::heartbeat::{self, Code, Reader, Writer};
 
 use crate::layers::{Action, Actions, Event, Exit, Human, Layer, Layers};
 use crate::mounts::Role;
+use crate::recovery::{Recovery, Verdict};
 use crate::shutdown::Cause;
 use crate::shutdown::{Sequence, Step, Steps};
 use tether_common::record;
@@ -78,6 +92,10 @@ const SIGNALS: [Signal; 6] = [
     Signal::SIGUSR2,
     Signal::SIGHUP,
 ];
+/// watchdogd's environment: the timings init runs on, so that a reload of
+/// watchdogd's own file can be checked against the running chain (issue 11
+/// item 7): `hang_timeout_ms=N,restart_delay_ms=N,startup_grace_ms=N,beat_interval_ms=N`.
+pub const ENV_CHAIN_TIMING: &str = "TETHER_CHAIN_TIMING";
 /// `PATH` given to the children when init has none (the kernel gives none).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Set-up retry backoff cap.
@@ -112,6 +130,8 @@ struct Init {
     shutdown_params: shutdown::Params,
     next_beat: MonoTime,
     next_liveness: MonoTime,
+    /// Panics caught, and whether beats may go out (`recovery.rs`).
+    recovery: Recovery,
     /// Logged once each: a beat write error, a pipe EOF, a reap error.
     said_beat_error: bool,
     said_eof: [bool; 2],
@@ -228,13 +248,15 @@ fn main() {
         args.config.clone()
     };
 
+    // A panic's message goes through the log backend (which never blocks on
+    // a console), not the default hook's blocking write to stderr.
+    std::panic::set_hook(Box::new(|info| error!("PANIC: {}", info)));
     let mut init = setup(role, config, child_config);
     loop {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init.run()));
         // `run` only comes back through a panic (every profile unwinds: no `panic = "abort"`).
         let _ = r;
-        error!("main loop panicked: resuming it in 1 s");
-        std::thread::sleep(Duration::from_secs(1));
+        init.after_panic(MonoTime::now());
     }
 }
 
@@ -349,6 +371,7 @@ impl Init {
             shutdown_params,
             next_beat: now,
             next_liveness: now + config.timing.liveness_interval,
+            recovery: Recovery::new(),
             said_beat_error: false,
             said_eof: [false; 2],
             config,
@@ -357,6 +380,12 @@ impl Init {
 
     /// The loop. Never returns.
     fn run(&mut self) {
+        // First, what a panic may have swallowed: a SIGCHLD or pipe
+        // readiness already consumed, an exit not yet reaped.
+        let now = MonoTime::now();
+        self.reap(now);
+        self.drain(now, Layer::Watchdogd);
+        self.drain(now, Layer::Restarter);
         loop {
             let now = MonoTime::now();
             self.on_time(now);
@@ -399,6 +428,72 @@ impl Init {
             if sig_ready {
                 self.read_signals(now);
             }
+            fault::at("pass");
+            self.recovery.pass_completed();
+        }
+    }
+
+    /// After a caught panic: what the loop may have left half done, the
+    /// verdict on the beats, and the wait (no sleep) before re-entering.
+    fn after_panic(&mut self, now: MonoTime) {
+        let verdict = self.recovery.on_panic(now);
+        let at = match verdict {
+            Verdict::Resume { at, panics } => {
+                error!(
+                    "main loop panicked ({} within {}): beats to watchdogd withheld until a pass of the loop completes; resuming",
+                    panics,
+                    Human(recovery::PANIC_WINDOW)
+                );
+                at
+            }
+            Verdict::GiveUp { at, panics } => {
+                error!(
+                    "main loop panicked {} times within {}: init stops beating to watchdogd for good, so that the watchdog resets the machine (init-hang rung); the loop keeps running meanwhile",
+                    panics,
+                    Human(recovery::PANIC_WINDOW)
+                );
+                at
+            }
+            Verdict::Down { at } => {
+                debug!(
+                    "main loop panicked again ({} since start; beats stopped)",
+                    self.recovery.total()
+                );
+                at
+            }
+        };
+        for layer in self.layers.after_panic(now).into_iter().flatten() {
+            warn!(
+                "{}: its start was under way when the loop panicked; starting it again",
+                layer
+            );
+        }
+        if self.shutdown.is_none() {
+            if let Some(reboot) = self.layers.unanswered_reboot() {
+                warn!(
+                    "the orderly reboot for an exhausted budget was lost in a panic: asking again"
+                );
+                self.apply(now, Actions::one(reboot), 0);
+            }
+        }
+        self.wait_for_event(at);
+    }
+
+    /// Waits until one of the loop's descriptors is ready or `until`: the
+    /// loop's own `poll`, so a signal or a beat ends the wait at once.
+    fn wait_for_event(&self, until: MonoTime) {
+        let timeout = until.saturating_since(MonoTime::now());
+        let ms = timeout.as_micros().div_ceil(1000);
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        let mut fds = [
+            PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.wd_in.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.rst_in.as_fd(), PollFlags::POLLIN),
+        ];
+        if let Err(e) = nix::poll::poll(&mut fds, timeout) {
+            if e != Errno::EINTR {
+                error!("poll after a panic failed: {}", e);
+            }
         }
     }
 
@@ -432,6 +527,10 @@ impl Init {
     }
 
     fn beat(&mut self) {
+        if !self.recovery.may_beat() {
+            debug!("beat withheld: the loop has not completed a pass since it panicked");
+            return;
+        }
         match self.beat_out.send(Code::Alive) {
             Ok(_) => self.said_beat_error = false,
             Err(e) => {
@@ -445,6 +544,10 @@ impl Init {
 
     fn liveness(&self, now: MonoTime) {
         let init = match &self.shutdown {
+            None if self.recovery.given_up() => format!(
+                "init NOT beating ({} panics of its loop)",
+                self.recovery.total()
+            ),
             None => "init ok".to_string(),
             Some(s) => format!("init shutting down ({})", s.request.cause.as_str()),
         };
@@ -637,11 +740,20 @@ impl Init {
                 // Stopped/continued/ptrace: not an exit.
                 _ => continue,
             };
-            match self.layers.layer_of(pid) {
-                Some(layer) => {
-                    // Bytes it wrote before dying are its own.
+            // The exit goes to the core before anything else is done with
+            // it: a panic after this point cannot leave the layer owning a
+            // pid that is gone (to be SIGKILLed again when it is reused).
+            let layer = self.layers.layer_of(pid);
+            let actions =
+                layer.map(|layer| self.layers.handle(now, Event::Exited { layer, pid, how }));
+            if layer.is_some() {
+                fault::at("reaped");
+            }
+            match (layer, actions) {
+                (Some(layer), Some(actions)) => {
+                    // Bytes it wrote before dying: a request among them is
+                    // still honoured (beats are no longer credited).
                     self.drain(now, layer);
-                    let actions = self.layers.handle(now, Event::Exited { layer, pid, how });
                     // Log (and restart) first: the shutdown steps below may
                     // end in reboot(2).
                     self.apply(now, actions, 0);
@@ -652,7 +764,7 @@ impl Init {
                         }
                     }
                 }
-                None => debug!("reaped pid {} ({})", pid, how),
+                _ => debug!("reaped pid {} ({})", pid, how),
             }
         }
     }
@@ -737,6 +849,7 @@ impl Init {
         for var in [
             ENV_HEARTBEATS,
             ENV_FDS,
+            ENV_CHAIN_TIMING,
             "NOTIFY_SOCKET",
             "LISTEN_FDS",
             "LISTEN_PID",
@@ -755,7 +868,8 @@ impl Init {
                 let mut fds = FdList::new();
                 fds.push("init", 5);
                 cmd.env(ENV_HEARTBEATS, hb.to_string())
-                    .env(ENV_FDS, fds.to_string());
+                    .env(ENV_FDS, fds.to_string())
+                    .env(ENV_CHAIN_TIMING, chain_timing(&self.config.timing));
                 tether_common::sys::spawn_with_fds(
                     &mut cmd,
                     &[
@@ -919,6 +1033,20 @@ impl Init {
             Human(shutdown::REBOOT_RETRY)
         );
     }
+}
+
+/// The value of [`ENV_CHAIN_TIMING`]: init's running timings in whole
+/// milliseconds, rounded up (a sub-millisecond remainder must never make
+/// the running chain look faster than it is to the check it feeds).
+fn chain_timing(t: &tether_common::config::Timing) -> String {
+    let ms = |d: Duration| d.as_nanos().div_ceil(1_000_000);
+    format!(
+        "hang_timeout_ms={},restart_delay_ms={},startup_grace_ms={},beat_interval_ms={}",
+        ms(t.hang_timeout),
+        ms(t.restart_delay),
+        ms(t.startup_grace),
+        ms(t.beat_interval)
+    )
 }
 
 /// Reads and drops everything queued on a pipe read end.

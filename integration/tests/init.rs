@@ -703,3 +703,40 @@ fn closed_standard_input_never_receives_a_heartbeat_pipe() {
         assert!(e.target.starts_with("pipe:"), "{:?}", e);
     }
 }
+
+/// init built with the test-only panic injection, `TETHER_INIT_PANIC=spec`.
+fn panicking(mut opts: ChainOptions, spec: &str) -> ChainOptions {
+    opts.init_bin = Some(tether_integration::chain::fault_inject_init());
+    opts.env.push(("TETHER_INIT_PANIC".into(), spec.into()));
+    opts
+}
+
+#[test]
+fn panic_right_after_reaping_a_layer_still_restarts_it() {
+    // Issue 11 item 5: a panic between waitpid and the core hearing of the
+    // exit left the restarter `Killing` a dead pid forever.
+    let (chain, _wd, rst) = up("init-panic-reaped", panicking(beating(), "reaped:1"));
+    assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
+    assert!(
+        chain
+            .wait_log(&["PANIC", "injected panic at reaped"], LONG)
+            .is_some(),
+        "the injected panic did not happen:\n{}",
+        chain.dump()
+    );
+    let new = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("restarter not restarted after the panic:\n{}", chain.dump()));
+    assert_ne!(new, rst);
+    assert!(
+        chain.logs(&["still not dead"]).is_empty(),
+        "init kept killing the reaped pid:\n{}",
+        chain.dump()
+    );
+    assert_eq!(
+        chain.find("tether-restarter").len(),
+        1,
+        "{:?}",
+        chain.processes()
+    );
+}
