@@ -40,6 +40,7 @@ mod args;
 mod console;
 mod effective;
 mod layers;
+mod limits;
 mod mounts;
 mod recovery;
 mod shutdown;
@@ -248,6 +249,7 @@ fn main() {
         args.config.clone()
     };
 
+    raise_nofile(&config);
     // A panic's message goes through the log backend (which never blocks on
     // a console), not the default hook's blocking write to stderr.
     std::panic::set_hook(Box::new(|info| error!("PANIC: {}", info)));
@@ -257,6 +259,73 @@ fn main() {
         // `run` only comes back through a panic (every profile unwinds: no `panic = "abort"`).
         let _ = r;
         init.after_panic(MonoTime::now());
+    }
+}
+
+/// Raises `RLIMIT_NOFILE` for init and, by inheritance, its layers
+/// (`limits.rs`), before anything is spawned.
+fn raise_nofile(config: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let current = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(
+                "getrlimit(RLIMIT_NOFILE) failed, limit left as it is: {}",
+                e
+            );
+            return;
+        }
+    };
+    let nr_open_path = Path::new("/proc/sys/fs/nr_open");
+    let nr_open = match record::read_text_bounded(nr_open_path, 64) {
+        Ok(t) => limits::parse_nr_open(&t),
+        Err(e) => {
+            warn!("reading {}: {}", nr_open_path.display(), e);
+            None
+        }
+    };
+    if let (Some(c), Some(n)) = (config.init.nofile, nr_open) {
+        if c > n {
+            warn!("[init] nofile {} is above fs.nr_open {}: using {}", c, n, n);
+        }
+    }
+    let source = match config.init.nofile {
+        Some(_) => "[init] nofile",
+        None => "fs.nr_open",
+    };
+    let root = nix::unistd::geteuid().is_root();
+    let mut want = limits::target(config.init.nofile, nr_open, current, root);
+    for attempt in 0..2 {
+        let Some((soft, hard)) = want else {
+            info!(
+                "RLIMIT_NOFILE {}:{} kept (it meets {})",
+                current.0, current.1, source
+            );
+            return;
+        };
+        match setrlimit(Resource::RLIMIT_NOFILE, soft, hard) {
+            Ok(()) => {
+                info!(
+                    "RLIMIT_NOFILE raised from {}:{} to {}:{} ({}) for init and its layers",
+                    current.0, current.1, soft, hard, source
+                );
+                return;
+            }
+            Err(e) if attempt == 0 && hard > current.1 => {
+                warn!(
+                    "setrlimit(RLIMIT_NOFILE, {}:{}) failed: {}; raising the soft limit only",
+                    soft, hard, e
+                );
+                want = limits::target(config.init.nofile, nr_open, current, false);
+            }
+            Err(e) => {
+                error!(
+                    "setrlimit(RLIMIT_NOFILE, {}:{}) failed, limit left at {}:{}: {}",
+                    soft, hard, current.0, current.1, e
+                );
+                return;
+            }
+        }
     }
 }
 
@@ -1066,5 +1135,26 @@ fn discard(fd: &OwnedFd) {
             Err(Errno::EINTR) => continue,
             Err(_) => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_timing_is_whole_milliseconds_rounded_up() {
+        let mut t = tether_common::config::Timing::default();
+        assert_eq!(
+            chain_timing(&t),
+            "hang_timeout_ms=10000,restart_delay_ms=1000,startup_grace_ms=5000,beat_interval_ms=1000"
+        );
+        t.hang_timeout = Duration::from_micros(300_001);
+        t.restart_delay = Duration::ZERO;
+        assert!(
+            chain_timing(&t).starts_with("hang_timeout_ms=301,restart_delay_ms=0,"),
+            "{}",
+            chain_timing(&t)
+        );
     }
 }

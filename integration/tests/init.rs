@@ -170,6 +170,12 @@ fn layers_get_exactly_their_descriptors_and_environment() {
         Some("init=3,watchdog=4")
     );
     assert_eq!(env_of(rst, "TETHER_HEARTBEATS"), None);
+    // init's running timings for watchdogd's reload check (issue 11 item 7).
+    assert_eq!(
+        env_of(wd, "TETHER_CHAIN_TIMING").as_deref(),
+        Some("hang_timeout_ms=1000,restart_delay_ms=200,startup_grace_ms=500,beat_interval_ms=100")
+    );
+    assert_eq!(env_of(rst, "TETHER_CHAIN_TIMING"), None);
     let config = chain.config_path.display().to_string();
     for pid in [wd, rst] {
         let argv = tether_integration::chain::cmdline(pid);
@@ -739,4 +745,75 @@ fn panic_right_after_reaping_a_layer_still_restarts_it() {
         "{:?}",
         chain.processes()
     );
+}
+
+/// `Max open files` of a process: (soft, hard).
+fn nofile_of(pid: i32) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(format!("/proc/{}/limits", pid)).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut f = line["Max open files".len()..].split_whitespace();
+    Some((f.next()?.to_string(), f.next()?.to_string()))
+}
+
+#[test]
+fn init_raises_the_descriptor_limit_for_itself_and_its_layers() {
+    // Issue 12 item 4: the kernel hands PID 1 1024:4096; init started so
+    // (through prlimit, which execs it as PID 1) must hand its layers
+    // fs.nr_open for both limits.
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .to_string();
+    let wrapper_dir = std::env::temp_dir().join(format!("tether-nofile-{}", std::process::id()));
+    std::fs::create_dir_all(&wrapper_dir).unwrap();
+    let wrapper = wrapper_dir.join("tether-init");
+    tether_integration::chain::write_executable(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\nexec prlimit --nofile=1024:4096 {} \"$@\"\n",
+            tether_integration::bins::bin("tether-init").display()
+        ),
+    );
+    let mut opts = beating();
+    opts.init_bin = Some(wrapper);
+    let (chain, wd, rst) = up("init-nofile", opts);
+    // Raising a hard limit takes CAP_SYS_RESOURCE, which some sandboxes
+    // withhold even from root: there init can only lift the soft limit to
+    // the hard one, and says so.
+    let cap_sys_resource = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        // Bit 24: CAP_SYS_RESOURCE.
+        .is_some_and(|caps| caps & (1 << 24) != 0);
+    let want = if cap_sys_resource {
+        (nr_open.clone(), nr_open)
+    } else {
+        eprintln!("NOTE no CAP_SYS_RESOURCE here: only the soft limit can rise (to 4096)");
+        assert!(
+            !chain.logs(&["raising the soft limit only"]).is_empty(),
+            "{}",
+            chain.dump()
+        );
+        ("4096".to_string(), "4096".to_string())
+    };
+    for (what, pid) in [
+        ("init", chain.init_pid()),
+        ("watchdogd", wd),
+        ("restarter", rst),
+    ] {
+        assert_eq!(
+            nofile_of(pid),
+            Some(want.clone()),
+            "{what}:\n{}",
+            chain.dump()
+        );
+    }
+    let raised = format!(
+        "RLIMIT_NOFILE raised from 1024:4096 to {}:{}",
+        want.0, want.1
+    );
+    assert!(!chain.logs(&[&raised]).is_empty(), "{}", chain.dump());
+    let _ = std::fs::remove_dir_all(&wrapper_dir);
 }
