@@ -46,6 +46,13 @@ use std::time::Duration;
 /// repeating the kill and never starts a second one (`init/src/layers.rs`).
 pub const KILL_REAP_MIN: Duration = Duration::from_millis(100);
 
+/// Longest wait of init's shutdown, after `kill(-1, SIGKILL)`, for every
+/// process to be reaped before it remounts the filesystems read-only
+/// (`init/src/shutdown.rs`). A killed process normally goes within
+/// milliseconds; 2 s covers one that must first unmap gigabytes or finish a
+/// disk request, and stays inside a small `hardware_timeout`.
+pub const REAP_WAIT: Duration = Duration::from_secs(2);
+
 /// The least time the budget allows from init's `fork` of a layer child to
 /// that child's first beat: `exec`, loading and checking `tether.toml`,
 /// setting up its loop (the restarter also reads its state file and
@@ -335,6 +342,7 @@ pub fn table(config: &Config) -> Vec<BudgetRow> {
         config.init.window,
         config.init.stop_timeout,
         config.init.kill_grace,
+        REAP_WAIT,
     ];
     use Outcome::*;
     vec![
@@ -369,7 +377,10 @@ pub fn table(config: &Config) -> Vec<BudgetRow> {
             "layer restart budget exhausted",
             Reboot,
             &exhausted,
-            "[init] window + stop_timeout + kill_grace",
+            &format!(
+                "[init] window + stop_timeout + kill_grace + REAP_WAIT {}",
+                format(REAP_WAIT)
+            ),
         ),
     ]
 }
@@ -562,7 +573,7 @@ mod tests {
         assert_eq!(bound("init crash"), (Outcome::HardwareReset, secs(40)));
         assert_eq!(
             bound("layer restart budget exhausted"),
-            (Outcome::Reboot, secs(300 + 30 + 3))
+            (Outcome::Reboot, secs(300 + 30 + 3 + 2))
         );
     }
 

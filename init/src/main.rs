@@ -1045,6 +1045,11 @@ impl Init {
                     // Nothing may be left to send SIGCHLD: look now.
                     self.reap(now);
                 }
+                Step::KillAll => {
+                    self.kill_all(Signal::SIGKILL);
+                    // The loop reaps on SIGCHLD; ECHILD ends the wait.
+                    self.reap(now);
+                }
                 Step::Finish => self.finish(),
             }
         }
@@ -1066,9 +1071,9 @@ impl Init {
         }
     }
 
-    /// The last steps: SIGKILL, record, sync, read-only, reboot(2).
+    /// The last steps (every process is gone, or `REAP_WAIT` is over):
+    /// record, sync, read-only, reboot(2).
     fn finish(&mut self) {
-        self.kill_all(Signal::SIGKILL);
         reap_all_blocking_free();
         let Some(req) = self.shutdown.as_ref().map(|s| s.request.clone()) else {
             return;
@@ -1076,10 +1081,7 @@ impl Init {
         self.write_record(&req);
         nix::unistd::sync();
         match self.role {
-            Role::Machine => match shutdown::remount_root_read_only() {
-                Ok(()) => info!("shutdown: / remounted read-only"),
-                Err(e) => error!("shutdown: remounting / read-only failed: {}", e),
-            },
+            Role::Machine => remount_all_read_only(),
             _ => info!(
                 "shutdown: read-only remount skipped ({})",
                 self.role.describe()
@@ -1102,6 +1104,55 @@ impl Init {
             Human(shutdown::REBOOT_RETRY)
         );
     }
+}
+
+/// Remounts every filesystem read-only, in reverse mount order
+/// (`shutdown::remount_plan`); logs each result.
+fn remount_all_read_only() {
+    use std::io::Read;
+    let mut text = Vec::new();
+    let read = std::fs::File::open("/proc/self/mountinfo")
+        .and_then(|f| f.take(1 << 20).read_to_end(&mut text));
+    let plan = match read {
+        Ok(_) => shutdown::remount_plan(&shutdown::parse_mountinfo(&text)),
+        Err(e) => {
+            error!(
+                "shutdown: reading /proc/self/mountinfo failed ({}): remounting / only",
+                e
+            );
+            vec![shutdown::Mount {
+                point: "/".into(),
+                fstype: String::new(),
+                read_only: false,
+            }]
+        }
+    };
+    let (mut done, mut refused) = (0usize, 0usize);
+    for m in &plan {
+        match shutdown::remount_read_only(&m.point) {
+            Ok(()) => {
+                done += 1;
+                info!(
+                    "shutdown: {} ({}) remounted read-only",
+                    m.point.to_string_lossy(),
+                    m.fstype
+                );
+            }
+            Err(e) => {
+                refused += 1;
+                error!(
+                    "shutdown: remounting {} ({}) read-only failed: {}",
+                    m.point.to_string_lossy(),
+                    m.fstype,
+                    e
+                );
+            }
+        }
+    }
+    info!(
+        "shutdown: {} filesystem(s) remounted read-only, {} refused",
+        done, refused
+    );
 }
 
 /// The value of [`ENV_CHAIN_TIMING`]: init's running timings in whole
