@@ -562,28 +562,42 @@ fn restarter_ignoring_sigterm_is_killed_after_stop_timeout() {
 fn orphans_are_reaped() {
     let (chain, _, rst) = up("init-orphans", beating());
     let init = chain.init_pid();
+    let cmd = chain.fake_dir.join("restarter.cmd");
     for _ in 0..3 {
         chain.fake_cmd("restarter", "orphan");
-        std::thread::sleep(Duration::from_millis(300));
+        // The fake removes the command file when it has run it.
+        let done = tether_integration::chain::wait_until(LONG, || (!cmd.exists()).then_some(()));
+        assert!(done.is_some(), "the fake did not take the command");
     }
     // The orphans (`sleep 1` whose parent subshell exited) now belong to init.
-    let adopted = chain
-        .processes()
-        .into_iter()
-        .filter(|p| {
-            p.ppid == init
-                && p.cmdline.first().is_some_and(|a| a == "sleep")
-                && p.cmdline.get(1).is_some_and(|a| a == "1")
-        })
-        .count();
+    let adopted = tether_integration::chain::wait_until(LONG, || {
+        let n = chain
+            .processes()
+            .into_iter()
+            .filter(|p| {
+                p.ppid == init
+                    && p.cmdline.first().is_some_and(|a| a == "sleep")
+                    && p.cmdline.get(1).is_some_and(|a| a == "1")
+            })
+            .count();
+        (n >= 1).then_some(n)
+    });
     assert!(
-        adopted >= 1,
+        adopted.is_some(),
         "no orphan adopted by init: {:?}",
         chain.processes()
     );
-    // Killing the layer leaves its `sleep 0.1` child orphaned too.
+    // Killing the layer leaves its `sleep 0.1` child orphaned too. Wait for
+    // it (and the `sleep 1` orphans) to end; none may stay a zombie.
     assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
-    std::thread::sleep(Duration::from_millis(2000));
+    let gone = tether_integration::chain::wait_until(LONG, || {
+        let left = chain
+            .processes()
+            .into_iter()
+            .any(|p| p.ppid == init && p.cmdline.first().is_some_and(|a| a == "sleep"));
+        (!left).then_some(())
+    });
+    assert!(gone.is_some(), "{:?}", chain.processes());
     let z = chain.zombies();
     assert!(z.is_empty(), "zombies left: {:?}", z);
 }
@@ -816,4 +830,36 @@ fn init_raises_the_descriptor_limit_for_itself_and_its_layers() {
     );
     assert!(!chain.logs(&[&raised]).is_empty(), "{}", chain.dump());
     let _ = std::fs::remove_dir_all(&wrapper_dir);
+}
+
+#[test]
+fn after_the_grace_init_sigkills_and_waits_for_every_process_before_the_last_steps() {
+    // Issue 11 item 10: the remount came right after one reap, while killed
+    // processes could still be exiting.
+    let wd = FakeLayer::Beater {
+        interval: BEAT,
+        term_delay: None,
+        ignore_term: true,
+    };
+    let (mut chain, _, _) = up("init-reap-wait", options(wd, FakeLayer::beater(BEAT)));
+    assert!(tether_integration::chain::signal(
+        chain.init_pid(),
+        Signal::SIGTERM
+    ));
+    let status = chain
+        .wait_end(LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    assert_eq!(End::of(status), End::Reboot);
+    let at = |needle: &str| {
+        chain
+            .logs(&[needle])
+            .first()
+            .map(|l| l.at)
+            .unwrap_or_else(|| panic!("no `{}`:\n{}", needle, chain.dump()))
+    };
+    assert!(!chain.logs(&["got SIGTERM, ignoring it"]).is_empty());
+    let killed = at("over: SIGKILL to all processes");
+    let reaped = at("all processes reaped");
+    let last = at("read-only remount skipped");
+    assert!(killed <= reaped && reaped <= last, "{}", chain.dump());
 }
