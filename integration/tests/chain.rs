@@ -499,3 +499,40 @@ fn init_whose_loop_panics_in_every_pass_stops_beating_and_the_hardware_resets() 
         chain.dump()
     );
 }
+
+#[test]
+fn init_panicking_on_every_layer_exit_gives_up_beating_after_three() {
+    // Issue 11 item 5: panics with healthy passes between them (here one
+    // at each reap of a layer) still stop the beats at the third within
+    // the window; the first two are survived, the layer restarted each time.
+    let mut opts = options();
+    opts.init_bin = Some(tether_integration::chain::fault_inject_init());
+    opts.env.push(("TETHER_INIT_PANIC".into(), "reaped".into()));
+    let mut chain = Chain::start("chain-init-panics-reap", opts);
+    let (_, mut rst) = up(&chain);
+    for n in 1..=3 {
+        assert!(signal(rst, Signal::SIGKILL));
+        if n < 3 {
+            rst = chain
+                .wait_layer("tether-restarter", Some(rst), LONG)
+                .unwrap_or_else(|| {
+                    panic!("restarter not restarted after panic {n}:\n{}", chain.dump())
+                });
+            assert_no_reset(&chain);
+        }
+    }
+    let t = timings();
+    let hw = chain.hw.as_ref().expect("hardware");
+    hw.wait_for_reset(t.stale_timeout + t.hardware_timeout + LONG)
+        .unwrap_or_else(|| panic!("no reset:\n{}", chain.dump()));
+    let status = chain.wait_end(LONG).expect("the namespace ends");
+    assert_eq!(End::of(status), End::Killed);
+    assert_eq!(chain.reset_field("layer").as_deref(), Some("init"));
+    assert!(
+        !chain
+            .logs(&["panicked 3 times", "stops beating to watchdogd for good"])
+            .is_empty(),
+        "{}",
+        chain.dump()
+    );
+}
