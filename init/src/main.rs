@@ -258,7 +258,10 @@ fn main() {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init.run()));
         // `run` only comes back through a panic (every profile unwinds: no `panic = "abort"`).
         let _ = r;
-        init.after_panic(MonoTime::now());
+        // Caught too: PID 1 must not die of a panic in its own recovery.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            init.after_panic(MonoTime::now())
+        }));
     }
 }
 
@@ -449,12 +452,7 @@ impl Init {
 
     /// The loop. Never returns.
     fn run(&mut self) {
-        // First, what a panic may have swallowed: a SIGCHLD or pipe
-        // readiness already consumed, an exit not yet reaped.
-        let now = MonoTime::now();
-        self.reap(now);
-        self.drain(now, Layer::Watchdogd);
-        self.drain(now, Layer::Restarter);
+        self.reconcile(MonoTime::now());
         loop {
             let now = MonoTime::now();
             self.on_time(now);
@@ -502,8 +500,32 @@ impl Init {
         }
     }
 
-    /// After a caught panic: what the loop may have left half done, the
-    /// verdict on the beats, and the wait (no sleep) before re-entering.
+    /// On (re-)entering the loop: what a panic may have left half done. A
+    /// SIGCHLD or pipe readiness already consumed, an exit not yet reaped, a
+    /// start whose result was lost, an exhausted budget whose reboot was not
+    /// asked for. At the first start there is nothing to find.
+    fn reconcile(&mut self, now: MonoTime) {
+        self.reap(now);
+        self.drain(now, Layer::Watchdogd);
+        self.drain(now, Layer::Restarter);
+        for layer in self.layers.after_panic(now).into_iter().flatten() {
+            warn!(
+                "{}: its start was under way when the loop panicked; starting it again",
+                layer
+            );
+        }
+        if self.shutdown.is_none() {
+            if let Some(reboot) = self.layers.unanswered_reboot() {
+                warn!(
+                    "the orderly reboot for an exhausted budget was lost in a panic: asking again"
+                );
+                self.apply(now, Actions::one(reboot), 0);
+            }
+        }
+    }
+
+    /// After a caught panic: the verdict on the beats, and the wait (no
+    /// sleep) before re-entering the loop, which reconciles first.
     fn after_panic(&mut self, now: MonoTime) {
         let verdict = self.recovery.on_panic(now);
         let at = match verdict {
@@ -531,20 +553,6 @@ impl Init {
                 at
             }
         };
-        for layer in self.layers.after_panic(now).into_iter().flatten() {
-            warn!(
-                "{}: its start was under way when the loop panicked; starting it again",
-                layer
-            );
-        }
-        if self.shutdown.is_none() {
-            if let Some(reboot) = self.layers.unanswered_reboot() {
-                warn!(
-                    "the orderly reboot for an exhausted budget was lost in a panic: asking again"
-                );
-                self.apply(now, Actions::one(reboot), 0);
-            }
-        }
         self.wait_for_event(at);
     }
 
