@@ -621,20 +621,26 @@ fn kernel_panic_ends_in_a_hardware_reset() {
 /// the next boot mounts it: the superblock's state and `needs_recovery`.
 fn state_disk_left_clean(row: &mut Row) -> Result<String, String> {
     let s = row.g.disk.super_state().map_err(|e| e.to_string())?;
-    let remounted = row
-        .g
-        .vm
-        .timeline
-        .events()
-        .iter()
-        .any(|e| e.is(Source::Console, "/var (ext4) remounted read-only"));
+    let said = |needle: &str| {
+        row.g
+            .vm
+            .timeline
+            .events()
+            .iter()
+            .any(|e| e.is(Source::Console, needle))
+    };
+    let remounted = said("/var (ext4) remounted read-only");
+    let reaped = said("all processes reaped");
     if !s.is_clean() {
         return Err(format!(
             "the state disk was left mounted read-write: superblock state {:?}, needs_recovery {} (init logged the /var remount: {})",
             s.state, s.needs_recovery, remounted
         ));
     }
-    Ok("state disk clean (superblock: no journal to replay)".into())
+    if !reaped {
+        return Err("init did not log that every process was reaped after SIGKILL".into());
+    }
+    Ok("SIGTERM-ignoring holder SIGKILLed and reaped, state disk clean (superblock: no journal to replay)".into())
 }
 
 #[test]
@@ -644,6 +650,15 @@ fn tetherctl_reboot_is_clean_and_reported_as_requested() {
         "tetherctl reboot",
         "clean reboot; next boot: requested",
         |row| {
+            // A process outside the services that ignores SIGTERM and holds
+            // a file on the state disk open for writing: only SIGKILL and
+            // its reap let /var go read-only (else EBUSY).
+            let h = row.agent(
+                "exec sh -c 'trap \"\" TERM; exec 3>>/var/log/holder; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &",
+            )?;
+            if h.i64("code") != 0 {
+                return Err(format!("starting the holder: {}", h.str("out")));
+            }
             let k = row.agent("exec /sbin/tetherctl reboot")?;
             if k.i64("code") != 0 {
                 return Err(format!("tetherctl reboot: {}", k.str("out")));
