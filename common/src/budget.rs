@@ -2,15 +2,28 @@
 //! the rungs of the ladder overlap, and the worst-case time from each fault
 //! class to recovery or reset.
 //!
+//! The repair time of a layer (init's rung for a hung or crashed layer
+//! child) is, in the worst case,
+//! `hang_timeout + max(restart_delay, KILL_REAP_MIN) + max(startup_grace,
+//! START_LATENCY_MIN)`: init notices the silence, SIGKILLs the child, must
+//! reap it before starting the next one (which also waits for
+//! `restart_delay` since the last start), and the new child needs its start
+//! latency before its first beat. `restart_delay` and `startup_grace` stand
+//! in for those two latencies when they are at least as large; a
+//! configuration that sets either below its minimum is judged with the
+//! minimum instead, so `restart_delay = "0s"` or `startup_grace = "0s"` is
+//! accepted only when the rungs still fit with real latencies (see
+//! [`KILL_REAP_MIN`], [`START_LATENCY_MIN`]). Error messages say when a
+//! minimum was counted.
+//!
 //! The rules, checked in this order (the first broken one is reported):
 //! 1. `beat_interval < hang_timeout`: a layer must beat at least once before
 //!    init calls it hung.
 //! 2. for each layer (init, restarter, and any named in
-//!    `[timing.stale_timeout_by_layer]`):
-//!    `stale_timeout(layer) > hang_timeout + restart_delay + startup_grace`:
+//!    `[timing.stale_timeout_by_layer]`): `stale_timeout(layer) > repair`:
 //!    watchdogd must not give up before init's repair could land.
-//! 3. `hang_timeout + restart_delay + startup_grace < hardware_timeout`: a
-//!    hung watchdogd must be replaced before the hardware fires.
+//! 3. `repair < hardware_timeout`: a hung watchdogd must be replaced before
+//!    the hardware fires.
 //!
 //! `beat_interval < stale_timeout(layer)` follows from 1 and 2, so it is not
 //! checked on its own.
@@ -22,6 +35,32 @@ use crate::config::{Config, Timing};
 use crate::duration::format;
 use std::fmt;
 use std::time::Duration;
+
+/// The least time the budget allows from init's `SIGKILL` (or a layer's
+/// crash) to init having reaped the child and being free to start the next
+/// one: signal delivery, the kernel tearing the process down (unmapping a
+/// restarter that holds tables for thousands of services takes tens of
+/// milliseconds), `SIGCHLD` through init's signalfd and one turn of its
+/// loop, on a small appliance core that other processes share. A process
+/// stuck in uninterruptible sleep takes longer than any minimum; init keeps
+/// repeating the kill and never starts a second one (`init/src/layers.rs`).
+pub const KILL_REAP_MIN: Duration = Duration::from_millis(100);
+
+/// Longest wait of init's shutdown, after `kill(-1, SIGKILL)`, for every
+/// process to be reaped before it remounts the filesystems read-only
+/// (`init/src/shutdown.rs`). A killed process normally goes within
+/// milliseconds; 2 s covers one that must first unmap gigabytes or finish a
+/// disk request, and stays inside a small `hardware_timeout`.
+pub const REAP_WAIT: Duration = Duration::from_secs(2);
+
+/// The least time the budget allows from init's `fork` of a layer child to
+/// that child's first beat: `exec`, loading and checking `tether.toml`,
+/// setting up its loop (the restarter also reads its state file and
+/// re-adopts the services, watchdogd opens the device). Measured in
+/// milliseconds on a desktop, tens to a hundred and more on a loaded
+/// single-core ARM board; 200 ms is the floor below which a configuration
+/// is not believed.
+pub const START_LATENCY_MIN: Duration = Duration::from_millis(200);
 
 /// A broken inequality: which one, the two sides, and by how much.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +76,10 @@ pub struct BudgetError {
     pub right_terms: Box<[Duration]>,
     /// Which of the rules, for callers that match on it.
     pub kind: Rule,
+    /// Where a documented minimum latency replaced a configured value, in
+    /// words (e.g. `restart_delay 0s is below KILL_REAP_MIN ...`); empty
+    /// when every configured value was used as it is.
+    pub assumptions: Box<[String]>,
 }
 
 /// The rules of the budget, in the order they are checked.
@@ -103,7 +146,11 @@ impl fmt::Display for BudgetError {
             side(&self.left_terms, self.left),
             side(&self.right_terms, self.right),
             self.kind.why()
-        )
+        )?;
+        if !self.assumptions.is_empty() {
+            write!(f, " (assumed: {})", self.assumptions.join("; "))?;
+        }
+        Ok(())
     }
 }
 
@@ -152,6 +199,76 @@ fn watched_layers(t: &Timing) -> Vec<&str> {
     layers
 }
 
+/// The worst-case time init needs to replace a hung layer child, as terms:
+/// `hang_timeout`, the wait before the next start, the start latency.
+struct Repair {
+    terms: [Duration; 3],
+    /// The minimums that replaced a configured value, in words.
+    assumptions: Vec<String>,
+}
+
+/// The crash formula (no hang to notice first), as the rules and the table
+/// write it: `max(restart_delay, KILL_REAP_MIN 100ms) + max(startup_grace,
+/// START_LATENCY_MIN 200ms)`.
+fn crash_formula() -> String {
+    format!(
+        "max(restart_delay, KILL_REAP_MIN {}) + max(startup_grace, START_LATENCY_MIN {})",
+        format(KILL_REAP_MIN),
+        format(START_LATENCY_MIN)
+    )
+}
+
+/// The repair formula of a hung layer: `hang_timeout + ` the crash formula.
+fn repair_formula() -> String {
+    format!("hang_timeout + {}", crash_formula())
+}
+
+/// `value` or, if larger, the documented `minimum`; says so in
+/// `assumptions` when the minimum wins.
+fn at_least(
+    key: &str,
+    value: Duration,
+    name: &str,
+    minimum: Duration,
+    what: &str,
+    assumptions: &mut Vec<String>,
+) -> Duration {
+    if value >= minimum {
+        return value;
+    }
+    assumptions.push(format!(
+        "{key} {} is below {name} = {} ({what}), so {} is counted",
+        format(value),
+        format(minimum),
+        format(minimum)
+    ));
+    minimum
+}
+
+fn repair(t: &Timing) -> Repair {
+    let mut assumptions = Vec::new();
+    let wait = at_least(
+        "restart_delay",
+        t.restart_delay,
+        "KILL_REAP_MIN",
+        KILL_REAP_MIN,
+        "the least a SIGKILL and init's reap of the child take",
+        &mut assumptions,
+    );
+    let start = at_least(
+        "startup_grace",
+        t.startup_grace,
+        "START_LATENCY_MIN",
+        START_LATENCY_MIN,
+        "the least a layer child takes from fork to its first beat",
+        &mut assumptions,
+    );
+    Repair {
+        terms: [t.hang_timeout, wait, start],
+        assumptions,
+    }
+}
+
 fn sum(terms: &[Duration]) -> Duration {
     terms
         .iter()
@@ -161,8 +278,11 @@ fn sum(terms: &[Duration]) -> Duration {
 /// Checks every inequality; the first broken one is returned.
 pub fn validate(config: &Config) -> Result<(), BudgetError> {
     let t = &config.timing;
-    let repair = [t.hang_timeout, t.restart_delay, t.startup_grace];
-    let repair_rule = "hang_timeout + restart_delay + startup_grace";
+    let Repair {
+        terms: repair,
+        assumptions,
+    } = repair(t);
+    let repair_rule = repair_formula();
     let broken = |kind, rule: String, left: &[Duration], right: &[Duration]| BudgetError {
         rule,
         left: sum(left),
@@ -170,6 +290,11 @@ pub fn validate(config: &Config) -> Result<(), BudgetError> {
         left_terms: left.into(),
         right_terms: right.into(),
         kind,
+        assumptions: if kind == Rule::BeatBeforeHang {
+            Box::default()
+        } else {
+            assumptions.clone().into()
+        },
     };
 
     if t.beat_interval >= t.hang_timeout {
@@ -209,40 +334,27 @@ pub fn table(config: &Config) -> Vec<BudgetRow> {
         bound: sum(terms),
         formula: formula.into(),
     };
-    let crash = [t.restart_delay, t.startup_grace];
-    let hang = [t.hang_timeout, t.restart_delay, t.startup_grace];
+    let hang = repair(t).terms;
+    let [_, wait, start] = hang;
+    let crash = [wait, start];
     let stale_init = t.stale_timeout_for("init");
     let exhausted = [
         config.init.window,
         config.init.stop_timeout,
         config.init.kill_grace,
+        REAP_WAIT,
     ];
     use Outcome::*;
     vec![
-        row(
-            "restarter crash",
-            Restart,
-            &crash,
-            "restart_delay + startup_grace",
-        ),
-        row(
-            "restarter hang",
-            Restart,
-            &hang,
-            "hang_timeout + restart_delay + startup_grace",
-        ),
+        row("restarter crash", Restart, &crash, &crash_formula()),
+        row("restarter hang", Restart, &hang, &repair_formula()),
         row(
             "watchdogd crash",
             Restart,
             &crash,
-            "restart_delay + startup_grace (hardware stays armed)",
+            &format!("{} (hardware stays armed)", crash_formula()),
         ),
-        row(
-            "watchdogd hang",
-            Restart,
-            &hang,
-            "hang_timeout + restart_delay + startup_grace",
-        ),
+        row("watchdogd hang", Restart, &hang, &repair_formula()),
         row(
             "init hang",
             HardwareReset,
@@ -265,7 +377,10 @@ pub fn table(config: &Config) -> Vec<BudgetRow> {
             "layer restart budget exhausted",
             Reboot,
             &exhausted,
-            "[init] window + stop_timeout + kill_grace",
+            &format!(
+                "[init] window + stop_timeout + kill_grace + REAP_WAIT {}",
+                format(REAP_WAIT)
+            ),
         ),
     ]
 }
@@ -355,8 +470,8 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "timing budget: stale_timeout (init) must be > hang_timeout + restart_delay + startup_grace, \
-             but 15s <= 10s + 1s + 5s = 16s (short by 1s): watchdogd would give up before init's repair could land"
+            "timing budget: stale_timeout (init) must be > hang_timeout + max(restart_delay, KILL_REAP_MIN 100ms) \
+             + max(startup_grace, START_LATENCY_MIN 200ms), but 15s <= 10s + 1s + 5s = 16s (short by 1s): watchdogd would give up before init's repair could land"
         );
     }
 
@@ -406,7 +521,7 @@ mod tests {
         assert_eq!(err.kind, Rule::RepairBeforeHardware);
         assert_eq!(
             err.rule,
-            "hang_timeout + restart_delay + startup_grace < hardware_timeout"
+            "hang_timeout + max(restart_delay, KILL_REAP_MIN 100ms) + max(startup_grace, START_LATENCY_MIN 200ms) < hardware_timeout"
         );
         let msg = err.to_string();
         assert!(
@@ -458,8 +573,108 @@ mod tests {
         assert_eq!(bound("init crash"), (Outcome::HardwareReset, secs(40)));
         assert_eq!(
             bound("layer restart budget exhausted"),
-            (Outcome::Reboot, secs(300 + 30 + 3))
+            (Outcome::Reboot, secs(300 + 30 + 3 + 2))
         );
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// hang 300 ms, stale 1 s, hardware 2 s: the rungs fit only if kill,
+    /// reap and start are counted as nothing.
+    fn tight(restart_delay: Duration, startup_grace: Duration, stale: Duration) -> Config {
+        with(|t| {
+            t.beat_interval = ms(100);
+            t.hang_timeout = ms(300);
+            t.restart_delay = restart_delay;
+            t.startup_grace = startup_grace;
+            t.stale_timeout = stale;
+            t.hardware_timeout = secs(2);
+        })
+    }
+
+    #[test]
+    fn zero_restart_delay_is_judged_with_the_kill_and_reap_minimum() {
+        // 300 + 0 + 600 = 900 < 950 would pass with zero latency; with
+        // KILL_REAP_MIN it is 1000 >= 950.
+        let err = validate(&tight(ms(0), ms(600), ms(950))).unwrap_err();
+        assert_eq!(err.kind, Rule::StaleAfterRepair);
+        assert_eq!((err.left, err.right), (ms(950), ms(1000)));
+        assert_eq!(&*err.right_terms, &[ms(300), KILL_REAP_MIN, ms(600)]);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("but 950ms <= 300ms + 100ms + 600ms = 1s (short by 50ms)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("restart_delay 0s is below KILL_REAP_MIN = 100ms (the least a SIGKILL and init's reap of the child take), so 100ms is counted"),
+            "{msg}"
+        );
+        // With room for the kill and reap it passes: the minimum refuses
+        // only what fits by zero latency alone.
+        assert_eq!(validate(&tight(ms(0), ms(600), ms(1001))), Ok(()));
+        // Exactly at the minimum the configured value is used, no note.
+        let err = validate(&tight(KILL_REAP_MIN, ms(600), ms(1000))).unwrap_err();
+        assert!(err.assumptions.is_empty(), "{err}");
+        assert_eq!(validate(&tight(KILL_REAP_MIN, ms(600), ms(1001))), Ok(()));
+    }
+
+    #[test]
+    fn zero_startup_grace_is_judged_with_the_start_latency_minimum() {
+        // 300 + 100 + 0 = 400 < 500 with zero latency; 600 >= 500 with the
+        // start latency.
+        let err = validate(&tight(ms(100), ms(0), ms(500))).unwrap_err();
+        assert_eq!(err.kind, Rule::StaleAfterRepair);
+        assert_eq!(&*err.right_terms, &[ms(300), ms(100), START_LATENCY_MIN]);
+        assert!(
+            err.to_string()
+                .contains("startup_grace 0s is below START_LATENCY_MIN = 200ms"),
+            "{err}"
+        );
+        assert_eq!(validate(&tight(ms(100), ms(0), ms(601))), Ok(()));
+        assert!(validate(&tight(ms(100), ms(0), ms(600))).is_err());
+        // Both below their minimums: both named.
+        let err = validate(&tight(ms(0), ms(0), ms(500))).unwrap_err();
+        assert_eq!(err.assumptions.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn hardware_rule_counts_the_minimums_too() {
+        // A hung watchdogd: 1.7 s + 0 + 0 fits in 2 s only with zero latency.
+        let c = with(|t| {
+            t.beat_interval = ms(100);
+            t.hang_timeout = ms(1700);
+            t.restart_delay = ms(0);
+            t.startup_grace = ms(0);
+            t.stale_timeout = secs(10);
+            t.hardware_timeout = secs(2);
+        });
+        let err = validate(&c).unwrap_err();
+        assert_eq!(err.kind, Rule::RepairBeforeHardware);
+        assert_eq!((err.left, err.right), (ms(2000), secs(2)));
+        assert!(
+            err.to_string().contains("(assumed: restart_delay 0s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn table_bounds_count_the_minimums() {
+        let rows = table(&tight(ms(0), ms(0), secs(1)));
+        let bound = |fault: &str| rows.iter().find(|r| r.fault == fault).unwrap().clone();
+        let hang = bound("restarter hang");
+        assert_eq!(hang.bound, ms(300 + 100 + 200));
+        assert_eq!(
+            hang.formula,
+            "hang_timeout + max(restart_delay, KILL_REAP_MIN 100ms) + max(startup_grace, START_LATENCY_MIN 200ms)"
+        );
+        assert_eq!(bound("watchdogd crash").bound, ms(100 + 200));
+        assert_eq!(bound("restarter crash").bound, ms(100 + 200));
+        // Above the minimums the configured values are the bound.
+        let rows = table(&tight(ms(150), ms(250), secs(1)));
+        let hang = rows.iter().find(|r| r.fault == "watchdogd hang").unwrap();
+        assert_eq!(hang.bound, ms(300 + 150 + 250));
     }
 
     #[test]

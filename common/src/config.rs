@@ -193,7 +193,18 @@ pub struct InitSettings {
     /// Between `kill(-1, SIGTERM)` and `kill(-1, SIGKILL)`. Default 3 s.
     #[serde(deserialize_with = "duration::deserialize")]
     pub kill_grace: Duration,
+    /// `RLIMIT_NOFILE` (soft = hard) init sets for itself and its layer
+    /// children, from [`NOFILE_MIN`] to [`NOFILE_MAX`]. `None` (the key
+    /// left out): the kernel's `fs.nr_open`, the most a process may have.
+    pub nofile: Option<u64>,
 }
+
+/// Smallest `[init] nofile`: the conventional soft limit services get, so a
+/// lower value would only take descriptors away from the restarter.
+pub const NOFILE_MIN: u64 = 1024;
+/// Largest `[init] nofile`: the kernel's ceiling for `fs.nr_open` on 64-bit
+/// (`INT_MAX` rounded down to a multiple of 64, `fs/file.c`).
+pub const NOFILE_MAX: u64 = 2_147_483_584;
 
 /// `[control]`: the restarter's control socket.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -227,7 +238,9 @@ pub enum ConfigError {
     /// The values parse but break the timing budget (see `budget`).
     Budget {
         file: PathBuf,
-        error: crate::budget::BudgetError,
+        /// Boxed: the error carries its terms and assumptions, and would
+        /// make every `Result<_, ConfigError>` large.
+        error: Box<crate::budget::BudgetError>,
     },
 }
 
@@ -312,6 +325,7 @@ impl Default for InitSettings {
             window: Duration::from_secs(300),
             stop_timeout: Duration::from_secs(30),
             kill_grace: Duration::from_secs(3),
+            nofile: None,
         }
     }
 }
@@ -328,7 +342,7 @@ impl Config {
         let config = Config::parse_without_budget(text, file)?;
         crate::budget::validate(&config).map_err(|error| ConfigError::Budget {
             file: file.to_path_buf(),
-            error,
+            error: Box::new(error),
         })?;
         Ok(config)
     }
@@ -382,6 +396,14 @@ impl Config {
         }
         if self.init.max_restarts == 0 {
             return Err((vec!["init", "max_restarts"], "must be at least 1".into()));
+        }
+        if let Some(n) = self.init.nofile {
+            if !(NOFILE_MIN..=NOFILE_MAX).contains(&n) {
+                let message = format!(
+                    "must be from {NOFILE_MIN} (the soft limit services get) to {NOFILE_MAX} (the kernel's ceiling), not {n}"
+                );
+                return Err((vec!["init", "nofile"], message));
+            }
         }
         for layer in t.stale_timeout_by_layer.keys() {
             if layer.is_empty()
@@ -559,7 +581,8 @@ mod tests {
                 max_restarts: 10,
                 window: secs(300),
                 stop_timeout: secs(30),
-                kill_grace: secs(3)
+                kill_grace: secs(3),
+                nofile: None,
             }
         );
         assert_eq!(c.control.group, None);
@@ -607,6 +630,7 @@ max_restarts = 5
 window = "1m"
 stop_timeout = "10s"
 kill_grace = "1s"
+nofile = 65536
 
 [control]
 group = "tether"
@@ -644,7 +668,8 @@ group = "tether"
                 max_restarts: 5,
                 window: secs(60),
                 stop_timeout: secs(10),
-                kill_grace: secs(1)
+                kill_grace: secs(1),
+                nofile: Some(65536),
             }
         );
         assert_eq!(c.control.group.as_deref(), Some("tether"));
@@ -771,6 +796,16 @@ group = "tether"
                 "at least 1",
             ),
             (
+                "[init]\nnofile = 1023\n",
+                "init.nofile",
+                "must be from 1024 (the soft limit services get) to 2147483584",
+            ),
+            (
+                "[init]\nnofile = 2147483585\n",
+                "init.nofile",
+                "not 2147483585",
+            ),
+            (
                 "[timing.stale_timeout_by_layer]\n\"Init\" = \"30s\"\n",
                 "timing.stale_timeout_by_layer.Init",
                 "layer name",
@@ -781,6 +816,13 @@ group = "tether"
             assert_eq!((line, column, field.as_str()), (2, 1, want_field), "{text}");
             assert!(message.contains(want), "{text}: {message}");
         }
+        assert_eq!(
+            parse("[init]\nnofile = 1024\n").unwrap().init.nofile,
+            Some(1024)
+        );
+        // Not a number: a type error naming the key.
+        let (line, _, field, _) = parse_error("[init]\nnofile = \"lots\"\n");
+        assert_eq!((line, field.as_str()), (2, "init.nofile"));
         assert_eq!(
             parse("[timing]\nhardware_timeout = \"65535s\"\nstale_timeout = \"1h\"\n")
                 .unwrap()

@@ -121,6 +121,13 @@ pub fn render(config: &Config) -> Result<String, EffectiveError> {
     init.insert("window".into(), dur(i.window));
     init.insert("stop_timeout".into(), dur(i.stop_timeout));
     init.insert("kill_grace".into(), dur(i.kill_grace));
+    // Left out when not set (the kernel's fs.nr_open): TOML has no null.
+    if let Some(n) = i.nofile {
+        init.insert(
+            "nofile".into(),
+            Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
+        );
+    }
 
     let mut control = Table::new();
     control.insert(
@@ -196,6 +203,7 @@ mod tests {
         c.init.window = Duration::from_secs(42);
         c.init.stop_timeout = Duration::from_millis(2500);
         c.init.kill_grace = Duration::from_millis(300);
+        c.init.nofile = Some(65536);
         c.control.group = Some("wheel".into());
         let text = render(&c).unwrap();
         let back = Config::parse(&text, Path::new("effective.toml")).unwrap();

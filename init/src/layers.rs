@@ -33,6 +33,15 @@
 //!   clamped (the shell logs it). No allocation after construction.
 //! - Once a layer is stopped (shutdown) it is never started again; beats and
 //!   exits are still accounted.
+//! - After a panic in the shell (caught in `main`, see `recovery.rs`), the
+//!   shell calls [`Layers::after_panic`]: a slot left `Spawning` (the panic
+//!   struck between the `Spawn` action and its result) goes back to
+//!   waiting. The shell reports a fork's result in the statement after the
+//!   fork returns, so such a slot has no child and no duplicate is started.
+//!   An exhausted budget whose `Reboot` action was lost is found by
+//!   [`Layers::unanswered_reboot`]. A reaped exit is fed to the core before
+//!   anything else happens with it (`main.rs`, `reap`), so a layer cannot be
+//!   left `Killing` a pid that is gone.
 
 use std::fmt;
 use std::time::Duration;
@@ -299,6 +308,13 @@ impl Actions {
         }
     }
 
+    /// A list of one action.
+    pub fn one(a: Action) -> Actions {
+        let mut out = Actions::new();
+        out.push(a);
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -378,6 +394,8 @@ struct Slot {
     window: Window,
     total_restarts: u64,
     spawn_failures: u32,
+    /// Budget exhausted with this many restarts: the `Reboot` was asked for.
+    exhausted: Option<u32>,
 }
 
 impl Slot {
@@ -389,6 +407,7 @@ impl Slot {
             window: Window::new(),
             total_restarts: 0,
             spawn_failures: 0,
+            exhausted: None,
         }
     }
 }
@@ -465,6 +484,39 @@ impl Layers {
         if matches!(slot.state, State::Waiting { .. }) {
             slot.state = State::Stopped;
         }
+    }
+
+    /// The shell's loop panicked: whatever action was out may be lost. A
+    /// slot still `Spawning` never got its result, and had no child (see
+    /// the module doc): it waits to be started at `now`. Returns the
+    /// layers put back, for the log.
+    pub fn after_panic(&mut self, now: MonoTime) -> [Option<Layer>; 2] {
+        let mut back = [None; 2];
+        for (layer, out) in Layer::ALL.into_iter().zip(back.iter_mut()) {
+            let slot = self.slot_mut(layer);
+            if slot.state == State::Spawning {
+                slot.state = if slot.stopping {
+                    State::Stopped
+                } else {
+                    State::Waiting { at: now }
+                };
+                *out = Some(layer);
+            }
+        }
+        back
+    }
+
+    /// A layer whose budget ran out, with the `Reboot` action that asked for
+    /// the orderly reboot: the shell, finding no shutdown under way after a
+    /// panic, asks again.
+    pub fn unanswered_reboot(&self) -> Option<Action> {
+        Layer::ALL.into_iter().find_map(|layer| {
+            self.slot(layer).exhausted.map(|restarts| Action::Reboot {
+                layer,
+                restarts,
+                window: self.params.window,
+            })
+        })
     }
 
     /// The earliest time at which a `Tick` would do something.
@@ -583,6 +635,7 @@ impl Layers {
         if restarts >= params.max_restarts {
             slot.state = State::Stopped;
             slot.stopping = true;
+            slot.exhausted = Some(restarts);
             out.push(Action::Log(Note::BudgetExhausted {
                 layer,
                 restarts,
@@ -846,6 +899,99 @@ mod tests {
                 .map(|(t, _)| *t)
                 .collect()
         }
+    }
+
+    /// A panic in the shell: the actions of one event are lost (never
+    /// carried out, their results never reported).
+    fn lost(s: &mut Sim, ms: u64, ev: Event) -> Actions {
+        s.core.handle(at(ms), ev)
+    }
+
+    #[test]
+    fn panic_between_spawn_and_its_result_puts_the_slot_back_to_waiting() {
+        let mut core = Layers::new(params(), at(0));
+        let a = core.handle(at(0), Event::Tick);
+        assert_eq!(
+            a.iter().filter(|x| matches!(x, Action::Spawn(_))).count(),
+            2
+        );
+        // Both spawns lost: without after_panic nothing would ever start.
+        assert_eq!(core.state(Layer::Restarter), State::Spawning);
+        assert_eq!(core.next_deadline(), None);
+        let back = core.after_panic(at(40));
+        assert_eq!(back, [Some(Layer::Watchdogd), Some(Layer::Restarter)]);
+        let a = core.handle(at(40), Event::Tick);
+        let spawns: Vec<Action> = a.iter().filter(|x| matches!(x, Action::Spawn(_))).collect();
+        assert_eq!(
+            spawns,
+            vec![
+                Action::Spawn(Layer::Watchdogd),
+                Action::Spawn(Layer::Restarter)
+            ]
+        );
+        // Running slots are left alone.
+        core.handle(
+            at(41),
+            Event::Spawned {
+                layer: Layer::Watchdogd,
+                pid: 7,
+            },
+        );
+        assert_eq!(core.after_panic(at(42))[0], None);
+        assert_eq!(core.pid(Layer::Watchdogd), Some(7));
+    }
+
+    #[test]
+    fn reaped_exit_fed_first_survives_a_panic_that_loses_its_actions() {
+        let mut s = Sim::new(params());
+        s.run(0, 5000, 500, &Layer::ALL);
+        let old = s.pid(Layer::Restarter);
+        // The shell feeds the reaped exit to the core at once; then it
+        // panics, and the restart actions are lost.
+        let a = lost(
+            &mut s,
+            5100,
+            Event::Exited {
+                layer: Layer::Restarter,
+                pid: old,
+                how: Exit::Signal {
+                    signal: 9,
+                    core: false,
+                },
+            },
+        );
+        assert!(a.iter().any(|x| x == Action::Spawn(Layer::Restarter)));
+        // The core no longer owns the dead pid: nothing will SIGKILL it (a
+        // reused pid would be someone else).
+        assert_eq!(s.core.layer_of(old), None);
+        s.core.after_panic(at(5200));
+        s.run(5200, 30_000, 100, &[Layer::Watchdogd]);
+        assert!(s.kills.iter().all(|&(_, _, p)| p != old), "{:?}", s.kills);
+        assert_eq!(s.spawns_of(Layer::Restarter), vec![0, 5200]);
+        assert_ne!(s.core.pid(Layer::Restarter), Some(old));
+    }
+
+    #[test]
+    fn a_lost_reboot_action_is_found_again() {
+        let mut p = params();
+        p.max_restarts = 1;
+        let mut s = Sim::new(p);
+        assert_eq!(s.core.unanswered_reboot(), None);
+        s.exit(100, Layer::Restarter);
+        s.feed(1000, Event::Tick);
+        let pid = s.pid(Layer::Restarter);
+        let a = lost(
+            &mut s,
+            1100,
+            Event::Exited {
+                layer: Layer::Restarter,
+                pid,
+                how: Exit::Code(1),
+            },
+        );
+        let reboot = a.iter().find(|x| matches!(x, Action::Reboot { .. }));
+        assert!(reboot.is_some());
+        assert_eq!(s.core.unanswered_reboot(), reboot);
     }
 
     #[test]

@@ -19,9 +19,12 @@
 //!
 //! As PID 1 it never exits and never panics: clippy denies unwrap, expect,
 //! panic and indexing here; every failed system call is logged and retried
-//! later; a panic that unwinds anyway (the release profile unwinds too, for this) is caught and the loop
-//! resumed. No memory growth after start-up: fixed-capacity tables, bounded
-//! reads.
+//! later; a panic that unwinds anyway (the release profile unwinds too, for
+//! this) is caught and the loop entered again, with its beats to watchdogd
+//! withheld until a pass completes and stopped for good after repeated
+//! panics (`recovery.rs`). No sleep after a panic either: the loop is
+//! re-entered on its next event or after `recovery::PANIC_BACKOFF`. No
+//! memory growth after start-up: fixed-capacity tables, bounded reads.
 #![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
 #![cfg_attr(
     not(test),
@@ -37,8 +40,19 @@ mod args;
 mod console;
 mod effective;
 mod layers;
+mod limits;
 mod mounts;
+mod recovery;
 mod shutdown;
+
+#[cfg(feature = "fault-inject")]
+mod fault;
+/// Without the test-only `fault-inject` feature, injection points are no-ops.
+#[cfg(not(feature = "fault-inject"))]
+mod fault {
+    #[inline(always)]
+    pub fn at(_point: &str) {}
+}
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -61,6 +75,7 @@ use tether_common::heartbeat::{self, Code, Reader, Writer};
 
 use crate::layers::{Action, Actions, Event, Exit, Human, Layer, Layers};
 use crate::mounts::Role;
+use crate::recovery::{Recovery, Verdict};
 use crate::shutdown::Cause;
 use crate::shutdown::{Sequence, Step, Steps};
 use tether_common::record;
@@ -78,6 +93,10 @@ const SIGNALS: [Signal; 6] = [
     Signal::SIGUSR2,
     Signal::SIGHUP,
 ];
+/// watchdogd's environment: the timings init runs on, so that a reload of
+/// watchdogd's own file can be checked against the running chain (issue 11
+/// item 7): `hang_timeout_ms=N,restart_delay_ms=N,startup_grace_ms=N,beat_interval_ms=N`.
+pub const ENV_CHAIN_TIMING: &str = "TETHER_CHAIN_TIMING";
 /// `PATH` given to the children when init has none (the kernel gives none).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Set-up retry backoff cap.
@@ -112,6 +131,8 @@ struct Init {
     shutdown_params: shutdown::Params,
     next_beat: MonoTime,
     next_liveness: MonoTime,
+    /// Panics caught, and whether beats may go out (`recovery.rs`).
+    recovery: Recovery,
     /// Logged once each: a beat write error, a pipe EOF, a reap error.
     said_beat_error: bool,
     said_eof: [bool; 2],
@@ -228,13 +249,86 @@ fn main() {
         args.config.clone()
     };
 
+    raise_nofile(&config);
+    // A panic's message goes through the log backend (which never blocks on
+    // a console), not the default hook's blocking write to stderr.
+    std::panic::set_hook(Box::new(|info| error!("PANIC: {}", info)));
     let mut init = setup(role, config, child_config);
     loop {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init.run()));
         // `run` only comes back through a panic (every profile unwinds: no `panic = "abort"`).
         let _ = r;
-        error!("main loop panicked: resuming it in 1 s");
-        std::thread::sleep(Duration::from_secs(1));
+        // Caught too: PID 1 must not die of a panic in its own recovery.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            init.after_panic(MonoTime::now())
+        }));
+    }
+}
+
+/// Raises `RLIMIT_NOFILE` for init and, by inheritance, its layers
+/// (`limits.rs`), before anything is spawned.
+fn raise_nofile(config: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let current = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(
+                "getrlimit(RLIMIT_NOFILE) failed, limit left as it is: {}",
+                e
+            );
+            return;
+        }
+    };
+    let nr_open_path = Path::new("/proc/sys/fs/nr_open");
+    let nr_open = match record::read_text_bounded(nr_open_path, 64) {
+        Ok(t) => limits::parse_nr_open(&t),
+        Err(e) => {
+            warn!("reading {}: {}", nr_open_path.display(), e);
+            None
+        }
+    };
+    if let (Some(c), Some(n)) = (config.init.nofile, nr_open) {
+        if c > n {
+            warn!("[init] nofile {} is above fs.nr_open {}: using {}", c, n, n);
+        }
+    }
+    let source = match config.init.nofile {
+        Some(_) => "[init] nofile",
+        None => "fs.nr_open",
+    };
+    let root = nix::unistd::geteuid().is_root();
+    let mut want = limits::target(config.init.nofile, nr_open, current, root);
+    for attempt in 0..2 {
+        let Some((soft, hard)) = want else {
+            info!(
+                "RLIMIT_NOFILE {}:{} kept (it meets {})",
+                current.0, current.1, source
+            );
+            return;
+        };
+        match setrlimit(Resource::RLIMIT_NOFILE, soft, hard) {
+            Ok(()) => {
+                info!(
+                    "RLIMIT_NOFILE raised from {}:{} to {}:{} ({}) for init and its layers",
+                    current.0, current.1, soft, hard, source
+                );
+                return;
+            }
+            Err(e) if attempt == 0 && hard > current.1 => {
+                warn!(
+                    "setrlimit(RLIMIT_NOFILE, {}:{}) failed: {}; raising the soft limit only",
+                    soft, hard, e
+                );
+                want = limits::target(config.init.nofile, nr_open, current, false);
+            }
+            Err(e) => {
+                error!(
+                    "setrlimit(RLIMIT_NOFILE, {}:{}) failed, limit left at {}:{}: {}",
+                    soft, hard, current.0, current.1, e
+                );
+                return;
+            }
+        }
     }
 }
 
@@ -349,6 +443,7 @@ impl Init {
             shutdown_params,
             next_beat: now,
             next_liveness: now + config.timing.liveness_interval,
+            recovery: Recovery::new(),
             said_beat_error: false,
             said_eof: [false; 2],
             config,
@@ -357,6 +452,7 @@ impl Init {
 
     /// The loop. Never returns.
     fn run(&mut self) {
+        self.reconcile(MonoTime::now());
         loop {
             let now = MonoTime::now();
             self.on_time(now);
@@ -399,6 +495,82 @@ impl Init {
             if sig_ready {
                 self.read_signals(now);
             }
+            fault::at("pass");
+            self.recovery.pass_completed();
+        }
+    }
+
+    /// On (re-)entering the loop: what a panic may have left half done. A
+    /// SIGCHLD or pipe readiness already consumed, an exit not yet reaped, a
+    /// start whose result was lost, an exhausted budget whose reboot was not
+    /// asked for. At the first start there is nothing to find.
+    fn reconcile(&mut self, now: MonoTime) {
+        self.reap(now);
+        self.drain(now, Layer::Watchdogd);
+        self.drain(now, Layer::Restarter);
+        for layer in self.layers.after_panic(now).into_iter().flatten() {
+            warn!(
+                "{}: its start was under way when the loop panicked; starting it again",
+                layer
+            );
+        }
+        if self.shutdown.is_none() {
+            if let Some(reboot) = self.layers.unanswered_reboot() {
+                warn!(
+                    "the orderly reboot for an exhausted budget was lost in a panic: asking again"
+                );
+                self.apply(now, Actions::one(reboot), 0);
+            }
+        }
+    }
+
+    /// After a caught panic: the verdict on the beats, and the wait (no
+    /// sleep) before re-entering the loop, which reconciles first.
+    fn after_panic(&mut self, now: MonoTime) {
+        let verdict = self.recovery.on_panic(now);
+        let at = match verdict {
+            Verdict::Resume { at, panics } => {
+                error!(
+                    "main loop panicked ({} within {}): beats to watchdogd withheld until a pass of the loop completes; resuming",
+                    panics,
+                    Human(recovery::PANIC_WINDOW)
+                );
+                at
+            }
+            Verdict::GiveUp { at, panics } => {
+                error!(
+                    "main loop panicked {} times within {}: init stops beating to watchdogd for good, so that the watchdog resets the machine (init-hang rung); the loop keeps running meanwhile",
+                    panics,
+                    Human(recovery::PANIC_WINDOW)
+                );
+                at
+            }
+            Verdict::Down { at } => {
+                debug!(
+                    "main loop panicked again ({} since start; beats stopped)",
+                    self.recovery.total()
+                );
+                at
+            }
+        };
+        self.wait_for_event(at);
+    }
+
+    /// Waits until one of the loop's descriptors is ready or `until`: the
+    /// loop's own `poll`, so a signal or a beat ends the wait at once.
+    fn wait_for_event(&self, until: MonoTime) {
+        let timeout = until.saturating_since(MonoTime::now());
+        let ms = timeout.as_micros().div_ceil(1000);
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        let mut fds = [
+            PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.wd_in.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.rst_in.as_fd(), PollFlags::POLLIN),
+        ];
+        if let Err(e) = nix::poll::poll(&mut fds, timeout) {
+            if e != Errno::EINTR {
+                error!("poll after a panic failed: {}", e);
+            }
         }
     }
 
@@ -432,6 +604,10 @@ impl Init {
     }
 
     fn beat(&mut self) {
+        if !self.recovery.may_beat() {
+            debug!("beat withheld: the loop has not completed a pass since it panicked");
+            return;
+        }
         match self.beat_out.send(Code::Alive) {
             Ok(_) => self.said_beat_error = false,
             Err(e) => {
@@ -445,6 +621,10 @@ impl Init {
 
     fn liveness(&self, now: MonoTime) {
         let init = match &self.shutdown {
+            None if self.recovery.given_up() => format!(
+                "init NOT beating ({} panics of its loop)",
+                self.recovery.total()
+            ),
             None => "init ok".to_string(),
             Some(s) => format!("init shutting down ({})", s.request.cause.as_str()),
         };
@@ -637,11 +817,20 @@ impl Init {
                 // Stopped/continued/ptrace: not an exit.
                 _ => continue,
             };
-            match self.layers.layer_of(pid) {
-                Some(layer) => {
-                    // Bytes it wrote before dying are its own.
+            // The exit goes to the core before anything else is done with
+            // it: a panic after this point cannot leave the layer owning a
+            // pid that is gone (to be SIGKILLed again when it is reused).
+            let layer = self.layers.layer_of(pid);
+            let actions =
+                layer.map(|layer| self.layers.handle(now, Event::Exited { layer, pid, how }));
+            if layer.is_some() {
+                fault::at("reaped");
+            }
+            match (layer, actions) {
+                (Some(layer), Some(actions)) => {
+                    // Bytes it wrote before dying: a request among them is
+                    // still honoured (beats are no longer credited).
                     self.drain(now, layer);
-                    let actions = self.layers.handle(now, Event::Exited { layer, pid, how });
                     // Log (and restart) first: the shutdown steps below may
                     // end in reboot(2).
                     self.apply(now, actions, 0);
@@ -652,7 +841,7 @@ impl Init {
                         }
                     }
                 }
-                None => debug!("reaped pid {} ({})", pid, how),
+                _ => debug!("reaped pid {} ({})", pid, how),
             }
         }
     }
@@ -737,6 +926,7 @@ impl Init {
         for var in [
             ENV_HEARTBEATS,
             ENV_FDS,
+            ENV_CHAIN_TIMING,
             "NOTIFY_SOCKET",
             "LISTEN_FDS",
             "LISTEN_PID",
@@ -755,7 +945,8 @@ impl Init {
                 let mut fds = FdList::new();
                 fds.push("init", 5);
                 cmd.env(ENV_HEARTBEATS, hb.to_string())
-                    .env(ENV_FDS, fds.to_string());
+                    .env(ENV_FDS, fds.to_string())
+                    .env(ENV_CHAIN_TIMING, chain_timing(&self.config.timing));
                 tether_common::sys::spawn_with_fds(
                     &mut cmd,
                     &[
@@ -862,6 +1053,11 @@ impl Init {
                     // Nothing may be left to send SIGCHLD: look now.
                     self.reap(now);
                 }
+                Step::KillAll => {
+                    self.kill_all(Signal::SIGKILL);
+                    // The loop reaps on SIGCHLD; ECHILD ends the wait.
+                    self.reap(now);
+                }
                 Step::Finish => self.finish(),
             }
         }
@@ -883,9 +1079,9 @@ impl Init {
         }
     }
 
-    /// The last steps: SIGKILL, record, sync, read-only, reboot(2).
+    /// The last steps (every process is gone, or `REAP_WAIT` is over):
+    /// record, sync, read-only, reboot(2).
     fn finish(&mut self) {
-        self.kill_all(Signal::SIGKILL);
         reap_all_blocking_free();
         let Some(req) = self.shutdown.as_ref().map(|s| s.request.clone()) else {
             return;
@@ -893,10 +1089,7 @@ impl Init {
         self.write_record(&req);
         nix::unistd::sync();
         match self.role {
-            Role::Machine => match shutdown::remount_root_read_only() {
-                Ok(()) => info!("shutdown: / remounted read-only"),
-                Err(e) => error!("shutdown: remounting / read-only failed: {}", e),
-            },
+            Role::Machine => remount_all_read_only(),
             _ => info!(
                 "shutdown: read-only remount skipped ({})",
                 self.role.describe()
@@ -921,6 +1114,69 @@ impl Init {
     }
 }
 
+/// Remounts every filesystem read-only, in reverse mount order
+/// (`shutdown::remount_plan`); logs each result.
+fn remount_all_read_only() {
+    use std::io::Read;
+    let mut text = Vec::new();
+    let read = std::fs::File::open("/proc/self/mountinfo")
+        .and_then(|f| f.take(1 << 20).read_to_end(&mut text));
+    let plan = match read {
+        Ok(_) => shutdown::remount_plan(&shutdown::parse_mountinfo(&text)),
+        Err(e) => {
+            error!(
+                "shutdown: reading /proc/self/mountinfo failed ({}): remounting / only",
+                e
+            );
+            vec![shutdown::Mount {
+                point: "/".into(),
+                fstype: String::new(),
+                read_only: false,
+            }]
+        }
+    };
+    let (mut done, mut refused) = (0usize, 0usize);
+    for m in &plan {
+        match shutdown::remount_read_only(&m.point) {
+            Ok(()) => {
+                done += 1;
+                info!(
+                    "shutdown: {} ({}) remounted read-only",
+                    m.point.to_string_lossy(),
+                    m.fstype
+                );
+            }
+            Err(e) => {
+                refused += 1;
+                error!(
+                    "shutdown: remounting {} ({}) read-only failed: {}",
+                    m.point.to_string_lossy(),
+                    m.fstype,
+                    e
+                );
+            }
+        }
+    }
+    info!(
+        "shutdown: {} filesystem(s) remounted read-only, {} refused",
+        done, refused
+    );
+}
+
+/// The value of [`ENV_CHAIN_TIMING`]: init's running timings in whole
+/// milliseconds, rounded up (a sub-millisecond remainder must never make
+/// the running chain look faster than it is to the check it feeds).
+fn chain_timing(t: &tether_common::config::Timing) -> String {
+    let ms = |d: Duration| d.as_nanos().div_ceil(1_000_000);
+    format!(
+        "hang_timeout_ms={},restart_delay_ms={},startup_grace_ms={},beat_interval_ms={}",
+        ms(t.hang_timeout),
+        ms(t.restart_delay),
+        ms(t.startup_grace),
+        ms(t.beat_interval)
+    )
+}
+
 /// Reads and drops everything queued on a pipe read end.
 fn discard(fd: &OwnedFd) {
     let mut buf = [0u8; 256];
@@ -938,5 +1194,26 @@ fn discard(fd: &OwnedFd) {
             Err(Errno::EINTR) => continue,
             Err(_) => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_timing_is_whole_milliseconds_rounded_up() {
+        let mut t = tether_common::config::Timing::default();
+        assert_eq!(
+            chain_timing(&t),
+            "hang_timeout_ms=10000,restart_delay_ms=1000,startup_grace_ms=5000,beat_interval_ms=1000"
+        );
+        t.hang_timeout = Duration::from_micros(300_001);
+        t.restart_delay = Duration::ZERO;
+        assert!(
+            chain_timing(&t).starts_with("hang_timeout_ms=301,restart_delay_ms=0,"),
+            "{}",
+            chain_timing(&t)
+        );
     }
 }

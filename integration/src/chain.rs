@@ -92,6 +92,9 @@ pub struct ChainOptions {
     /// Start init with standard input closed (through `sh -c 'exec ...
     /// 0<&-'`), as a kernel without `/dev/console` in the initramfs does.
     pub close_stdin: bool,
+    /// Another `tether-init` executable (e.g. one built with the test-only
+    /// `fault-inject` feature); `None`: the workspace's.
+    pub init_bin: Option<PathBuf>,
 }
 
 impl Default for ChainOptions {
@@ -108,6 +111,7 @@ impl Default for ChainOptions {
             init_args: Vec::new(),
             env: Vec::new(),
             close_stdin: false,
+            init_bin: None,
         }
     }
 }
@@ -471,9 +475,13 @@ impl Chain {
             // `exec` keeps PID 1: init replaces the shell.
             cmd.args(["/bin/sh", "-c", "exec \"$0\" \"$@\" 0<&-"]);
         }
-        cmd.arg(crate::bins::bin("tether-init"))
-            .arg("--config")
-            .arg(&config_path);
+        cmd.arg(
+            opts.init_bin
+                .clone()
+                .unwrap_or_else(|| crate::bins::bin("tether-init")),
+        )
+        .arg("--config")
+        .arg(&config_path);
         if opts.paths_as_flags {
             cmd.arg("--bin-dir").arg(&bin_dir);
             cmd.arg("--run-dir").arg(&run_dir);
@@ -773,4 +781,34 @@ impl Drop for Chain {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `tether-init` built with the test-only `fault-inject` feature
+/// (`TETHER_INIT_PANIC=POINT[:N]`, see `init/src/fault.rs`), into its own
+/// target directory `target/fault-inject` so that the workspace's
+/// `tether-init` stays free of it. Built once per test binary; cargo's lock
+/// serialises concurrent builds.
+pub fn fault_inject_init() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let debug = crate::bins::bin_dir();
+        let target = debug
+            .parent()
+            .expect("target/<profile> has a parent")
+            .join("fault-inject");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "tether-init", "--features", "fault-inject"])
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build for the fault-inject tether-init");
+        assert!(
+            status.success(),
+            "building tether-init --features fault-inject failed"
+        );
+        target.join("debug").join("tether-init")
+    })
+    .clone()
 }

@@ -453,3 +453,86 @@ fn bad_tether_toml_still_brings_the_chain_up_on_defaults() {
     );
     assert_no_reset(&chain);
 }
+
+#[test]
+fn init_whose_loop_panics_in_every_pass_stops_beating_and_the_hardware_resets() {
+    // Issue 11 item 5: a panic late in every pass used to leave an init that
+    // beat once a second after each recovery and did nothing else, so
+    // watchdogd kept petting.
+    let mut opts = options();
+    opts.init_bin = Some(tether_integration::chain::fault_inject_init());
+    opts.env.push(("TETHER_INIT_PANIC".into(), "pass".into()));
+    let mut chain = Chain::start("chain-init-panics", opts);
+    let t = timings();
+    let hw = chain.hw.as_ref().expect("hardware");
+    let reset = hw
+        .wait_for_reset(t.stale_timeout + t.hardware_timeout + LONG)
+        .unwrap_or_else(|| panic!("no reset:\n{}", chain.dump()));
+    let status = chain.wait_end(LONG).expect("the namespace ends");
+    assert_eq!(End::of(status), End::Killed);
+    eprintln!(
+        "reset {:?} after start; record {:?}",
+        reset.at - chain.started,
+        chain.reset_reason()
+    );
+    assert_eq!(
+        (
+            chain.reset_field("cause").as_deref(),
+            chain.reset_field("layer").as_deref()
+        ),
+        (Some("watchdog"), Some("init")),
+        "{:?}\n{}",
+        chain.reset_reason(),
+        chain.dump()
+    );
+    assert!(
+        !chain
+            .logs(&["stops beating to watchdogd for good"])
+            .is_empty(),
+        "{}",
+        chain.dump()
+    );
+    // No layer was mistaken for hung meanwhile: init's loop still ran.
+    assert!(
+        chain.logs(&["hang_timeout): killing"]).is_empty(),
+        "{}",
+        chain.dump()
+    );
+}
+
+#[test]
+fn init_panicking_on_every_layer_exit_gives_up_beating_after_three() {
+    // Issue 11 item 5: panics with healthy passes between them (here one
+    // at each reap of a layer) still stop the beats at the third within
+    // the window; the first two are survived, the layer restarted each time.
+    let mut opts = options();
+    opts.init_bin = Some(tether_integration::chain::fault_inject_init());
+    opts.env.push(("TETHER_INIT_PANIC".into(), "reaped".into()));
+    let mut chain = Chain::start("chain-init-panics-reap", opts);
+    let (_, mut rst) = up(&chain);
+    for n in 1..=3 {
+        assert!(signal(rst, Signal::SIGKILL));
+        if n < 3 {
+            rst = chain
+                .wait_layer("tether-restarter", Some(rst), LONG)
+                .unwrap_or_else(|| {
+                    panic!("restarter not restarted after panic {n}:\n{}", chain.dump())
+                });
+            assert_no_reset(&chain);
+        }
+    }
+    let t = timings();
+    let hw = chain.hw.as_ref().expect("hardware");
+    hw.wait_for_reset(t.stale_timeout + t.hardware_timeout + LONG)
+        .unwrap_or_else(|| panic!("no reset:\n{}", chain.dump()));
+    let status = chain.wait_end(LONG).expect("the namespace ends");
+    assert_eq!(End::of(status), End::Killed);
+    assert_eq!(chain.reset_field("layer").as_deref(), Some("init"));
+    assert!(
+        !chain
+            .logs(&["panicked 3 times", "stops beating to watchdogd for good"])
+            .is_empty(),
+        "{}",
+        chain.dump()
+    );
+}

@@ -170,6 +170,12 @@ fn layers_get_exactly_their_descriptors_and_environment() {
         Some("init=3,watchdog=4")
     );
     assert_eq!(env_of(rst, "TETHER_HEARTBEATS"), None);
+    // init's running timings for watchdogd's reload check (issue 11 item 7).
+    assert_eq!(
+        env_of(wd, "TETHER_CHAIN_TIMING").as_deref(),
+        Some("hang_timeout_ms=1000,restart_delay_ms=200,startup_grace_ms=500,beat_interval_ms=100")
+    );
+    assert_eq!(env_of(rst, "TETHER_CHAIN_TIMING"), None);
     let config = chain.config_path.display().to_string();
     for pid in [wd, rst] {
         let argv = tether_integration::chain::cmdline(pid);
@@ -556,28 +562,42 @@ fn restarter_ignoring_sigterm_is_killed_after_stop_timeout() {
 fn orphans_are_reaped() {
     let (chain, _, rst) = up("init-orphans", beating());
     let init = chain.init_pid();
+    let cmd = chain.fake_dir.join("restarter.cmd");
     for _ in 0..3 {
         chain.fake_cmd("restarter", "orphan");
-        std::thread::sleep(Duration::from_millis(300));
+        // The fake removes the command file when it has run it.
+        let done = tether_integration::chain::wait_until(LONG, || (!cmd.exists()).then_some(()));
+        assert!(done.is_some(), "the fake did not take the command");
     }
     // The orphans (`sleep 1` whose parent subshell exited) now belong to init.
-    let adopted = chain
-        .processes()
-        .into_iter()
-        .filter(|p| {
-            p.ppid == init
-                && p.cmdline.first().is_some_and(|a| a == "sleep")
-                && p.cmdline.get(1).is_some_and(|a| a == "1")
-        })
-        .count();
+    let adopted = tether_integration::chain::wait_until(LONG, || {
+        let n = chain
+            .processes()
+            .into_iter()
+            .filter(|p| {
+                p.ppid == init
+                    && p.cmdline.first().is_some_and(|a| a == "sleep")
+                    && p.cmdline.get(1).is_some_and(|a| a == "1")
+            })
+            .count();
+        (n >= 1).then_some(n)
+    });
     assert!(
-        adopted >= 1,
+        adopted.is_some(),
         "no orphan adopted by init: {:?}",
         chain.processes()
     );
-    // Killing the layer leaves its `sleep 0.1` child orphaned too.
+    // Killing the layer leaves its `sleep 0.1` child orphaned too. Wait for
+    // it (and the `sleep 1` orphans) to end; none may stay a zombie.
     assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
-    std::thread::sleep(Duration::from_millis(2000));
+    let gone = tether_integration::chain::wait_until(LONG, || {
+        let left = chain
+            .processes()
+            .into_iter()
+            .any(|p| p.ppid == init && p.cmdline.first().is_some_and(|a| a == "sleep"));
+        (!left).then_some(())
+    });
+    assert!(gone.is_some(), "{:?}", chain.processes());
     let z = chain.zombies();
     assert!(z.is_empty(), "zombies left: {:?}", z);
 }
@@ -702,4 +722,144 @@ fn closed_standard_input_never_receives_a_heartbeat_pipe() {
     for e in fds.iter().filter(|e| e.fd >= 3) {
         assert!(e.target.starts_with("pipe:"), "{:?}", e);
     }
+}
+
+/// init built with the test-only panic injection, `TETHER_INIT_PANIC=spec`.
+fn panicking(mut opts: ChainOptions, spec: &str) -> ChainOptions {
+    opts.init_bin = Some(tether_integration::chain::fault_inject_init());
+    opts.env.push(("TETHER_INIT_PANIC".into(), spec.into()));
+    opts
+}
+
+#[test]
+fn panic_right_after_reaping_a_layer_still_restarts_it() {
+    // Issue 11 item 5: a panic between waitpid and the core hearing of the
+    // exit left the restarter `Killing` a dead pid forever.
+    let (chain, _wd, rst) = up("init-panic-reaped", panicking(beating(), "reaped:1"));
+    assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
+    assert!(
+        chain
+            .wait_log(&["PANIC", "injected panic at reaped"], LONG)
+            .is_some(),
+        "the injected panic did not happen:\n{}",
+        chain.dump()
+    );
+    let new = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("restarter not restarted after the panic:\n{}", chain.dump()));
+    assert_ne!(new, rst);
+    assert!(
+        chain.logs(&["still not dead"]).is_empty(),
+        "init kept killing the reaped pid:\n{}",
+        chain.dump()
+    );
+    assert_eq!(
+        chain.find("tether-restarter").len(),
+        1,
+        "{:?}",
+        chain.processes()
+    );
+}
+
+/// `Max open files` of a process: (soft, hard).
+fn nofile_of(pid: i32) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(format!("/proc/{}/limits", pid)).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut f = line["Max open files".len()..].split_whitespace();
+    Some((f.next()?.to_string(), f.next()?.to_string()))
+}
+
+#[test]
+fn init_raises_the_descriptor_limit_for_itself_and_its_layers() {
+    // Issue 12 item 4: the kernel hands PID 1 1024:4096; init started so
+    // (through prlimit, which execs it as PID 1) must hand its layers
+    // fs.nr_open for both limits.
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .to_string();
+    let wrapper_dir = std::env::temp_dir().join(format!("tether-nofile-{}", std::process::id()));
+    std::fs::create_dir_all(&wrapper_dir).unwrap();
+    let wrapper = wrapper_dir.join("tether-init");
+    tether_integration::chain::write_executable(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\nexec prlimit --nofile=1024:4096 {} \"$@\"\n",
+            tether_integration::bins::bin("tether-init").display()
+        ),
+    );
+    let mut opts = beating();
+    opts.init_bin = Some(wrapper);
+    let (chain, wd, rst) = up("init-nofile", opts);
+    // Raising a hard limit takes CAP_SYS_RESOURCE, which some sandboxes
+    // withhold even from root: there init can only lift the soft limit to
+    // the hard one, and says so.
+    let cap_sys_resource = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        // Bit 24: CAP_SYS_RESOURCE.
+        .is_some_and(|caps| caps & (1 << 24) != 0);
+    let want = if cap_sys_resource {
+        (nr_open.clone(), nr_open)
+    } else {
+        eprintln!("NOTE no CAP_SYS_RESOURCE here: only the soft limit can rise (to 4096)");
+        assert!(
+            !chain.logs(&["raising the soft limit only"]).is_empty(),
+            "{}",
+            chain.dump()
+        );
+        ("4096".to_string(), "4096".to_string())
+    };
+    for (what, pid) in [
+        ("init", chain.init_pid()),
+        ("watchdogd", wd),
+        ("restarter", rst),
+    ] {
+        assert_eq!(
+            nofile_of(pid),
+            Some(want.clone()),
+            "{what}:\n{}",
+            chain.dump()
+        );
+    }
+    let raised = format!(
+        "RLIMIT_NOFILE raised from 1024:4096 to {}:{}",
+        want.0, want.1
+    );
+    assert!(!chain.logs(&[&raised]).is_empty(), "{}", chain.dump());
+    let _ = std::fs::remove_dir_all(&wrapper_dir);
+}
+
+#[test]
+fn after_the_grace_init_sigkills_and_waits_for_every_process_before_the_last_steps() {
+    // Issue 11 item 10: the remount came right after one reap, while killed
+    // processes could still be exiting.
+    let wd = FakeLayer::Beater {
+        interval: BEAT,
+        term_delay: None,
+        ignore_term: true,
+    };
+    let (mut chain, _, _) = up("init-reap-wait", options(wd, FakeLayer::beater(BEAT)));
+    assert!(tether_integration::chain::signal(
+        chain.init_pid(),
+        Signal::SIGTERM
+    ));
+    let status = chain
+        .wait_end(LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    assert_eq!(End::of(status), End::Reboot);
+    let at = |needle: &str| {
+        chain
+            .logs(&[needle])
+            .first()
+            .map(|l| l.at)
+            .unwrap_or_else(|| panic!("no `{}`:\n{}", needle, chain.dump()))
+    };
+    assert!(!chain.logs(&["got SIGTERM, ignoring it"]).is_empty());
+    let killed = at("over: SIGKILL to all processes");
+    let reaped = at("all processes reaped");
+    let last = at("read-only remount skipped");
+    assert!(killed <= reaped && reaped <= last, "{}", chain.dump());
 }

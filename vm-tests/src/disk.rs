@@ -81,6 +81,62 @@ impl Disk {
     }
 }
 
+/// What the ext4 superblock says about how the filesystem was left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuperState {
+    /// `Filesystem state:` (`clean`, `not clean`, `clean with errors`).
+    pub state: String,
+    /// The journal still holds transactions to replay: the filesystem was
+    /// left mounted read-write (ext4 sets `needs_recovery` at a read-write
+    /// mount and clears it at unmount or read-only remount; with a journal
+    /// the state word itself stays `clean`).
+    pub needs_recovery: bool,
+}
+
+impl SuperState {
+    /// Left as an unmount or a read-only remount leaves it.
+    pub fn is_clean(&self) -> bool {
+        self.state == "clean" && !self.needs_recovery
+    }
+}
+
+impl Disk {
+    /// The superblock's state (`dumpe2fs -h`, read-only). Safe while a VM
+    /// has the disk open: what the guest wrote through QEMU is in the host's
+    /// page cache; read it between the guest's reboot and its next mount
+    /// (right after QMP `RESET`) to see how the shutdown left it.
+    pub fn super_state(&self) -> Result<SuperState, FetchError> {
+        let out = Command::new(sbin_tool("dumpe2fs"))
+            .arg("-h")
+            .arg(&self.path)
+            .output()
+            .map_err(|e| FetchError::Tool {
+                command: "dumpe2fs".into(),
+                detail: e.to_string(),
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_super_state(&text).ok_or_else(|| FetchError::Tool {
+            command: format!("dumpe2fs -h {}", self.path.display()),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// Parses `dumpe2fs -h` output.
+pub fn parse_super_state(text: &str) -> Option<SuperState> {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+    };
+    let state = field("Filesystem state:")?;
+    let features = field("Filesystem features:")?;
+    Some(SuperState {
+        state,
+        needs_recovery: features.split_whitespace().any(|f| f == "needs_recovery"),
+    })
+}
+
 /// e2fsprogs lives in /sbin, which a non-root PATH may lack.
 fn sbin_tool(name: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/sbin"] {
@@ -98,4 +154,21 @@ fn mkfs_ext4() -> PathBuf {
 
 fn debugfs() -> PathBuf {
     sbin_tool("debugfs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn superblock_states() {
+        let mounted = "Filesystem features:      has_journal ext_attr needs_recovery extent 64bit\nFilesystem state:         clean\n";
+        let s = parse_super_state(mounted).unwrap();
+        assert!(s.needs_recovery && !s.is_clean());
+        let left = "Filesystem features:      has_journal ext_attr extent\nFilesystem state:         clean\n";
+        assert!(parse_super_state(left).unwrap().is_clean());
+        let nojournal = "Filesystem features:      ext_attr\nFilesystem state:         not clean\n";
+        assert!(!parse_super_state(nojournal).unwrap().is_clean());
+        assert_eq!(parse_super_state("garbage"), None);
+    }
 }

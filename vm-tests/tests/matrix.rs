@@ -615,6 +615,34 @@ fn kernel_panic_ends_in_a_hardware_reset() {
     );
 }
 
+/// Issue 11 item 10: after an orderly shutdown the state disk (ext4 on
+/// `/var`) must have been remounted read-only, not left read-write with its
+/// journal to replay. Read from the host right after QMP `RESET`, before
+/// the next boot mounts it: the superblock's state and `needs_recovery`.
+fn state_disk_left_clean(row: &mut Row) -> Result<String, String> {
+    let s = row.g.disk.super_state().map_err(|e| e.to_string())?;
+    let said = |needle: &str| {
+        row.g
+            .vm
+            .timeline
+            .events()
+            .iter()
+            .any(|e| e.is(Source::Console, needle))
+    };
+    let remounted = said("/var (ext4) remounted read-only");
+    let reaped = said("all processes reaped");
+    if !s.is_clean() {
+        return Err(format!(
+            "the state disk was left mounted read-write: superblock state {:?}, needs_recovery {} (init logged the /var remount: {})",
+            s.state, s.needs_recovery, remounted
+        ));
+    }
+    if !reaped {
+        return Err("init did not log that every process was reaped after SIGKILL".into());
+    }
+    Ok("SIGTERM-ignoring holder SIGKILLed and reaped, state disk clean (superblock: no journal to replay)".into())
+}
+
 #[test]
 fn tetherctl_reboot_is_clean_and_reported_as_requested() {
     run_row(
@@ -622,11 +650,22 @@ fn tetherctl_reboot_is_clean_and_reported_as_requested() {
         "tetherctl reboot",
         "clean reboot; next boot: requested",
         |row| {
+            // A process outside the services that ignores SIGTERM and holds
+            // a file on the state disk open for writing: only SIGKILL and
+            // its reap let /var go read-only (else EBUSY).
+            let h = row.agent(
+                "exec sh -c 'trap \"\" TERM; exec 3>>/var/log/holder; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &",
+            )?;
+            if h.i64("code") != 0 {
+                return Err(format!("starting the holder: {}", h.str("out")));
+            }
             let k = row.agent("exec /sbin/tetherctl reboot")?;
             if k.i64("code") != 0 {
                 return Err(format!("tetherctl reboot: {}", k.str("out")));
             }
             let reset = row.wait_qmp("RESET", Duration::from_secs(120))?;
+            // At once, before the next boot mounts it again.
+            let disk = state_disk_left_clean(row)?;
             if row
                 .g
                 .vm
@@ -642,14 +681,15 @@ fn tetherctl_reboot_is_clean_and_reported_as_requested() {
             let nb = row.next_boot()?;
             row.result.cause = nb.cause.clone();
             row.result.observed = format!(
-                "reboot {:.1}s after the request, no watchdog; chain up again {:.1}s after it",
+                "reboot {:.1}s after the request, no watchdog, {}; chain up again {:.1}s after it",
                 took.as_secs_f64(),
+                disk,
                 (nb.up.event.at - k.event.at).as_secs_f64()
             );
             row.check_bound(
                 took,
-                i.stop_timeout + i.kill_grace,
-                "[init] stop_timeout + kill_grace",
+                i.stop_timeout + i.kill_grace + tether_common::budget::REAP_WAIT,
+                "[init] stop_timeout + kill_grace + REAP_WAIT",
                 SLACK,
             )?;
             if !(nb.cause.contains("reboot")
