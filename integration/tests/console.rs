@@ -47,11 +47,11 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 // ---- the stalled console ---------------------------------------------------
 
-/// A pipe standing in for a console that stopped taking output. The test
-/// keeps the read end and does not read it; the pipe is filled to the last
-/// byte through a non-blocking open of its own, so the write end handed to
-/// the child (its stderr) keeps a blocking open file description, as an
-/// inherited console's is.
+/// A pipe standing in for the console. It starts empty, unread (a pipe
+/// holds 64 KiB: the start-up lines fit); [`stall`](StalledConsole::stall)
+/// fills it to the last byte through a non-blocking open of the test's
+/// own, so the write end the child inherited (its stderr) keeps a blocking
+/// open file description, as an inherited console's is.
 struct StalledConsole {
     read: Option<OwnedFd>,
     write: OwnedFd,
@@ -65,8 +65,16 @@ fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
 impl StalledConsole {
     fn new() -> StalledConsole {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe2");
+        StalledConsole {
+            read: Some(read),
+            write,
+        }
+    }
+
+    /// The console stops taking output (XOFF): the pipe is filled up.
+    fn stall(&self) -> Instant {
         let filler = nix::fcntl::open(
-            format!("/proc/self/fd/{}", write.as_raw_fd()).as_str(),
+            format!("/proc/self/fd/{}", self.write.as_raw_fd()).as_str(),
             OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
@@ -74,11 +82,8 @@ impl StalledConsole {
         let chunk = [b'#'; 4096];
         while nix::unistd::write(&filler, &chunk).is_ok() {}
         while nix::unistd::write(&filler, b"#").is_ok() {}
-        assert!(!is_nonblocking(write.as_fd()));
-        StalledConsole {
-            read: Some(read),
-            write,
-        }
+        self.assert_still_blocking();
+        Instant::now()
     }
 
     /// The write end, for a child's stderr.
@@ -108,14 +113,25 @@ impl StalledConsole {
         out
     }
 
-    /// The console takes output again: whatever waits is drained (and
-    /// must be the filler only), then `log` reads the rest line by line.
+    /// The console takes output again: whatever waits is drained (the
+    /// lines from before the stall must be whole lines, then the filler),
+    /// then `log` reads the rest line by line.
     fn resume_into(&mut self, log: &mut LogCapture) {
-        let stalled = self.drain();
+        let waiting = self.drain();
+        let cut = waiting
+            .iter()
+            .position(|&b| b == b'#')
+            .expect("the filler is still there");
+        let before = String::from_utf8_lossy(&waiting[..cut]);
         assert!(
-            stalled.iter().all(|&b| b == b'#'),
+            before.is_empty() || before.ends_with('\n'),
+            "a half line before the stall: {:?}",
+            &before[before.len().saturating_sub(200)..]
+        );
+        assert!(
+            waiting[cut..].iter().all(|&b| b == b'#'),
             "a line got into the full console: {:?}",
-            String::from_utf8_lossy(&stalled).replace('#', "")
+            String::from_utf8_lossy(&waiting[cut..]).replace('#', "")
         );
         let r = self.read.take().expect("read end");
         tether_common::sys::set_nonblocking(r.as_fd(), false).expect("blocking again");
@@ -259,16 +275,28 @@ impl Drop for Reaped {
     }
 }
 
-/// Waits until `n` syslog lines hold every needle; the `n`th.
-fn wait_for_nth(log: &LogCapture, needles: &[&str], n: usize) -> Instant {
+/// Waits until `n` syslog lines that arrived after `t` hold every needle;
+/// when the `n`th arrived.
+fn wait_for_nth_after(
+    log: &LogCapture,
+    hw: &SimWatchdog,
+    needles: &[&str],
+    t: Instant,
+    n: usize,
+) -> Instant {
     wait_until(LONG, || {
         log.matching(LogSource::Syslog, needles)
-            .get(n - 1)
+            .into_iter()
+            .filter(|l| l.at > t)
+            .nth(n - 1)
             .map(|l| l.at)
     })
     .unwrap_or_else(|| {
         panic!(
-            "fewer than {n} syslog lines holding {needles:?} (a loop blocked on the console?):\n{}",
+            "fewer than {n} syslog lines holding {needles:?} (a loop blocked on the console?); \
+             last pet {:?} ago, resets {:?}:\n{}",
+            hw.last_pet_age(),
+            hw.resets(),
             log.dump()
         )
     })
@@ -323,15 +351,14 @@ fn watchdogd_keeps_petting_and_beating_with_stderr_a_full_pipe() {
     let _child = Reaped(child);
     let recorder = BeatRecorder::start(to_init.read.try_clone().expect("dup"));
 
-    assert!(
-        sim.wait_for_pets(1, LONG),
-        "watchdogd never petted with stderr a full pipe:\n{}",
-        log.dump()
-    );
-    let first_pet = sim.pets()[0];
+    // Running, the console taking output; then it stalls.
+    let start = Instant::now();
+    wait_for_nth_after(&log, &sim, &["liveness"], start, 1);
+    assert!(sim.pet_count() > 0, "petting before the stall");
+    let stalled = console.stall();
     // Three liveness lines: three seconds of a loop that logs into the
     // stalled console, and still beats and pets after the last of them.
-    let third = wait_for_nth(&log, &["liveness"], 3);
+    let third = wait_for_nth_after(&log, &sim, &["liveness"], stalled, 3);
     let last_pet = sim
         .wait_for_pet_after(third, LONG)
         .unwrap_or_else(|| panic!("no pet after the third liveness line:\n{}", log.dump()));
@@ -340,13 +367,12 @@ fn watchdogd_keeps_petting_and_beating_with_stderr_a_full_pipe() {
         .unwrap_or_else(|| panic!("no beat to init after the third liveness line"));
     assert_eq!(sim.resets(), Vec::<ResetEvent>::new(), "{}", log.dump());
     let pet_gap = sim
-        .max_gap_between(first_pet, last_pet)
+        .max_gap_between(stalled, last_pet)
         .expect("at least two pets");
-    let first_beat = recorder.beats()[0];
-    let beat_gap = recorder.max_gap_between(first_beat, last_beat);
+    let beat_gap = recorder.max_gap_between(stalled, last_beat);
     eprintln!(
         "FIGURE console watchdogd: stderr a full pipe for {} ms: longest pet gap {} ms (pet interval {} ms, hardware {} ms), longest beat gap to init {} ms (beat {} ms)",
-        (last_pet - first_pet).as_millis(),
+        (last_pet - stalled).as_millis(),
         pet_gap.as_millis(),
         timings.beat_interval.as_millis(),
         timings.hardware_timeout.as_millis(),
@@ -539,20 +565,29 @@ fn init_and_both_layers_keep_beating_and_petting_with_stderr_a_full_pipe() {
     );
     let log = &chain.log;
 
-    assert!(
-        chain.hw.wait_for_pets(1, LONG),
-        "no pet with stderr a full pipe (init or watchdogd blocked?):\n{}",
-        log.dump()
-    );
-    let first_pet = chain.hw.pets()[0];
-    let restarter = wait_until(LONG, || chain.layer("tether-restarter"))
-        .unwrap_or_else(|| panic!("no restarter:\n{}", log.dump()));
-    let watchdogd = wait_until(LONG, || chain.layer("tether-watchdogd"))
-        .unwrap_or_else(|| panic!("no watchdogd:\n{}", log.dump()));
-    // Three liveness lines of each layer, logged into the stalled console.
-    let mut last = first_pet;
+    // Running, the console taking output: one liveness line of each layer.
+    let start = Instant::now();
     for tag in ["tether-init[", "tether-watchdogd[", "tether-restarter["] {
-        last = last.max(wait_for_nth(log, &[tag, "liveness"], 3));
+        wait_for_nth_after(log, &chain.hw, &[tag, "liveness"], start, 1);
+    }
+    assert!(chain.hw.pet_count() > 0, "petting before the stall");
+    let restarter = chain
+        .layer("tether-restarter")
+        .unwrap_or_else(|| panic!("no restarter:\n{}", log.dump()));
+    let watchdogd = chain
+        .layer("tether-watchdogd")
+        .unwrap_or_else(|| panic!("no watchdogd:\n{}", log.dump()));
+    let stalled = console.stall();
+    // Three liveness lines of each layer, logged into the stalled console.
+    let mut last = stalled;
+    for tag in ["tether-init[", "tether-watchdogd[", "tether-restarter["] {
+        last = last.max(wait_for_nth_after(
+            log,
+            &chain.hw,
+            &[tag, "liveness"],
+            stalled,
+            3,
+        ));
     }
     let last_pet = chain
         .hw
@@ -566,12 +601,16 @@ fn init_and_both_layers_keep_beating_and_petting_with_stderr_a_full_pipe() {
     );
     let pet_gap = chain
         .hw
-        .max_gap_between(first_pet, last_pet)
+        .max_gap_between(stalled, last_pet)
         .expect("at least two pets");
-    let restarts = log.matching(LogSource::Syslog, &["flapper"]).len();
+    let restarts = log
+        .matching(LogSource::Syslog, &["flapper"])
+        .into_iter()
+        .filter(|l| l.at > stalled)
+        .count();
     eprintln!(
         "FIGURE console chain: stderr a full pipe for {} ms ({} restarter lines about the crash loop): longest pet gap {} ms (pet interval {} ms, hardware {} ms)",
-        (last_pet - first_pet).as_millis(),
+        (last_pet - stalled).as_millis(),
         restarts,
         pet_gap.as_millis(),
         timings.beat_interval.as_millis(),
