@@ -110,8 +110,12 @@
 //!   console may still land inside a half-written line, as with any shared
 //!   console.) [`flush_pending`] does not ask to be called again for it: a
 //!   stuck console must not make a loop spin.
-//! - The drop-and-count rules are [`ConsoleCopy`], a core with no system
+//! - The drop-and-count rules are `ConsoleCopy`, a core with no system
 //!   calls; the write is passed in.
+//! - Panics: [`init`] replaces the default panic hook (a blocking write to
+//!   fd 2, which would hold a panicking loop on a stalled console, init's
+//!   before it can recover) by one that logs the panic's place and message
+//!   as one CRIT record through this logger; see `log_panic`.
 
 use crate::clock::MonoTime;
 use crate::config::LogSettings;
@@ -1097,8 +1101,30 @@ pub fn init(tag: &'static str, settings: &LogSettings) {
     }
     if INSTALLED.set(()).is_ok() {
         let _ = log::set_logger(&LOGGER);
+        std::panic::set_hook(Box::new(|info| log_panic(info)));
     }
     log::set_max_level(level_from_env());
+}
+
+/// The panic hook [`init`] installs: the panic's message and place, as one
+/// CRIT record through this logger (syslog, kmsg, the non-blocking stderr
+/// copy), instead of the default hook's blocking write to fd 2, which would
+/// hold a panicking loop (init's, before it can recover) on a stalled
+/// console. When the logger's lock is held (a panic inside the logger, on
+/// this thread or while another thread logs), the message is dropped rather
+/// than waited for. No backtrace is printed.
+fn log_panic(info: &dyn fmt::Display) {
+    let mut text = StackBuf::new();
+    let _ = fmt::write(&mut text, format_args!("{}", info));
+    let now = MonoTime::now();
+    let mut guard = match LOGGER.backend.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    if let Some(b) = guard.as_mut() {
+        b.emit(Severity::Crit, text.as_bytes(), now);
+    }
 }
 
 /// Switches the targets (after a config reload or a fall-back to defaults).
@@ -1142,6 +1168,7 @@ macro_rules! alert {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::sync::Arc;
 
     fn tmpdir(name: &str) -> PathBuf {
         let p =
@@ -1745,7 +1772,7 @@ mod tests {
                 _ => 0,
             };
             con.offer(&mut c, &format!("L{i}"));
-            if seed % 31 == 0 {
+            if seed.is_multiple_of(31) {
                 c.flush_tail(&mut |b| con.write(b));
             }
         }
@@ -1999,5 +2026,121 @@ mod tests {
         b.emit(Severity::Info, b"c", at(3000));
         assert!(matches!(b.console, Console::Closed), "{:?}", b.console);
         assert_eq!(std::fs::read_to_string(&other).unwrap(), "");
+    }
+
+    #[test]
+    fn stderr_on_a_tty_nobody_reads_never_blocks_and_gives_whole_lines() {
+        // A pty whose master side is not read stands in for a serial
+        // console that takes no more output: the tty's buffers fill, then
+        // a non-blocking write takes part of a line or nothing.
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let (master, slave) = (pty.master, pty.slave);
+        let (mut b, _d, _unused) = backend("tty", false, true);
+        b.err_sink = ErrSink::Fd(slave);
+        const STALLED: u64 = 5000;
+        let mut b = must_not_block("logging into a full tty", move || {
+            for i in 0..STALLED {
+                b.emit(Severity::Info, format!("L{i}").as_bytes(), at(i));
+            }
+            b
+        });
+        assert!(matches!(b.console, Console::Own(_)), "{:?}", b.console);
+        assert!(b.copy.dropped > 0, "the tty filled up");
+        // The terminal reads again.
+        let got = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (got, stop) = (got.clone(), stop.clone());
+            std::thread::spawn(move || {
+                crate::sys::set_nonblocking(master.as_fd(), true).unwrap();
+                let mut buf = [0u8; 4096];
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match nix::unistd::read(&master, &mut buf) {
+                        Ok(n) if n > 0 => got.lock().unwrap().extend_from_slice(&buf[..n]),
+                        _ => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        // Lines are offered until one is taken whole (room came back).
+        let mut i = STALLED;
+        let last = loop {
+            b.emit(Severity::Info, format!("L{i}").as_bytes(), at(i));
+            if b.copy.dropped == 0 && b.copy.tail.is_empty() {
+                break i;
+            }
+            assert!(i < STALLED + 10_000, "the tty never took a line again");
+            i += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let end = format!("INFO L{last}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let t = String::from_utf8_lossy(&got.lock().unwrap()).into_owned();
+            if t.lines().any(|l| l.trim_end().contains(&end)) {
+                break t;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "L{last} never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        reader.join().unwrap();
+        // Every line whole (ONLCR turns each newline into CR LF), in order,
+        // each carrying the count of those dropped since the one before.
+        let mut prev: Option<u64> = None;
+        for l in text.split("\r\n").filter(|l| !l.is_empty()) {
+            let body = l
+                .strip_prefix("tether-test[9]: INFO ")
+                .unwrap_or_else(|| panic!("not a whole line: {l:?}"));
+            let (n, dropped) = parse_console_line(body);
+            let expect = prev.map_or(n, |p| n - p - 1);
+            assert_eq!(dropped, expect, "count on {l:?} after {prev:?}");
+            prev = Some(n);
+        }
+        assert_eq!(prev, Some(last));
+    }
+
+    #[test]
+    fn a_panic_is_logged_through_the_logger_and_never_waits_for_its_lock() {
+        let d = tmpdir("panic");
+        let server = UnixDatagram::bind(d.join("log.sock")).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        init(
+            "tether-test",
+            &LogSettings {
+                syslog_socket: d.join("log.sock"),
+                kmsg: false,
+                stderr: false,
+            },
+        );
+        // What the hook gets: `panicked at FILE:LINE:COL:` and the message.
+        log_panic(&"panicked at src/x.rs:1:2:\nboom");
+        let got = recv(&server).unwrap();
+        assert!(
+            got.starts_with("<26>tether-test[")
+                && got.ends_with("]: panicked at src/x.rs:1:2: boom"),
+            "{got:?}"
+        );
+        // The lock held (a panic from inside the logger): dropped, at once.
+        let guard = LOGGER.backend.lock().unwrap();
+        must_not_block("the panic hook with the logger's lock held", || {
+            log_panic(&"again")
+        });
+        drop(guard);
+        // The hook init installed is this one.
+        let t = std::thread::spawn(|| panic!("from a thread"));
+        assert!(t.join().is_err());
+        let got = recv(&server).unwrap();
+        assert!(
+            got.contains("from a thread") && got.starts_with("<26>"),
+            "{got:?}"
+        );
+        // The default hook back, for the other tests' failure messages.
+        drop(std::panic::take_hook());
     }
 }
