@@ -693,7 +693,8 @@ impl Console {
         }
     }
 
-    /// Makes the console writable if it may be; then whether it is.
+    /// Resolves stderr at the first line, and tries a failed reopen again
+    /// when one is due. Never blocks (`fstat` and a non-blocking `open`).
     fn ready(&mut self, sink: &ErrSink, now: MonoTime) {
         match self {
             Console::Unresolved => *self = Console::resolve(sink, now),
@@ -716,7 +717,6 @@ impl Console {
 
     /// One non-blocking write.
     fn write(&self, sink: &ErrSink, buf: &[u8]) -> Wrote {
-        use nix::errno::Errno;
         let r = match self {
             Console::Own(fd) => nix::unistd::write(fd, buf),
             Console::File => sink.with_fd(|fd| nix::unistd::write(fd, buf)),
@@ -734,8 +734,8 @@ impl Console {
         match r {
             Ok(n) => Wrote::Bytes(n),
             // EAGAIN (full), EINTR (not retried: the next line retries),
-            // EPIPE, EIO (hung-up tty): nothing taken.
-            Err(Errno::EAGAIN) | Err(_) => Wrote::Nothing,
+            // EPIPE (no reader), EIO (hung-up tty): nothing taken.
+            Err(_) => Wrote::Nothing,
         }
     }
 }

@@ -616,6 +616,16 @@ fn init_and_both_layers_keep_beating_and_petting_with_stderr_a_full_pipe() {
         timings.beat_interval.as_millis(),
         timings.hardware_timeout.as_millis(),
     );
+    // How fresh watchdogd found each layer at each of its liveness lines
+    // during the stall (`ok`: silent less than three beats; `late`, `STALE`).
+    for l in log
+        .matching(LogSource::Syslog, &["tether-watchdogd[", "liveness"])
+        .into_iter()
+        .filter(|l| l.at > stalled)
+    {
+        eprintln!("FIGURE console chain: during the stall: {}", l.text);
+        assert!(!l.text.contains("STALE"), "{}", l.text);
+    }
     // Every layer kept beating: none was found silent, killed or replaced.
     for needle in ["<25>", "(hang_timeout)", "silent for"] {
         let bad = log.matching(LogSource::Syslog, &[needle]);
