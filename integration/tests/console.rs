@@ -2,8 +2,10 @@
 //! that nobody reads, as a serial console on XOFF or with RTS/CTS pulled.
 //! As PID 1, fd 2 is the console and both layers inherit it; a blocking
 //! write of the stderr copy would stop the loop that logged it, so its
-//! beats and pets. Each test gives the real binaries such a stderr and
-//! checks that every loop keeps beating and petting, that the lines the
+//! beats and pets. Each test gives the real binaries a pipe as stderr,
+//! lets them start (the pipe takes the start-up lines), then stalls it
+//! (fills it up, and nobody reads), and checks that every loop keeps
+//! beating and petting through three liveness intervals (by default), that the lines the
 //! console did not take are counted and the count shows on the next line
 //! once it takes output again, and that nobody's stderr was made
 //! non-blocking (the pipe's open file description, shared with the test
@@ -17,6 +19,9 @@
 //! cargo build --workspace --bins
 //! cargo test -p tether-integration --test console -- --nocapture
 //! ```
+//!
+//! `TETHER_CONSOLE_STALL_LINES=N` makes the stall last N liveness intervals
+//! (1 s each) instead of 3, for a figure over a longer stall.
 //!
 //! The tests of this file run one at a time (a lock): the chain test runs
 //! the three binaries and a service crash loop, and the figures should
@@ -38,6 +43,15 @@ use tether_integration::hw::{
 };
 
 const LONG: Duration = Duration::from_secs(30);
+
+/// Liveness lines (one a second) each layer logs into the stalled console.
+fn stall_lines() -> usize {
+    std::env::var("TETHER_CONSOLE_STALL_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(3)
+}
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -284,7 +298,7 @@ fn wait_for_nth_after(
     t: Instant,
     n: usize,
 ) -> Instant {
-    wait_until(LONG, || {
+    wait_until(LONG + Duration::from_secs(n as u64), || {
         log.matching(LogSource::Syslog, needles)
             .into_iter()
             .filter(|l| l.at > t)
@@ -356,15 +370,15 @@ fn watchdogd_keeps_petting_and_beating_with_stderr_a_full_pipe() {
     wait_for_nth_after(&log, &sim, &["liveness"], start, 1);
     assert!(sim.pet_count() > 0, "petting before the stall");
     let stalled = console.stall();
-    // Three liveness lines: three seconds of a loop that logs into the
-    // stalled console, and still beats and pets after the last of them.
-    let third = wait_for_nth_after(&log, &sim, &["liveness"], stalled, 3);
+    // stall_lines() liveness lines (3 s by default) of a loop that logs
+    // into the stalled console, and still beats and pets after the last.
+    let last_line = wait_for_nth_after(&log, &sim, &["liveness"], stalled, stall_lines());
     let last_pet = sim
-        .wait_for_pet_after(third, LONG)
-        .unwrap_or_else(|| panic!("no pet after the third liveness line:\n{}", log.dump()));
+        .wait_for_pet_after(last_line, LONG)
+        .unwrap_or_else(|| panic!("no pet after the last liveness line:\n{}", log.dump()));
     let last_beat = recorder
-        .wait_for_beat_after(third, LONG)
-        .unwrap_or_else(|| panic!("no beat to init after the third liveness line"));
+        .wait_for_beat_after(last_line, LONG)
+        .unwrap_or_else(|| panic!("no beat to init after the last liveness line"));
     assert_eq!(sim.resets(), Vec::<ResetEvent>::new(), "{}", log.dump());
     let pet_gap = sim
         .max_gap_between(stalled, last_pet)
@@ -391,8 +405,8 @@ fn watchdogd_keeps_petting_and_beating_with_stderr_a_full_pipe() {
     console.resume_into(&mut log);
     let (line, n) = wait_for_drop_count(&log, "tether-watchdogd[");
     assert!(
-        n >= 3,
-        "at least the three liveness lines were dropped: {line:?}"
+        n >= stall_lines() as u64,
+        "at least the liveness lines of the stall were dropped: {line:?}"
     );
 }
 
@@ -578,7 +592,7 @@ fn init_and_both_layers_keep_beating_and_petting_with_stderr_a_full_pipe() {
         .layer("tether-watchdogd")
         .unwrap_or_else(|| panic!("no watchdogd:\n{}", log.dump()));
     let stalled = console.stall();
-    // Three liveness lines of each layer, logged into the stalled console.
+    // stall_lines() liveness lines of each layer, logged into the stalled console.
     let mut last = stalled;
     for tag in ["tether-init[", "tether-watchdogd[", "tether-restarter["] {
         last = last.max(wait_for_nth_after(
@@ -586,7 +600,7 @@ fn init_and_both_layers_keep_beating_and_petting_with_stderr_a_full_pipe() {
             &chain.hw,
             &[tag, "liveness"],
             stalled,
-            3,
+            stall_lines(),
         ));
     }
     let last_pet = chain
@@ -680,7 +694,10 @@ fn init_and_both_layers_keep_beating_and_petting_with_stderr_a_full_pipe() {
     console.resume_into(&mut chain.log);
     for tag in ["tether-init[", "tether-watchdogd[", "tether-restarter["] {
         let (line, n) = wait_for_drop_count(&chain.log, tag);
-        assert!(n >= 3, "{tag}: at least its three liveness lines: {line:?}");
+        assert!(
+            n >= stall_lines() as u64,
+            "{tag}: at least its liveness lines of the stall: {line:?}"
+        );
     }
     let _ = &chain.dir;
 }
