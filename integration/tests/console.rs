@@ -2,18 +2,24 @@
 //! that nobody reads, as a serial console on XOFF or with RTS/CTS pulled.
 //! As PID 1, fd 2 is the console and both layers inherit it; a blocking
 //! write of the stderr copy would stop the loop that logged it, so its
-//! beats and pets. Each test gives the real binaries a pipe as stderr,
-//! lets them start (the pipe takes the start-up lines), then stalls it
-//! (fills it up, and nobody reads), and checks that every loop keeps
-//! beating and petting through three liveness intervals (by default), that the lines the
-//! console did not take are counted and the count shows on the next line
-//! once it takes output again, and that nobody's stderr was made
-//! non-blocking (the pipe's open file description, shared with the test
-//! and every child, stays blocking; services and layers inherit no
-//! descriptor of the logger's own).
+//! beats and pets.
 //!
-//! The longest pet gap with the stalled console is printed as a figure
-//! (`FIGURE console ...`, shown with `--nocapture`):
+//! Three tests: watchdogd alone (simulated device, the test beats for the
+//! layers and records watchdogd's beats to init), the restarter alone (a
+//! crash-looping service for log traffic, its beats to init recorded), and
+//! the whole chain under `unshare` (init as PID 1 of a namespace, both
+//! layers inheriting its stderr, the crash loop again). Each gives the real
+//! binaries a pipe as stderr, lets them start (the pipe takes the start-up
+//! lines), then stalls it (fills it up; nobody reads) and checks that every
+//! loop keeps beating and petting through three liveness intervals, that
+//! the lines the console did not take are counted and the count shows on
+//! the next line once it takes output again, and that nobody's stderr was
+//! made non-blocking (the pipe's open file description, shared with the
+//! test and every child, stays blocking; services inherit no descriptor of
+//! the logger's own; a service's stderr is its own output pipe, blocking).
+//!
+//! The longest pet and beat gaps with the stalled console are printed as
+//! figures (`FIGURE console ...`, shown with `--nocapture`):
 //!
 //! ```text
 //! cargo build --workspace --bins
@@ -25,7 +31,7 @@
 //!
 //! The tests of this file run one at a time (a lock): the chain test runs
 //! the three binaries and a service crash loop, and the figures should
-//! measure the loops, not the two tests competing for two cores.
+//! measure the loops, not the tests competing for two cores.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -293,7 +299,7 @@ impl Drop for Reaped {
 /// when the `n`th arrived.
 fn wait_for_nth_after(
     log: &LogCapture,
-    hw: &SimWatchdog,
+    hw: Option<&SimWatchdog>,
     needles: &[&str],
     t: Instant,
     n: usize,
@@ -306,11 +312,17 @@ fn wait_for_nth_after(
             .map(|l| l.at)
     })
     .unwrap_or_else(|| {
+        let device = hw.map(|hw| {
+            format!(
+                "last pet {:?} ago, resets {:?}",
+                hw.last_pet_age(),
+                hw.resets()
+            )
+        });
         panic!(
             "fewer than {n} syslog lines holding {needles:?} (a loop blocked on the console?); \
-             last pet {:?} ago, resets {:?}:\n{}",
-            hw.last_pet_age(),
-            hw.resets(),
+             {}:\n{}",
+            device.unwrap_or_else(|| "no device".into()),
             log.dump()
         )
     })
@@ -367,12 +379,12 @@ fn watchdogd_keeps_petting_and_beating_with_stderr_a_full_pipe() {
 
     // Running, the console taking output; then it stalls.
     let start = Instant::now();
-    wait_for_nth_after(&log, &sim, &["liveness"], start, 1);
+    wait_for_nth_after(&log, Some(&sim), &["liveness"], start, 1);
     assert!(sim.pet_count() > 0, "petting before the stall");
     let stalled = console.stall();
     // stall_lines() liveness lines (3 s by default) of a loop that logs
     // into the stalled console, and still beats and pets after the last.
-    let last_line = wait_for_nth_after(&log, &sim, &["liveness"], stalled, stall_lines());
+    let last_line = wait_for_nth_after(&log, Some(&sim), &["liveness"], stalled, stall_lines());
     let last_pet = sim
         .wait_for_pet_after(last_line, LONG)
         .unwrap_or_else(|| panic!("no pet after the last liveness line:\n{}", log.dump()));
@@ -404,6 +416,124 @@ fn watchdogd_keeps_petting_and_beating_with_stderr_a_full_pipe() {
 
     console.resume_into(&mut log);
     let (line, n) = wait_for_drop_count(&log, "tether-watchdogd[");
+    assert!(
+        n >= stall_lines() as u64,
+        "at least the liveness lines of the stall were dropped: {line:?}"
+    );
+}
+
+// ---- the restarter -------------------------------------------------------------
+
+/// Kills the restarter, then every process carrying the test's tag (its
+/// services, in sessions of their own), on drop.
+struct RestarterGuard {
+    child: Child,
+    tag_dir: PathBuf,
+}
+
+impl Drop for RestarterGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in tether_integration::svc::tagged_processes(&self.tag_dir) {
+            signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn the_restarter_keeps_beating_with_stderr_a_full_pipe() {
+    let _one = one_at_a_time();
+    let timings = Timings::fast();
+    let dir = TempDir::new("console-rst");
+    let mut log = LogCapture::new(dir.path());
+    let (services, run, state) = (dir.join("services"), dir.join("run"), dir.join("state"));
+    for d in [&services, &run, &state] {
+        std::fs::create_dir_all(d).expect("scratch directories");
+    }
+    // A crash loop: the restarter logs each exit and start.
+    let flapper = script(dir.path(), "flapper", "#!/bin/sh\nexit 3\n");
+    std::fs::write(
+        services.join("flapper.toml"),
+        format!(
+            "exec = [{:?}]\nrestart_delay = \"100ms\"\n",
+            flapper.display().to_string()
+        ),
+    )
+    .expect("service file");
+    let p = |p: &Path| format!("{:?}", p.display().to_string());
+    let mut text = timings.toml();
+    text.push_str(&format!(
+        "\n[log]\nsyslog_socket = {}\nkmsg = false\nstderr = true\n\n[paths]\nservices = {}\nrun = {}\nstate = {}\n",
+        p(log.socket_path()),
+        p(&services),
+        p(&run),
+        p(&state)
+    ));
+    let config = dir.join("tether.toml");
+    std::fs::write(&config, text).expect("write tether.toml");
+    let to_init = HeartbeatPipe::new("init");
+    let to_watchdog = HeartbeatPipe::new("watchdog");
+
+    let mut console = StalledConsole::new();
+    let mut cmd = Command::new(bin("tether-restarter"));
+    cmd.arg("--config")
+        .arg(&config)
+        .env("TETHER_FDS", "init=3,watchdog=4")
+        .env(tether_integration::svc::TAG_VAR, dir.path())
+        .env("TETHER_SYSLOG_SOCKET", log.socket_path())
+        .env("TETHER_KMSG", "0")
+        .env_remove("TETHER_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(console.stdio());
+    let fds = [(to_init.write.as_fd(), 3), (to_watchdog.write.as_fd(), 4)];
+    let child = tether_common::sys::spawn_with_fds(&mut cmd, &fds).expect("spawn restarter");
+    let pid = child.id() as i32;
+    let _guard = RestarterGuard {
+        child,
+        tag_dir: dir.path().to_path_buf(),
+    };
+    let recorder = BeatRecorder::start(to_init.read.try_clone().expect("dup"));
+
+    let start = Instant::now();
+    wait_for_nth_after(&log, None, &["tether-restarter[", "liveness"], start, 1);
+    let stalled = console.stall();
+    let last_line = wait_for_nth_after(
+        &log,
+        None,
+        &["tether-restarter[", "liveness"],
+        stalled,
+        stall_lines(),
+    );
+    let last_beat = recorder
+        .wait_for_beat_after(last_line, LONG)
+        .unwrap_or_else(|| panic!("no beat to init after the last liveness line"));
+    let beat_gap = recorder.max_gap_between(stalled, last_beat);
+    let flaps = log
+        .matching(LogSource::Syslog, &["flapper"])
+        .into_iter()
+        .filter(|l| l.at > stalled)
+        .count();
+    eprintln!(
+        "FIGURE console restarter: stderr a full pipe for {} ms ({} lines about the crash loop): longest beat gap to init {} ms (beat {} ms)",
+        (last_beat - stalled).as_millis(),
+        flaps,
+        beat_gap.as_millis(),
+        timings.beat_interval.as_millis(),
+    );
+    assert!(flaps >= 5, "the crash loop was logged:\n{}", log.dump());
+    console.assert_still_blocking();
+    assert_eq!(
+        fdinfo_flags(pid, 2).map(|f| f & libc::O_NONBLOCK),
+        Some(0),
+        "the restarter's fd 2 stays blocking"
+    );
+    let own = fds_linking(pid, &console.link_name());
+    assert_eq!(own.len(), 2, "fd 2 and the logger's own open: {own:?}");
+
+    console.resume_into(&mut log);
+    let (line, n) = wait_for_drop_count(&log, "tether-restarter[");
     assert!(
         n >= stall_lines() as u64,
         "at least the liveness lines of the stall were dropped: {line:?}"
@@ -582,7 +712,7 @@ fn init_and_both_layers_keep_beating_and_petting_with_stderr_a_full_pipe() {
     // Running, the console taking output: one liveness line of each layer.
     let start = Instant::now();
     for tag in ["tether-init[", "tether-watchdogd[", "tether-restarter["] {
-        wait_for_nth_after(log, &chain.hw, &[tag, "liveness"], start, 1);
+        wait_for_nth_after(log, Some(&chain.hw), &[tag, "liveness"], start, 1);
     }
     assert!(chain.hw.pet_count() > 0, "petting before the stall");
     let restarter = chain
@@ -597,7 +727,7 @@ fn init_and_both_layers_keep_beating_and_petting_with_stderr_a_full_pipe() {
     for tag in ["tether-init[", "tether-watchdogd[", "tether-restarter["] {
         last = last.max(wait_for_nth_after(
             log,
-            &chain.hw,
+            Some(&chain.hw),
             &[tag, "liveness"],
             stalled,
             stall_lines(),
