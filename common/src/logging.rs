@@ -48,10 +48,11 @@
 //!   path from [`set_settings`] inherits the backlog.
 //! - [`flush_pending`] never blocks and never sleeps: while syslog is busy it
 //!   asks to be called again after [`BACKLOG_RETRY`] (10 ms).
-//! - The stderr copy is written when the record is logged, never delayed.
-//! - The stderr copy is one `write(2)` per line and may block if stderr is a
-//!   full pipe; it is meant for running by hand and tests, where the reader
-//!   drains it. Appliances set `stderr = false` or point stderr at a console.
+//! - The stderr copy (the console, as PID 1 and for both layers, which
+//!   inherit it) never blocks: a console that stops taking output (a serial
+//!   line on XOFF or with RTS/CTS pulled, a pipe nobody reads) costs
+//!   dropped, counted lines, never a late beat or pet. See "The stderr
+//!   copy" below.
 //! - A message is capped at [`MAX_MESSAGE`] bytes (after the header); newlines,
 //!   carriage returns and NULs inside it become spaces, trailing ones are
 //!   dropped. No timestamp: the syslog daemon stamps on receipt.
@@ -60,12 +61,67 @@
 //!   ring on the first busy refusal).
 //! - The logger never panics: a poisoned lock is recovered, every I/O error
 //!   is swallowed (there is nowhere left to report it).
+//!
+//! # The stderr copy
+//!
+//! - Non-blocking without touching anybody else: `O_NONBLOCK` is a flag of
+//!   the *open file description*, which fd 2 shares with every process that
+//!   inherited it (init, both layers, a shell or `unshare` that started
+//!   tether by hand, a terminal's other programs). Setting it on fd 2
+//!   (`fcntl(F_SETFL)`) would hand `EAGAIN` to all of them, so it is never
+//!   done. Instead, at the first stderr line, the logger opens the same
+//!   file again, `/proc/self/fd/2` with `O_WRONLY | O_NONBLOCK | O_NOCTTY |
+//!   O_CLOEXEC`: a new open file description of its own (the same pipe,
+//!   FIFO, tty or `/dev/console`), non-blocking, never becoming the
+//!   controlling tty, and never inherited by a child (services and layers
+//!   get fd 2 as it was, unchanged; a service's own stderr is its output
+//!   pipe anyway). fd 2 itself is only read (`fstat`), never written while
+//!   this open exists. The open is checked to be the same file as fd 2
+//!   (device and inode).
+//! - Other kinds of fd 2: a socket (run under a service manager) is written
+//!   with `send(MSG_DONTWAIT | MSG_NOSIGNAL)`, non-blocking per call, flags
+//!   untouched; a regular file or block device is written as it is (a
+//!   reopen would have its own offset and overwrite the file, and
+//!   `O_NONBLOCK` means nothing there: a file has no reader to wait for);
+//!   a closed fd 2 gets no copy at all, ever (a number reused later by some
+//!   other descriptor is never written to).
+//! - When the reopen fails (no `/proc` mounted yet, a FIFO with no reader,
+//!   a tty the user may not open), the line is dropped and counted, and the
+//!   reopen is tried again at most once per [`RETRY_INTERVAL`] while fd 2 is
+//!   still the same file (device and inode); if fd 2 is another file by
+//!   then, the copy stops for good (that descriptor is not stderr). There
+//!   is no blocking fall-back to fd 2.
+//! - A line that does not fit (`EAGAIN`: pipe full, tty output buffer full
+//!   on XOFF) is dropped and counted; there is no queue of console lines
+//!   (syslog and kmsg carry the record anyway). The next line that is
+//!   written carries the count as a suffix, in the same `write(2)`:
+//!   `tag[pid]: LEVEL message (N console lines dropped)`, or
+//!   `(1 console line dropped)`, after the message (which keeps its
+//!   [`MAX_MESSAGE`] cap). A count with no later line stays untold on the
+//!   console (every layer logs at least its liveness line each
+//!   `liveness_interval`).
+//! - Partial writes: a line is at most [`MAX_STDERR_LINE`] bytes, below
+//!   `PIPE_BUF`, so a pipe takes it whole or not at all. A tty may take
+//!   part of it: the rest is kept and written before anything else, at the
+//!   next line or [`flush_pending`] call; until it is out, new lines are
+//!   dropped and counted (their count follows in the next whole line). So
+//!   a line of ours is never cut by a later line of ours, and the console
+//!   gets whole lines, only later. (Other processes writing the same
+//!   console may still land inside a half-written line, as with any shared
+//!   console.) [`flush_pending`] does not ask to be called again for it: a
+//!   stuck console must not make a loop spin.
+//! - The drop-and-count rules are `ConsoleCopy`, a core with no system
+//!   calls; the write is passed in.
+//! - Panics: [`init`] replaces the default panic hook (a blocking write to
+//!   fd 2, which would hold a panicking loop on a stalled console, init's
+//!   before it can recover) by one that logs the panic's place and message
+//!   as one CRIT record through this logger; see `log_panic`.
 
 use crate::clock::MonoTime;
 use crate::config::LogSettings;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -469,12 +525,219 @@ impl Backlog {
     }
 }
 
-/// Where the stderr copy goes (a pipe in tests).
+/// Longest stderr line: `tag[pid]: LEVEL `, the message, the drop count
+/// and the newline. Below `PIPE_BUF` (4096), so a pipe takes it whole or
+/// not at all.
+pub const MAX_STDERR_LINE: usize = MAX_MESSAGE + MAX_TAG + 96;
+
+/// What one non-blocking write of the stderr copy did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wrote {
+    /// This many bytes were taken (a tty may take fewer than offered).
+    Bytes(usize),
+    /// Nothing was taken: the console is full (`EAGAIN`), broken, or there
+    /// is no descriptor to write to yet.
+    Nothing,
+}
+
+/// The drop-and-count rules of the stderr copy (see the module docs): no
+/// system calls, the write is a closure. Buffers reserved once.
+#[derive(Debug)]
+struct ConsoleCopy {
+    /// Lines not written since the last one that was (or started to be).
+    dropped: u64,
+    /// The unwritten end of a line a partial write cut short.
+    tail: Vec<u8>,
+    /// The line being written: text, drop count, newline.
+    buf: Vec<u8>,
+}
+
+impl ConsoleCopy {
+    fn new() -> ConsoleCopy {
+        ConsoleCopy {
+            dropped: 0,
+            tail: Vec::with_capacity(MAX_STDERR_LINE),
+            buf: Vec::with_capacity(MAX_STDERR_LINE),
+        }
+    }
+
+    /// Writes what is left of a cut line. Returns whether nothing is left.
+    fn flush_tail(&mut self, write: &mut dyn FnMut(&[u8]) -> Wrote) -> bool {
+        while !self.tail.is_empty() {
+            match write(&self.tail) {
+                Wrote::Bytes(n) if n > 0 => {
+                    self.tail.drain(..n.min(self.tail.len()));
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Offers one line (`line`: no newline; cut at [`MAX_MESSAGE`] + header
+    /// by the caller). The rest of a cut line goes first; if it cannot, or
+    /// the line does not fit, the line is dropped and counted. A line
+    /// written carries the count of those dropped before it.
+    fn offer(&mut self, line: &[u8], write: &mut dyn FnMut(&[u8]) -> Wrote) {
+        use std::io::Write;
+        if !self.flush_tail(write) {
+            self.dropped = self.dropped.saturating_add(1);
+            return;
+        }
+        self.buf.clear();
+        let room = MAX_STDERR_LINE - 48;
+        self.buf.extend_from_slice(&line[..line.len().min(room)]);
+        match self.dropped {
+            0 => {}
+            1 => self.buf.extend_from_slice(b" (1 console line dropped)"),
+            n => {
+                let _ = write!(self.buf, " ({} console lines dropped)", n);
+            }
+        }
+        self.buf.push(b'\n');
+        match write(&self.buf) {
+            Wrote::Bytes(n) if n > 0 => {
+                // Started: the count is on its way (in the tail if cut).
+                self.dropped = 0;
+                if n < self.buf.len() {
+                    self.tail.clear();
+                    self.tail.extend_from_slice(&self.buf[n..]);
+                }
+            }
+            _ => self.dropped = self.dropped.saturating_add(1),
+        }
+    }
+}
+
+/// Which descriptor is stderr (a pipe or file of the test's in tests).
 #[derive(Debug)]
 enum ErrSink {
     Stderr,
     #[cfg(test)]
     Fd(OwnedFd),
+}
+
+impl ErrSink {
+    fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> R {
+        match self {
+            ErrSink::Stderr => {
+                let e = io::stderr();
+                f(e.as_fd())
+            }
+            #[cfg(test)]
+            ErrSink::Fd(fd) => f(fd.as_fd()),
+        }
+    }
+
+    /// The path that opens the same file again.
+    fn proc_path(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            ErrSink::Stderr => "/proc/self/fd/2".into(),
+            #[cfg(test)]
+            ErrSink::Fd(fd) => {
+                use std::os::fd::AsRawFd;
+                format!("/proc/self/fd/{}", fd.as_raw_fd()).into()
+            }
+        }
+    }
+}
+
+/// How the stderr copy is written (see the module docs).
+#[derive(Debug)]
+enum Console {
+    /// Not looked at yet: the first stderr line does.
+    Unresolved,
+    /// Our own non-blocking open of the same pipe, FIFO, tty or device.
+    Own(OwnedFd),
+    /// stderr is a socket: `send(MSG_DONTWAIT)` on it.
+    Socket,
+    /// stderr is a regular file or block device: written as it is.
+    File,
+    /// The reopen failed at `last`; tried again after [`RETRY_INTERVAL`]
+    /// while stderr is still the file `(dev, ino)`.
+    Retry { dev: u64, ino: u64, last: MonoTime },
+    /// stderr is not open: never written.
+    Closed,
+}
+
+impl Console {
+    /// Looks at stderr as it is now; opens it again where that is the way.
+    fn resolve(sink: &ErrSink, now: MonoTime) -> Console {
+        use nix::sys::stat::{fstat, SFlag};
+        let Ok(st) = sink.with_fd(|fd| fstat(fd)) else {
+            return Console::Closed;
+        };
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        if kind == SFlag::S_IFREG || kind == SFlag::S_IFBLK {
+            return Console::File;
+        }
+        if kind == SFlag::S_IFSOCK {
+            return Console::Socket;
+        }
+        let (dev, ino) = (st.st_dev, st.st_ino);
+        use nix::fcntl::OFlag;
+        let opened = nix::fcntl::open(
+            sink.proc_path().as_ref(),
+            OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        );
+        match opened {
+            Ok(fd) if fstat(&fd).is_ok_and(|o| (o.st_dev, o.st_ino) == (dev, ino)) => {
+                Console::Own(fd)
+            }
+            _ => Console::Retry {
+                dev,
+                ino,
+                last: now,
+            },
+        }
+    }
+
+    /// Resolves stderr at the first line, and tries a failed reopen again
+    /// when one is due. Never blocks (`fstat` and a non-blocking `open`).
+    fn ready(&mut self, sink: &ErrSink, now: MonoTime) {
+        match self {
+            Console::Unresolved => *self = Console::resolve(sink, now),
+            Console::Retry { dev, ino, last } if attempt_due(Some(*last), now) => {
+                // Only the file the reopen was for: a descriptor that took
+                // number 2 since (fd 2 closed and reused) is not stderr, and
+                // writing to it could be anything (even a pet).
+                let same = sink
+                    .with_fd(|fd| nix::sys::stat::fstat(fd))
+                    .is_ok_and(|st| (st.st_dev, st.st_ino) == (*dev, *ino));
+                *self = if same {
+                    Console::resolve(sink, now)
+                } else {
+                    Console::Closed
+                };
+            }
+            _ => {}
+        }
+    }
+
+    /// One non-blocking write.
+    fn write(&self, sink: &ErrSink, buf: &[u8]) -> Wrote {
+        let r = match self {
+            Console::Own(fd) => nix::unistd::write(fd, buf),
+            Console::File => sink.with_fd(|fd| nix::unistd::write(fd, buf)),
+            Console::Socket => sink.with_fd(|fd| {
+                use nix::sys::socket::{send, MsgFlags};
+                use std::os::fd::AsRawFd;
+                send(
+                    fd.as_raw_fd(),
+                    buf,
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                )
+            }),
+            Console::Unresolved | Console::Retry { .. } | Console::Closed => return Wrote::Nothing,
+        };
+        match r {
+            Ok(n) => Wrote::Bytes(n),
+            // EAGAIN (full), EINTR (not retried: the next line retries),
+            // EPIPE (no reader), EIO (hung-up tty): nothing taken.
+            Err(_) => Wrote::Nothing,
+        }
+    }
 }
 
 /// Whether a connection or open may be tried at `now`, the last try having
@@ -546,6 +809,10 @@ struct Backend {
     /// Lines syslog refused as busy, in order; allocated on first use.
     backlog: Option<Backlog>,
     err_sink: ErrSink,
+    /// The stderr copy's descriptor, opened at the first stderr line.
+    console: Console,
+    /// The stderr copy's drop-and-count state.
+    copy: ConsoleCopy,
     /// The record being routed, formatted once. Capacity reserved once.
     line: Vec<u8>,
 }
@@ -560,6 +827,8 @@ impl Backend {
             kmsg: Kmsg::new(),
             backlog: None,
             err_sink: ErrSink::Stderr,
+            console: Console::Unresolved,
+            copy: ConsoleCopy::new(),
             line: Vec::with_capacity(MAX_LINE),
         }
     }
@@ -572,6 +841,10 @@ impl Backend {
         }
         if !settings.kmsg {
             self.kmsg.fd = None;
+        }
+        if !settings.stderr {
+            // Closed; looked at again when the copy is switched back on.
+            self.console = Console::Unresolved;
         }
         self.settings = settings;
     }
@@ -587,7 +860,7 @@ impl Backend {
         );
         self.route_line(now);
         if self.settings.stderr {
-            self.write_stderr(severity, msg);
+            self.write_stderr(severity, msg, now);
         }
     }
 
@@ -671,6 +944,7 @@ impl Backend {
     /// to try again: [`BACKLOG_RETRY`] from `now`, or the next reconnect
     /// attempt if syslog is down and that is later.
     fn flush_pending(&mut self, now: MonoTime) -> Option<MonoTime> {
+        self.flush_console_tail();
         self.flush_backlog(now);
         if self.pending() == 0 {
             return None;
@@ -682,7 +956,17 @@ impl Backend {
         })
     }
 
-    fn write_stderr(&mut self, severity: Severity, msg: &[u8]) {
+    /// Writes the rest of a stderr line a partial write cut short, if any.
+    /// Never blocks; does not ask to be called again.
+    fn flush_console_tail(&mut self) {
+        if self.copy.tail.is_empty() || !self.settings.stderr {
+            return;
+        }
+        let (console, sink) = (&self.console, &self.err_sink);
+        self.copy.flush_tail(&mut |b| console.write(sink, b));
+    }
+
+    fn write_stderr(&mut self, severity: Severity, msg: &[u8], now: MonoTime) {
         use std::io::Write;
         self.line.clear();
         let _ = write!(
@@ -697,25 +981,9 @@ impl Backend {
         format_line(&mut self.line, 0, "", 0, msg);
         let header = b"<0>[0]: ".len();
         self.line.drain(start..start + header);
-        self.line.push(b'\n');
-        let stderr;
-        let fd = match &self.err_sink {
-            ErrSink::Stderr => {
-                stderr = io::stderr();
-                stderr.as_fd()
-            }
-            #[cfg(test)]
-            ErrSink::Fd(fd) => fd.as_fd(),
-        };
-        let mut rest: &[u8] = &self.line;
-        while !rest.is_empty() {
-            match nix::unistd::write(fd, rest) {
-                Ok(0) => break,
-                Ok(n) => rest = &rest[n..],
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => break,
-            }
-        }
+        self.console.ready(&self.err_sink, now);
+        let (console, sink) = (&self.console, &self.err_sink);
+        self.copy.offer(&self.line, &mut |b| console.write(sink, b));
     }
 }
 
@@ -833,8 +1101,30 @@ pub fn init(tag: &'static str, settings: &LogSettings) {
     }
     if INSTALLED.set(()).is_ok() {
         let _ = log::set_logger(&LOGGER);
+        std::panic::set_hook(Box::new(|info| log_panic(info)));
     }
     log::set_max_level(level_from_env());
+}
+
+/// The panic hook [`init`] installs: the panic's message and place, as one
+/// CRIT record through this logger (syslog, kmsg, the non-blocking stderr
+/// copy), instead of the default hook's blocking write to fd 2, which would
+/// hold a panicking loop (init's, before it can recover) on a stalled
+/// console. When the logger's lock is held (a panic inside the logger, on
+/// this thread or while another thread logs), the message is dropped rather
+/// than waited for. No backtrace is printed.
+fn log_panic(info: &dyn fmt::Display) {
+    let mut text = StackBuf::new();
+    let _ = fmt::write(&mut text, format_args!("{}", info));
+    let now = MonoTime::now();
+    let mut guard = match LOGGER.backend.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    if let Some(b) = guard.as_mut() {
+        b.emit(Severity::Crit, text.as_bytes(), now);
+    }
 }
 
 /// Switches the targets (after a config reload or a fall-back to defaults).
@@ -878,6 +1168,7 @@ macro_rules! alert {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::sync::Arc;
 
     fn tmpdir(name: &str) -> PathBuf {
         let p =
@@ -1352,5 +1643,504 @@ mod tests {
         let server = UnixDatagram::bind(&path).unwrap();
         assert_eq!(b.flush_pending(at(3000)), None);
         assert_eq!(take_all(&server), [ours(30, "a"), ours(30, "b")]);
+    }
+
+    /// A console that takes `room` more bytes, then nothing.
+    struct FakeConsole {
+        room: usize,
+        out: Vec<u8>,
+    }
+
+    impl FakeConsole {
+        fn new(room: usize) -> FakeConsole {
+            FakeConsole {
+                room,
+                out: Vec::new(),
+            }
+        }
+
+        fn write(&mut self, b: &[u8]) -> Wrote {
+            let n = b.len().min(self.room);
+            if n == 0 {
+                return Wrote::Nothing;
+            }
+            self.room -= n;
+            self.out.extend_from_slice(&b[..n]);
+            Wrote::Bytes(n)
+        }
+
+        fn offer(&mut self, c: &mut ConsoleCopy, line: &str) {
+            c.offer(line.as_bytes(), &mut |b| self.write(b));
+        }
+
+        fn text(&self) -> &str {
+            std::str::from_utf8(&self.out).unwrap()
+        }
+    }
+
+    #[test]
+    fn console_lines_that_do_not_fit_are_dropped_and_counted_on_the_next_line() {
+        let mut c = ConsoleCopy::new();
+        let mut con = FakeConsole::new(0);
+        for l in ["a", "b", "c"] {
+            con.offer(&mut c, l);
+        }
+        assert_eq!(con.text(), "");
+        assert_eq!(c.dropped, 3);
+        con.room = 1000;
+        con.offer(&mut c, "d");
+        con.offer(&mut c, "e");
+        assert_eq!(con.text(), "d (3 console lines dropped)\ne\n");
+        con.room = 0;
+        con.offer(&mut c, "f");
+        con.room = 1000;
+        con.offer(&mut c, "g");
+        assert_eq!(
+            con.text(),
+            "d (3 console lines dropped)\ne\ng (1 console line dropped)\n"
+        );
+        assert_eq!(c.dropped, 0);
+    }
+
+    #[test]
+    fn a_line_a_partial_write_cut_is_finished_before_any_other() {
+        let mut c = ConsoleCopy::new();
+        let mut con = FakeConsole::new(4);
+        con.offer(&mut c, "hello world");
+        assert_eq!(con.text(), "hell");
+        // Still no room: the new line is dropped, the cut one waits.
+        con.offer(&mut c, "x");
+        assert_eq!((con.text(), c.dropped), ("hell", 1));
+        // Some room (a flush): more of the cut line, nothing else.
+        con.room = 3;
+        assert!(!c.flush_tail(&mut |b| con.write(b)));
+        assert_eq!(con.text(), "hello w");
+        con.room = 1000;
+        con.offer(&mut c, "next");
+        assert_eq!(con.text(), "hello world\nnext (1 console line dropped)\n");
+        assert!(c.tail.is_empty());
+    }
+
+    #[test]
+    fn a_cut_line_keeps_its_drop_count() {
+        let mut c = ConsoleCopy::new();
+        let mut con = FakeConsole::new(0);
+        con.offer(&mut c, "a");
+        con.offer(&mut c, "b");
+        con.room = 5;
+        con.offer(&mut c, "abcdefgh");
+        assert_eq!(c.dropped, 0, "the count is in the cut line's tail");
+        con.room = 1000;
+        assert!(c.flush_tail(&mut |b| con.write(b)));
+        assert_eq!(con.text(), "abcdefgh (2 console lines dropped)\n");
+    }
+
+    /// Parses `L<i>` or `L<i> (N console line(s) dropped)`.
+    fn parse_console_line(l: &str) -> (u64, u64) {
+        let (i, rest) = match l.split_once(' ') {
+            Some((i, rest)) => (i, rest),
+            None => (l, ""),
+        };
+        let i: u64 = i.strip_prefix('L').unwrap().parse().unwrap();
+        let n = if rest.is_empty() {
+            0
+        } else {
+            let n = rest.strip_prefix('(').unwrap();
+            let n = n
+                .strip_suffix(" console lines dropped)")
+                .or_else(|| n.strip_suffix(" console line dropped)"))
+                .unwrap_or_else(|| panic!("bad suffix in {l:?}"));
+            n.parse().unwrap()
+        };
+        (i, n)
+    }
+
+    #[test]
+    fn every_line_is_written_whole_once_or_counted_whatever_the_console_takes() {
+        let mut c = ConsoleCopy::new();
+        let mut con = FakeConsole::new(0);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        const N: u64 = 20_000;
+        for i in 0..N {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Mostly full, sometimes a few bytes, sometimes a lot.
+            con.room += match seed % 8 {
+                0 => (seed >> 8) as usize % 7,
+                1 => (seed >> 8) as usize % 60,
+                _ => 0,
+            };
+            con.offer(&mut c, &format!("L{i}"));
+            if seed.is_multiple_of(31) {
+                c.flush_tail(&mut |b| con.write(b));
+            }
+        }
+        con.room = usize::MAX / 2;
+        con.offer(&mut c, &format!("L{N}"));
+        let text = con.text().to_owned();
+        assert!(text.ends_with('\n'));
+        let mut prev: Option<u64> = None;
+        let mut written = 0;
+        for l in text.lines() {
+            let (i, n) = parse_console_line(l);
+            let expect = match prev {
+                None => i,
+                Some(p) => {
+                    assert!(i > p, "out of order: {l:?} after L{p}");
+                    i - p - 1
+                }
+            };
+            assert_eq!(n, expect, "count on {l:?} (previous {prev:?})");
+            prev = Some(i);
+            written += 1;
+        }
+        assert_eq!(prev, Some(N), "the last line got through");
+        assert!(written > 100 && written < N / 2, "{written} lines written");
+    }
+
+    #[test]
+    fn the_console_copy_allocates_once() {
+        let mut c = ConsoleCopy::new();
+        let snap = |c: &ConsoleCopy| {
+            (
+                c.tail.as_ptr(),
+                c.tail.capacity(),
+                c.buf.as_ptr(),
+                c.buf.capacity(),
+            )
+        };
+        let before = snap(&c);
+        let long = "y".repeat(MAX_STDERR_LINE * 2);
+        let mut con = FakeConsole::new(0);
+        for i in 0..500usize {
+            con.room += (i * 37) % 300;
+            c.dropped = if i % 50 == 0 { u64::MAX - 1 } else { c.dropped };
+            con.offer(&mut c, &long[..(i * 131) % long.len()]);
+            assert_eq!(snap(&c), before, "line {i}");
+        }
+    }
+
+    fn flags_of(fd: BorrowedFd<'_>) -> nix::fcntl::OFlag {
+        let f = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        nix::fcntl::OFlag::from_bits_truncate(f)
+    }
+
+    /// Runs `f` on a thread; panics if it has not returned within 10 s
+    /// (it blocked).
+    fn must_not_block<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{what} blocked"))
+    }
+
+    /// Fills a pipe or FIFO through a non-blocking open of its own, leaving
+    /// `w`'s flags alone.
+    fn fill_pipe(w: &OwnedFd) {
+        use nix::fcntl::OFlag;
+        use std::os::fd::AsRawFd;
+        let nb = nix::fcntl::open(
+            format!("/proc/self/fd/{}", w.as_raw_fd()).as_str(),
+            OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        let chunk = [b'#'; 4096];
+        loop {
+            match nix::unistd::write(&nb, &chunk) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => panic!("fill: {e}"),
+            }
+        }
+        // A last byte at a time, until not even one fits.
+        while nix::unistd::write(&nb, b"#").is_ok() {}
+    }
+
+    /// Reads what waits in a pipe (the read end made non-blocking: the
+    /// test's own open file description).
+    fn read_pipe(r: &OwnedFd) -> Vec<u8> {
+        crate::sys::set_nonblocking(r.as_fd(), true).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = nix::unistd::read(r, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    #[test]
+    fn stderr_into_a_full_blocking_pipe_never_blocks_and_its_flags_stay() {
+        let (mut b, _d, _unused) = backend("fullpipe", false, true);
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let w_dup = w.try_clone().unwrap();
+        assert!(!flags_of(w.as_fd()).contains(nix::fcntl::OFlag::O_NONBLOCK));
+        fill_pipe(&w);
+        b.err_sink = ErrSink::Fd(w);
+        let mut b = must_not_block("logging into a full stderr pipe", move || {
+            for i in 0..200 {
+                b.emit(Severity::Info, format!("line {i}").as_bytes(), at(i));
+            }
+            b
+        });
+        assert!(
+            !flags_of(w_dup.as_fd()).contains(nix::fcntl::OFlag::O_NONBLOCK),
+            "the shared open file description stays blocking"
+        );
+        match &b.console {
+            Console::Own(fd) => {
+                let fdf = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+                assert_ne!(fdf & libc::FD_CLOEXEC, 0, "our open is close-on-exec");
+                assert!(flags_of(fd.as_fd()).contains(nix::fcntl::OFlag::O_NONBLOCK));
+            }
+            other => panic!("a pipe is opened again, got {other:?}"),
+        }
+        let filler = read_pipe(&r);
+        assert!(filler.iter().all(|&c| c == b'#'), "nothing of ours got in");
+        b.emit(Severity::Warning, b"after", at(300));
+        assert_eq!(
+            String::from_utf8(read_pipe(&r)).unwrap(),
+            "tether-test[9]: WARN after (200 console lines dropped)\n"
+        );
+        b.emit(Severity::Info, b"again", at(301));
+        assert_eq!(
+            String::from_utf8(read_pipe(&r)).unwrap(),
+            "tether-test[9]: INFO again\n"
+        );
+    }
+
+    #[test]
+    fn stderr_as_a_full_stream_socket_never_blocks() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::net::UnixStream;
+        let (mut b, _d, _unused) = backend("fullsock", false, true);
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let ours = OwnedFd::from(ours);
+        let dup = ours.try_clone().unwrap();
+        let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+        while nix::sys::socket::send(ours.as_raw_fd(), &[b'#'; 512], flags).is_ok() {}
+        while nix::sys::socket::send(ours.as_raw_fd(), b"#", flags).is_ok() {}
+        b.err_sink = ErrSink::Fd(ours);
+        let mut b = must_not_block("logging into a full stderr socket", move || {
+            for i in 0..50 {
+                b.emit(Severity::Info, b"lost", at(i));
+            }
+            b
+        });
+        assert!(matches!(b.console, Console::Socket));
+        assert!(!flags_of(dup.as_fd()).contains(nix::fcntl::OFlag::O_NONBLOCK));
+        let theirs = OwnedFd::from(theirs);
+        let filler = read_pipe(&theirs);
+        assert!(filler.iter().all(|&c| c == b'#'));
+        b.emit(Severity::Info, b"after", at(100));
+        assert_eq!(
+            String::from_utf8(read_pipe(&theirs)).unwrap(),
+            "tether-test[9]: INFO after (50 console lines dropped)\n"
+        );
+    }
+
+    #[test]
+    fn stderr_as_a_regular_file_is_written_at_the_files_own_offset() {
+        use std::io::Write;
+        let (mut b, d, _unused) = backend("file", false, true);
+        let path = d.join("stderr.log");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"first\n").unwrap();
+        b.err_sink = ErrSink::Fd(OwnedFd::from(f.try_clone().unwrap()));
+        b.emit(Severity::Info, b"ours", at(0));
+        assert!(matches!(b.console, Console::File));
+        f.write_all(b"last\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "first\ntether-test[9]: INFO ours\nlast\n",
+            "appended where the shared offset is, nothing overwritten"
+        );
+    }
+
+    fn fifo_with_writer(d: &Path) -> (PathBuf, OwnedFd) {
+        use nix::fcntl::OFlag;
+        let path = d.join("console.fifo");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let mode = nix::sys::stat::Mode::empty();
+        let r = nix::fcntl::open(&path, OFlag::O_RDONLY | OFlag::O_NONBLOCK, mode).unwrap();
+        // Blocking, like an inherited stderr; opens because a reader exists.
+        let w = nix::fcntl::open(&path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, mode).unwrap();
+        drop(r);
+        (path, w)
+    }
+
+    #[test]
+    fn a_failed_reopen_is_retried_once_a_second_and_its_lines_are_counted() {
+        use nix::fcntl::OFlag;
+        let (mut b, d, _unused) = backend("retry", false, true);
+        let (path, w) = fifo_with_writer(&d);
+        b.err_sink = ErrSink::Fd(w);
+        // No reader: the non-blocking open fails (ENXIO).
+        b.emit(Severity::Info, b"a", at(0));
+        assert!(
+            matches!(b.console, Console::Retry { .. }),
+            "{:?}",
+            b.console
+        );
+        let r = nix::fcntl::open(
+            &path,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        b.emit(Severity::Info, b"b", at(500));
+        b.emit(Severity::Info, b"c", at(999));
+        assert!(
+            matches!(b.console, Console::Retry { .. }),
+            "not tried again yet"
+        );
+        b.emit(Severity::Info, b"d", at(1000));
+        assert!(matches!(b.console, Console::Own(_)), "{:?}", b.console);
+        assert_eq!(
+            String::from_utf8(read_pipe(&r)).unwrap(),
+            "tether-test[9]: INFO d (3 console lines dropped)\n"
+        );
+    }
+
+    #[test]
+    fn a_descriptor_that_took_stderrs_number_is_never_written() {
+        let (mut b, d, _unused) = backend("reused", false, true);
+        let (_path, w) = fifo_with_writer(&d);
+        let other = d.join("other");
+        let f = std::fs::File::create(&other).unwrap();
+        b.err_sink = ErrSink::Fd(w);
+        b.emit(Severity::Info, b"a", at(0));
+        assert!(matches!(b.console, Console::Retry { .. }));
+        // The number now names another file (stderr closed, the number
+        // reused).
+        if let ErrSink::Fd(fd) = &mut b.err_sink {
+            nix::unistd::dup2(&f, fd).unwrap();
+        }
+        b.emit(Severity::Info, b"b", at(1000));
+        b.emit(Severity::Info, b"c", at(3000));
+        assert!(matches!(b.console, Console::Closed), "{:?}", b.console);
+        assert_eq!(std::fs::read_to_string(&other).unwrap(), "");
+    }
+
+    #[test]
+    fn stderr_on_a_tty_nobody_reads_never_blocks_and_gives_whole_lines() {
+        // A pty whose master side is not read stands in for a serial
+        // console that takes no more output: the tty's buffers fill, then
+        // a non-blocking write takes part of a line or nothing.
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let (master, slave) = (pty.master, pty.slave);
+        let (mut b, _d, _unused) = backend("tty", false, true);
+        b.err_sink = ErrSink::Fd(slave);
+        const STALLED: u64 = 5000;
+        let mut b = must_not_block("logging into a full tty", move || {
+            for i in 0..STALLED {
+                b.emit(Severity::Info, format!("L{i}").as_bytes(), at(i));
+            }
+            b
+        });
+        assert!(matches!(b.console, Console::Own(_)), "{:?}", b.console);
+        assert!(b.copy.dropped > 0, "the tty filled up");
+        // The terminal reads again.
+        let got = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (got, stop) = (got.clone(), stop.clone());
+            std::thread::spawn(move || {
+                crate::sys::set_nonblocking(master.as_fd(), true).unwrap();
+                let mut buf = [0u8; 4096];
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match nix::unistd::read(&master, &mut buf) {
+                        Ok(n) if n > 0 => got.lock().unwrap().extend_from_slice(&buf[..n]),
+                        _ => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        // Lines are offered until one is taken whole (room came back).
+        let mut i = STALLED;
+        let last = loop {
+            b.emit(Severity::Info, format!("L{i}").as_bytes(), at(i));
+            if b.copy.dropped == 0 && b.copy.tail.is_empty() {
+                break i;
+            }
+            assert!(i < STALLED + 10_000, "the tty never took a line again");
+            i += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let end = format!("INFO L{last}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let t = String::from_utf8_lossy(&got.lock().unwrap()).into_owned();
+            if t.lines().any(|l| l.trim_end().contains(&end)) {
+                break t;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "L{last} never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        reader.join().unwrap();
+        // Every line whole (ONLCR turns each newline into CR LF), in order,
+        // each carrying the count of those dropped since the one before.
+        let mut prev: Option<u64> = None;
+        for l in text.split("\r\n").filter(|l| !l.is_empty()) {
+            let body = l
+                .strip_prefix("tether-test[9]: INFO ")
+                .unwrap_or_else(|| panic!("not a whole line: {l:?}"));
+            let (n, dropped) = parse_console_line(body);
+            let expect = prev.map_or(n, |p| n - p - 1);
+            assert_eq!(dropped, expect, "count on {l:?} after {prev:?}");
+            prev = Some(n);
+        }
+        assert_eq!(prev, Some(last));
+    }
+
+    #[test]
+    fn a_panic_is_logged_through_the_logger_and_never_waits_for_its_lock() {
+        let d = tmpdir("panic");
+        let server = UnixDatagram::bind(d.join("log.sock")).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        init(
+            "tether-test",
+            &LogSettings {
+                syslog_socket: d.join("log.sock"),
+                kmsg: false,
+                stderr: false,
+            },
+        );
+        // What the hook gets: `panicked at FILE:LINE:COL:` and the message.
+        log_panic(&"panicked at src/x.rs:1:2:\nboom");
+        let got = recv(&server).unwrap();
+        assert!(
+            got.starts_with("<26>tether-test[")
+                && got.ends_with("]: panicked at src/x.rs:1:2: boom"),
+            "{got:?}"
+        );
+        // The lock held (a panic from inside the logger): dropped, at once.
+        let guard = LOGGER.backend.lock().unwrap();
+        must_not_block("the panic hook with the logger's lock held", || {
+            log_panic(&"again")
+        });
+        drop(guard);
+        // The hook init installed is this one.
+        let t = std::thread::spawn(|| panic!("from a thread"));
+        assert!(t.join().is_err());
+        let got = recv(&server).unwrap();
+        assert!(
+            got.contains("from a thread") && got.starts_with("<26>"),
+            "{got:?}"
+        );
+        // The default hook back, for the other tests' failure messages.
+        drop(std::panic::take_hook());
     }
 }
