@@ -1115,7 +1115,7 @@ pub fn init(tag: &'static str, settings: &LogSettings) {
 /// than waited for. No backtrace is printed.
 fn log_panic(info: &dyn fmt::Display) {
     let mut text = StackBuf::new();
-    let _ = fmt::write(&mut text, format_args!("{}", info));
+    let _ = fmt::write(&mut text, format_args!("PANIC: {}", info));
     let now = MonoTime::now();
     let mut guard = match LOGGER.backend.try_lock() {
         Ok(g) => g,
@@ -2123,7 +2123,7 @@ mod tests {
         let got = recv(&server).unwrap();
         assert!(
             got.starts_with("<26>tether-test[")
-                && got.ends_with("]: panicked at src/x.rs:1:2: boom"),
+                && got.ends_with("]: PANIC: panicked at src/x.rs:1:2: boom"),
             "{got:?}"
         );
         // The lock held (a panic from inside the logger): dropped, at once.

@@ -250,9 +250,9 @@ fn main() {
     };
 
     raise_nofile(&config);
-    // A panic's message goes through the log backend (which never blocks on
-    // a console), not the default hook's blocking write to stderr.
-    std::panic::set_hook(Box::new(|info| error!("PANIC: {}", info)));
+    // A panic's message goes through the panic hook `logging::init`
+    // installed (CRIT, `PANIC: ...`, never blocking on a console or on the
+    // logger's own lock), not the default hook's blocking write to stderr.
     let mut init = setup(role, config, child_config);
     loop {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init.run()));
