@@ -360,6 +360,11 @@ impl Device {
         match decision {
             Decision::Pet | Decision::Withhold { .. } => {}
             Decision::Stop { layer, silent_for } => {
+                // Stopped from the very first turn: the start-up record
+                // (it pre-writes unknown) must not come after the reason.
+                if std::mem::take(&mut self.start_record) {
+                    out.push(Out::WriteRecord(Record::Start));
+                }
                 // The record first: when the ALERT is seen, the reason is
                 // already on disk.
                 out.push(Out::WriteRecord(Record::Stopped {

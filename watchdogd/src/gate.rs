@@ -16,7 +16,9 @@
 //!   `beat_interval` a layer that was already running (its next beat). Once
 //!   a layer has beaten, its `stale_timeout` applies.
 //! - When several layers are stale, the one named is the most overdue
-//!   (largest silence beyond its own timeout).
+//!   (largest silence beyond its own timeout); on a tie the one registered
+//!   first (init before the restarter). Ties are what a stalled watchdogd
+//!   sees: every byte found after the stall is credited to the same moment.
 //! - [`Decision::Stop`] and [`Decision::Resume`] are returned once per
 //!   transition; while stopped, [`Decision::Withhold`] repeats the reason
 //!   without asking for a new log line or record.
@@ -178,6 +180,8 @@ impl Gate {
         self.layers
             .iter()
             .filter(|l| self.is_stale(l, now))
+            // `max_by_key` keeps the last of equals: reversed, the first.
+            .rev()
             .max_by_key(|l| l.silence(now).saturating_sub(l.limit(self.first_beat)))
     }
 
@@ -524,5 +528,23 @@ mod tests {
         assert_eq!(g.limit("init"), Some(ms(1000)));
         c.advance(ms(1000));
         assert!(matches!(g.evaluate(c.now()), Decision::Stop { .. }));
+    }
+
+    #[test]
+    fn on_a_tie_the_layer_registered_first_is_named() {
+        let c = FakeClock::new(MonoTime::ZERO);
+        let mut g = Gate::new(
+            [("init", ms(1000)), ("restarter", ms(1000))],
+            c.now(),
+            Duration::MAX,
+        );
+        c.advance(ms(1500));
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Stop {
+                layer: "init".into(),
+                silent_for: ms(1500)
+            }
+        );
     }
 }

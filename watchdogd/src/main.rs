@@ -126,8 +126,7 @@ fn main() {
     };
     if std::env::var_os(ENV_HEARTBEATS).is_none() && !args.no_layers {
         eprintln!(
-            "{}: {} is not set, so there is no layer to watch; refusing to pet unconditionally.\n\
-             Run by hand to test a device with --no-layers (pets while the daemon runs).\n{}",
+            "{}: {} is not set, so there is no layer to watch: refusing to pet unconditionally without --no-layers (to test a device by hand)\n{}",
             TAG, ENV_HEARTBEATS, USAGE
         );
         std::process::exit(2);
