@@ -175,8 +175,10 @@ mod tests {
 
     #[test]
     fn the_four_values_parse_in_any_order() {
-        let c = parse("beat_interval_ms=100,hang_timeout_ms=300,restart_delay_ms=100,startup_grace_ms=200")
-            .unwrap();
+        let c = parse(
+            "beat_interval_ms=100,hang_timeout_ms=300,restart_delay_ms=100,startup_grace_ms=200",
+        )
+        .unwrap();
         assert_eq!(
             c,
             ChainTiming {
@@ -233,8 +235,9 @@ mod tests {
         assert_eq!(e.kind, budget::Rule::StaleAfterRepair);
         let text = e.to_string();
         assert!(
-            text.contains("stale_timeout (init) must be > hang_timeout + restart_delay + startup_grace")
-                && text.contains("10s + 1s + 5s = 16s"),
+            text.contains(
+                "stale_timeout (init) must be > hang_timeout + restart_delay + startup_grace"
+            ) && text.contains("10s + 1s + 5s = 16s"),
             "{text}"
         );
         // A longer stale timeout fits.

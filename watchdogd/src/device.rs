@@ -88,11 +88,15 @@ pub enum In {
     /// Timers: called every turn.
     Tick,
     /// The open asked by [`Out::TryOpen`] succeeded.
-    Opened { simulated: bool },
+    Opened {
+        simulated: bool,
+    },
     OpenFailed(DevErr),
     /// [`Out::Configure`] done: the timeout read back, `None` if the
     /// ioctls failed.
-    Configured { armed_secs: Option<u32> },
+    Configured {
+        armed_secs: Option<u32>,
+    },
     PetDone,
     PetFailed(DevErr),
     /// New settings (SIGHUP).
@@ -101,7 +105,9 @@ pub enum In {
         beat_interval: Duration,
     },
     /// SIGUSR1; `allowed` is `[watchdog] allow_disarm`.
-    Disarm { allowed: bool },
+    Disarm {
+        allowed: bool,
+    },
 }
 
 /// A record the shell writes into the state directory.
@@ -126,16 +132,23 @@ pub enum Note {
         /// The armed hardware timeout (the time left at most), if open.
         armed_secs: Option<u32>,
     },
-    Resumed { layer: String, stopped_for: Duration },
+    Resumed {
+        layer: String,
+        stopped_for: Duration,
+    },
     /// The device opened after failed tries.
-    Appeared { after: Duration },
+    Appeared {
+        after: Duration,
+    },
     /// A pet said the device is gone: closed (without `V`), to be reopened.
     Gone,
     /// The first failure of a series of pets (the shell logs the error).
     PetFailing,
     PetRecovered,
     /// A new hardware timeout waits for petting to resume.
-    ConfigureHeld { secs: u32 },
+    ConfigureHeld {
+        secs: u32,
+    },
     DisarmRefused,
     /// Disarm asked with no device open.
     NothingToDisarm,
@@ -148,7 +161,9 @@ pub enum Out {
     /// `OpenFailed`.
     TryOpen,
     /// `WDIOC_SETTIMEOUT secs`, read back, report `Configured`.
-    Configure { secs: u32 },
+    Configure {
+        secs: u32,
+    },
     /// Pet; report `PetDone` or `PetFailed`.
     Pet,
     /// Close without `V` (the device stays armed).

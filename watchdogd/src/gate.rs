@@ -485,7 +485,11 @@ mod tests {
     #[test]
     fn a_layer_hung_before_the_start_is_credited_only_its_first_beat_grace() {
         let c = FakeClock::new(MonoTime::from_duration(Duration::from_secs(5)));
-        let mut g = Gate::new([("init", ms(1000)), ("restarter", ms(2000))], c.now(), ms(300));
+        let mut g = Gate::new(
+            [("init", ms(1000)), ("restarter", ms(2000))],
+            c.now(),
+            ms(300),
+        );
         c.advance(ms(250));
         g.beat("restarter", c.now());
         assert_eq!(g.evaluate(c.now()), Decision::Pet);

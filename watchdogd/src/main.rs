@@ -569,7 +569,11 @@ impl Daemon {
                                 | Some(libc::EBADF)
                                 | Some(libc::ENXIO)
                         );
-                        Some(In::PetFailed(if gone { DevErr::Gone } else { DevErr::Other }))
+                        Some(In::PetFailed(if gone {
+                            DevErr::Gone
+                        } else {
+                            DevErr::Other
+                        }))
                     }
                 }
             }
@@ -601,7 +605,7 @@ impl Daemon {
                 None
             }
             Out::Log(n) => {
-                self.log_note(now, n);
+                self.log_note(n);
                 None
             }
         }
@@ -612,9 +616,7 @@ impl Daemon {
             Record::Start => self.records.queue(Job::Start {
                 boot_status: self.boot_status,
             }),
-            Record::Unknown => self
-                .records
-                .queue(Job::Reason(ResetRecord::unknown(None))),
+            Record::Unknown => self.records.queue(Job::Reason(ResetRecord::unknown(None))),
             Record::Stopped { layer, silent_for } => {
                 // Durable before the ALERT. Bounded: the loop still beats
                 // to init, and no pet is due while stopped.
@@ -630,7 +632,7 @@ impl Daemon {
         }
     }
 
-    fn log_note(&mut self, now: MonoTime, n: Note) {
+    fn log_note(&mut self, n: Note) {
         if n == Note::NothingToDisarm {
             self.exit = Some(0);
         }
@@ -696,7 +698,6 @@ impl Daemon {
                 log::warn!("SIGUSR1: no device open, nothing to disarm; exiting")
             }
         }
-        let _ = now;
     }
 
     fn try_open(&mut self) -> In {
@@ -794,7 +795,9 @@ impl Daemon {
             Err(e) => log::warn!("{}: WDIOC_GETTIMEOUT failed: {}", p, e),
         }
         match armed {
-            Some(a) if a != want => log::warn!("{}: hardware timeout is {}s (asked {}s)", p, a, want),
+            Some(a) if a != want => {
+                log::warn!("{}: hardware timeout is {}s (asked {}s)", p, a, want)
+            }
             Some(a) => log::info!("{}: hardware timeout {}s", p, a),
             None => {}
         }

@@ -93,7 +93,7 @@ fn run(dir: PathBuf, rx: Receiver<Msg>) {
         reason: None,
         failing: false,
     };
-    let mut acks: Vec<mpsc::SyncSender<bool>> = Vec::new();
+    let mut acks: Vec<(std::time::Instant, mpsc::SyncSender<bool>)> = Vec::new();
     loop {
         let first = if st.failing {
             match rx.recv_timeout(RETRY) {
@@ -118,12 +118,18 @@ fn run(dir: PathBuf, rx: Receiver<Msg>) {
                     st.reason = Some(ResetRecord::unknown(None));
                 }
                 Msg::Job(Job::Reason(r)) => st.reason = Some(r),
-                Msg::Flush(a) => acks.push(a),
+                Msg::Flush(a) => acks.push((std::time::Instant::now(), a)),
             }
         }
         let ok = st.flush();
-        for a in acks.drain(..) {
-            let _ = a.try_send(ok);
+        for (asked, a) in acks.drain(..) {
+            if a.try_send(ok).is_err() && ok {
+                // The loop stopped waiting (a slow disk): say when it landed.
+                log::info!(
+                    "state directory: the stop record is durable, {} after it was asked for",
+                    tether_watchdogd::gate::secs(asked.elapsed())
+                );
+            }
         }
     }
 }

@@ -130,7 +130,7 @@ impl Sim {
     fn advance_to(&mut self, end: MonoTime, beat: impl Fn(MonoTime) -> bool) {
         while self.now < end {
             self.now = self.now + ms(10);
-            if self.now.as_duration().as_millis() % 100 == 0 && beat(self.now) {
+            if self.now.as_duration().as_millis().is_multiple_of(100) && beat(self.now) {
                 self.gate.beat("init", self.now);
             }
             self.turn();
@@ -234,10 +234,7 @@ fn a_reload_while_stopped_applies_its_timeout_only_after_the_resume() {
     });
     assert_eq!(
         s.take_actions(),
-        vec![
-            (t(2000), Out::Configure { secs: 24 }),
-            (t(2000), Out::Pet)
-        ]
+        vec![(t(2000), Out::Configure { secs: 24 }), (t(2000), Out::Pet)]
     );
 }
 
@@ -279,7 +276,9 @@ fn the_stop_record_comes_before_the_alert_and_other_records_after_the_pet() {
     s.take_actions();
     s.advance_to(t(1600), |_| false);
     let stop = s.take_actions();
-    let record = position(&stop, |o| matches!(o, Out::WriteRecord(Record::Stopped { .. })));
+    let record = position(&stop, |o| {
+        matches!(o, Out::WriteRecord(Record::Stopped { .. }))
+    });
     let alert = position(&stop, |o| matches!(o, Out::Log(Note::Stopped { .. })));
     assert_eq!(record + 1, alert);
     assert_eq!(
@@ -335,10 +334,7 @@ fn a_failing_pet_is_noted_once_and_its_recovery_once() {
     dev.handle(MonoTime::ZERO, &d, In::Tick);
     dev.handle(MonoTime::ZERO, &d, In::Opened { simulated: true });
     let fail = In::PetFailed(DevErr::Other);
-    assert_eq!(
-        dev.handle(t(1), &d, fail),
-        vec![Out::Log(Note::PetFailing)]
-    );
+    assert_eq!(dev.handle(t(1), &d, fail), vec![Out::Log(Note::PetFailing)]);
     assert_eq!(dev.handle(t(2), &d, fail), vec![]);
     assert_eq!(
         dev.handle(t(3), &d, In::PetDone),
@@ -363,7 +359,10 @@ fn a_gate_stopped_from_the_start_arms_the_device_and_never_pets() {
     let log = s.take_actions();
     let tries = log.iter().filter(|(_, o)| *o == Out::TryOpen).count();
     assert_eq!(tries, 3, "tried until it opened: {log:#?}");
-    assert!(log.contains(&(t(510), Out::Configure { secs: 8 })), "{log:#?}");
+    assert!(
+        log.contains(&(t(510), Out::Configure { secs: 8 })),
+        "{log:#?}"
+    );
     assert!(!log.iter().any(|(_, o)| *o == Out::Pet), "{log:#?}");
     assert!(log.contains(&(
         t(10),
