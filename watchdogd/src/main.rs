@@ -1,40 +1,65 @@
 //! tether-watchdogd: pets the hardware watchdog only while every layer of the
 //! chain beats (DESIGN.md "watchdogd", docs/PROTOCOL.md).
 //!
-//! `tether-watchdogd [--config FILE] [--device PATH] [--state-dir DIR]`
+//! `tether-watchdogd [--config FILE] [--device PATH] [--state-dir DIR] [--no-layers]`
 //! (flags override the file; the config defaults to
 //! `/etc/tether/tether.toml`). Read ends to watch come in
 //! `TETHER_HEARTBEATS=init=3,restarter=4`; its own supervision pipe to init
-//! in `TETHER_FDS=init=5` (absent when run by hand).
+//! in `TETHER_FDS=init=5` (absent when run by hand); init's running timings
+//! in `TETHER_CHAIN_TIMING` (see `chain.rs`).
 //!
 //! The shell here is one thread and one `poll(2)` loop over the heartbeat
-//! read ends and a signalfd, with the timeout computed from the next
-//! deadline; the decisions are in `gate` (pure) and the records in `record`.
+//! read ends and a signalfd. Each turn it asks the gate (`gate.rs`, pure)
+//! for the decision, feeds the device core (`device.rs`, pure) with it, and
+//! carries out the core's actions on the `WatchdogDev` and the record writer
+//! (`records.rs`, a thread that only writes records). It decides nothing
+//! about when to pet, retry or record.
 //!
 //! Decisions where DESIGN.md is silent:
 //! - Pets go once per `min(beat_interval, hardware_timeout / 4)` (the
 //!   hardware value as applied by the driver), by `WDIOC_KEEPALIVE` or, on a
-//!   simulated device, a one-byte write. The beat to init uses the same
-//!   cadence when the two are equal, so they share a wake-up.
+//!   simulated device, a one-byte write. A loop turn lasts at most that long.
+//! - Bytes found in a heartbeat pipe are credited by `heartbeat::Watch`: at
+//!   the wake-up when the turn was on time, else (watchdogd stalled: stopped,
+//!   paged out) to the moment the pipes were last seen empty, so a stall never
+//!   makes a silent layer look fresh. After a stall longer than a stale
+//!   timeout every layer looks stale for one turn; petting stops (ALERT) and
+//!   resumes with the next beats, which is the price of never petting on old
+//!   news.
 //! - The device is retried every 250 ms while absent (`ENOENT`, `ENXIO`,
 //!   `ENODEV`, `EBUSY`), logged once; heartbeats are drained and init gets
 //!   its beats meanwhile. A failed pet of a vanished device (`EPIPE`,
-//!   `ENODEV`, `EBADF`, `ENXIO`) closes it (without `V`) and retries the open.
+//!   `ENODEV`, `EBADF`, `ENXIO`) closes it (without `V`); it is reopened
+//!   only while the gate allows petting (an open pings).
 //! - A bad `tether.toml` means running on `Config::default()` (then the
 //!   `--device`/`--state-dir` flags), logged at ERROR; never unprotected.
-//! - A malformed `TETHER_HEARTBEATS`, or a listed descriptor that cannot be
-//!   taken, registers the layer without a pipe: it goes stale after its
-//!   timeout and petting stops (with the ALERT), rather than petting without
-//!   knowing who is alive. With no `TETHER_HEARTBEATS` at all (run by hand)
-//!   no layer is watched and petting is unconditional, logged as a warning.
-//! - When a layer recovers after petting stopped, the record goes back to
-//!   `cause=unknown`, so a later unrelated reset is not blamed on it.
-//! - State directory failures never stop petting: logged at ERROR once,
-//!   retried every 2 s, and the recovery is logged.
-//! - SIGHUP re-reads the config: timings, stale timeouts, hardware timeout,
-//!   `allow_disarm` and log targets apply at once; a device or state
-//!   directory change needs a restart (logged). A bad file keeps the running
-//!   settings.
+//! - `TETHER_HEARTBEATS` set but unusable (empty, not UTF-8, malformed)
+//!   means NO petting from the first turn, with an ERROR and the ALERT: the
+//!   device is still opened once (armed) so the hardware resets. Unset, it
+//!   means "run by hand": watchdogd refuses to start (exit 2) unless
+//!   `--no-layers` says to pet unconditionally (testing a device by hand).
+//!   A listed descriptor that cannot be taken registers its layer without a
+//!   pipe: it goes stale after its first-beat grace.
+//! - A layer that has not beaten since this watchdogd started is stale
+//!   after the first-beat grace `startup_grace + beat_interval` of the
+//!   running chain (at most its stale timeout), not after a full stale
+//!   timeout: an init that hung just before watchdogd started does not get
+//!   its silence restarted.
+//! - Records never delay a pet: the start-up record (boot counter,
+//!   `cause=unknown`) and the `unknown` after a recovery are queued to the
+//!   record thread after the turn's pet. The Stop record (`cause=watchdog`)
+//!   is waited for, at most `min(5 s, hang_timeout / 2)`, before the ALERT;
+//!   no pet is due then.
+//! - State directory failures never stop petting: logged at ERROR once by
+//!   the record thread, retried every 2 s, and the recovery is logged.
+//! - SIGHUP re-reads the config and checks it against the running chain
+//!   (init's `TETHER_CHAIN_TIMING`, else watchdogd's own start-up values):
+//!   a file whose rungs would overlap init's is refused with the inequality
+//!   and the running settings stay. Accepted: stale timeouts, beat cadence,
+//!   `allow_disarm` and log targets apply at once; a new hardware timeout is
+//!   programmed at once while petting, or held back until petting resumes
+//!   (`WDIOC_SETTIMEOUT` pings); a device or state directory change needs a
+//!   restart (logged). A bad file keeps the running settings.
 
 #![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
 mod chain;
