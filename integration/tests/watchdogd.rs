@@ -77,17 +77,24 @@ fn both_layers_beating_keep_the_device_petted_without_reset() {
     let start = Instant::now();
     r.pipe("init"); // both layers registered
     r.to_init.drain();
-    std::thread::sleep(secs(6.0)); // three hardware timeouts
+    // Three hardware timeouts' worth of pets (every 100 ms): the event is
+    // the 60th pet, not a fixed sleep.
+    let pets0 = r.sim().pet_count();
+    assert!(
+        r.sim().wait_for_pets(pets0 + 60, secs(12.0)),
+        "pets stopped:\n{}",
+        r.log.dump()
+    );
     let now = Instant::now();
     assert!(
         r.sim().resets().is_empty(),
         "unexpected reset:\n{}",
         r.log.dump()
     );
-    let pets = r.sim().pets().into_iter().filter(|t| *t >= start).count();
+    let span = now.saturating_duration_since(start);
     assert!(
-        pets >= 20,
-        "pets should flow every 100 ms, got {pets} in 6 s"
+        span >= Timings::fast().hardware_timeout * 2,
+        "60 pets came within {span:?}"
     );
     let gap = r.sim().max_gap_between(start, now).unwrap();
     assert!(gap < secs(1.0), "a gap of {gap:?} between pets");
@@ -151,8 +158,14 @@ fn stale_layer_stops_petting_within_its_timeout_and_the_hardware_resets() {
     );
     // watchdogd itself still beats to init while withholding pets.
     r.to_init.drain();
-    std::thread::sleep(secs(0.5));
-    assert!(r.to_init.drain() > 0, "watchdogd must keep beating to init");
+    let deadline = Instant::now() + secs(2.0);
+    while r.to_init.drain() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "watchdogd must keep beating to init"
+        );
+        std::thread::sleep(secs(0.02));
+    }
 }
 
 #[test]
@@ -177,8 +190,16 @@ fn layer_back_before_the_hardware_fires_resumes_petting_without_reset() {
         r.sim().wait_for_pet_after(resumed_at, secs(1.0)).is_some(),
         "petting did not resume"
     );
-    // Well past the hardware timeout counted from the stop.
-    std::thread::sleep(Timings::fast().hardware_timeout + SLACK);
+    // Well past the hardware timeout counted from the stop: the event is a
+    // pet after that moment (the simulator would have reset by then).
+    let stop_at = alert.as_ref().map(|l| l.at).unwrap_or(resumed_at);
+    assert!(r
+        .sim()
+        .wait_for_pet_after(
+            stop_at + Timings::fast().hardware_timeout + SLACK,
+            secs(5.0)
+        )
+        .is_some());
     assert!(
         r.sim().resets().is_empty(),
         "reset despite recovery:\n{}",
@@ -310,7 +331,21 @@ fn sigusr1_without_allow_disarm_is_refused_and_petting_goes_on() {
         r.sim().wait_for_pet_after(after, secs(1.0)).is_some(),
         "petting must go on"
     );
-    std::thread::sleep(secs(0.5));
+    // The event that shows it went on running: its next liveness line.
+    let refused_at = refused.as_ref().map(|l| l.at).unwrap_or(after);
+    let deadline = Instant::now() + secs(3.0);
+    while !r
+        .log
+        .matching(LogSource::Syslog, &["liveness:"])
+        .iter()
+        .any(|l| l.at > refused_at)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no liveness line after the refusal"
+        );
+        std::thread::sleep(secs(0.02));
+    }
     assert!(r.running(), "watchdogd must keep running");
     assert!(!r.sim().saw_magic_close());
     assert!(r.sim().resets().is_empty());
@@ -330,7 +365,16 @@ fn absent_device_is_retried_until_it_appears() {
         .wait_for(LogSource::Syslog, &["not available yet"], secs(3.0));
     assert!(waiting.is_some(), "absence not logged:\n{}", r.log.dump());
     r.to_init.drain();
-    std::thread::sleep(secs(0.8));
+    // The event: a liveness line saying the device is still absent (logged
+    // every second), after which the absence must still be one line.
+    assert!(r
+        .log
+        .wait_for(
+            LogSource::Syslog,
+            &["liveness:", "device absent for"],
+            secs(3.0)
+        )
+        .is_some());
     assert_eq!(
         r.log
             .matching(LogSource::Syslog, &["not available yet"])
@@ -465,16 +509,16 @@ fn sighup_reload_applies_new_stale_timeouts_and_keeps_settings_on_a_bad_file() {
     // Silent for twice the old 1 s timeout: still petting.
     let paused_at = Instant::now();
     r.beater.pause("restarter");
-    std::thread::sleep(secs(2.0));
+    // The event: a pet at twice the old timeout after the pause.
+    assert!(r
+        .sim()
+        .wait_for_pet_after(paused_at + secs(2.0), secs(3.0))
+        .is_some());
     assert!(
         alert_lines(&r).is_empty(),
         "the reloaded 4 s timeout must apply:\n{}",
         r.log.dump()
     );
-    assert!(r
-        .sim()
-        .wait_for_pet_after(paused_at + secs(1.8), secs(1.0))
-        .is_some());
     r.beater.resume("restarter");
     // A broken file is refused and the running settings stay.
     std::fs::write(&r.config_path, "[timing]\nbeat_interval = \"soon\"\n").unwrap();

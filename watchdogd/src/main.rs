@@ -200,10 +200,11 @@ struct Inputs {
     messages: Vec<String>,
 }
 
-/// Reads `TETHER_HEARTBEATS`: `Ok(None)` when absent; an error for
-/// anything set that does not name at least one layer.
-fn heartbeat_list() -> Result<Option<FdList>, String> {
-    let Some(raw) = std::env::var_os(ENV_HEARTBEATS) else {
+/// Reads `TETHER_HEARTBEATS` (`raw`, as the environment has it): `Ok(None)`
+/// when absent; an error for anything set that does not name at least one
+/// layer (issue 11, item 6: never "no layer, pet unconditionally").
+fn heartbeat_list(raw: Option<&std::ffi::OsStr>) -> Result<Option<FdList>, String> {
+    let Some(raw) = raw else {
         return Ok(None);
     };
     let Some(text) = raw.to_str() else {
@@ -225,7 +226,7 @@ fn take_inherited(now: MonoTime) -> Inputs {
         chain: None,
         messages: Vec::new(),
     };
-    match heartbeat_list() {
+    match heartbeat_list(std::env::var_os(ENV_HEARTBEATS).as_deref()) {
         Ok(None) => inputs.by_hand = true,
         Err(e) => {
             inputs.messages.push(format!(
@@ -1032,6 +1033,36 @@ mod tests {
         assert_eq!(a.device, Some(PathBuf::from("/dev/w")));
         assert_eq!(a.state_dir, Some(PathBuf::from("/s")));
         assert_eq!(args(&[]).unwrap(), Args::default());
+    }
+
+    #[test]
+    fn no_layers_is_a_flag_without_a_value() {
+        let a = args(&["--no-layers", "--config", "/x.toml"]).unwrap();
+        assert!(a.no_layers);
+        assert_eq!(a.config, Some(PathBuf::from("/x.toml")));
+        assert!(!args(&[]).unwrap().no_layers);
+    }
+
+    /// Issue 11, item 6: set but unusable is an error (no petting), never
+    /// an empty list; only an unset variable means "run by hand".
+    #[test]
+    fn an_unusable_heartbeat_list_is_an_error_never_an_empty_list() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(heartbeat_list(None), Ok(None));
+        let l = heartbeat_list(Some(OsStr::new("init=3,restarter=4")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.get("restarter"), Some(4));
+        for (raw, why) in [
+            (&b""[..], "names no layer"),
+            (&b"init=3,\xff=4"[..], "not UTF-8"),
+            (&b"init"[..], "malformed"),
+            (&b"init=3,init=4"[..], "malformed"),
+        ] {
+            let e = heartbeat_list(Some(OsStr::from_bytes(raw))).unwrap_err();
+            assert!(e.contains(why) && e.contains("TETHER_HEARTBEATS"), "{e}");
+        }
     }
 
     #[test]
