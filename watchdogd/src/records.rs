@@ -200,3 +200,40 @@ fn log_previous_boot(dir: &std::path::Path, boot_status: Option<u32>) {
         None => log::info!("{}", prev),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("tether-records-{}-{}", name, std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn the_stop_record_is_durable_when_write_durable_returns() {
+        let dir = scratch("durable");
+        let w = Writer::start(dir.clone()).unwrap();
+        w.queue(Job::Start { boot_status: None });
+        let stop = ResetRecord::watchdog(None, "init", Duration::from_millis(1500));
+        assert!(w.write_durable(Job::Reason(stop), Duration::from_secs(10)));
+        let rec = record::read_reset_reason(&dir).unwrap().unwrap();
+        assert_eq!(rec.layer.as_deref(), Some("init"));
+        assert_eq!((rec.boot, rec.silent_ms), (Some(1), Some(1500)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failing_directory_is_reported_to_the_waiter() {
+        let parent = scratch("failing");
+        std::fs::create_dir_all(&parent).unwrap();
+        let blocker = parent.join("file");
+        std::fs::write(&blocker, "not a directory").unwrap();
+        let w = Writer::start(blocker.join("state")).unwrap();
+        let r = ResetRecord::unknown(None);
+        assert!(!w.write_durable(Job::Reason(r), Duration::from_secs(10)));
+        let _ = std::fs::remove_dir_all(&parent);
+    }
+}
