@@ -816,13 +816,18 @@ fn a_slow_state_disk_never_delays_a_pet() {
         ..RigOptions::default()
     };
     let r = rig("wd-slowdisk", opts);
-    let spawned = Instant::now();
     assert!(
         r.sim().wait_for_pets(1, secs(20.0)),
         "no pet:\n{}",
         r.log.dump()
     );
     let first = r.sim().pets()[0];
+    // From the daemon's own start line (before any record is asked for).
+    let spawned = r
+        .log
+        .wait_for(LogSource::Stderr, &["starting: watching"], secs(2.0))
+        .expect("start line")
+        .at;
     std::thread::sleep(secs(1.0));
     // A stop and a resume: the resume's record goes to the slow disk.
     let paused = Instant::now();
@@ -860,7 +865,7 @@ fn a_slow_state_disk_never_delays_a_pet() {
     let after = r.sim().max_gap_between(resumed, end).unwrap_or_default();
     let first_after = first.saturating_duration_since(spawned);
     eprintln!(
-        "FIGURE slow state disk (every fsync {fsync:?}): first pet {first_after:?} after spawn; \
+        "FIGURE slow state disk (every fsync {fsync:?}): first pet {first_after:?} after its start line; \
          longest pet gap {before:?} before the stop, {after:?} from the resume until its record was durable ({:?})",
         end.saturating_duration_since(resumed)
     );
