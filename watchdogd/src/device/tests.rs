@@ -378,3 +378,55 @@ fn a_gate_stopped_from_the_start_arms_the_device_and_never_pets() {
         })
     )));
 }
+
+/// Issue 11, item 2, on the fake clock: the loop (10 ms turns, a
+/// `heartbeat::Watch` crediting the bytes) is stopped from 1.0 s to 2.5 s;
+/// init's last byte is written at 1.1 s, during the stall. After the stall
+/// the byte is credited to the moment the pipe was last seen empty (1.0 s),
+/// so the first turn after the stall stops petting, with init's silence
+/// right to within one turn; crediting it at the drain (2.5 s) would pet
+/// on for another second.
+#[test]
+fn a_stalled_loop_does_not_restart_a_silent_layers_clock() {
+    use tether_common::heartbeat::Watch;
+    let mut s = Sim::present();
+    let mut watch = Watch::new(MonoTime::ZERO);
+    // Bytes in the pipe not yet drained (the times they were written).
+    let mut pipe: Vec<MonoTime> = Vec::new();
+    let mut turn = |s: &mut Sim, woke: MonoTime, watch: &mut Watch, pipe: &mut Vec<MonoTime>| {
+        s.now = woke;
+        if !pipe.is_empty() {
+            s.gate.beat("init", watch.credit(woke));
+            pipe.clear();
+        }
+        watch.drained(woke);
+        s.turn();
+        watch.waiting(woke, ms(10));
+    };
+    let mut at = ms(0);
+    while at < ms(1000) {
+        at += ms(10);
+        if at.as_millis().is_multiple_of(100) {
+            pipe.push(MonoTime::from_duration(at));
+        }
+        turn(&mut s, MonoTime::from_duration(at), &mut watch, &mut pipe);
+    }
+    s.take_actions();
+    // Stopped at 1.0 s in its wait; init writes at 1.1 s and then hangs.
+    pipe.push(t(1100));
+    turn(&mut s, t(2500), &mut watch, &mut pipe);
+    let after = s.take_actions();
+    assert!(!after.iter().any(|(_, o)| *o == Out::Pet), "{after:#?}");
+    let stop = after
+        .iter()
+        .find_map(|(_, o)| match o {
+            Out::WriteRecord(Record::Stopped { layer, silent_for }) => {
+                Some((layer.clone(), *silent_for))
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no stop: {after:#?}"));
+    assert_eq!(stop.0, "init");
+    // True silence 1.4 s; credited to the last empty sighting (1.0 s).
+    assert_eq!(stop.1, ms(1500));
+}
