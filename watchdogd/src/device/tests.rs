@@ -393,7 +393,7 @@ fn a_stalled_loop_does_not_restart_a_silent_layers_clock() {
     let mut watch = Watch::new(MonoTime::ZERO);
     // Bytes in the pipe not yet drained (the times they were written).
     let mut pipe: Vec<MonoTime> = Vec::new();
-    let mut turn = |s: &mut Sim, woke: MonoTime, watch: &mut Watch, pipe: &mut Vec<MonoTime>| {
+    let turn = |s: &mut Sim, woke: MonoTime, watch: &mut Watch, pipe: &mut Vec<MonoTime>| {
         s.now = woke;
         if !pipe.is_empty() {
             s.gate.beat("init", watch.credit(woke));
