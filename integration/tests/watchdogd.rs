@@ -577,6 +577,12 @@ fn a_stalled_watchdogd_credits_old_bytes_to_before_the_stall() {
         .wait_for(LogSource::Syslog, &[ALERT_PRI, "layer init"], secs(3.0))
         .unwrap_or_else(|| panic!("no ALERT for init:\n{}", r.log.dump()));
     let alert_delay = alert.at.saturating_duration_since(cont_at);
+    let said = r.log.wait_for(
+        LogSource::Syslog,
+        &["own loop stalled for about 1."],
+        secs(2.0),
+    );
+    assert!(said.is_some(), "the stall is not logged:\n{}", r.log.dump());
     let reset = r
         .sim()
         .wait_for_reset(secs(6.0))

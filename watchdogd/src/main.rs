@@ -313,6 +313,8 @@ struct Daemon {
     unusable: Option<String>,
     /// Requests from signals, for the next turn.
     pending: Vec<In>,
+    /// When the current loop turn began (the previous wake-up).
+    turn_start: MonoTime,
     /// Exit with this code (after a disarm).
     exit: Option<i32>,
 }
@@ -441,6 +443,7 @@ impl Daemon {
             boot_status: None,
             unusable: inputs.unusable,
             pending: Vec::new(),
+            turn_start: now,
             exit: None,
             config,
         };
@@ -510,6 +513,17 @@ impl Daemon {
             }
             let woke = MonoTime::now();
             let credit = self.watch.credit(woke);
+            // A turn longer than planned by more than a pet interval: say
+            // so once per stall (the silences it reports are upper bounds).
+            let turn = woke.saturating_since(self.turn_start);
+            let planned = wait + self.device.pet_interval() + tether_common::heartbeat::TURN_SLACK;
+            if turn > planned {
+                log::warn!(
+                    "watchdogd's own loop stalled for about {} (stopped, paged out or blocked): beats found now are credited to before the stall",
+                    secs(turn.saturating_sub(wait))
+                );
+            }
+            self.turn_start = woke;
             for (k, &slot) in index.iter().enumerate().skip(1) {
                 if slot != usize::MAX && ready[k] {
                     self.drain(slot, credit);
