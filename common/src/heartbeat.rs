@@ -161,9 +161,14 @@ impl Reader {
         }
     }
 
-    /// Reads every available byte without blocking and records `now` as the
+    /// Reads every available byte without blocking and records `at` as the
     /// last beat if any arrived.
-    pub fn drain(&mut self, now: MonoTime) -> std::io::Result<Drained> {
+    ///
+    /// `at` is the moment the bytes are *credited*: pass [`Watch::credit`],
+    /// not the time of the read, so a reader that stalled never makes a
+    /// silent writer look fresh (DESIGN.md "Heartbeats"). Passing the time
+    /// of the read is right only for a loop that cannot stall.
+    pub fn drain(&mut self, at: MonoTime) -> std::io::Result<Drained> {
         let mut out = Drained::default();
         let mut buf = [0u8; DRAIN_CHUNK];
         loop {
@@ -187,7 +192,7 @@ impl Reader {
             }
         }
         if out.bytes > 0 {
-            self.last_beat = Some(now);
+            self.last_beat = Some(at);
         }
         Ok(out)
     }
@@ -214,6 +219,77 @@ impl Reader {
 impl AsFd for Reader {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+/// How long a reader's loop may overrun its planned wait, or spend between
+/// the end of one turn and the start of its next wait, and still count as
+/// on time. Beyond it the turn is a stall (stopped, paged out, blocked in a
+/// write) and bytes found are credited to the start of the turn.
+pub const TURN_SLACK: Duration = Duration::from_millis(50);
+
+/// When bytes found after a wake-up were written, at the latest, for a
+/// reader whose loop is one `poll(2)` per turn (DESIGN.md "Heartbeats":
+/// staleness counts from the writer's last write).
+///
+/// The loop calls [`Watch::waiting`] just before `poll` with its timeout,
+/// [`Watch::credit`] with the time read after `poll` returned (the moment
+/// to pass to [`Reader::drain`] for every readable pipe), and
+/// [`Watch::drained`] once every readable pipe has been drained.
+///
+/// The rule: if the turn was on time (the previous turn ended at most
+/// [`TURN_SLACK`] before the wait began, and `poll` returned no later than
+/// its timeout plus [`TURN_SLACK`]), `poll` was watching the pipes all along
+/// and woke for the first byte, so bytes are credited at the wake-up.
+/// Otherwise the loop stalled somewhere in the turn and a byte may have
+/// been written at any moment of it: bytes are credited to the moment every
+/// pipe was last seen empty, the end of the previous turn. Either way a
+/// credit is never later than the write it stands for by more than one
+/// on-time turn, however long the stall; and never later than the write at
+/// all after a stall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Watch {
+    seen_empty: MonoTime,
+    wait_from: MonoTime,
+    wait_for: Duration,
+}
+
+impl Watch {
+    /// Every pipe is empty (or its bytes are credited) at `now`.
+    pub fn new(now: MonoTime) -> Watch {
+        Watch {
+            seen_empty: now,
+            wait_from: now,
+            wait_for: Duration::ZERO,
+        }
+    }
+
+    /// The loop is about to wait at most `timeout` from `now`.
+    pub fn waiting(&mut self, now: MonoTime, timeout: Duration) {
+        self.wait_from = now;
+        self.wait_for = timeout;
+    }
+
+    /// Whether the turn that woke at `woke` was on time (see the type doc).
+    pub fn on_time(&self, woke: MonoTime) -> bool {
+        self.wait_from.saturating_since(self.seen_empty) <= TURN_SLACK
+            && woke.saturating_since(self.wait_from) <= self.wait_for.saturating_add(TURN_SLACK)
+    }
+
+    /// The moment bytes found in a pipe after the wake-up at `woke` are
+    /// credited.
+    pub fn credit(&self, woke: MonoTime) -> MonoTime {
+        if self.on_time(woke) {
+            woke
+        } else {
+            self.seen_empty
+        }
+    }
+
+    /// Every readable pipe was drained after the wake-up at `woke`: pipes
+    /// were empty then (bytes arriving since will be found next turn).
+    pub fn drained(&mut self, woke: MonoTime) {
+        self.seen_empty = self.seen_empty.max(woke);
     }
 }
 
@@ -295,5 +371,53 @@ mod tests {
         let (mut r, w) = pair();
         drop(w);
         assert!(r.drain(MonoTime::ZERO).unwrap().eof);
+    }
+
+    fn t(ms: u64) -> MonoTime {
+        MonoTime::from_duration(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn an_on_time_turn_credits_bytes_at_the_wake_up() {
+        let mut w = Watch::new(t(1000));
+        w.waiting(t(1001), Duration::from_millis(100));
+        // Woken by the byte after 40 ms of a 100 ms wait.
+        assert_eq!(w.credit(t(1041)), t(1041));
+        w.drained(t(1041));
+        // A wait that ran out on time (scheduling latency within the slack).
+        w.waiting(t(1042), Duration::from_millis(100));
+        assert_eq!(w.credit(t(1150)), t(1150));
+    }
+
+    /// DESIGN.md "Heartbeats", the stalled reader: stopped from 1.0 s to
+    /// 2.5 s in the middle of a 100 ms wait, a byte written at 1.1 s is
+    /// credited no later than the moment the pipe was last seen empty
+    /// (0.95 s), not at the drain (2.5 s).
+    #[test]
+    fn bytes_found_after_a_stall_are_credited_when_the_pipe_was_last_seen_empty() {
+        let mut w = Watch::new(t(950));
+        w.waiting(t(951), Duration::from_millis(100));
+        assert!(!w.on_time(t(2500)));
+        assert_eq!(w.credit(t(2500)), t(950));
+        let (r, wr) = pipe().unwrap();
+        let mut r = Reader::new("init", r, t(0)).unwrap();
+        let wr = Writer::new("init", wr).unwrap();
+        wr.send(Code::Alive).unwrap();
+        r.drain(w.credit(t(2500))).unwrap();
+        assert_eq!(r.last_beat(), Some(t(950)));
+        assert_eq!(r.silence(t(2500)), Duration::from_millis(1550));
+        // The next turn starts from the wake-up.
+        w.drained(t(2500));
+        w.waiting(t(2501), Duration::from_millis(100));
+        assert_eq!(w.credit(t(2520)), t(2520));
+    }
+
+    /// A stall between two waits (a blocking write in the loop) is a stall
+    /// too, even when the wait itself is short.
+    #[test]
+    fn a_stall_before_the_wait_is_a_stall() {
+        let mut w = Watch::new(t(1000));
+        w.waiting(t(2000), Duration::from_millis(100));
+        assert_eq!(w.credit(t(2000)), t(1000));
     }
 }

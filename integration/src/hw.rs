@@ -768,6 +768,14 @@ pub struct RigOptions {
     pub paths_as_flags: bool,
     /// Where the state directory is (default `DIR/state`).
     pub state_dir: Option<PathBuf>,
+    /// `TETHER_HEARTBEATS`: `None` for the list of `layers` (the default),
+    /// `Some(None)` to leave it unset, `Some(Some(v))` to pass `v` instead
+    /// (the pipes are still inherited at fds 3, 4, ...).
+    pub heartbeats_env: Option<Option<std::ffi::OsString>>,
+    /// More environment (e.g. `TETHER_CHAIN_TIMING`).
+    pub env: Vec<(String, std::ffi::OsString)>,
+    /// More arguments after `--config FILE` (e.g. `--no-layers`).
+    pub args: Vec<String>,
 }
 
 impl Default for RigOptions {
@@ -780,6 +788,9 @@ impl Default for RigOptions {
             config_text: None,
             paths_as_flags: false,
             state_dir: None,
+            heartbeats_env: None,
+            env: Vec::new(),
+            args: Vec::new(),
         }
     }
 }
@@ -886,8 +897,16 @@ impl WatchdogdRig {
         }
         let init_fd = 3 + self.pipes.len() as i32;
         fds.push((self.to_init.write.as_fd(), init_fd));
-        cmd.env("TETHER_HEARTBEATS", list.join(","))
-            .env("TETHER_FDS", format!("init={}", init_fd))
+        match &self.opts.heartbeats_env {
+            None => cmd.env("TETHER_HEARTBEATS", list.join(",")),
+            Some(None) => cmd.env_remove("TETHER_HEARTBEATS"),
+            Some(Some(v)) => cmd.env("TETHER_HEARTBEATS", v),
+        };
+        cmd.args(&self.opts.args);
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        cmd.env("TETHER_FDS", format!("init={}", init_fd))
             // Belt and braces: never the host's /dev/log or /dev/kmsg, even
             // when the daemon falls back to built-in defaults.
             .env("TETHER_SYSLOG_SOCKET", self.log.socket_path())

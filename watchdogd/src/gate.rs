@@ -6,10 +6,19 @@
 //! Decisions:
 //! - A layer is stale when its silence is at least its `stale_timeout`
 //!   ("pet only if every last beat is *younger* than its timeout").
-//! - Start-up counts as a beat of every layer: each gets a full timeout to
-//!   send its first byte (as `heartbeat::Reader` does).
+//! - Start-up is credited to every layer only for its *first-beat grace*
+//!   (`min(stale_timeout, startup_grace + beat_interval)` of the running
+//!   chain, passed in by the shell), not for a full stale timeout: a layer
+//!   that was already hung when this watchdogd started (init hung just
+//!   before watchdogd was restarted) gets its silence restarted by at most
+//!   that grace, and a layer that has never beaten since is stale after it.
+//!   `startup_grace` covers a freshly forked layer (the restarter at boot),
+//!   `beat_interval` a layer that was already running (its next beat). Once
+//!   a layer has beaten, its `stale_timeout` applies.
 //! - When several layers are stale, the one named is the most overdue
-//!   (largest silence beyond its own timeout).
+//!   (largest silence beyond its own timeout); on a tie the one registered
+//!   first (init before the restarter). Ties are what a stalled watchdogd
+//!   sees: every byte found after the stall is credited to the same moment.
 //! - [`Decision::Stop`] and [`Decision::Resume`] are returned once per
 //!   transition; while stopped, [`Decision::Withhold`] repeats the reason
 //!   without asking for a new log line or record.
@@ -39,11 +48,14 @@ pub enum Decision {
     },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Layer {
     name: String,
     stale_timeout: Duration,
+    /// The last beat, or the gate's start while `beaten` is false.
     last_beat: MonoTime,
+    /// Whether a beat has been seen since the gate started.
+    beaten: bool,
 }
 
 impl Layer {
@@ -51,28 +63,36 @@ impl Layer {
         now.saturating_since(self.last_beat)
     }
 
-    fn is_stale(&self, now: MonoTime) -> bool {
-        self.silence(now) >= self.stale_timeout
+    /// The silence after which this layer is stale: its stale timeout, or
+    /// the shorter first-beat grace while it has never beaten.
+    fn limit(&self, first_beat: Duration) -> Duration {
+        if self.beaten {
+            self.stale_timeout
+        } else {
+            self.stale_timeout.min(first_beat)
+        }
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Stopped {
     layer: String,
     since: MonoTime,
 }
 
 /// Per-layer beat bookkeeping and the petting decision.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Gate {
     layers: Vec<Layer>,
     stopped: Option<Stopped>,
+    /// How long start-up is credited to a layer that has not beaten yet.
+    first_beat: Duration,
 }
 
 impl Gate {
-    /// Layers with their stale timeouts; `started` counts as everyone's
-    /// first beat.
-    pub fn new<I, S>(layers: I, started: MonoTime) -> Gate
+    /// Layers with their stale timeouts; `started` is credited to each as a
+    /// beat for at most `first_beat` (see the module doc).
+    pub fn new<I, S>(layers: I, started: MonoTime, first_beat: Duration) -> Gate
     where
         I: IntoIterator<Item = (S, Duration)>,
         S: Into<String>,
@@ -84,10 +104,34 @@ impl Gate {
                     name: name.into(),
                     stale_timeout,
                     last_beat: started,
+                    beaten: false,
                 })
                 .collect(),
             stopped: None,
+            first_beat,
         }
+    }
+
+    /// The first-beat grace (changed on reload with the chain's timing).
+    pub fn set_first_beat(&mut self, first_beat: Duration) {
+        self.first_beat = first_beat;
+    }
+
+    fn is_stale(&self, l: &Layer, now: MonoTime) -> bool {
+        l.silence(now) >= l.limit(self.first_beat)
+    }
+
+    /// Whether `layer` has beaten since the gate started.
+    pub fn has_beaten(&self, layer: &str) -> bool {
+        self.layers.iter().any(|l| l.name == layer && l.beaten)
+    }
+
+    /// The silence after which `layer` counts as stale right now.
+    pub fn limit(&self, layer: &str) -> Option<Duration> {
+        self.layers
+            .iter()
+            .find(|l| l.name == layer)
+            .map(|l| l.limit(self.first_beat))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -102,8 +146,11 @@ impl Gate {
     /// A beat from `layer` at `now` (unknown names are ignored).
     pub fn beat(&mut self, layer: &str, now: MonoTime) {
         if let Some(l) = self.layers.iter_mut().find(|l| l.name == layer) {
-            if now > l.last_beat {
-                l.last_beat = now;
+            if now > l.last_beat || !l.beaten {
+                // A first beat credited before the start (bytes found in a
+                // pipe last seen empty before it) still counts as a beat.
+                l.last_beat = l.last_beat.max(now);
+                l.beaten = true;
             }
         }
     }
@@ -132,8 +179,10 @@ impl Gate {
     fn most_overdue(&self, now: MonoTime) -> Option<&Layer> {
         self.layers
             .iter()
-            .filter(|l| l.is_stale(now))
-            .max_by_key(|l| l.silence(now).saturating_sub(l.stale_timeout))
+            .filter(|l| self.is_stale(l, now))
+            // `max_by_key` keeps the last of equals: reversed, the first.
+            .rev()
+            .max_by_key(|l| l.silence(now).saturating_sub(l.limit(self.first_beat)))
     }
 
     /// The decision at `now`, updating the stopped/petting state.
@@ -161,7 +210,7 @@ impl Gate {
                 let still = self
                     .layers
                     .iter()
-                    .any(|l| l.name == s.layer && l.is_stale(now));
+                    .any(|l| l.name == s.layer && self.is_stale(l, now));
                 let (layer, silent_for) = if still {
                     (s.layer.clone(), silent)
                 } else {
@@ -182,8 +231,8 @@ impl Gate {
     pub fn next_deadline(&self, now: MonoTime) -> Option<MonoTime> {
         self.layers
             .iter()
-            .filter(|l| !l.is_stale(now))
-            .map(|l| l.last_beat + l.stale_timeout)
+            .filter(|l| !self.is_stale(l, now))
+            .map(|l| l.last_beat + l.limit(self.first_beat))
             .min()
     }
 
@@ -198,7 +247,7 @@ impl Gate {
                 s.push_str(", ");
             }
             let silence = l.silence(now);
-            let _ = if l.is_stale(now) {
+            let _ = if self.is_stale(l, now) {
                 write!(s, "{} STALE {}", l.name, secs(silence))
             } else if silence >= beat_interval.saturating_mul(3) {
                 write!(s, "{} late {}", l.name, secs(silence))
@@ -225,11 +274,17 @@ mod tests {
     }
 
     fn gate(clock: &FakeClock) -> Gate {
-        Gate::new([("init", ms(1000)), ("restarter", ms(2000))], clock.now())
+        // A first-beat grace longer than every timeout: start-up counts as
+        // a full beat (the rule before the grace, tested on its own below).
+        Gate::new(
+            [("init", ms(1000)), ("restarter", ms(2000))],
+            clock.now(),
+            Duration::MAX,
+        )
     }
 
     #[test]
-    fn startup_counts_as_a_beat() {
+    fn startup_counts_as_a_beat_within_the_first_beat_grace() {
         let c = FakeClock::new(MonoTime::from_duration(Duration::from_secs(100)));
         let mut g = gate(&c);
         c.advance(ms(999));
@@ -385,7 +440,7 @@ mod tests {
             "everyone stale: only a beat can change it"
         );
         assert_eq!(
-            Gate::new(Vec::<(String, Duration)>::new(), c.now()).next_deadline(c.now()),
+            Gate::new(Vec::<(String, Duration)>::new(), c.now(), ms(1)).next_deadline(c.now()),
             None
         );
     }
@@ -393,7 +448,7 @@ mod tests {
     #[test]
     fn a_gate_without_layers_always_pets() {
         let c = FakeClock::new(MonoTime::ZERO);
-        let mut g = Gate::new(Vec::<(String, Duration)>::new(), c.now());
+        let mut g = Gate::new(Vec::<(String, Duration)>::new(), c.now(), ms(1));
         c.advance(Duration::from_secs(3600));
         assert_eq!(g.evaluate(c.now()), Decision::Pet);
         assert_eq!(g.summary(c.now(), ms(100)), "no layers registered");
@@ -421,5 +476,79 @@ mod tests {
             "init STALE 1.9s, restarter late 0.4s"
         );
         assert_eq!(secs(ms(20_400)), "20.4s");
+    }
+
+    /// DESIGN.md "Who watches whom", init hang, at watchdogd's start: init
+    /// hung (stopped beating) 5 s before this watchdogd started. Start-up is
+    /// credited to it only for the first-beat grace (here 300 ms), not for
+    /// its full 1 s stale timeout: petting stops 300 ms after the start.
+    #[test]
+    fn a_layer_hung_before_the_start_is_credited_only_its_first_beat_grace() {
+        let c = FakeClock::new(MonoTime::from_duration(Duration::from_secs(5)));
+        let mut g = Gate::new(
+            [("init", ms(1000)), ("restarter", ms(2000))],
+            c.now(),
+            ms(300),
+        );
+        c.advance(ms(250));
+        g.beat("restarter", c.now());
+        assert_eq!(g.evaluate(c.now()), Decision::Pet);
+        assert_eq!(g.limit("init"), Some(ms(300)));
+        assert_eq!(
+            g.next_deadline(c.now()),
+            Some(MonoTime::from_duration(ms(5300))),
+            "init's deadline is the grace, not the stale timeout"
+        );
+        c.advance(ms(50));
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Stop {
+                layer: "init".into(),
+                silent_for: ms(300)
+            }
+        );
+        assert!(!g.has_beaten("init") && g.has_beaten("restarter"));
+    }
+
+    #[test]
+    fn after_its_first_beat_a_layer_gets_its_full_stale_timeout() {
+        let c = FakeClock::new(MonoTime::ZERO);
+        let mut g = Gate::new([("init", ms(1000))], c.now(), ms(300));
+        c.advance(ms(200));
+        g.beat("init", c.now());
+        assert_eq!(g.limit("init"), Some(ms(1000)));
+        c.advance(ms(999));
+        assert_eq!(g.evaluate(c.now()), Decision::Pet);
+        c.advance(ms(1));
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Stop {
+                layer: "init".into(),
+                silent_for: ms(1000)
+            }
+        );
+        // A grace longer than the stale timeout is cut to the timeout.
+        let mut g = Gate::new([("init", ms(1000))], c.now(), ms(5000));
+        assert_eq!(g.limit("init"), Some(ms(1000)));
+        c.advance(ms(1000));
+        assert!(matches!(g.evaluate(c.now()), Decision::Stop { .. }));
+    }
+
+    #[test]
+    fn on_a_tie_the_layer_registered_first_is_named() {
+        let c = FakeClock::new(MonoTime::ZERO);
+        let mut g = Gate::new(
+            [("init", ms(1000)), ("restarter", ms(1000))],
+            c.now(),
+            Duration::MAX,
+        );
+        c.advance(ms(1500));
+        assert_eq!(
+            g.evaluate(c.now()),
+            Decision::Stop {
+                layer: "init".into(),
+                silent_for: ms(1500)
+            }
+        );
     }
 }

@@ -1,48 +1,75 @@
 //! tether-watchdogd: pets the hardware watchdog only while every layer of the
 //! chain beats (DESIGN.md "watchdogd", docs/PROTOCOL.md).
 //!
-//! `tether-watchdogd [--config FILE] [--device PATH] [--state-dir DIR]`
+//! `tether-watchdogd [--config FILE] [--device PATH] [--state-dir DIR] [--no-layers]`
 //! (flags override the file; the config defaults to
 //! `/etc/tether/tether.toml`). Read ends to watch come in
 //! `TETHER_HEARTBEATS=init=3,restarter=4`; its own supervision pipe to init
-//! in `TETHER_FDS=init=5` (absent when run by hand).
+//! in `TETHER_FDS=init=5` (absent when run by hand); init's running timings
+//! in `TETHER_CHAIN_TIMING` (see `chain.rs`).
 //!
 //! The shell here is one thread and one `poll(2)` loop over the heartbeat
-//! read ends and a signalfd, with the timeout computed from the next
-//! deadline; the decisions are in `gate` (pure) and the records in `record`.
+//! read ends and a signalfd. Each turn it asks the gate (`gate.rs`, pure)
+//! for the decision, feeds the device core (`device.rs`, pure) with it, and
+//! carries out the core's actions on the `WatchdogDev` and the record writer
+//! (`records.rs`, a thread that only writes records). It decides nothing
+//! about when to pet, retry or record.
 //!
 //! Decisions where DESIGN.md is silent:
 //! - Pets go once per `min(beat_interval, hardware_timeout / 4)` (the
 //!   hardware value as applied by the driver), by `WDIOC_KEEPALIVE` or, on a
-//!   simulated device, a one-byte write. The beat to init uses the same
-//!   cadence when the two are equal, so they share a wake-up.
+//!   simulated device, a one-byte write. A loop turn lasts at most that long.
+//! - Bytes found in a heartbeat pipe are credited by `heartbeat::Watch`: at
+//!   the wake-up when the turn was on time, else (watchdogd stalled: stopped,
+//!   paged out) to the moment the pipes were last seen empty, so a stall never
+//!   makes a silent layer look fresh. After a stall longer than a stale
+//!   timeout every layer looks stale for one turn; petting stops (ALERT) and
+//!   resumes with the next beats, which is the price of never petting on old
+//!   news.
 //! - The device is retried every 250 ms while absent (`ENOENT`, `ENXIO`,
 //!   `ENODEV`, `EBUSY`), logged once; heartbeats are drained and init gets
 //!   its beats meanwhile. A failed pet of a vanished device (`EPIPE`,
-//!   `ENODEV`, `EBADF`, `ENXIO`) closes it (without `V`) and retries the open.
+//!   `ENODEV`, `EBADF`, `ENXIO`) closes it (without `V`); it is reopened
+//!   only while the gate allows petting (an open pings).
 //! - A bad `tether.toml` means running on `Config::default()` (then the
 //!   `--device`/`--state-dir` flags), logged at ERROR; never unprotected.
-//! - A malformed `TETHER_HEARTBEATS`, or a listed descriptor that cannot be
-//!   taken, registers the layer without a pipe: it goes stale after its
-//!   timeout and petting stops (with the ALERT), rather than petting without
-//!   knowing who is alive. With no `TETHER_HEARTBEATS` at all (run by hand)
-//!   no layer is watched and petting is unconditional, logged as a warning.
-//! - When a layer recovers after petting stopped, the record goes back to
-//!   `cause=unknown`, so a later unrelated reset is not blamed on it.
-//! - State directory failures never stop petting: logged at ERROR once,
-//!   retried every 2 s, and the recovery is logged.
-//! - SIGHUP re-reads the config: timings, stale timeouts, hardware timeout,
-//!   `allow_disarm` and log targets apply at once; a device or state
-//!   directory change needs a restart (logged). A bad file keeps the running
-//!   settings.
+//! - `TETHER_HEARTBEATS` set but unusable (empty, not UTF-8, malformed)
+//!   means NO petting from the first turn, with an ERROR and the ALERT: the
+//!   device is still opened once (armed) so the hardware resets. Unset, it
+//!   means "run by hand": watchdogd refuses to start (exit 2) unless
+//!   `--no-layers` says to pet unconditionally (testing a device by hand).
+//!   A listed descriptor that cannot be taken registers its layer without a
+//!   pipe: it goes stale after its first-beat grace.
+//! - A layer that has not beaten since this watchdogd started is stale
+//!   after the first-beat grace `startup_grace + beat_interval` of the
+//!   running chain (at most its stale timeout), not after a full stale
+//!   timeout: an init that hung just before watchdogd started does not get
+//!   its silence restarted.
+//! - Records never delay a pet: the start-up record (boot counter,
+//!   `cause=unknown`) and the `unknown` after a recovery are queued to the
+//!   record thread after the turn's pet. The Stop record (`cause=watchdog`)
+//!   is waited for, at most `min(5 s, hang_timeout / 2)`, before the ALERT;
+//!   no pet is due then.
+//! - State directory failures never stop petting: logged at ERROR once by
+//!   the record thread, retried every 2 s, and the recovery is logged.
+//! - SIGHUP re-reads the config and checks it against the running chain
+//!   (init's `TETHER_CHAIN_TIMING`, else watchdogd's own start-up values):
+//!   a file whose rungs would overlap init's is refused with the inequality
+//!   and the running settings stay. Accepted: stale timeouts, beat cadence,
+//!   `allow_disarm` and log targets apply at once; a new hardware timeout is
+//!   programmed at once while petting, or held back until petting resumes
+//!   (`WDIOC_SETTIMEOUT` pings); a device or state directory change needs a
+//!   restart (logged). A bad file keeps the running settings.
 
 #![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
-mod gate;
+mod chain;
+mod records;
 
-use gate::{secs, Decision, Gate};
+use chain::ChainTiming;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use records::Job;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -50,22 +77,29 @@ use std::time::Duration;
 use tether_common::clock::MonoTime;
 use tether_common::config::{Config, DEFAULT_CONFIG};
 use tether_common::fdlist::{FdList, ENV_FDS, ENV_HEARTBEATS};
-use tether_common::heartbeat::{Code, Reader, Writer};
-use tether_common::record::{self, ResetRecord};
+use tether_common::heartbeat::{Code, Reader, Watch, Writer};
+use tether_common::record::ResetRecord;
 use tether_common::watchdog_dev::{self, WatchdogDev, WDIOF_CARDRESET};
 use tether_common::{alert, logging, sys};
+use tether_watchdogd::device::{self, DevErr, Device, In, Note, Out, Record};
+use tether_watchdogd::gate::{secs, Decision, Gate};
 
 const TAG: &str = "tether-watchdogd";
-const DEVICE_RETRY: Duration = Duration::from_millis(250);
-const RECORD_RETRY: Duration = Duration::from_secs(2);
 const DEFAULT_DEVICES: [&str; 2] = ["/dev/watchdog0", "/dev/watchdog"];
-const USAGE: &str = "usage: tether-watchdogd [--config FILE] [--device PATH] [--state-dir DIR]";
+const USAGE: &str =
+    "usage: tether-watchdogd [--config FILE] [--device PATH] [--state-dir DIR] [--no-layers]";
+/// The pseudo-layer standing for an unusable `TETHER_HEARTBEATS`.
+const UNUSABLE: &str = "heartbeats";
+/// The longest the loop waits for the Stop record to be durable.
+const STOP_RECORD_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default, PartialEq)]
 struct Args {
     config: Option<PathBuf>,
     device: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    /// `--no-layers`: with no `TETHER_HEARTBEATS`, pet unconditionally.
+    no_layers: bool,
 }
 
 fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Args, String> {
@@ -73,6 +107,10 @@ fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Args, String>
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let s = a.to_string_lossy().into_owned();
+        if s == "--no-layers" {
+            out.no_layers = true;
+            continue;
+        }
         let (flag, inline) = match s.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(PathBuf::from(v))),
             _ => (s.clone(), None),
@@ -111,6 +149,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if std::env::var_os(ENV_HEARTBEATS).is_none() && !args.no_layers {
+        eprintln!(
+            "{}: {} is not set, so there is no layer to watch: refusing to pet unconditionally without --no-layers (to test a device by hand)\n{}",
+            TAG, ENV_HEARTBEATS, USAGE
+        );
+        std::process::exit(2);
+    }
     let config_path = args
         .config
         .clone()
@@ -146,9 +191,30 @@ struct Inputs {
     /// (layer, read end or why not)
     layers: Vec<(String, Option<Reader>)>,
     to_init: Option<Writer>,
-    /// TETHER_HEARTBEATS was absent: run by hand.
+    /// TETHER_HEARTBEATS was absent: run by hand (with `--no-layers`).
     by_hand: bool,
+    /// TETHER_HEARTBEATS is set but unusable: never pet.
+    unusable: Option<String>,
+    /// init's running timings, if passed and well-formed.
+    chain: Option<ChainTiming>,
     messages: Vec<String>,
+}
+
+/// Reads `TETHER_HEARTBEATS` (`raw`, as the environment has it): `Ok(None)`
+/// when absent; an error for anything set that does not name at least one
+/// layer (issue 11, item 6: never "no layer, pet unconditionally").
+fn heartbeat_list(raw: Option<&std::ffi::OsStr>) -> Result<Option<FdList>, String> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let Some(text) = raw.to_str() else {
+        return Err(format!("{} is not UTF-8", ENV_HEARTBEATS));
+    };
+    match FdList::parse(text) {
+        Err(e) => Err(format!("{} is malformed ({})", ENV_HEARTBEATS, e)),
+        Ok(l) if l.is_empty() => Err(format!("{} is set but names no layer", ENV_HEARTBEATS)),
+        Ok(l) => Ok(Some(l)),
+    }
 }
 
 fn take_inherited(now: MonoTime) -> Inputs {
@@ -156,34 +222,41 @@ fn take_inherited(now: MonoTime) -> Inputs {
         layers: Vec::new(),
         to_init: None,
         by_hand: false,
+        unusable: None,
+        chain: None,
         messages: Vec::new(),
     };
-    match std::env::var(ENV_HEARTBEATS) {
-        Err(_) => inputs.by_hand = true,
-        Ok(v) => match FdList::parse(&v) {
-            Err(e) => {
-                inputs.messages.push(format!(
-                    "{} is malformed ({}): watching a layer `heartbeats` that never beats, so petting will stop",
-                    ENV_HEARTBEATS, e
-                ));
-                inputs.layers.push(("heartbeats".to_string(), None));
-            }
-            Ok(list) => {
-                for (name, fd) in list.iter() {
-                    let reader = sys::take_inherited_fd(fd).and_then(|o| Reader::new(name, o, now));
-                    match reader {
-                        Ok(r) => inputs.layers.push((name.to_string(), Some(r))),
-                        Err(e) => {
-                            inputs.messages.push(format!(
-                                "heartbeat pipe of layer {} (fd {}) unusable: {}; it will go stale",
-                                name, fd, e
-                            ));
-                            inputs.layers.push((name.to_string(), None));
-                        }
+    match heartbeat_list(std::env::var_os(ENV_HEARTBEATS).as_deref()) {
+        Ok(None) => inputs.by_hand = true,
+        Err(e) => {
+            inputs.messages.push(format!(
+                "{}: NOT PETTING: the device is armed and will reset the machine (a list watchdogd cannot read never means \"pet unconditionally\")",
+                e
+            ));
+            inputs.unusable = Some(e);
+        }
+        Ok(Some(list)) => {
+            for (name, fd) in list.iter() {
+                let reader = sys::take_inherited_fd(fd).and_then(|o| Reader::new(name, o, now));
+                match reader {
+                    Ok(r) => inputs.layers.push((name.to_string(), Some(r))),
+                    Err(e) => {
+                        inputs.messages.push(format!(
+                            "heartbeat pipe of layer {} (fd {}) unusable: {}; it will go stale",
+                            name, fd, e
+                        ));
+                        inputs.layers.push((name.to_string(), None));
                     }
                 }
             }
-        },
+        }
+    }
+    match ChainTiming::from_env() {
+        Ok(c) => inputs.chain = c,
+        Err(e) => inputs.messages.push(format!(
+            "{}; checking the timing budget against watchdogd's own start-up values instead",
+            e
+        )),
     }
     if let Ok(v) = std::env::var(ENV_FDS) {
         match FdList::parse(&v) {
@@ -207,120 +280,56 @@ fn take_inherited(now: MonoTime) -> Inputs {
     inputs
 }
 
-/// The device: being waited for, or open.
-enum Device {
-    Absent {
-        next_try: MonoTime,
-        since: MonoTime,
-        logged: Option<String>,
-    },
-    Open {
-        dev: WatchdogDev,
-        armed_secs: u32,
-    },
-}
-
-/// A heartbeat read end and its state.
+/// A heartbeat read end.
 struct Slot {
     name: String,
     reader: Option<Reader>,
-}
-
-/// Records waiting to be written, and the retry state.
-struct Records {
-    dir: PathBuf,
-    boot: Option<u64>,
-    bump_pending: bool,
-    reason_pending: Option<ResetRecord>,
-    next_retry: Option<MonoTime>,
-    failing: bool,
-}
-
-impl Records {
-    /// Writes whatever is pending; on failure logs once and schedules a retry.
-    fn flush(&mut self, now: MonoTime) {
-        let mut err = None;
-        if self.bump_pending {
-            match record::bump_boot_count(&self.dir) {
-                Ok(n) => {
-                    self.boot = Some(n);
-                    self.bump_pending = false;
-                    if let Some(r) = &mut self.reason_pending {
-                        r.boot = Some(n);
-                    }
-                }
-                Err(e) => err = Some(e),
-            }
-        }
-        if err.is_none() {
-            if let Some(r) = &self.reason_pending {
-                match record::write_reset_reason(&self.dir, r) {
-                    Ok(()) => self.reason_pending = None,
-                    Err(e) => err = Some(e),
-                }
-            }
-        }
-        match err {
-            Some(e) => {
-                if !self.failing {
-                    log::error!(
-                        "cannot write records in the state directory: {}; petting continues, retrying every {}",
-                        e,
-                        secs(RECORD_RETRY)
-                    );
-                    self.failing = true;
-                }
-                self.next_retry = Some(now + RECORD_RETRY);
-            }
-            None => {
-                if self.failing {
-                    log::info!(
-                        "state directory {} writable again: records written",
-                        self.dir.display()
-                    );
-                    self.failing = false;
-                }
-                self.next_retry = None;
-            }
-        }
-    }
-
-    fn set_reason(&mut self, mut r: ResetRecord, now: MonoTime) {
-        r.boot = self.boot;
-        self.reason_pending = Some(r);
-        self.flush(now);
-    }
 }
 
 struct Daemon {
     config_path: PathBuf,
     args: Args,
     config: Config,
+    /// The running chain's repair timings (init's, or our own start-up
+    /// values when init did not pass them).
+    chain: ChainTiming,
     gate: Gate,
+    device: Device,
+    dev: Option<WatchdogDev>,
     slots: Vec<Slot>,
+    watch: Watch,
     to_init: Option<Writer>,
     to_init_failed: bool,
     signals: SignalFd,
-    device: Device,
     candidates: Vec<PathBuf>,
+    open_error: Option<String>,
     pet_error: Option<String>,
     last_pet: Option<MonoTime>,
-    next_pet: MonoTime,
     next_beat: MonoTime,
     next_liveness: MonoTime,
-    records: Records,
+    records: records::Writer,
+    state_dir: PathBuf,
     boot_status: Option<u32>,
+    unusable: Option<String>,
+    /// Requests from signals, for the next turn.
+    pending: Vec<In>,
+    /// When the current loop turn began (the previous wake-up).
+    turn_start: MonoTime,
+    /// Exit with this code (after a disarm).
+    exit: Option<i32>,
 }
 
 #[derive(Debug)]
 enum StartError {
     Signals(nix::Error),
+    Records(std::io::Error),
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Signals(e) => write!(f, "cannot set up the signalfd: {}", e),
+            StartError::Records(e) => write!(f, "cannot start the record writer: {}", e),
         }
     }
 }
@@ -336,6 +345,12 @@ fn handled_signals() -> SigSet {
         s.add(sig);
     }
     s
+}
+
+fn hardware_secs(c: &Config) -> u32 {
+    u32::try_from(c.timing.hardware_timeout.as_secs())
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 impl Daemon {
@@ -354,21 +369,39 @@ impl Daemon {
 
         if inputs.by_hand {
             log::warn!(
-                "{} not set (run by hand?): no layer is watched, petting is unconditional",
+                "{} not set and --no-layers given: no layer is watched, petting is unconditional",
                 ENV_HEARTBEATS
             );
+        } else if args.no_layers {
+            log::warn!("--no-layers ignored: {} is set", ENV_HEARTBEATS);
         }
         if inputs.to_init.is_none() && !inputs.by_hand {
             log::info!("no supervision pipe to init ({} has no init=N)", ENV_FDS);
         }
+        let chain = inputs
+            .chain
+            .unwrap_or_else(|| ChainTiming::of(&config.timing));
+        if inputs.chain.is_some() {
+            log::info!("running chain timings from init: {}", chain.describe());
+        }
+        if let Err(e) = chain.check(&config) {
+            log::error!(
+                "TIMING BUDGET against the running chain ({}): {}; running anyway, the rungs may overlap",
+                chain.describe(),
+                e
+            );
+        }
         let timing = &config.timing;
-        let gate = Gate::new(
-            inputs
+        let layers: Vec<(String, Duration)> = match &inputs.unusable {
+            // Stale from the first turn: armed, never petted.
+            Some(_) => vec![(UNUSABLE.to_string(), Duration::ZERO)],
+            None => inputs
                 .layers
                 .iter()
-                .map(|(n, _)| (n.clone(), timing.stale_timeout_for(n))),
-            now,
-        );
+                .map(|(n, _)| (n.clone(), timing.stale_timeout_for(n)))
+                .collect(),
+        };
+        let gate = Gate::new(layers, now, chain.first_beat());
         let slots = inputs
             .layers
             .into_iter()
@@ -386,253 +419,69 @@ impl Daemon {
             .state_dir
             .clone()
             .unwrap_or_else(|| config.paths.state.clone());
-        let mut d = Daemon {
+        let records = records::Writer::start(state_dir.clone()).map_err(StartError::Records)?;
+        let d = Daemon {
             config_path,
-            records: Records {
-                dir: state_dir,
-                boot: None,
-                bump_pending: true,
-                reason_pending: None,
-                next_retry: None,
-                failing: false,
-            },
             args,
+            chain,
             gate,
+            device: Device::new(now, hardware_secs(&config), config.timing.beat_interval),
+            dev: None,
             slots,
+            watch: Watch::new(now),
             to_init: inputs.to_init,
             to_init_failed: false,
             signals,
-            device: Device::Absent {
-                next_try: now,
-                since: now,
-                logged: None,
-            },
             candidates,
+            open_error: None,
             pet_error: None,
             last_pet: None,
-            next_pet: now,
             next_beat: now,
             next_liveness: now + config.timing.liveness_interval,
+            records,
+            state_dir,
             boot_status: None,
+            unusable: inputs.unusable,
+            pending: Vec::new(),
+            turn_start: now,
+            exit: None,
             config,
         };
         log::info!(
-            "starting: watching {}; beat {}, hardware timeout {}, state in {}",
-            if d.gate.is_empty() {
+            "starting: watching {}; beat {}, hardware timeout {}, first-beat grace {}, state in {}",
+            if d.unusable.is_some() {
+                "nothing (TETHER_HEARTBEATS unusable)".to_string()
+            } else if d.gate.is_empty() {
                 "no layer".to_string()
             } else {
                 d.gate.names().collect::<Vec<_>>().join(", ")
             },
             tether_common::duration::format(d.config.timing.beat_interval),
             tether_common::duration::format(d.config.timing.hardware_timeout),
-            d.records.dir.display()
+            tether_common::duration::format(d.chain.first_beat()),
+            d.state_dir.display()
         );
-        // Try the device once now so the previous boot's line can carry its
-        // boot status.
-        d.try_open(now);
-        d.log_previous_boot();
-        d.records.set_reason(ResetRecord::unknown(None), now);
         Ok(d)
-    }
-
-    fn log_previous_boot(&self) {
-        let prev = match record::read_reset_reason(&self.records.dir) {
-            Ok(r) => record::describe_previous(r.as_ref()),
-            Err(e) => format!("previous boot ended: unknown (record unreadable: {})", e),
-        };
-        match self.boot_status {
-            Some(bits) if bits & WDIOF_CARDRESET != 0 => {
-                log::warn!(
-                    "{}; the device reports the last reset was the watchdog (CARDRESET)",
-                    prev
-                )
-            }
-            Some(bits) => log::info!(
-                "{}; device boot status {}",
-                prev,
-                watchdog_dev::describe_flags(bits)
-            ),
-            None => log::info!("{}", prev),
-        }
-    }
-
-    fn hardware_secs(&self) -> u32 {
-        let t = self.config.timing.hardware_timeout;
-        u32::try_from(t.as_secs()).unwrap_or(u32::MAX).max(1)
-    }
-
-    /// `min(beat_interval, armed timeout / 4)`, at least 10 ms.
-    fn pet_interval(&self) -> Duration {
-        let armed = match &self.device {
-            Device::Open { armed_secs, .. } => *armed_secs,
-            Device::Absent { .. } => self.hardware_secs(),
-        };
-        let quarter = Duration::from_secs(u64::from(armed.max(1))) / 4;
-        self.config
-            .timing
-            .beat_interval
-            .min(quarter)
-            .max(Duration::from_millis(10))
-    }
-
-    fn try_open(&mut self, now: MonoTime) {
-        let Device::Absent { since, logged, .. } = &self.device else {
-            return;
-        };
-        let (since, logged) = (*since, logged.clone());
-        let mut last_err = None;
-        for path in &self.candidates {
-            match WatchdogDev::open(path) {
-                Ok(dev) => {
-                    if logged.is_some() {
-                        log::info!(
-                            "{} appeared after {}",
-                            path.display(),
-                            secs(now.saturating_since(since))
-                        );
-                    }
-                    self.configure(dev, now);
-                    return;
-                }
-                Err(e) => {
-                    last_err = Some(format!(
-                        "{}: {}{}",
-                        path.display(),
-                        e,
-                        if watchdog_dev::is_absent(&e) {
-                            ""
-                        } else {
-                            " (unexpected)"
-                        }
-                    ))
-                }
-            }
-        }
-        let msg = last_err.unwrap_or_else(|| "no device configured".into());
-        if logged.as_deref() != Some(msg.as_str()) {
-            log::warn!(
-                "watchdog device not available yet ({}); retrying every {}",
-                msg,
-                secs(DEVICE_RETRY)
-            );
-        }
-        self.device = Device::Absent {
-            next_try: now + DEVICE_RETRY,
-            since,
-            logged: Some(msg),
-        };
-    }
-
-    fn configure(&mut self, dev: WatchdogDev, now: MonoTime) {
-        let want = self.hardware_secs();
-        let path = dev.path().display().to_string();
-        let mut armed = want;
-        if !dev.is_simulated() {
-            match dev.get_support() {
-                Ok(i) => log::info!(
-                    "{}: {} (firmware {}), options {}",
-                    path,
-                    i.identity,
-                    i.firmware_version,
-                    watchdog_dev::describe_flags(i.options)
-                ),
-                Err(e) => log::warn!("{}: WDIOC_GETSUPPORT failed: {}", path, e),
-            }
-        }
-        if dev.is_simulated() {
-            log::info!(
-                "{}: simulated watchdog (no ioctls): a write is a pet, nominal timeout {}s",
-                path,
-                want
-            );
-        } else {
-            match dev.set_timeout(want) {
-                Ok(applied) => armed = applied,
-                Err(e) => log::warn!("{}: WDIOC_SETTIMEOUT {}s failed: {}", path, want, e),
-            }
-            match dev.get_timeout() {
-                Ok(t) => armed = t,
-                Err(e) => log::warn!("{}: WDIOC_GETTIMEOUT failed: {}", path, e),
-            }
-            if armed != want {
-                log::warn!("{}: hardware timeout is {}s (asked {}s)", path, armed, want);
-            } else {
-                log::info!("{}: hardware timeout {}s", path, armed);
-            }
-            armed = armed.max(1);
-            match dev.get_bootstatus() {
-                Ok(bits) => {
-                    self.boot_status = Some(bits);
-                    if bits & WDIOF_CARDRESET != 0 {
-                        log::warn!(
-                            "{}: boot status {}: the last reset was the watchdog",
-                            path,
-                            watchdog_dev::describe_flags(bits)
-                        );
-                    } else {
-                        log::info!(
-                            "{}: boot status {}",
-                            path,
-                            watchdog_dev::describe_flags(bits)
-                        );
-                    }
-                }
-                Err(e) => log::info!("{}: WDIOC_GETBOOTSTATUS failed: {}", path, e),
-            }
-        }
-        self.device = Device::Open {
-            dev,
-            armed_secs: armed,
-        };
-        self.pet_error = None;
-        self.next_pet = now;
-    }
-
-    /// Pets if the device is open; handles a vanished device.
-    fn pet(&mut self, now: MonoTime) {
-        let Device::Open { dev, .. } = &self.device else {
-            return;
-        };
-        match dev.keepalive() {
-            Ok(()) => {
-                self.last_pet = Some(now);
-                if self.pet_error.take().is_some() {
-                    log::info!("petting works again");
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                if self.pet_error.as_deref() != Some(msg.as_str()) {
-                    log::error!("pet of {} failed: {}", dev.path().display(), msg);
-                    self.pet_error = Some(msg);
-                }
-                let gone = matches!(
-                    e.raw_os_error(),
-                    Some(libc::EPIPE) | Some(libc::ENODEV) | Some(libc::EBADF) | Some(libc::ENXIO)
-                );
-                if gone {
-                    // Closing without V: a real device stays armed.
-                    log::warn!("device gone: reopening");
-                    self.device = Device::Absent {
-                        next_try: now,
-                        since: now,
-                        logged: None,
-                    };
-                }
-            }
-        }
     }
 
     fn run(&mut self) -> i32 {
         loop {
             let now = MonoTime::now();
-            self.on_timers(now);
+            self.turn(now);
+            if let Some(code) = self.exit {
+                return code;
+            }
+            let now = MonoTime::now();
             let mut deadline = self.next_deadline(now);
             // Our own lines syslog refused while busy, in order.
             if let Some(t) = tether_common::logging::flush_pending(now) {
                 deadline = deadline.min(t);
             }
-            let wait = deadline.saturating_since(now);
+            // A turn lasts at most one pet interval, so bytes are credited
+            // within one (short) turn of their write (heartbeat::Watch).
+            let wait = deadline
+                .saturating_since(now)
+                .min(self.device.pet_interval());
             // Round up to whole milliseconds: never wake before the deadline.
             let ms = wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
             let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
@@ -649,6 +498,7 @@ impl Daemon {
                         }
                     }
                 }
+                self.watch.waiting(MonoTime::now(), wait);
                 match nix::poll::poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -661,27 +511,346 @@ impl Daemon {
                     ready[k] = f.revents().is_some_and(|r| !r.is_empty());
                 }
             }
-            let now = MonoTime::now();
+            let woke = MonoTime::now();
+            let credit = self.watch.credit(woke);
+            // A turn longer than planned by more than a pet interval: say
+            // so once per stall (the silences it reports are upper bounds).
+            let turn = woke.saturating_since(self.turn_start);
+            let planned = wait + self.device.pet_interval() + tether_common::heartbeat::TURN_SLACK;
+            if turn > planned {
+                log::warn!(
+                    "watchdogd's own loop stalled for about {} (stopped, paged out or blocked): beats found now are credited to before the stall",
+                    secs(turn.saturating_sub(wait))
+                );
+            }
+            self.turn_start = woke;
             for (k, &slot) in index.iter().enumerate().skip(1) {
                 if slot != usize::MAX && ready[k] {
-                    self.drain(slot, now);
+                    self.drain(slot, credit);
                 }
             }
+            self.watch.drained(woke);
             if ready[0] {
-                if let Some(code) = self.on_signals(now) {
+                if let Some(code) = self.on_signals(woke) {
                     return code;
                 }
             }
         }
     }
 
-    fn drain(&mut self, i: usize, now: MonoTime) {
+    /// One turn of timers: the gate's decision, the device core's actions,
+    /// the beat to init, the liveness line.
+    fn turn(&mut self, now: MonoTime) {
+        let decision = self.gate.evaluate(now);
+        self.step(now, &decision, In::Tick);
+        // Signals' requests, under this turn's decision.
+        for input in std::mem::take(&mut self.pending) {
+            self.step(now, &decision, input);
+        }
+        if self.next_beat <= now {
+            if let Some(w) = &self.to_init {
+                match w.send(Code::Alive) {
+                    Ok(_) => self.to_init_failed = false,
+                    Err(e) => {
+                        if !self.to_init_failed {
+                            log::error!("beat to init failed: {}", e);
+                            self.to_init_failed = true;
+                        }
+                    }
+                }
+            }
+            self.next_beat = advance(self.next_beat, self.config.timing.beat_interval, now);
+        }
+        if self.next_liveness <= now {
+            self.log_liveness(now);
+            self.next_liveness = advance(
+                self.next_liveness,
+                self.config.timing.liveness_interval,
+                now,
+            );
+        }
+    }
+
+    /// Feeds the device core and carries out its actions; results go back
+    /// in with the same decision.
+    /// Depth first: an action's result is handled before the next action,
+    /// so the order the core chose (pet, then record) is the order done.
+    fn step(&mut self, now: MonoTime, decision: &Decision, input: In) {
+        for out in self.device.handle(now, decision, input) {
+            if let Some(back) = self.execute(now, out) {
+                self.step(now, decision, back);
+            }
+        }
+    }
+
+    /// Carries out one action on the device or the records.
+    fn execute(&mut self, now: MonoTime, out: Out) -> Option<In> {
+        match out {
+            Out::TryOpen => Some(self.try_open()),
+            Out::Configure { secs } => Some(self.configure(secs)),
+            Out::Pet => {
+                let dev = self.dev.as_ref()?;
+                match dev.keepalive() {
+                    Ok(()) => {
+                        self.last_pet = Some(now);
+                        self.pet_error = None;
+                        Some(In::PetDone)
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if self.pet_error.as_deref() != Some(msg.as_str()) {
+                            log::error!("pet of {} failed: {}", dev.path().display(), msg);
+                            self.pet_error = Some(msg);
+                        }
+                        let gone = matches!(
+                            e.raw_os_error(),
+                            Some(libc::EPIPE)
+                                | Some(libc::ENODEV)
+                                | Some(libc::EBADF)
+                                | Some(libc::ENXIO)
+                        );
+                        Some(In::PetFailed(if gone {
+                            DevErr::Gone
+                        } else {
+                            DevErr::Other
+                        }))
+                    }
+                }
+            }
+            Out::Close => {
+                // Dropping closes without V: a real device stays armed.
+                self.dev = None;
+                None
+            }
+            Out::MagicClose => {
+                self.exit = Some(0);
+                if let Some(dev) = self.dev.take() {
+                    let path = dev.path().display().to_string();
+                    match dev.magic_close() {
+                        Ok(()) => log::warn!("SIGUSR1: {} disarmed (magic close); exiting", path),
+                        Err(e) => {
+                            log::error!(
+                                "SIGUSR1: magic close of {} failed: {}; exiting, the device may stay armed",
+                                path,
+                                e
+                            );
+                            self.exit = Some(1);
+                        }
+                    }
+                }
+                None
+            }
+            Out::WriteRecord(r) => {
+                self.write_record(r);
+                None
+            }
+            Out::Log(n) => {
+                self.log_note(n);
+                None
+            }
+        }
+    }
+
+    fn write_record(&mut self, r: Record) {
+        match r {
+            Record::Start => self.records.queue(Job::Start {
+                boot_status: self.boot_status,
+            }),
+            Record::Unknown => self.records.queue(Job::Reason(ResetRecord::unknown(None))),
+            Record::Stopped { layer, silent_for } => {
+                // Durable before the ALERT. Bounded: the loop still beats
+                // to init, and no pet is due while stopped.
+                let wait = STOP_RECORD_WAIT.min(self.chain.hang_timeout / 2);
+                let job = Job::Reason(ResetRecord::watchdog(None, &layer, silent_for));
+                if !self.records.write_durable(job, wait) {
+                    log::error!(
+                        "the stop record is not durable after {} (state directory slow or failing); it is still queued",
+                        secs(wait)
+                    );
+                }
+            }
+        }
+    }
+
+    fn log_note(&mut self, n: Note) {
+        if n == Note::NothingToDisarm {
+            self.exit = Some(0);
+        }
+        match n {
+            Note::Stopped {
+                layer,
+                silent_for,
+                armed_secs,
+            } => {
+                let reset_in = match armed_secs {
+                    Some(s) => format!("{}s", s),
+                    None => "its timeout".into(),
+                };
+                if let Some(why) = &self.unusable {
+                    alert!(
+                        "{}: NOT PETTING the watchdog; hardware reset in {}",
+                        why,
+                        reset_in
+                    );
+                    return;
+                }
+                let timeout = self.gate.limit(&layer).unwrap_or_default();
+                let what = if self.gate.has_beaten(&layer) {
+                    format!("stale_timeout {}", tether_common::duration::format(timeout))
+                } else {
+                    format!(
+                        "no beat since watchdogd started; first-beat grace {}",
+                        tether_common::duration::format(timeout)
+                    )
+                };
+                alert!(
+                    "layer {} silent for {} ({}): STOPPING petting the watchdog; hardware reset in {} unless it recovers",
+                    layer,
+                    secs(silent_for),
+                    what,
+                    reset_in
+                );
+            }
+            Note::Resumed { layer, stopped_for } => log::warn!(
+                "layer {} is beating again: resuming petting after {} without",
+                layer,
+                secs(stopped_for)
+            ),
+            Note::Appeared { after } => log::info!(
+                "{} appeared after {}",
+                self.dev
+                    .as_ref()
+                    .map(|d| d.path().display().to_string())
+                    .unwrap_or_else(|| "the watchdog device".into()),
+                secs(after)
+            ),
+            Note::Gone => log::warn!("device gone: closed without V, reopening"),
+            Note::PetFailing => {} // logged with the error by the shell
+            Note::PetRecovered => log::info!("petting works again"),
+            Note::ConfigureHeld { secs } => log::warn!(
+                "SIGHUP: new hardware timeout {}s held back while petting is stopped (setting it would ping the device); applied when petting resumes",
+                secs
+            ),
+            Note::DisarmRefused => log::warn!(
+                "SIGUSR1: disarming refused ([watchdog] allow_disarm is false); still petting"
+            ),
+            Note::NothingToDisarm => {
+                log::warn!("SIGUSR1: no device open, nothing to disarm; exiting")
+            }
+        }
+    }
+
+    fn try_open(&mut self) -> In {
+        let mut last_err = None;
+        let mut kind = DevErr::Absent;
+        for path in &self.candidates {
+            match WatchdogDev::open(path) {
+                Ok(dev) => {
+                    let simulated = dev.is_simulated();
+                    let p = dev.path().display().to_string();
+                    if simulated {
+                        log::info!(
+                            "{}: simulated watchdog (no ioctls): a write is a pet, nominal timeout {}s",
+                            p,
+                            hardware_secs(&self.config)
+                        );
+                    } else {
+                        match dev.get_support() {
+                            Ok(i) => log::info!(
+                                "{}: {} (firmware {}), options {}",
+                                p,
+                                i.identity,
+                                i.firmware_version,
+                                watchdog_dev::describe_flags(i.options)
+                            ),
+                            Err(e) => log::warn!("{}: WDIOC_GETSUPPORT failed: {}", p, e),
+                        }
+                        self.read_boot_status(&dev);
+                    }
+                    self.dev = Some(dev);
+                    self.open_error = None;
+                    return In::Opened { simulated };
+                }
+                Err(e) => {
+                    if !watchdog_dev::is_absent(&e) {
+                        kind = DevErr::Other;
+                    }
+                    last_err = Some(format!(
+                        "{}: {}{}",
+                        path.display(),
+                        e,
+                        if watchdog_dev::is_absent(&e) {
+                            ""
+                        } else {
+                            " (unexpected)"
+                        }
+                    ))
+                }
+            }
+        }
+        let msg = last_err.unwrap_or_else(|| "no device configured".into());
+        if self.open_error.as_deref() != Some(msg.as_str()) {
+            log::warn!(
+                "watchdog device not available yet ({}); retrying every {}",
+                msg,
+                secs(device::OPEN_RETRY)
+            );
+            self.open_error = Some(msg);
+        }
+        In::OpenFailed(kind)
+    }
+
+    fn read_boot_status(&mut self, dev: &WatchdogDev) {
+        let p = dev.path().display();
+        match dev.get_bootstatus() {
+            Ok(bits) => {
+                self.boot_status = Some(bits);
+                if bits & WDIOF_CARDRESET != 0 {
+                    log::warn!(
+                        "{}: boot status {}: the last reset was the watchdog",
+                        p,
+                        watchdog_dev::describe_flags(bits)
+                    );
+                } else {
+                    log::info!("{}: boot status {}", p, watchdog_dev::describe_flags(bits));
+                }
+            }
+            Err(e) => log::info!("{}: WDIOC_GETBOOTSTATUS failed: {}", p, e),
+        }
+    }
+
+    /// `WDIOC_SETTIMEOUT` and read back.
+    fn configure(&mut self, want: u32) -> In {
+        let Some(dev) = &self.dev else {
+            return In::Configured { armed_secs: None };
+        };
+        let p = dev.path().display();
+        let mut armed = None;
+        match dev.set_timeout(want) {
+            Ok(applied) => armed = Some(applied),
+            Err(e) => log::warn!("{}: WDIOC_SETTIMEOUT {}s failed: {}", p, want, e),
+        }
+        match dev.get_timeout() {
+            Ok(t) => armed = Some(t),
+            Err(e) => log::warn!("{}: WDIOC_GETTIMEOUT failed: {}", p, e),
+        }
+        match armed {
+            Some(a) if a != want => {
+                log::warn!("{}: hardware timeout is {}s (asked {}s)", p, a, want)
+            }
+            Some(a) => log::info!("{}: hardware timeout {}s", p, a),
+            None => {}
+        }
+        In::Configured { armed_secs: armed }
+    }
+
+    fn drain(&mut self, i: usize, credit: MonoTime) {
         let slot = &mut self.slots[i];
         let Some(r) = &mut slot.reader else { return };
-        match r.drain(now) {
+        match r.drain(credit) {
             Ok(d) => {
-                if d.bytes > 0 {
-                    self.gate.beat(&slot.name, now);
+                if d.bytes > 0 && self.unusable.is_none() {
+                    self.gate.beat(&slot.name, credit);
                 }
                 for b in d.new_unknown {
                     log::warn!(
@@ -722,101 +891,32 @@ impl Daemon {
         if self.to_init.is_some() {
             consider(self.next_beat);
         }
-        match &self.device {
-            Device::Absent { next_try, .. } => consider(*next_try),
-            Device::Open { .. } if self.gate.is_petting() => consider(self.next_pet),
-            Device::Open { .. } => {}
+        let petting = self.gate.is_petting();
+        if let Some(d) = self.device.next_deadline(petting, now) {
+            consider(d);
         }
-        if self.gate.is_petting() {
+        if petting {
             if let Some(d) = self.gate.next_deadline(now) {
                 consider(d);
             }
         }
-        if let Some(r) = self.records.next_retry {
-            consider(r);
-        }
         t
-    }
-
-    fn on_timers(&mut self, now: MonoTime) {
-        if let Device::Absent { next_try, .. } = &self.device {
-            if *next_try <= now {
-                self.try_open(now);
-            }
-        }
-        match self.gate.evaluate(now) {
-            Decision::Pet | Decision::Withhold { .. } => {}
-            Decision::Stop { layer, silent_for } => {
-                // The record first: when the ALERT is seen, the reason is
-                // already on disk.
-                self.records
-                    .set_reason(ResetRecord::watchdog(None, &layer, silent_for), now);
-                let timeout = self.config.timing.stale_timeout_for(&layer);
-                alert!(
-                    "layer {} silent for {} (stale_timeout {}): STOPPING petting the watchdog; hardware reset in {} unless it recovers",
-                    layer,
-                    secs(silent_for),
-                    tether_common::duration::format(timeout),
-                    match &self.device {
-                        Device::Open { armed_secs, .. } => format!("{}s", armed_secs),
-                        Device::Absent { .. } => "its timeout".into(),
-                    }
-                );
-            }
-            Decision::Resume { layer, stopped_for } => {
-                log::warn!(
-                    "layer {} is beating again: resuming petting after {} without",
-                    layer,
-                    secs(stopped_for)
-                );
-                self.records.set_reason(ResetRecord::unknown(None), now);
-                self.next_pet = now;
-            }
-        }
-        if self.gate.is_petting() && self.next_pet <= now {
-            if let Device::Open { .. } = self.device {
-                self.pet(now);
-            }
-            self.next_pet = advance(self.next_pet, self.pet_interval(), now);
-        }
-        if self.next_beat <= now {
-            if let Some(w) = &self.to_init {
-                match w.send(Code::Alive) {
-                    Ok(_) => self.to_init_failed = false,
-                    Err(e) => {
-                        if !self.to_init_failed {
-                            log::error!("beat to init failed: {}", e);
-                            self.to_init_failed = true;
-                        }
-                    }
-                }
-            }
-            self.next_beat = advance(self.next_beat, self.config.timing.beat_interval, now);
-        }
-        if self.next_liveness <= now {
-            self.log_liveness(now);
-            self.next_liveness = advance(
-                self.next_liveness,
-                self.config.timing.liveness_interval,
-                now,
-            );
-        }
-        if self.records.next_retry.is_some_and(|t| t <= now) {
-            self.records.flush(now);
-        }
     }
 
     fn log_liveness(&self, now: MonoTime) {
         let layers = self.gate.summary(now, self.config.timing.beat_interval);
-        let device = match &self.device {
-            Device::Open { dev, armed_secs } if dev.is_simulated() => {
-                format!("watchdog simulated {}s", armed_secs)
-            }
-            Device::Open { armed_secs, .. } => format!("watchdog armed {}s", armed_secs),
-            Device::Absent { since, .. } => format!(
+        let dev = match self.device.state() {
+            device::State::Open {
+                armed_secs,
+                simulated: true,
+                ..
+            } => format!("watchdog simulated {}s", armed_secs),
+            device::State::Open { armed_secs, .. } => format!("watchdog armed {}s", armed_secs),
+            device::State::Absent { since, .. } => format!(
                 "watchdog device absent for {}",
                 secs(now.saturating_since(*since))
             ),
+            device::State::Disarmed => "watchdog disarmed".into(),
         };
         let pet = match self.last_pet {
             Some(t) => format!("last pet {} ago", secs(now.saturating_since(t))),
@@ -827,7 +927,7 @@ impl Daemon {
         } else {
             ", NOT PETTING"
         };
-        log::info!("liveness: {}, {}, {}{}", layers, device, pet, stopped);
+        log::info!("liveness: {}, {}, {}{}", layers, dev, pet, stopped);
     }
 
     /// Handles pending signals; `Some(code)` to exit.
@@ -853,49 +953,11 @@ impl Daemon {
                     );
                     return Some(0);
                 }
-                Signal::SIGUSR1 => {
-                    if let Some(code) = self.disarm() {
-                        return Some(code);
-                    }
-                }
+                Signal::SIGUSR1 => self.pending.push(In::Disarm {
+                    allowed: self.config.watchdog.allow_disarm,
+                }),
                 Signal::SIGHUP => self.reload(now),
                 _ => {}
-            }
-        }
-    }
-
-    fn disarm(&mut self) -> Option<i32> {
-        if !self.config.watchdog.allow_disarm {
-            log::warn!(
-                "SIGUSR1: disarming refused ([watchdog] allow_disarm is false); still petting"
-            );
-            return None;
-        }
-        let device = std::mem::replace(
-            &mut self.device,
-            Device::Absent {
-                next_try: MonoTime::now(),
-                since: MonoTime::now(),
-                logged: None,
-            },
-        );
-        match device {
-            Device::Open { dev, .. } => {
-                let path = dev.path().display().to_string();
-                match dev.magic_close() {
-                    Ok(()) => {
-                        log::warn!("SIGUSR1: {} disarmed (magic close); exiting", path);
-                        Some(0)
-                    }
-                    Err(e) => {
-                        log::error!("SIGUSR1: magic close of {} failed: {}; exiting, the device may stay armed", path, e);
-                        Some(1)
-                    }
-                }
-            }
-            Device::Absent { .. } => {
-                log::warn!("SIGUSR1: no device open, nothing to disarm; exiting");
-                Some(0)
             }
         }
     }
@@ -908,11 +970,23 @@ impl Daemon {
                 return;
             }
         };
+        // Checked against the running chain: init never reloads its
+        // timings, so the file's own hang_timeout etc. are not what runs.
+        if let Err(e) = self.chain.check(&new) {
+            log::error!(
+                "SIGHUP: reload refused against the running chain ({}), keeping the running settings: {}",
+                self.chain.describe(),
+                e
+            );
+            return;
+        }
         logging::set_settings(&new.log);
-        let names: Vec<String> = self.gate.names().map(String::from).collect();
-        for n in &names {
-            self.gate
-                .set_stale_timeout(n, new.timing.stale_timeout_for(n));
+        if self.unusable.is_none() {
+            let names: Vec<String> = self.gate.names().map(String::from).collect();
+            for n in &names {
+                self.gate
+                    .set_stale_timeout(n, new.timing.stale_timeout_for(n));
+            }
         }
         if self.args.device.is_none() && new.watchdog.device != self.config.watchdog.device {
             log::warn!("SIGHUP: [watchdog] device changed: takes effect at the next start");
@@ -920,34 +994,23 @@ impl Daemon {
         if self.args.state_dir.is_none() && new.paths.state != self.config.paths.state {
             log::warn!("SIGHUP: [paths] state changed: takes effect at the next start");
         }
-        let hw_changed = new.timing.hardware_timeout != self.config.timing.hardware_timeout;
         let keep_device = self.config.watchdog.device.clone();
         let keep_state = self.config.paths.state.clone();
         self.config = new;
         self.config.watchdog.device = keep_device;
         self.config.paths.state = keep_state;
-        if hw_changed {
-            if let Device::Open { dev, armed_secs } = &mut self.device {
-                if !dev.is_simulated() {
-                    let want = u32::try_from(self.config.timing.hardware_timeout.as_secs())
-                        .unwrap_or(u32::MAX)
-                        .max(1);
-                    match dev.set_timeout(want).and_then(|_| dev.get_timeout()) {
-                        Ok(t) => {
-                            *armed_secs = t.max(1);
-                            log::info!("hardware timeout now {}s (asked {}s)", t, want);
-                        }
-                        Err(e) => log::error!("SIGHUP: setting the hardware timeout failed: {}", e),
-                    }
-                }
-            }
-        }
-        self.next_pet = now;
         self.next_liveness = now + self.config.timing.liveness_interval;
         log::info!(
             "SIGHUP: configuration reloaded from {}",
             self.config_path.display()
         );
+        // The device core decides, in the next turn under its decision,
+        // whether the new hardware timeout may be programmed now (it pings)
+        // or waits for petting to resume.
+        self.pending.push(In::Reload {
+            hardware_secs: hardware_secs(&self.config),
+            beat_interval: self.config.timing.beat_interval,
+        });
     }
 }
 
@@ -984,6 +1047,36 @@ mod tests {
         assert_eq!(a.device, Some(PathBuf::from("/dev/w")));
         assert_eq!(a.state_dir, Some(PathBuf::from("/s")));
         assert_eq!(args(&[]).unwrap(), Args::default());
+    }
+
+    #[test]
+    fn no_layers_is_a_flag_without_a_value() {
+        let a = args(&["--no-layers", "--config", "/x.toml"]).unwrap();
+        assert!(a.no_layers);
+        assert_eq!(a.config, Some(PathBuf::from("/x.toml")));
+        assert!(!args(&[]).unwrap().no_layers);
+    }
+
+    /// Issue 11, item 6: set but unusable is an error (no petting), never
+    /// an empty list; only an unset variable means "run by hand".
+    #[test]
+    fn an_unusable_heartbeat_list_is_an_error_never_an_empty_list() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(heartbeat_list(None), Ok(None));
+        let l = heartbeat_list(Some(OsStr::new("init=3,restarter=4")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.get("restarter"), Some(4));
+        for (raw, why) in [
+            (&b""[..], "names no layer"),
+            (&b"init=3,\xff=4"[..], "not UTF-8"),
+            (&b"init"[..], "malformed"),
+            (&b"init=3,init=4"[..], "malformed"),
+        ] {
+            let e = heartbeat_list(Some(OsStr::from_bytes(raw))).unwrap_err();
+            assert!(e.contains(why) && e.contains("TETHER_HEARTBEATS"), "{e}");
+        }
     }
 
     #[test]

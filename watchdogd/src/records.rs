@@ -1,0 +1,239 @@
+//! The record writer: a thread that owns the state directory and does every
+//! durable write (`write`, `fsync`, `rename`, `fsync` of the directory) so
+//! that no write can delay a pet (issue 11, item 4).
+//!
+//! Why a thread: ordering alone cannot keep a blocking `fsync` from holding
+//! up the next pet when the disk takes tens of seconds (a dying eMMC). The
+//! loop only queues a job on a channel (never blocks) and goes on petting;
+//! this thread only writes records: it never pets and never beats, so a
+//! wedged loop still stops petting and beating as DESIGN.md requires, and a
+//! wedged writer can only leave records late, never pets. (A child process
+//! would do the same at the cost of a fork and a pipe protocol.)
+//!
+//! The one write the loop waits for is the Stop record (`cause=watchdog`):
+//! it must be durable before the ALERT and before watchdogd goes on without
+//! petting. The wait is bounded ([`Writer::write_durable`]); no pet is due
+//! while stopped.
+//!
+//! Jobs are coalesced: only the newest `reset-reason` matters, so a backlog
+//! behind a slow disk is one write, not many. A failing directory is logged
+//! once at ERROR and retried every [`RETRY`]; its recovery is logged.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+use tether_common::record::{self, ResetRecord};
+use tether_common::watchdog_dev::{self, WDIOF_CARDRESET};
+
+/// How often a failing state directory is tried again.
+pub const RETRY: Duration = Duration::from_secs(2);
+
+/// What a record job is.
+#[derive(Clone, Debug)]
+pub enum Job {
+    /// Log how the previous boot ended (with the device's boot status, if
+    /// known), bump the boot counter, pre-write `cause=unknown`.
+    Start { boot_status: Option<u32> },
+    /// A new `reset-reason` (its `boot` is filled in here).
+    Reason(ResetRecord),
+}
+
+enum Msg {
+    Job(Job),
+    /// Write everything pending, then answer.
+    Flush(mpsc::SyncSender<bool>),
+}
+
+/// The loop's handle on the writer thread.
+pub struct Writer {
+    tx: Sender<Msg>,
+}
+
+impl Writer {
+    /// Starts the thread for `dir`.
+    pub fn start(dir: PathBuf) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("records".into())
+            .spawn(move || run(dir, rx))?;
+        Ok(Writer { tx })
+    }
+
+    /// Queues a job; never blocks.
+    pub fn queue(&self, job: Job) {
+        if self.tx.send(Msg::Job(job)).is_err() {
+            log::error!("the record writer thread is gone: record not written");
+        }
+    }
+
+    /// Queues a job and waits, at most `wait`, until it (and everything
+    /// before it) is durable. `false`: not confirmed in time (or failed).
+    pub fn write_durable(&self, job: Job, wait: Duration) -> bool {
+        let (ack, done) = mpsc::sync_channel(1);
+        if self.tx.send(Msg::Job(job)).is_err() || self.tx.send(Msg::Flush(ack)).is_err() {
+            return false;
+        }
+        done.recv_timeout(wait).unwrap_or(false)
+    }
+}
+
+struct State {
+    dir: PathBuf,
+    boot: Option<u64>,
+    bump_pending: bool,
+    reason: Option<ResetRecord>,
+    failing: bool,
+}
+
+fn run(dir: PathBuf, rx: Receiver<Msg>) {
+    let mut st = State {
+        dir,
+        boot: None,
+        bump_pending: false,
+        reason: None,
+        failing: false,
+    };
+    let mut acks: Vec<(std::time::Instant, mpsc::SyncSender<bool>)> = Vec::new();
+    loop {
+        let first = if st.failing {
+            match rx.recv_timeout(RETRY) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => return,
+            }
+        };
+        // Everything queued meanwhile: only the newest reason is written.
+        let mut msgs: Vec<Msg> = first.into_iter().collect();
+        msgs.extend(rx.try_iter());
+        for m in msgs {
+            match m {
+                Msg::Job(Job::Start { boot_status }) => {
+                    log_previous_boot(&st.dir, boot_status);
+                    st.bump_pending = true;
+                    st.reason = Some(ResetRecord::unknown(None));
+                }
+                Msg::Job(Job::Reason(r)) => st.reason = Some(r),
+                Msg::Flush(a) => acks.push((std::time::Instant::now(), a)),
+            }
+        }
+        let ok = st.flush();
+        for (asked, a) in acks.drain(..) {
+            if a.try_send(ok).is_err() && ok {
+                // The loop stopped waiting (a slow disk): say when it landed.
+                log::info!(
+                    "state directory: the stop record is durable, {} after it was asked for",
+                    tether_watchdogd::gate::secs(asked.elapsed())
+                );
+            }
+        }
+    }
+}
+
+impl State {
+    /// Writes whatever is pending; `true` when nothing is left.
+    fn flush(&mut self) -> bool {
+        let mut err = None;
+        if self.bump_pending {
+            match record::bump_boot_count(&self.dir) {
+                Ok(n) => {
+                    self.boot = Some(n);
+                    self.bump_pending = false;
+                }
+                Err(e) => err = Some(e),
+            }
+        }
+        if err.is_none() {
+            if let Some(r) = &mut self.reason {
+                r.boot = self.boot;
+                match record::write_reset_reason(&self.dir, r) {
+                    Ok(()) => self.reason = None,
+                    Err(e) => err = Some(e),
+                }
+            }
+        }
+        match err {
+            Some(e) => {
+                if !self.failing {
+                    log::error!(
+                        "cannot write records in the state directory: {}; petting continues, retrying every {}",
+                        e,
+                        tether_common::duration::format(RETRY)
+                    );
+                    self.failing = true;
+                }
+                false
+            }
+            None => {
+                if self.failing {
+                    log::info!(
+                        "state directory {} writable again: records written",
+                        self.dir.display()
+                    );
+                    self.failing = false;
+                }
+                true
+            }
+        }
+    }
+}
+
+fn log_previous_boot(dir: &std::path::Path, boot_status: Option<u32>) {
+    let prev = match record::read_reset_reason(dir) {
+        Ok(r) => record::describe_previous(r.as_ref()),
+        Err(e) => format!("previous boot ended: unknown (record unreadable: {})", e),
+    };
+    match boot_status {
+        Some(bits) if bits & WDIOF_CARDRESET != 0 => log::warn!(
+            "{}; the device reports the last reset was the watchdog (CARDRESET)",
+            prev
+        ),
+        Some(bits) => log::info!(
+            "{}; device boot status {}",
+            prev,
+            watchdog_dev::describe_flags(bits)
+        ),
+        None => log::info!("{}", prev),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("tether-records-{}-{}", name, std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn the_stop_record_is_durable_when_write_durable_returns() {
+        let dir = scratch("durable");
+        let w = Writer::start(dir.clone()).unwrap();
+        w.queue(Job::Start { boot_status: None });
+        let stop = ResetRecord::watchdog(None, "init", Duration::from_millis(1500));
+        assert!(w.write_durable(Job::Reason(stop), Duration::from_secs(10)));
+        let rec = record::read_reset_reason(&dir).unwrap().unwrap();
+        assert_eq!(rec.layer.as_deref(), Some("init"));
+        assert_eq!((rec.boot, rec.silent_ms), (Some(1), Some(1500)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failing_directory_is_reported_to_the_waiter() {
+        let parent = scratch("failing");
+        std::fs::create_dir_all(&parent).unwrap();
+        let blocker = parent.join("file");
+        std::fs::write(&blocker, "not a directory").unwrap();
+        let w = Writer::start(blocker.join("state")).unwrap();
+        let r = ResetRecord::unknown(None);
+        assert!(!w.write_durable(Job::Reason(r), Duration::from_secs(10)));
+        let _ = std::fs::remove_dir_all(&parent);
+    }
+}
