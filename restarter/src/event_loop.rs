@@ -93,25 +93,27 @@ pub struct Options {
 pub const USAGE: &str = "usage: tether-restarter [--config FILE] [--run-dir DIR] [--services DIR] [--cgroup-root DIR | --no-cgroup]";
 
 impl Options {
-    pub fn parse(args: &[String]) -> Result<Options, String> {
+    /// Parses the arguments after the program name: bytes, as the kernel
+    /// gave them (a path need not be UTF-8).
+    pub fn parse<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<Options, String> {
         let mut o = Options {
             config: PathBuf::from(tether_common::config::DEFAULT_CONFIG),
             ..Options::default()
         };
-        let mut it = args.iter();
+        let mut it = args.iter().map(|a| a.as_ref());
         while let Some(a) = it.next() {
             let mut value = |name: &str| {
                 it.next()
-                    .cloned()
+                    .map(PathBuf::from)
                     .ok_or_else(|| format!("{name} needs a value"))
             };
-            match a.as_str() {
-                "--config" => o.config = PathBuf::from(value("--config")?),
-                "--run-dir" => o.run_dir = Some(PathBuf::from(value("--run-dir")?)),
-                "--services" => o.services = Some(PathBuf::from(value("--services")?)),
-                "--cgroup-root" => o.cgroup_root = Some(PathBuf::from(value("--cgroup-root")?)),
+            match a.to_str().unwrap_or("") {
+                "--config" => o.config = value("--config")?,
+                "--run-dir" => o.run_dir = Some(value("--run-dir")?),
+                "--services" => o.services = Some(value("--services")?),
+                "--cgroup-root" => o.cgroup_root = Some(value("--cgroup-root")?),
                 "--no-cgroup" => o.no_cgroup = true,
-                other => return Err(format!("unknown argument {other:?}")),
+                _ => return Err(format!("unknown argument {a:?}")),
             }
         }
         if o.no_cgroup && o.cgroup_root.is_some() {
@@ -1226,7 +1228,7 @@ mod tests {
         assert_eq!(o.services, Some(PathBuf::from("/s")));
         assert!(o.no_cgroup);
         assert_eq!(
-            Options::parse(&[]).unwrap().config,
+            Options::parse::<String>(&[]).unwrap().config,
             PathBuf::from("/etc/tether/tether.toml")
         );
         assert!(Options::parse(&args(&["--bogus"])).is_err());

@@ -32,10 +32,11 @@
 //!   binary).
 
 use crate::output::OutputPipes;
-use crate::service::{Limit, NotifyMode, ServiceSpec};
-use std::ffi::CString;
+use crate::service::{Identity, Limit, NotifyMode, Resolution, ServiceSpec};
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use tether_common::sys::child::{ChildSetup, ExecSpec, Rlimit, Spawner};
 
@@ -43,11 +44,11 @@ use tether_common::sys::child::{ChildSetup, ExecSpec, Rlimit, Spawner};
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Variables of the restarter's environment never passed on.
-fn is_private(key: &str) -> bool {
-    key.starts_with("TETHER_")
-        || key.starts_with("WATCHDOG_")
-        || key.starts_with("LISTEN_")
-        || key == "NOTIFY_SOCKET"
+fn is_private(key: &[u8]) -> bool {
+    key.starts_with(b"TETHER_")
+        || key.starts_with(b"WATCHDOG_")
+        || key.starts_with(b"LISTEN_")
+        || key == b"NOTIFY_SOCKET"
 }
 
 /// Why a start failed: the errno when the system gave one, and a message.
@@ -68,25 +69,21 @@ pub struct SpawnContext<'a> {
     pub base_nofile: (u64, u64),
 }
 
-/// The resolved identity of `user`/`group`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Identity {
-    uid: Option<u32>,
-    gid: Option<u32>,
-    groups: Option<Vec<u32>>,
-    home: Option<String>,
-    user: Option<String>,
-}
-
-fn resolve_identity(spec: &ServiceSpec) -> Result<Identity, SpawnError> {
+/// Resolves `user`/`group` through NSS (`getpwnam`, `getgrnam`,
+/// `getgrouplist`): a blocking call (sss, LDAP, a slow `userdb`), so it is
+/// made when the service file is loaded or reloaded ([`resolve_set`]), never
+/// at a start — unless that lookup failed, then again at each start (a
+/// directory service that was down at boot).
+pub fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<Identity, SpawnError> {
     use nix::unistd::{Gid, Group, Uid, User};
     let fail = |message: String| SpawnError {
         errno: None,
         message,
     };
     let mut id = Identity::default();
-    let mut user = None;
-    if let Some(name) = &spec.user {
+    // The name getgrouplist is asked about.
+    let mut member: Option<OsString> = None;
+    if let Some(name) = user {
         let numeric = name.parse::<u32>().ok();
         let found = match numeric {
             Some(n) => User::from_uid(Uid::from_raw(n)),
@@ -96,9 +93,14 @@ fn resolve_identity(spec: &ServiceSpec) -> Result<Identity, SpawnError> {
             Ok(Some(u)) => {
                 id.uid = Some(u.uid.as_raw());
                 id.gid = Some(u.gid.as_raw());
-                id.home = Some(u.dir.to_string_lossy().into_owned());
-                id.user = Some(u.name.clone());
-                user = Some(u);
+                id.home = Some(u.dir.into_os_string());
+                // By name: the name as written (nix's `name` is lossy).
+                let written = match numeric {
+                    Some(_) => OsString::from(u.name),
+                    None => OsString::from(name),
+                };
+                id.user = Some(written.clone());
+                member = Some(written);
             }
             // A numeric uid without a passwd entry: that uid, and gid = uid
             // unless a group is given.
@@ -115,7 +117,7 @@ fn resolve_identity(spec: &ServiceSpec) -> Result<Identity, SpawnError> {
             }
         }
     }
-    if let Some(name) = &spec.group {
+    if let Some(name) = group {
         let found = match name.parse::<u32>() {
             Ok(n) => {
                 Group::from_gid(Gid::from_raw(n)).map(|g| Some(g.map_or(n, |g| g.gid.as_raw())))
@@ -134,14 +136,14 @@ fn resolve_identity(spec: &ServiceSpec) -> Result<Identity, SpawnError> {
         }
     }
     if let Some(gid) = id.gid {
-        let groups = match &user {
-            Some(u) => {
-                let cname = CString::new(u.name.as_bytes())
+        let groups = match &member {
+            Some(name) => {
+                let cname = CString::new(name.as_bytes())
                     .map_err(|_| fail("user name with NUL".into()))?;
                 nix::unistd::getgrouplist(&cname, Gid::from_raw(gid))
                     .map_err(|e| SpawnError {
                         errno: Some(e as i32),
-                        message: format!("groups of user {}: {e}", u.name),
+                        message: format!("groups of user {}: {e}", name.to_string_lossy()),
                     })?
                     .into_iter()
                     .map(|g| g.as_raw())
@@ -152,6 +154,43 @@ fn resolve_identity(spec: &ServiceSpec) -> Result<Identity, SpawnError> {
         id.groups = Some(groups);
     }
     Ok(id)
+}
+
+/// Resolves the identity of every spec of a freshly read set (one lookup
+/// per distinct `user`/`group` pair). A failure is kept in the spec and
+/// retried at each start.
+pub fn resolve_set(specs: &mut [ServiceSpec]) {
+    let mut seen: BTreeMap<(Option<String>, Option<String>), Resolution> = BTreeMap::new();
+    for spec in specs {
+        if spec.user.is_none() && spec.group.is_none() {
+            spec.identity = Resolution::Resolved(Identity::default());
+            continue;
+        }
+        let key = (spec.user.clone(), spec.group.clone());
+        let r = seen
+            .entry(key)
+            .or_insert_with(|| {
+                match resolve_identity(spec.user.as_deref(), spec.group.as_deref()) {
+                    Ok(id) => Resolution::Resolved(id),
+                    Err(e) => Resolution::Failed {
+                        errno: e.errno,
+                        message: e.message,
+                    },
+                }
+            })
+            .clone();
+        spec.identity = r;
+    }
+}
+
+/// The identity a start uses: the one resolved at load, else a lookup now.
+fn identity_for(spec: &ServiceSpec) -> Result<Identity, SpawnError> {
+    match &spec.identity {
+        Resolution::Resolved(id) => Ok(id.clone()),
+        Resolution::Pending | Resolution::Failed { .. } => {
+            resolve_identity(spec.user.as_deref(), spec.group.as_deref())
+        }
+    }
 }
 
 fn rlimit(resource: libc::__rlimit_resource_t, l: Limit) -> Rlimit {
@@ -166,14 +205,17 @@ fn rlimit(resource: libc::__rlimit_resource_t, l: Limit) -> Rlimit {
     }
 }
 
-/// The environment of the service's process.
+/// The environment of the service's process, as bytes: the restarter's
+/// own may hold anything the kernel command line held (`std::env::vars`
+/// would panic on a value that is not UTF-8).
 pub fn environment(
     spec: &ServiceSpec,
     notify_socket: Option<&Path>,
-    home: Option<(&str, &str)>,
-) -> Vec<(String, String)> {
-    let mut env: std::collections::BTreeMap<String, String> =
-        std::env::vars().filter(|(k, _)| !is_private(k)).collect();
+    home: Option<(&OsStr, &OsStr)>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os()
+        .filter(|(k, _)| !is_private(k.as_bytes()))
+        .collect();
     if let Some((user, home)) = home {
         env.insert("HOME".into(), home.into());
         env.insert("USER".into(), user.into());
@@ -181,50 +223,55 @@ pub fn environment(
     }
     if spec.notify != NotifyMode::None {
         if let Some(p) = notify_socket {
-            env.insert("NOTIFY_SOCKET".into(), p.to_string_lossy().into_owned());
+            env.insert("NOTIFY_SOCKET".into(), p.as_os_str().into());
         }
     }
     if let (NotifyMode::Watchdog, Some(t)) = (spec.notify, spec.watchdog_timeout) {
-        env.insert("WATCHDOG_USEC".into(), t.as_micros().to_string());
+        env.insert("WATCHDOG_USEC".into(), t.as_micros().to_string().into());
     }
     for (k, v) in &spec.env {
-        env.insert(k.clone(), v.clone());
+        env.insert(k.into(), v.into());
     }
     env.into_iter().collect()
 }
 
+/// The soft `nofile` limit a service gets when its file sets none: the
+/// conventional 1024 (a `select()`-based program breaks above it), or the
+/// hard limit when that is lower.
+pub const SERVICE_NOFILE_SOFT: u64 = 1024;
+
+/// The program the child runs first when the service has a
+/// `working_directory`: this executable again, as [`EXEC_IN`] (see
+/// [`exec_in_main`]).
+pub const HELPER: &str = "/proc/self/exe";
+/// `argv[1]` of the helper run.
+pub const EXEC_IN: &str = "--exec-in";
+/// The helper's exit status when `chdir` fails (systemd's `EXIT_CHDIR`).
+pub const EXIT_CHDIR: i32 = 200;
+/// The helper's exit status when no candidate could be executed.
+pub const EXIT_EXEC: i32 = 127;
+
 /// Starts the service's process; returns its pid (also its process group
 /// and session id).
+///
+/// Nothing here can hang on a file system: names were resolved at load
+/// ([`resolve_set`]), and a `working_directory` is entered by the helper
+/// (see [`exec_in_main`]), a process of its own by then — the spawner's
+/// child shares the restarter's memory until its `execve`, so a `chdir` on
+/// a dead NFS mount there would stop the event loop with it.
 pub fn spawn(
     spawner: &mut Spawner,
     spec: &ServiceSpec,
     ctx: SpawnContext<'_>,
 ) -> Result<i32, SpawnError> {
-    let identity = resolve_identity(spec)?;
-    let chdir = match &spec.working_directory {
-        None => None,
-        Some(dir) => {
-            if !dir.is_dir() {
-                return Err(SpawnError {
-                    errno: Some(libc::ENOENT),
-                    message: format!("working_directory {}: not a directory", dir.display()),
-                });
-            }
-            Some(
-                CString::new(dir.as_os_str().as_bytes()).map_err(|_| SpawnError {
-                    errno: None,
-                    message: "working_directory contains a NUL byte".into(),
-                })?,
-            )
-        }
-    };
+    let identity = identity_for(spec)?;
     let mut rlimits = Vec::new();
     let l = &spec.limits;
     match l.nofile {
         Some(v) => rlimits.push(rlimit(libc::RLIMIT_NOFILE, v)),
         None => rlimits.push(Rlimit {
             resource: libc::RLIMIT_NOFILE,
-            soft: ctx.base_nofile.0 as libc::rlim_t,
+            soft: SERVICE_NOFILE_SOFT.min(ctx.base_nofile.1) as libc::rlim_t,
             hard: ctx.base_nofile.1 as libc::rlim_t,
         }),
     }
@@ -238,7 +285,7 @@ pub fn spawn(
         rlimits.push(rlimit(libc::RLIMIT_MEMLOCK, v));
     }
     let home = match (&identity.user, &identity.home) {
-        (Some(u), Some(h)) => Some((u.as_str(), h.as_str())),
+        (Some(u), Some(h)) => Some((u.as_os_str(), h.as_os_str())),
         _ => None,
     };
     let env = environment(spec, ctx.notify_socket, home);
@@ -249,21 +296,38 @@ pub fn spawn(
     let path_var = env
         .iter()
         .find(|(k, _)| k == "PATH")
-        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
-    let candidates: Vec<CString> = exec_candidates(&spec.exec[0], path_var)
-        .into_iter()
-        .map(CString::new)
-        .collect::<Result<_, _>>()
-        .map_err(|_| nul("exec"))?;
-    let argv: Vec<CString> = spec
-        .exec
-        .iter()
-        .map(|a| CString::new(a.as_bytes()))
-        .collect::<Result<_, _>>()
-        .map_err(|_| nul("exec"))?;
+        .map_or(OsStr::new(DEFAULT_PATH), |(_, v)| v.as_os_str());
+    let program = exec_candidates(OsStr::new(&spec.exec[0]), path_var);
+    let mut argv: Vec<OsString> = spec.exec.iter().map(OsString::from).collect();
+    let candidates = match &spec.working_directory {
+        None => program,
+        Some(dir) => {
+            // HELPER --exec-in DIR N CANDIDATE... ARGV...
+            let mut helper: Vec<OsString> = vec![
+                OsString::from("tether-restarter"),
+                OsString::from(EXEC_IN),
+                dir.as_os_str().to_owned(),
+                OsString::from(program.len().to_string()),
+            ];
+            helper.extend(program);
+            helper.append(&mut argv);
+            argv = helper;
+            vec![OsString::from(HELPER)]
+        }
+    };
+    let cstrings = |v: Vec<OsString>| -> Result<Vec<CString>, std::ffi::NulError> {
+        v.into_iter().map(|s| CString::new(s.into_vec())).collect()
+    };
+    let candidates = cstrings(candidates).map_err(|_| nul("exec"))?;
+    let argv = cstrings(argv).map_err(|_| nul("exec or working_directory"))?;
     let envp: Vec<CString> = env
         .into_iter()
-        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv)
+        })
         .collect::<Result<_, _>>()
         .map_err(|_| nul("env"))?;
     let exec = ExecSpec {
@@ -280,7 +344,7 @@ pub fn spawn(
         groups: identity.groups,
         gid: identity.gid,
         uid: identity.uid,
-        chdir,
+        chdir: None,
     };
     // The event loop reaps the process.
     spawner.spawn(&exec, &setup).map_err(|e| SpawnError {
@@ -289,16 +353,95 @@ pub fn spawn(
     })
 }
 
+/// The helper a service with a `working_directory` starts as
+/// (`tether-restarter --exec-in DIR N CANDIDATE... ARGV...`, run by the
+/// restarter's own binary through [`HELPER`]): `chdir(DIR)`, then `execve`
+/// of the candidates in order like the spawner (skipping `ENOENT`,
+/// `ENOTDIR`, `EACCES`), with the environment it was given. It is already
+/// the service's process (session, limits, user set; pid kept over the
+/// `execve`), so a `chdir` that hangs hangs only it — the restarter stops
+/// it like any service (`SIGKILL` reaches a process blocked in a FUSE or
+/// `soft`/`intr` NFS request). A failure is written to stderr (the service's
+/// output: syslog, tagged with its name) and ends it with [`EXIT_CHDIR`] or
+/// [`EXIT_EXEC`]; the restarter sees an exit and restarts per policy.
+pub fn exec_in_main(args: &[OsString]) -> i32 {
+    use std::os::unix::ffi::OsStringExt;
+    // Rust ignores SIGPIPE at start-up; an ignored signal survives execve.
+    tether_common::sys::default_sigpipe();
+    let usage = || {
+        eprintln!("tether-restarter: {EXEC_IN} DIR N CANDIDATE... ARGV... (used by the restarter itself)");
+        2
+    };
+    let (Some(dir), Some(n)) = (args.first(), args.get(1)) else {
+        return usage();
+    };
+    let Some(n) = n.to_str().and_then(|n| n.parse::<usize>().ok()) else {
+        return usage();
+    };
+    if args.len() < 2 + n + 1 || n == 0 {
+        return usage();
+    }
+    let (candidates, argv) = args[2..].split_at(n);
+    if let Err(e) = std::env::set_current_dir(dir) {
+        eprintln!(
+            "tether-restarter: working_directory {}: {}",
+            Path::new(dir).display(),
+            strip_os_error(&e)
+        );
+        return EXIT_CHDIR;
+    }
+    let to_c = |s: &OsString| CString::new(s.clone().into_vec()).ok();
+    let Some(argv) = argv.iter().map(to_c).collect::<Option<Vec<CString>>>() else {
+        return usage();
+    };
+    let mut first = nix::errno::Errno::ENOENT;
+    let mut eacces = false;
+    for c in candidates {
+        let Some(path) = to_c(c) else { continue };
+        let e = match nix::unistd::execv(&path, &argv) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        match e {
+            nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => {}
+            nix::errno::Errno::EACCES => eacces = true,
+            other => {
+                first = other;
+                break;
+            }
+        }
+    }
+    if first == nix::errno::Errno::ENOENT && eacces {
+        first = nix::errno::Errno::EACCES;
+    }
+    let program = argv
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    eprintln!("tether-restarter: {program}: {}", first.desc());
+    EXIT_EXEC
+}
+
 /// The paths `execve` is tried on for `program`: itself when it holds a
 /// `/`, else `DIR/program` for each entry of `path` (empty: `.`).
-pub fn exec_candidates(program: &str, path: &str) -> Vec<String> {
-    if program.contains('/') {
-        return vec![program.to_string()];
+pub fn exec_candidates(program: &OsStr, path: &OsStr) -> Vec<OsString> {
+    let program = program.as_bytes();
+    if program.contains(&b'/') {
+        return vec![OsStr::from_bytes(program).to_owned()];
     }
-    path.split(':')
+    path.as_bytes()
+        .split(|&b| b == b':')
         .map(|dir| {
-            let dir = if dir.is_empty() { "." } else { dir };
-            format!("{}/{program}", dir.trim_end_matches('/'))
+            let mut dir = if dir.is_empty() { &b"."[..] } else { dir };
+            while dir.len() > 1 && dir.ends_with(b"/") {
+                dir = &dir[..dir.len() - 1];
+            }
+            let mut p = dir.to_vec();
+            if p != b"/" {
+                p.push(b'/');
+            }
+            p.extend_from_slice(program);
+            OsString::from_vec(p)
         })
         .collect()
 }
@@ -373,25 +516,33 @@ mod tests {
         let env = environment(
             &spec,
             Some(Path::new("/run/tether/notify/w.sock")),
-            Some(("www", "/var/www")),
+            Some((OsStr::new("www"), OsStr::new("/var/www"))),
         );
         let get = |k: &str| {
             env.iter()
                 .find(|(key, _)| key == k)
-                .map(|(_, v)| v.as_str())
+                .and_then(|(_, v)| v.to_str())
         };
         assert_eq!(get("NOTIFY_SOCKET"), Some("/run/tether/notify/w.sock"));
         assert_eq!(get("WATCHDOG_USEC"), Some("1500000"));
         assert_eq!(get("A"), Some("1"));
         assert_eq!(get("HOME"), Some("/var/www"));
-        assert!(env.iter().all(|(k, _)| !k.starts_with("TETHER_")));
+        assert!(env.iter().all(|(k, _)| !k.as_bytes().starts_with(b"TETHER_")));
     }
 
     #[test]
     fn bare_program_names_are_searched_in_path() {
-        assert_eq!(exec_candidates("/bin/x", "/a:/b"), vec!["/bin/x"]);
-        assert_eq!(exec_candidates("./x", "/a"), vec!["./x"]);
-        assert_eq!(exec_candidates("x", "/a/::/b"), vec!["/a/x", "./x", "/b/x"]);
+        let c = |p: &str, path: &str| exec_candidates(OsStr::new(p), OsStr::new(path));
+        assert_eq!(c("/bin/x", "/a:/b"), vec!["/bin/x"]);
+        assert_eq!(c("./x", "/a"), vec!["./x"]);
+        assert_eq!(c("x", "/a/::/b"), vec!["/a/x", "./x", "/b/x"]);
+        assert_eq!(c("x", "/:///"), vec!["/x", "/x"]);
+        // A PATH entry that is not UTF-8 is kept byte for byte.
+        let odd = OsStr::from_bytes(b"/\xff");
+        assert_eq!(
+            exec_candidates(OsStr::new("x"), odd),
+            vec![OsStr::from_bytes(b"/\xff/x").to_owned()]
+        );
     }
 
     /// Starts `spec` with fresh output pipes and `nofile`; returns the
