@@ -472,18 +472,26 @@ pub fn raise_nofile() -> std::io::Result<()> {
 
 /// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`.
 pub fn proc_stat_field(pid: i32, n: usize) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat_field(&stat, n)
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    stat_field_bytes(&stat, n)
+}
+
+/// [`stat_field`] on the raw bytes: the command name (field 2) is whatever
+/// the process set (`prctl(PR_SET_NAME)`, its file name), not necessarily
+/// UTF-8; the fields after it are ASCII.
+pub fn stat_field_bytes(stat: &[u8], n: usize) -> Option<String> {
+    if n < 3 {
+        return None;
+    }
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(n - 3).map(str::to_string)
 }
 
 /// Field `n` (1-based, 3 or more) of a `/proc/PID/stat` line: counted from
 /// the last `)`, since the command name may hold spaces and parentheses.
 pub fn stat_field(stat: &str, n: usize) -> Option<String> {
-    if n < 3 {
-        return None;
-    }
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(n - 3).map(str::to_string)
+    stat_field_bytes(stat.as_bytes(), n)
 }
 
 /// The process's start time (`/proc/PID/stat` field 22, clock ticks since
@@ -505,6 +513,9 @@ mod tests {
         assert_eq!(stat_field(line, 5).as_deref(), Some("42"));
         assert_eq!(stat_field(line, 22).as_deref(), Some("123456"));
         assert!(proc_start_time(std::process::id() as i32).is_some());
+        // A command name that is not UTF-8 (a process may set any bytes).
+        let raw = b"42 (\xff\xfe) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0";
+        assert_eq!(stat_field_bytes(raw, 22).as_deref(), Some("99"));
     }
 
     #[test]
@@ -605,11 +616,13 @@ mod tests {
             &[
                 "/bin/sh",
                 "-c",
-                "id -u; id -g; cut -d' ' -f6 /proc/$$/stat; echo $$; ulimit -n",
+                "id -u; id -g; cut -d' ' -f6 /proc/$$/stat; echo $$; ulimit -n; ulimit -Hn",
             ],
         );
         spec.user = Some("nobody".into());
-        let (pid, out) = start(&spec, (256, 4096));
+        resolve_set(std::slice::from_mut(&mut spec));
+        assert!(matches!(spec.identity, Resolution::Resolved(_)));
+        let (pid, out) = start(&spec, (20000, 20000));
         let pid = pid.unwrap();
         let (status, text) = run_to_end(pid, out);
         assert!(
@@ -622,9 +635,7 @@ mod tests {
         assert_eq!(lines[1], nobody.gid.to_string());
         assert_eq!(lines[2], lines[3], "own session: {text}");
         assert_eq!(lines[3], pid.to_string());
-        assert_eq!(
-            lines[4], "256",
-            "nofile back to the restarter's original soft limit"
-        );
+        assert_eq!(lines[4], "1024", "the conventional soft nofile limit");
+        assert_eq!(lines[5], "20000", "the hard limit unchanged");
     }
 }

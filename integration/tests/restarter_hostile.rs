@@ -1,0 +1,177 @@
+//! tether-restarter under hostile conditions (issue 12, items 2 and 4-7):
+//! bytes that are not UTF-8 in its environment, many leftovers of a previous
+//! restarter, a working directory on a mount that never answers, the
+//! descriptor limit, and a restarter killed in the middle of a start batch.
+//! Every test runs without cgroups (`--no-cgroup`), as on a machine without
+//! cgroup v2.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tether_integration::svc::{alive, cmdline, pgid_of, pipe, tagged_processes, Restarter, TAG_VAR};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// Records the arrival time of every heartbeat byte on a read end.
+struct BeatWatch {
+    times: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    since: Instant,
+}
+
+impl BeatWatch {
+    fn new(fd: OwnedFd) -> BeatWatch {
+        let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (times, stop) = (times.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                while !stop.load(Ordering::SeqCst) {
+                    let mut fds = [nix::poll::PollFd::new(
+                        fd.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20u8));
+                    while let Ok(n) = nix::unistd::read(&fd, &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let now = Instant::now();
+                        let beats = buf[..n].iter().filter(|&&b| b == b'.').count();
+                        times.lock().unwrap().extend(std::iter::repeat_n(now, beats));
+                    }
+                }
+            })
+        };
+        BeatWatch {
+            times,
+            stop,
+            thread: Some(thread),
+            since: Instant::now(),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.times.lock().unwrap().len()
+    }
+
+    /// Waits until `n` beats arrived after `t` (panics after `timeout`).
+    fn wait_beats_after(&self, t: Instant, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.times.lock().unwrap().iter().filter(|&&b| b > t).count();
+            if got >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{got} of {n} heartbeats within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The longest silence from the watch's creation until `until`.
+    fn max_gap_until(&self, until: Instant) -> Duration {
+        let times = self.times.lock().unwrap();
+        let mut last = self.since;
+        let mut gap = Duration::ZERO;
+        for &t in times.iter().filter(|&&t| t <= until) {
+            gap = gap.max(t.duration_since(last));
+            last = t;
+        }
+        gap.max(until.duration_since(last))
+    }
+}
+
+impl Drop for BeatWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A restarter builder with heartbeat pipes; returns the watch of the
+/// supervision (init) pipe.
+fn with_beats(b: tether_integration::svc::Builder) -> (tether_integration::svc::Builder, BeatWatch) {
+    let (init_r, init_w) = pipe();
+    let (_wd_r, wd_w) = pipe();
+    // The watchdog read end is dropped: a full or readerless pipe is
+    // ignored by the writer (EAGAIN / EPIPE, SIGPIPE ignored).
+    let b = b
+        .env("TETHER_FDS", "init=3,watchdog=4")
+        .fd(init_w, 3)
+        .fd(wd_w, 4)
+        .arg("--no-cgroup");
+    (b, BeatWatch::new(init_r))
+}
+
+/// Processes carrying the test's tag whose command line contains `needle`.
+fn count(r: &Restarter, needle: &str) -> usize {
+    r.processes(needle).len()
+}
+
+// ---- 12.6: the leftover sweep ------------------------------------------------
+
+#[test]
+fn sweep_of_1000_orphaned_sessions_keeps_the_loop_beating() {
+    // 1000 sessions whose leader exited, two processes left in each.
+    let b = Restarter::builder("sweep-1000");
+    let script = b.script(
+        "orphans.sh",
+        "#!/bin/sh\nfor i in $(seq 1000); do setsid sh -c 'sleep 7301 >/dev/null 2>&1 & sleep 7301 >/dev/null 2>&1 & echo $$'; done\n",
+    );
+    let out = Command::new(&script)
+        .env(TAG_VAR, b.dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run orphans.sh");
+    let sids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(sids.len(), 1000);
+    let run = b.dir().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut state = String::new();
+    for (i, sid) in sids.iter().enumerate() {
+        state.push_str(&format!("s{i:04} {sid} {sid} 1 500\n"));
+    }
+    std::fs::write(run.join("restarter.state"), state).unwrap();
+    let before = tagged_processes(b.dir())
+        .into_iter()
+        .filter(|&p| cmdline(p).starts_with("sleep 7301"))
+        .count();
+    assert_eq!(before, 2000);
+    let (b, beats) = with_beats(b);
+    let t0 = Instant::now();
+    let mut r = b.start();
+    // Services are loaded when the sweep is over.
+    let done = r.log.wait_for("0 service(s) from", Duration::from_secs(300));
+    let gap = beats.max_gap_until(done.at);
+    eprintln!(
+        "sweep of 1000 sessions, 2000 processes: services loaded {:?} after the restarter started, {} beats, longest silence {gap:?}",
+        done.at.duration_since(t0),
+        beats.count()
+    );
+    for l in r.log.matching("leftover sweep done") {
+        eprintln!("{}", l.text);
+    }
+    assert_eq!(count(&r, "sleep 7301"), 0, "every leftover stopped");
+    // init kills a layer silent for hang_timeout (default 10 s): the sweep
+    // must stay far from it.
+    assert!(
+        gap < Duration::from_secs(5),
+        "the restarter was silent for {gap:?} during the sweep"
+    );
+    assert!(r.running());
+}
