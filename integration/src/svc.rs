@@ -24,6 +24,7 @@
 //! services, whatever happened.
 
 use crate::bins::{bin, TempDir};
+use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -191,7 +192,7 @@ pub struct Builder {
     raw_config: Option<String>,
     services: Vec<(String, String)>,
     args: Vec<String>,
-    env: Vec<(String, String)>,
+    env: Vec<(OsString, OsString)>,
     fds: Vec<(OwnedFd, RawFd)>,
 }
 
@@ -231,7 +232,18 @@ impl Builder {
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Builder {
-        self.env.push((k.to_string(), v.to_string()));
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// A variable whose value is any bytes (not necessarily UTF-8).
+    pub fn env_os(self, k: &str, v: &std::ffi::OsStr) -> Builder {
+        self.env_os_pair(std::ffi::OsStr::new(k), v)
+    }
+
+    /// A variable whose name and value are any bytes.
+    pub fn env_os_pair(mut self, k: &std::ffi::OsStr, v: &std::ffi::OsStr) -> Builder {
+        self.env.push((k.to_owned(), v.to_owned()));
         self
     }
 
@@ -325,7 +337,7 @@ pub struct Restarter {
     pub log: LogSink,
     child: Option<Child>,
     args: Vec<String>,
-    env: Vec<(String, String)>,
+    env: Vec<(OsString, OsString)>,
     // Last: removed after everything else is dropped.
     dir: TempDir,
 }
@@ -376,7 +388,7 @@ impl Restarter {
             .env("TETHER_SYSLOG_SOCKET", self.log.path())
             .env("TETHER_KMSG", "0")
             .env_remove("TETHER_FDS")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(self.env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(stderr.try_clone().expect("dup")))
             .stderr(Stdio::from(stderr));

@@ -175,3 +175,37 @@ fn sweep_of_1000_orphaned_sessions_keeps_the_loop_beating() {
     );
     assert!(r.running());
 }
+
+// ---- 12.2: bytes that are not UTF-8 ------------------------------------------
+
+#[test]
+fn a_variable_that_is_not_utf8_reaches_services_byte_exact() {
+    // As init passes on what was left of the kernel command line.
+    let value = OsStr::from_bytes(b"ab\xff\xfe c\xc3(");
+    let r = Restarter::builder("env-bytes")
+        .env_os("ODD_BYTES", value)
+        .env_os_pair(OsStr::from_bytes(b"ODD\xe9NAME"), OsStr::from_bytes(b"x"))
+        .arg("--no-cgroup")
+        .service("a", "exec = [\"/bin/sleep\", \"7401\"]\n")
+        .start();
+    let pid = r.wait_pid("a", LONG);
+    r.wait_state("a", "running", LONG);
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+    assert!(
+        vars.contains(&&b"ODD_BYTES=ab\xff\xfe c\xc3("[..]),
+        "{:?}",
+        String::from_utf8_lossy(&environ)
+    );
+    assert!(vars.contains(&&b"ODD\xe9NAME=x"[..]));
+    // And it keeps running: a restart goes through the same path.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let new = r.wait_pid_other_than("a", pid, LONG);
+    assert!(alive(new));
+    let mut r = r;
+    assert!(r.running(), "stderr:\n{}", r.stderr());
+}
