@@ -209,3 +209,124 @@ fn a_variable_that_is_not_utf8_reaches_services_byte_exact() {
     let mut r = r;
     assert!(r.running(), "stderr:\n{}", r.stderr());
 }
+
+// ---- 12.5: a working directory on a mount that never answers -------------------
+
+/// A FUSE file system whose daemon never reads its requests (not even
+/// `FUSE_INIT`): every lookup below the mount point blocks, like a dead
+/// NFS server with `hard` mounts. Dropping it aborts the connection
+/// (closing `/dev/fuse` fails every pending request with `ENOTCONN`) and
+/// detaches the mount.
+struct HungMount {
+    dir: std::path::PathBuf,
+    fuse: Option<OwnedFd>,
+}
+
+impl HungMount {
+    fn new(label: &str) -> HungMount {
+        let dir = std::env::temp_dir().join(format!("tether-hung-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fuse: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .expect("/dev/fuse (root needed)")
+            .into();
+        let opts = format!(
+            "fd={},rootmode=40000,user_id=0,group_id=0",
+            std::os::fd::AsRawFd::as_raw_fd(&fuse)
+        );
+        nix::mount::mount(
+            Some("tether-hung"),
+            &dir,
+            Some("fuse"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .expect("mount a FUSE file system");
+        HungMount {
+            dir,
+            fuse: Some(fuse),
+        }
+    }
+}
+
+impl Drop for HungMount {
+    fn drop(&mut self) {
+        drop(self.fuse.take());
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn a_working_directory_on_a_hung_mount_does_not_stop_the_heartbeat() {
+    let mount = HungMount::new("wd");
+    let wd = mount.dir.join("srv");
+    let (b, beats) = with_beats(Restarter::builder("hung-wd"));
+    let r = b
+        .service(
+            "hung",
+            &format!(
+                "exec = [\"/bin/sleep\", \"7501\"]\nworking_directory = \"{}\"\nrestart_delay = \"100ms\"\n",
+                wd.display()
+            ),
+        )
+        .service("ok", "exec = [\"/bin/sleep\", \"7502\"]\n")
+        .start();
+    // The service's process exists, stuck entering its directory.
+    let deadline = Instant::now() + LONG;
+    let stuck = loop {
+        if let Some(p) = r.processes("--exec-in").first() {
+            break *p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no process entering the directory; log:\n{}\nstderr:\n{}",
+            r.log.texts().join("\n"),
+            r.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let t = Instant::now();
+    // The loop goes on: beats at 100 ms, control answers, the other
+    // service runs.
+    beats.wait_beats_after(t, 10, Duration::from_secs(5));
+    r.wait_state("ok", "running", LONG);
+    assert!(alive(stuck), "still stuck in chdir");
+    let st = r.service_status("hung").expect("status answers");
+    assert_eq!(st["state"], "running", "{st}");
+    assert_eq!(st["pid"], stuck);
+    // Stopping it works: SIGTERM/SIGKILL reach a process waiting on FUSE.
+    let out = r.ctl(&["stop", "hung"]);
+    assert!(out.status.success(), "{out:?}");
+    r.wait_state("hung", "stopped", LONG);
+    assert!(!alive(stuck));
+    drop(r);
+    drop(mount);
+}
+
+#[test]
+fn a_missing_working_directory_is_reported_in_the_services_output() {
+    let r = Restarter::builder("missing-wd")
+        .arg("--no-cgroup")
+        .service(
+            "a",
+            "exec = [\"/bin/true\"]\nworking_directory = \"/nonexistent/tether\"\nrestart_delay = \"100ms\"\n",
+        )
+        .service(
+            "b",
+            "exec = [\"./no-such-program\"]\nworking_directory = \"/\"\nrestart_delay = \"100ms\"\n",
+        )
+        .start();
+    r.log.wait_for(
+        "working_directory /nonexistent/tether: No such file or directory",
+        LONG,
+    );
+    r.log.wait_for("service a exited: exit 200", LONG);
+    r.log
+        .wait_for("./no-such-program: No such file or directory", LONG);
+    r.log.wait_for("service b exited: exit 127", LONG);
+    // Retried per policy.
+    r.log.wait_for_count("service a exited: exit 200", 2, LONG);
+}
