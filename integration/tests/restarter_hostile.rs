@@ -274,25 +274,17 @@ fn a_working_directory_on_a_hung_mount_does_not_stop_the_heartbeat() {
         )
         .service("ok", "exec = [\"/bin/sleep\", \"7502\"]\n")
         .start();
-    // The service's process exists, stuck entering its directory.
-    let deadline = Instant::now() + LONG;
-    let stuck = loop {
-        if let Some(p) = r.processes("--exec-in").first() {
-            break *p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no process entering the directory; log:\n{}\nstderr:\n{}",
-            r.log.texts().join("\n"),
-            r.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let t = Instant::now();
-    // The loop goes on: beats at 100 ms, control answers, the other
-    // service runs.
-    beats.wait_beats_after(t, 10, Duration::from_secs(5));
+    // From the moment the services are loaded (and "hung" started first,
+    // by name), the loop goes on: beats at 100 ms, control answers, the
+    // other service runs.
+    let loaded = r.log.wait_for("2 service(s) from", LONG);
+    beats.wait_beats_after(loaded.at, 10, Duration::from_secs(5));
     r.wait_state("ok", "running", LONG);
+    // The service's process exists, stuck entering its directory.
+    let stuck = *r
+        .processes("--exec-in")
+        .first()
+        .expect("a process entering the directory");
     assert!(alive(stuck), "still stuck in chdir");
     let st = r.service_status("hung").expect("status answers");
     assert_eq!(st["state"], "running", "{st}");

@@ -610,6 +610,35 @@ mod tests {
     }
 
     #[test]
+    fn a_start_uses_the_identity_resolved_at_load_without_asking_nss() {
+        // A name NSS does not know, resolved (at "load") to uid/gid 65534:
+        // the start must use the stored ids, not look the name up again.
+        let mut spec = ServiceSpec::new("x", &["/bin/sh", "-c", "id -u; id -g; echo $USER"]);
+        spec.user = Some("no-such-user-tether".into());
+        spec.identity = Resolution::Resolved(Identity {
+            uid: Some(65534),
+            gid: Some(65534),
+            groups: Some(vec![65534]),
+            home: Some("/nonexistent".into()),
+            user: Some("no-such-user-tether".into()),
+        });
+        let (pid, out) = start(&spec, current_nofile());
+        let (status, text) = run_to_end(pid.expect("no lookup at start"), out);
+        assert!(
+            matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+            "{status:?}"
+        );
+        assert_eq!(text, "65534\n65534\nno-such-user-tether\n");
+        // A lookup that failed at load is tried again at the start.
+        spec.identity = Resolution::Failed {
+            errno: None,
+            message: "down".into(),
+        };
+        let e = start(&spec, current_nofile()).0.unwrap_err();
+        assert!(e.message.contains("not found"), "{e:?}");
+    }
+
+    #[test]
     fn child_runs_as_the_given_user_in_its_own_session() {
         let mut spec = ServiceSpec::new(
             "x",
