@@ -322,3 +322,122 @@ fn a_missing_working_directory_is_reported_in_the_services_output() {
     // Retried per policy.
     r.log.wait_for_count("service a exited: exit 200", 2, LONG);
 }
+
+// ---- 12.7: a restarter killed in the middle of a start batch -------------------
+
+/// Live processes whose command line is `/bin/sleep N` with `N` in
+/// `base..base + 100000`: (pid, N).
+fn sleeps(base: u64) -> Vec<(i32, u64)> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let mut args = cmd.split(|&b| b == 0);
+        if args.next() != Some(b"/bin/sleep") {
+            continue;
+        }
+        let Some(n) = args
+            .next()
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| a.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if (base..base + 100_000).contains(&n) && alive(pid) {
+            found.push((pid, n));
+        }
+    }
+    found
+}
+
+#[test]
+fn a_restarter_killed_at_random_points_of_a_1000_service_start_leaves_no_duplicate() {
+    const N: u64 = 1000;
+    const BASE: u64 = 9_100_000;
+    let mut b = Restarter::builder("kill-mid-batch").arg("--no-cgroup");
+    for i in 0..N {
+        b = b.service(
+            &format!("s{i:04}"),
+            &format!(
+                "exec = [\"/bin/sleep\", \"{}\"]\nstop_timeout = \"1s\"\n",
+                BASE + i
+            ),
+        );
+    }
+    let mut r = b.start();
+    // A small LCG seeded from the clock: random kill points, printed.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    eprintln!("seed {seed}");
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % (N - 1) + 1
+    };
+    let mut old: std::collections::BTreeSet<i32> = Default::default();
+    let mut killed_mid_batch = 0;
+    for round in 0..5 {
+        // Kill the restarter once it has started `target` processes of its
+        // own (those of earlier restarters do not count).
+        let target = next() as usize;
+        let deadline = Instant::now() + LONG;
+        let mut new = 0;
+        while new < target {
+            new = sleeps(BASE).iter().filter(|(p, _)| !old.contains(p)).count();
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: only {new} of {N} started"
+            );
+        }
+        r.kill9();
+        let all = sleeps(BASE);
+        let mine = all.iter().filter(|(p, _)| !old.contains(p)).count();
+        eprintln!(
+            "round {round}: killed with {new} started (target {target}); after the kill {mine} of its own, {} in all",
+            all.len()
+        );
+        if mine < N as usize {
+            killed_mid_batch += 1;
+        }
+        old.extend(all.iter().map(|(p, _)| *p));
+        r.start_again();
+    }
+    assert!(killed_mid_batch >= 1, "no kill landed inside a batch");
+    // The last restarter is left alone: every service ends up with exactly
+    // one process.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = r.try_status().map_or(0, |st| {
+            st["services"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|s| s["state"] == "running").count())
+        });
+        if up == N as usize {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{up} of {N} running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut per_service = std::collections::BTreeMap::new();
+    for (_, n) in sleeps(BASE) {
+        *per_service.entry(n).or_insert(0) += 1;
+    }
+    let dups: Vec<(&u64, &usize)> = per_service.iter().filter(|(_, &c)| c != 1).collect();
+    assert!(
+        dups.is_empty(),
+        "services with more than one process: {} (e.g. {:?})",
+        dups.len(),
+        &dups[..dups.len().min(5)]
+    );
+    assert_eq!(per_service.len(), N as usize);
+}

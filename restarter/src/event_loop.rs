@@ -157,6 +157,8 @@ struct Shell {
     flush_at: Option<MonoTime>,
     drop_check_at: Option<MonoTime>,
     sweep: Option<Sweep>,
+    /// `RUN/restarter.journal`: each started process records itself.
+    journal: state_file::Journal,
     loaded: bool,
     state_dirty: bool,
     /// Set while `restarter.state` cannot be written (e.g. `ENOSPC`): when
@@ -302,6 +304,10 @@ impl Shell {
             Vec::new()
         });
         let sweep = Sweep::start(entries, now);
+        let journal = state_file::Journal::open(&run_dir).unwrap_or_else(|e| {
+            error!("opening {}: {e}; starts are recorded once per loop turn only", state_file::JOURNAL_NAME);
+            state_file::Journal::default()
+        });
         let syslog_path = logging::effective_settings(&config.log).syslog_socket;
         let services_dir = config.paths.services.clone();
         let mut shell = Shell {
@@ -326,6 +332,7 @@ impl Shell {
             flush_at: None,
             drop_check_at: None,
             sweep: Some(sweep),
+            journal,
             loaded: false,
             state_dirty: false,
             state_retry_at: None,
@@ -826,6 +833,7 @@ impl Shell {
             notify_socket: notify_path.as_deref(),
             cgroup_procs: r.cgroup.as_ref().map(|c| c.procs_fd()),
             base_nofile: self.base_nofile,
+            journal: self.journal.fd(),
         };
         match spawn::spawn(&mut self.spawner, &spec, ctx) {
             Ok(pid) => {
@@ -906,6 +914,9 @@ impl Shell {
         let path = self.run_dir.join(state_file::FILE_NAME);
         match state_file::write(&path, &entries) {
             Ok(()) => {
+                if let Err(e) = self.journal.clear() {
+                    debug!("emptying {}: {e}", state_file::JOURNAL_NAME);
+                }
                 if self.state_retry_at.take().is_some() {
                     info!("writing {} works again", path.display());
                 }

@@ -38,7 +38,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
-use tether_common::sys::child::{ChildSetup, ExecSpec, Rlimit, Spawner};
+use tether_common::sys::child::{ChildSetup, ExecSpec, Record, Rlimit, Spawner};
 
 /// `PATH` when neither the service nor the restarter sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -67,6 +67,9 @@ pub struct SpawnContext<'a> {
     pub cgroup_procs: Option<BorrowedFd<'a>>,
     /// The `nofile` limit the restarter was started with (soft, hard).
     pub base_nofile: (u64, u64),
+    /// The spawn journal (`state_file::Journal`): the child records itself
+    /// there before `exec`.
+    pub journal: Option<BorrowedFd<'a>>,
 }
 
 /// Resolves `user`/`group` through NSS (`getpwnam`, `getgrnam`,
@@ -345,6 +348,15 @@ pub fn spawn(
         gid: identity.gid,
         uid: identity.uid,
         chdir: None,
+        record: ctx.journal.map(|fd| {
+            let (prefix, suffix) =
+                crate::state_file::Journal::line_parts(&spec.name, spec.stop_timeout);
+            Record {
+                fd: fd.as_raw_fd(),
+                prefix,
+                suffix,
+            }
+        }),
     };
     // The event loop reaps the process.
     spawner.spawn(&exec, &setup).map_err(|e| SpawnError {
@@ -565,6 +577,7 @@ mod tests {
             notify_socket: None,
             cgroup_procs: None,
             base_nofile: nofile,
+            journal: None,
         };
         (spawn(&mut Spawner::new().unwrap(), spec, ctx), out)
     }

@@ -39,6 +39,8 @@ use tether_common::clock::MonoTime;
 
 /// File name in the runtime directory.
 pub const FILE_NAME: &str = "restarter.state";
+/// The spawn journal beside it (see [`Journal`]).
+pub const JOURNAL_NAME: &str = "restarter.journal";
 /// How often the sweep looks whether leftovers are gone.
 pub const SWEEP_POLL: Duration = Duration::from_millis(20);
 /// After the `SIGKILL`s, how long the sweep waits at most before services
@@ -93,12 +95,77 @@ pub fn parse(text: &str) -> Vec<Entry> {
         .collect()
 }
 
-/// Reads `path`; a missing file is an empty state.
+/// Reads the state file `path` and the spawn journal beside it (entries of
+/// both; the same process may be named twice); a missing file is empty.
+/// Bytes that are not UTF-8 (a damaged file) only cost their lines.
 pub fn read(path: &Path) -> io::Result<Vec<Entry>> {
-    match fs::read_to_string(path) {
-        Ok(t) => Ok(parse(&t)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+    let text = |p: &Path| match fs::read(p) {
+        Ok(t) => Ok(String::from_utf8_lossy(&t).into_owned()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
         Err(e) => Err(e),
+    };
+    let mut entries = parse(&text(path)?);
+    entries.extend(parse(&text(&path.with_file_name(JOURNAL_NAME))?));
+    Ok(entries)
+}
+
+/// `RUN/restarter.journal`: one line per process started since the state
+/// file was last written, in the state file's format, appended by the
+/// started process itself (the spawner's child, as soon as it leads its
+/// session and before `exec`; `tether_common::sys::child::Record`). The
+/// state file is written once per loop turn, after a whole batch of
+/// starts: a restarter killed in the middle of a batch (OOM) would leave
+/// processes no file names, and the next restarter would start them a
+/// second time. With the journal every process is on record before its
+/// parent can lose it — even when the parent dies while the child is
+/// between `clone` and `exec`, since the child writes the line itself.
+/// The journal is emptied each time the state file has been written (which
+/// then names every process it held). The next restarter reads both
+/// ([`read`]) and treats an entry of either alike (today: stops it; a
+/// re-adopting restarter adopts it the same way).
+///
+/// Left open: a child still between `clone` and its record line when the
+/// new restarter reads the journal (a few system calls; init starts a new
+/// restarter at the earliest `restart_delay` after the old one died).
+#[derive(Debug, Default)]
+pub struct Journal {
+    file: Option<fs::File>,
+}
+
+impl Journal {
+    /// Opens (creating) `RUN/restarter.journal` for appending; without it
+    /// starts are recorded by the state file alone, as before.
+    pub fn open(run_dir: &Path) -> io::Result<Journal> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(run_dir.join(JOURNAL_NAME))?;
+        Ok(Journal { file: Some(file) })
+    }
+
+    /// The descriptor children append to.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.file.as_ref().map(|f| f.as_fd())
+    }
+
+    /// The record line of a start of `name`, around `PID PGID START_TIME`.
+    pub fn line_parts(name: &str, stop_timeout: Duration) -> (Vec<u8>, Vec<u8>) {
+        (
+            format!("{name} ").into_bytes(),
+            format!(" {}\n", stop_timeout.as_millis()).into_bytes(),
+        )
+    }
+
+    /// The state file was written: what the journal held is in it.
+    pub fn clear(&mut self) -> io::Result<()> {
+        match &self.file {
+            Some(f) => f.set_len(0),
+            None => Ok(()),
+        }
     }
 }
 
