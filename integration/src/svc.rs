@@ -194,6 +194,7 @@ pub struct Builder {
     args: Vec<String>,
     env: Vec<(OsString, OsString)>,
     fds: Vec<(OwnedFd, RawFd)>,
+    nofile: Option<(u64, u64)>,
 }
 
 impl Builder {
@@ -247,6 +248,13 @@ impl Builder {
         self
     }
 
+    /// Starts the restarter with this `RLIMIT_NOFILE` (soft, hard), through
+    /// `prlimit(1)` (which execs it: the pid is the restarter's).
+    pub fn nofile(mut self, soft: u64, hard: u64) -> Builder {
+        self.nofile = Some((soft, hard));
+        self
+    }
+
     /// Hands `fd` to the restarter at descriptor `target` (e.g. heartbeat
     /// pipes with `TETHER_FDS=init=3,watchdog=4`).
     pub fn fd(mut self, fd: OwnedFd, target: RawFd) -> Builder {
@@ -274,6 +282,7 @@ impl Builder {
             mut args,
             env,
             fds,
+            nofile,
         } = self;
         let services_dir = dir.join("services");
         let run = dir.join("run");
@@ -314,6 +323,7 @@ impl Builder {
             child: None,
             args,
             env,
+            nofile,
             dir,
         };
         r.spawn(fds);
@@ -338,6 +348,7 @@ pub struct Restarter {
     child: Option<Child>,
     args: Vec<String>,
     env: Vec<(OsString, OsString)>,
+    nofile: Option<(u64, u64)>,
     // Last: removed after everything else is dropped.
     dir: TempDir,
 }
@@ -353,6 +364,7 @@ impl Restarter {
             args: Vec::new(),
             env: Vec::new(),
             fds: Vec::new(),
+            nofile: None,
         }
     }
 
@@ -380,7 +392,16 @@ impl Restarter {
             .append(true)
             .open(self.dir.join("stderr.log"))
             .expect("stderr.log");
-        let mut cmd = Command::new(bin("tether-restarter"));
+        let mut cmd = match self.nofile {
+            None => Command::new(bin("tether-restarter")),
+            Some((soft, hard)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg(bin("tether-restarter"));
+                c
+            }
+        };
         cmd.arg("--config")
             .arg(&self.config)
             .args(&self.args)

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tether_integration::svc::{alive, cmdline, pgid_of, pipe, tagged_processes, Restarter, TAG_VAR};
+use tether_integration::svc::{
+    alive, cmdline, pgid_of, pipe, tagged_processes, Restarter, TAG_VAR,
+};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -45,7 +47,10 @@ impl BeatWatch {
                         }
                         let now = Instant::now();
                         let beats = buf[..n].iter().filter(|&&b| b == b'.').count();
-                        times.lock().unwrap().extend(std::iter::repeat_n(now, beats));
+                        times
+                            .lock()
+                            .unwrap()
+                            .extend(std::iter::repeat_n(now, beats));
                     }
                 }
             })
@@ -66,7 +71,13 @@ impl BeatWatch {
     fn wait_beats_after(&self, t: Instant, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let got = self.times.lock().unwrap().iter().filter(|&&b| b > t).count();
+            let got = self
+                .times
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|&&b| b > t)
+                .count();
             if got >= n {
                 return;
             }
@@ -102,7 +113,9 @@ impl Drop for BeatWatch {
 
 /// A restarter builder with heartbeat pipes; returns the watch of the
 /// supervision (init) pipe.
-fn with_beats(b: tether_integration::svc::Builder) -> (tether_integration::svc::Builder, BeatWatch) {
+fn with_beats(
+    b: tether_integration::svc::Builder,
+) -> (tether_integration::svc::Builder, BeatWatch) {
     let (init_r, init_w) = pipe();
     let (_wd_r, wd_w) = pipe();
     // The watchdog read end is dropped: a full or readerless pipe is
@@ -156,7 +169,9 @@ fn sweep_of_1000_orphaned_sessions_keeps_the_loop_beating() {
     let t0 = Instant::now();
     let mut r = b.start();
     // Services are loaded when the sweep is over.
-    let done = r.log.wait_for("0 service(s) from", Duration::from_secs(300));
+    let done = r
+        .log
+        .wait_for("0 service(s) from", Duration::from_secs(300));
     let gap = beats.max_gap_until(done.at);
     eprintln!(
         "sweep of 1000 sessions, 2000 processes: services loaded {:?} after the restarter started, {} beats, longest silence {gap:?}",
@@ -393,7 +408,10 @@ fn a_restarter_killed_at_random_points_of_a_1000_service_start_leaves_no_duplica
         let deadline = Instant::now() + LONG;
         let mut new = 0;
         while new < target {
-            new = sleeps(BASE).iter().filter(|(p, _)| !old.contains(p)).count();
+            new = sleeps(BASE)
+                .iter()
+                .filter(|(p, _)| !old.contains(p))
+                .count();
             assert!(
                 Instant::now() < deadline,
                 "round {round}: only {new} of {N} started"
@@ -440,4 +458,81 @@ fn a_restarter_killed_at_random_points_of_a_1000_service_start_leaves_no_duplica
         &dups[..dups.len().min(5)]
     );
     assert_eq!(per_service.len(), N as usize);
+}
+
+// ---- 12.4: descriptor limits --------------------------------------------------
+
+#[test]
+fn services_get_the_conventional_soft_nofile_limit_unless_their_file_sets_one() {
+    let r = Restarter::builder("nofile")
+        .arg("--no-cgroup")
+        .nofile(20000, 20000)
+        .service(
+            "a",
+            "exec = [\"/bin/sh\", \"-c\", \"echo nofile-a $(ulimit -n) $(ulimit -Hn); exec sleep 7601\"]\n",
+        )
+        .service(
+            "b",
+            "exec = [\"/bin/sh\", \"-c\", \"echo nofile-b $(ulimit -n) $(ulimit -Hn); exec sleep 7602\"]\nnofile = 4096\n",
+        )
+        .start();
+    r.log.wait_for("nofile-a 1024 20000", LONG);
+    r.log.wait_for("nofile-b 4096 4096", LONG);
+    r.log.wait_for(
+        "descriptors: 2 service(s) need about 308 of RLIMIT_NOFILE 20000",
+        LONG,
+    );
+}
+
+#[test]
+fn running_out_of_descriptors_is_reported_once_per_episode() {
+    // 200 services under 600 descriptors: about 145 can start.
+    let mut b = Restarter::builder("emfile")
+        .arg("--no-cgroup")
+        .nofile(600, 600);
+    for i in 0..200 {
+        b = b.service(
+            &format!("s{i:03}"),
+            "exec = [\"/bin/sleep\", \"7603\"]\nrestart_delay = \"100ms\"\n",
+        );
+    }
+    let r = b.start();
+    r.log.wait_for(
+        "descriptors: RLIMIT_NOFILE 600 fits 75 of 200 service(s)",
+        LONG,
+    );
+    r.log.wait_for("out of descriptors", LONG);
+    // The last service cannot start; wait until it was retried a few times.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let st = r.service_status("s199").expect("status");
+        if st["restarts"].as_u64().unwrap_or(0) >= 5 {
+            assert!(
+                st["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("Too many open files"),
+                "{st}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stderr = r.stderr();
+    let failures = stderr
+        .lines()
+        .filter(|l| l.contains("cannot start"))
+        .count();
+    assert_eq!(
+        failures,
+        1,
+        "one line per episode, not per service per retry:\n{}",
+        stderr
+            .lines()
+            .filter(|l| l.contains("cannot start"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -239,6 +239,15 @@ fn take_heartbeats() -> (Vec<Writer>, Option<usize>, Option<String>) {
     (beats, init, (!errors.is_empty()).then(|| errors.join(", ")))
 }
 
+/// A start that failed on a system call before the spawn: with its errno
+/// (the supervisor tells running out of descriptors apart).
+fn spawn_failed_io(what: &str, e: &std::io::Error) -> Event {
+    Event::SpawnFailed {
+        errno: e.raw_os_error(),
+        message: format!("{what}: {e}"),
+    }
+}
+
 fn io_err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
@@ -305,7 +314,10 @@ impl Shell {
         });
         let sweep = Sweep::start(entries, now);
         let journal = state_file::Journal::open(&run_dir).unwrap_or_else(|e| {
-            error!("opening {}: {e}; starts are recorded once per loop turn only", state_file::JOURNAL_NAME);
+            error!(
+                "opening {}: {e}; starts are recorded once per loop turn only",
+                state_file::JOURNAL_NAME
+            );
             state_file::Journal::default()
         });
         let syslog_path = logging::effective_settings(&config.log).syslog_socket;
@@ -759,7 +771,7 @@ impl Shell {
                     self.rt[id.index()].output = Some(out);
                     pipes
                 }
-                Err(e) => return fail(format!("output pipes: {e}")),
+                Err(e) => return spawn_failed_io("output pipes", &e),
             }
         } else {
             match self.rt[id.index()]
@@ -769,7 +781,7 @@ impl Shell {
                 .reopen()
             {
                 Ok(p) => p,
-                Err(e) => return fail(format!("output pipes: {e}")),
+                Err(e) => return spawn_failed_io("output pipes", &e),
             }
         };
         // The notify socket, for notify services; stale datagrams dropped.
@@ -790,7 +802,9 @@ impl Shell {
                         }
                         self.rt[id.index()].notify = Some(sock);
                     }
-                    Err(e) => return fail(format!("notify socket {}: {e}", path.display())),
+                    Err(e) => {
+                        return spawn_failed_io(&format!("notify socket {}", path.display()), &e)
+                    }
                 }
             }
             if let Some(sock) = self.rt[id.index()].notify.as_mut() {
@@ -994,15 +1008,30 @@ impl Shell {
                 String::new()
             }
         );
+        self.log_fd_budget(&set.specs);
         let actions = self.sup.load(set, now);
         self.execute(actions, now);
         self.state_dirty = true;
+    }
+
+    /// Says how many services fit under the descriptor limit (a warning
+    /// when some do not).
+    fn log_fd_budget(&self, specs: &[service::ServiceSpec]) {
+        let b = spawn::fd_budget(specs, self.cgroups.is_some(), spawn::current_nofile().0);
+        if b.fits() {
+            info!("{b}");
+        } else {
+            warn!("{b}");
+        }
     }
 
     /// Reloads the services directory; `Err` (nothing changed) lists the
     /// errors.
     fn reload(&mut self, now: MonoTime) -> Result<String, String> {
         let set: LoadedSet = service::load_dir(&self.services_dir);
+        if !set.has_errors() {
+            self.log_fd_budget(&set.specs);
+        }
         match self.sup.reload(set, now) {
             Ok(actions) => {
                 self.reload_errors.clear();

@@ -141,8 +141,8 @@ pub fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<Ident
     if let Some(gid) = id.gid {
         let groups = match &member {
             Some(name) => {
-                let cname = CString::new(name.as_bytes())
-                    .map_err(|_| fail("user name with NUL".into()))?;
+                let cname =
+                    CString::new(name.as_bytes()).map_err(|_| fail("user name with NUL".into()))?;
                 nix::unistd::getgrouplist(&cname, Gid::from_raw(gid))
                     .map_err(|e| SpawnError {
                         errno: Some(e as i32),
@@ -381,7 +381,9 @@ pub fn exec_in_main(args: &[OsString]) -> i32 {
     // Rust ignores SIGPIPE at start-up; an ignored signal survives execve.
     tether_common::sys::default_sigpipe();
     let usage = || {
-        eprintln!("tether-restarter: {EXEC_IN} DIR N CANDIDATE... ARGV... (used by the restarter itself)");
+        eprintln!(
+            "tether-restarter: {EXEC_IN} DIR N CANDIDATE... ARGV... (used by the restarter itself)"
+        );
         2
     };
     let (Some(dir), Some(n)) = (args.first(), args.get(1)) else {
@@ -468,6 +470,73 @@ fn strip_os_error(e: &std::io::Error) -> String {
     }
 }
 
+/// Descriptors the restarter holds for each service: the read ends of its
+/// two output pipes and a copy of their write ends (kept so no line is
+/// lost between two runs; output.rs).
+pub const FDS_PER_SERVICE: u64 = 4;
+/// Descriptors the restarter needs whatever the number of services:
+/// stdio, heartbeats, epoll, signalfd, the spawner's slots, the journal,
+/// syslog, the control socket and up to 256 control clients, and those a
+/// loop turn opens for a moment (a start's two pipe copies, the state
+/// file, a `/proc` read).
+pub const FDS_RESERVED: u64 = 300;
+
+/// How many of a set of services fit under the restarter's descriptor
+/// limit ([`FDS_PER_SERVICE`], one more with a notify socket, one more with
+/// a cgroup, [`FDS_RESERVED`] besides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdBudget {
+    pub services: usize,
+    /// Services that fit, in the set's order.
+    pub fit: usize,
+    /// Descriptors the whole set needs.
+    pub need: u64,
+    /// The soft `RLIMIT_NOFILE` of the restarter.
+    pub limit: u64,
+}
+
+impl FdBudget {
+    pub fn fits(&self) -> bool {
+        self.fit == self.services
+    }
+}
+
+impl std::fmt::Display for FdBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.fits() {
+            write!(
+                f,
+                "descriptors: {} service(s) need about {} of RLIMIT_NOFILE {}",
+                self.services, self.need, self.limit
+            )
+        } else {
+            write!(
+                f,
+                "descriptors: RLIMIT_NOFILE {} fits {} of {} service(s) (they need about {}: {FDS_PER_SERVICE} per service, +1 with a notify socket, +1 with a cgroup, {FDS_RESERVED} for the restarter); the others fail to start with EMFILE until it is raised ([init] nofile, or prlimit)",
+                self.limit, self.fit, self.services, self.need
+            )
+        }
+    }
+}
+
+/// The [`FdBudget`] of `specs` under `limit`.
+pub fn fd_budget(specs: &[ServiceSpec], cgroups: bool, limit: u64) -> FdBudget {
+    let mut need = FDS_RESERVED;
+    let mut fit = 0;
+    for spec in specs {
+        need += FDS_PER_SERVICE + u64::from(spec.notify != NotifyMode::None) + u64::from(cgroups);
+        if need <= limit {
+            fit += 1;
+        }
+    }
+    FdBudget {
+        services: specs.len(),
+        fit,
+        need,
+        limit,
+    }
+}
+
 /// The soft and hard `nofile` limits of this process.
 pub fn current_nofile() -> (u64, u64) {
     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -550,7 +619,28 @@ mod tests {
         assert_eq!(get("WATCHDOG_USEC"), Some("1500000"));
         assert_eq!(get("A"), Some("1"));
         assert_eq!(get("HOME"), Some("/var/www"));
-        assert!(env.iter().all(|(k, _)| !k.as_bytes().starts_with(b"TETHER_")));
+        assert!(env
+            .iter()
+            .all(|(k, _)| !k.as_bytes().starts_with(b"TETHER_")));
+    }
+
+    #[test]
+    fn the_descriptor_budget_counts_each_services_descriptors() {
+        let mut specs: Vec<ServiceSpec> = (0..10)
+            .map(|i| ServiceSpec::new(&format!("s{i}"), &["/bin/true"]))
+            .collect();
+        specs[0].notify = NotifyMode::Ready;
+        let b = fd_budget(&specs, false, 20_000);
+        assert_eq!(b.need, FDS_RESERVED + 10 * FDS_PER_SERVICE + 1);
+        assert!(b.fits(), "{b}");
+        // 10,000 services under 20,000: the case of issue 12.
+        let many: Vec<ServiceSpec> = (0..10_000)
+            .map(|i| ServiceSpec::new(&format!("s{i}"), &["/bin/true"]))
+            .collect();
+        let b = fd_budget(&many, false, 20_000);
+        assert_eq!(b.fit as u64, (20_000 - FDS_RESERVED) / FDS_PER_SERVICE);
+        assert!(!b.fits());
+        assert!(b.to_string().contains("fits 4925 of 10000"), "{b}");
     }
 
     #[test]

@@ -395,7 +395,11 @@ fn check(config_path: &Path, out: &mut impl Write) -> std::io::Result<u8> {
 
 fn main() -> ExitCode {
     // `std::env::args` panics on an argument that is not UTF-8.
-    let args: Vec<String> = match std::env::args_os().skip(1).map(|a| a.into_string()).collect() {
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect()
+    {
         Ok(a) => a,
         Err(a) => {
             eprintln!("tetherctl: argument {a:?} is not UTF-8 (see tetherctl --help)");
