@@ -536,3 +536,41 @@ fn running_out_of_descriptors_is_reported_once_per_episode() {
             .join("\n")
     );
 }
+
+#[test]
+fn a_thousand_services_fit_and_run_under_a_raised_limit() {
+    // The suite's size of bench_scale (which prints figures at 10,000).
+    const N: usize = 1000;
+    let mut b = Restarter::builder("scale-1000")
+        .arg("--no-cgroup")
+        .nofile(8192, 8192);
+    for i in 0..N {
+        b = b.service(
+            &format!("s{i:04}"),
+            &format!("exec = [\"/bin/sleep\", \"{}\"]\n", 9_300_000 + i),
+        );
+    }
+    let r = b.start();
+    r.log.wait_for(
+        "descriptors: 1000 service(s) need about 4300 of RLIMIT_NOFILE 8192",
+        LONG,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while r.state_entries().len() < N {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {N} started",
+            r.state_entries().len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = r.status();
+    let running = st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "running")
+        .count();
+    assert_eq!(running, N);
+    assert!(r.stderr().lines().all(|l| !l.contains("cannot start")));
+}
