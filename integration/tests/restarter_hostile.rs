@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tether_integration::svc::{
-    alive, cmdline, pgid_of, pipe, tagged_processes, Restarter, TAG_VAR,
-};
+use tether_integration::svc::{alive, cmdline, pipe, tagged_processes, Restarter, TAG_VAR};
 
 const LONG: Duration = Duration::from_secs(20);
 
