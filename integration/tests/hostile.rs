@@ -1148,7 +1148,10 @@ fn working_directory_that_disappears_is_a_reported_start_failure_and_others_run_
     // The directory is entered by the service's own process (never by the
     // restarter, where a dead mount would hang the loop): it reports the
     // failure in its output and exits 200, retried per restart_delay.
-    let needle = format!("working_directory {}: No such file or directory", wd.display());
+    let needle = format!(
+        "working_directory {}: No such file or directory",
+        wd.display()
+    );
     r.log.wait_for_count(&needle, 2, LONG);
     r.log.wait_for_count("service a exited: exit 200", 2, LONG);
     let st = r.service("a");
