@@ -1028,7 +1028,10 @@ impl Shell {
     /// Reloads the services directory; `Err` (nothing changed) lists the
     /// errors.
     fn reload(&mut self, now: MonoTime) -> Result<String, String> {
-        let set: LoadedSet = service::load_dir(&self.services_dir);
+        let mut set: LoadedSet = service::load_dir(&self.services_dir);
+        crate::reload::keep_resolved_identities(&mut set.specs, |n| {
+            self.sup.id(n).and_then(|id| self.sup.spec(id))
+        });
         if !set.has_errors() {
             self.log_fd_budget(&set.specs);
         }
