@@ -8,6 +8,11 @@
 //! `restarter.state.tmp`, then `rename` — readers see the old or the new
 //! file, never a mix.
 //!
+//! Between two writes of the file (one per loop turn, after a whole batch
+//! of starts) each started process records itself in
+//! `RUN/restarter.journal` ([`Journal`]); [`read`] returns the entries of
+//! both.
+//!
 //! Decision: no `fsync`. The file only has to outlive a crash of the
 //! restarter, not of the machine (after a reboot no process of the previous
 //! boot exists; and `/run` is a tmpfs), and the page cache serves the next
