@@ -484,7 +484,7 @@ fn services_get_the_conventional_soft_nofile_limit_unless_their_file_sets_one() 
 
 #[test]
 fn running_out_of_descriptors_is_reported_once_per_episode() {
-    // 200 services under 600 descriptors: about 145 can start.
+    // 200 services under 600 descriptors, 150 kept for the restarter.
     let mut b = Restarter::builder("emfile")
         .arg("--no-cgroup")
         .nofile(600, 600);
@@ -496,7 +496,7 @@ fn running_out_of_descriptors_is_reported_once_per_episode() {
     }
     let r = b.start();
     r.log.wait_for(
-        "descriptors: RLIMIT_NOFILE 600 fits 75 of 200 service(s)",
+        "descriptors: RLIMIT_NOFILE 600 fits 112 of 200 service(s)",
         LONG,
     );
     r.log.wait_for("out of descriptors", LONG);

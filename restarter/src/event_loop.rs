@@ -757,6 +757,11 @@ impl Shell {
         };
         // Output pipes: created once per service, the same for every run.
         let pipes = if self.runtime(id).output.is_none() {
+            // Never into the descriptors kept for the restarter itself.
+            if let Err(e) = spawn::fds_left_for_a_service(self.epoll.0.as_fd(), self.nofile_limit())
+            {
+                return spawn_failed_io("descriptor reserve of the restarter", &e);
+            }
             match ServiceOutput::new(&spec.name) {
                 Ok((out, pipes)) => {
                     for fd in out.fds() {
@@ -1012,6 +1017,11 @@ impl Shell {
         let actions = self.sup.load(set, now);
         self.execute(actions, now);
         self.state_dirty = true;
+    }
+
+    /// The restarter's soft `RLIMIT_NOFILE` (after its own raise).
+    fn nofile_limit(&self) -> u64 {
+        spawn::current_nofile().0
     }
 
     /// Says how many services fit under the descriptor limit (a warning

@@ -490,12 +490,35 @@ fn strip_os_error(e: &std::io::Error) -> String {
 /// two output pipes and a copy of their write ends (kept so no line is
 /// lost between two runs; output.rs).
 pub const FDS_PER_SERVICE: u64 = 4;
-/// Descriptors the restarter needs whatever the number of services:
-/// stdio, heartbeats, epoll, signalfd, the spawner's slots, the journal,
-/// syslog, the control socket and up to 256 control clients, and those a
-/// loop turn opens for a moment (a start's two pipe copies, the state
-/// file, a `/proc` read).
+/// Descriptors the restarter keeps for itself whatever the number of
+/// services: stdio, heartbeats, epoll, signalfd, the spawner's slots, the
+/// journal, syslog, the control socket and up to 256 control clients, and
+/// those a loop turn opens for a moment (a start's two pipe copies, the
+/// state file, a `/proc` read). Under a small limit, a quarter of it.
 pub const FDS_RESERVED: u64 = 300;
+
+/// The descriptors kept for the restarter under `limit` (see
+/// [`FDS_RESERVED`]).
+pub fn fds_reserved(limit: u64) -> u64 {
+    FDS_RESERVED.min(limit / 4)
+}
+
+/// Whether a service that holds no descriptors yet may take its own:
+/// `false` once the lowest free descriptor number reaches the reserve
+/// ([`fds_reserved`]) below `limit`. Descriptors are allocated lowest
+/// first, so then at most the reserve is left — kept for the state file,
+/// the journal, control clients and the spawner: without it a storm of
+/// failing starts would leave the restarter unable to write its state (and
+/// a restarter that then died would leave duplicates). A refused start is
+/// an `EMFILE` start failure, retried per policy.
+pub fn fds_left_for_a_service(probe: BorrowedFd<'_>, limit: u64) -> std::io::Result<()> {
+    let emfile = || std::io::Error::from_raw_os_error(libc::EMFILE);
+    let lowest = probe.try_clone_to_owned()?;
+    if lowest.as_raw_fd() as u64 + fds_reserved(limit) >= limit {
+        return Err(emfile());
+    }
+    Ok(())
+}
 
 /// How many of a set of services fit under the restarter's descriptor
 /// limit ([`FDS_PER_SERVICE`], one more with a notify socket, one more with
@@ -528,8 +551,8 @@ impl std::fmt::Display for FdBudget {
         } else {
             write!(
                 f,
-                "descriptors: RLIMIT_NOFILE {} fits {} of {} service(s) (they need about {}: {FDS_PER_SERVICE} per service, +1 with a notify socket, +1 with a cgroup, {FDS_RESERVED} for the restarter); the others fail to start with EMFILE until it is raised ([init] nofile, or prlimit)",
-                self.limit, self.fit, self.services, self.need
+                "descriptors: RLIMIT_NOFILE {} fits {} of {} service(s) (they need about {}: {FDS_PER_SERVICE} per service, +1 with a notify socket, +1 with a cgroup, {} kept for the restarter); the others fail to start with EMFILE until it is raised ([init] nofile, or prlimit)",
+                self.limit, self.fit, self.services, self.need, fds_reserved(self.limit)
             )
         }
     }
@@ -537,7 +560,7 @@ impl std::fmt::Display for FdBudget {
 
 /// The [`FdBudget`] of `specs` under `limit`.
 pub fn fd_budget(specs: &[ServiceSpec], cgroups: bool, limit: u64) -> FdBudget {
-    let mut need = FDS_RESERVED;
+    let mut need = fds_reserved(limit);
     let mut fit = 0;
     for spec in specs {
         need += FDS_PER_SERVICE + u64::from(spec.notify != NotifyMode::None) + u64::from(cgroups);
@@ -657,6 +680,20 @@ mod tests {
         assert_eq!(b.fit as u64, (20_000 - FDS_RESERVED) / FDS_PER_SERVICE);
         assert!(!b.fits());
         assert!(b.to_string().contains("fits 4925 of 10000"), "{b}");
+        // A small limit keeps a quarter for the restarter.
+        assert_eq!(fds_reserved(48), 12);
+        assert_eq!(fd_budget(&specs, false, 600).need, 150 + 41);
+    }
+
+    #[test]
+    fn no_service_takes_the_descriptors_kept_for_the_restarter() {
+        let probe = std::fs::File::open("/dev/null").unwrap();
+        let me = current_nofile().0;
+        assert!(fds_left_for_a_service(probe.as_fd(), me).is_ok());
+        // A limit whose reserve starts below the lowest free number.
+        let lowest = probe.as_fd().try_clone_to_owned().unwrap().as_raw_fd() as u64;
+        let e = fds_left_for_a_service(probe.as_fd(), lowest + 1).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EMFILE));
     }
 
     #[test]

@@ -69,16 +69,23 @@ fn main() {
         .log
         .wait_for(&format!("{n} service(s) from"), Duration::from_secs(600));
     let load = loaded.at.duration_since(t0);
+    // Until the state file names every service, or (when they do not all
+    // fit) stops growing for 10 s (the file is written after each batch).
     let deadline = Instant::now() + Duration::from_secs(600);
+    let (mut last, mut since) = (0, Instant::now());
     let all = loop {
-        if r.state_entries().len() >= n {
+        let k = r.state_entries().len();
+        if k >= n {
             break t0.elapsed();
         }
+        if k != last {
+            (last, since) = (k, Instant::now());
+        } else if k > 0 && since.elapsed() > Duration::from_secs(10) {
+            println!("only {k} of {n} started (no growth for 10 s)");
+            break since.duration_since(t0);
+        }
         if Instant::now() > deadline {
-            eprintln!(
-                "only {} of {n} in the state file after 600 s",
-                r.state_entries().len()
-            );
+            eprintln!("only {k} of {n} in the state file after 600 s");
             std::process::exit(1);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -133,4 +140,10 @@ fn main() {
         .as_array()
         .map_or(0, |a| a.iter().filter(|s| s["state"] == "running").count());
     println!("running (status):    {running}");
+    let errors = r
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("cannot start"))
+        .count();
+    println!("'cannot start' lines: {errors}");
 }
