@@ -24,6 +24,7 @@
 //! services, whatever happened.
 
 use crate::bins::{bin, TempDir};
+use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -191,8 +192,9 @@ pub struct Builder {
     raw_config: Option<String>,
     services: Vec<(String, String)>,
     args: Vec<String>,
-    env: Vec<(String, String)>,
+    env: Vec<(OsString, OsString)>,
     fds: Vec<(OwnedFd, RawFd)>,
+    nofile: Option<(u64, u64)>,
 }
 
 impl Builder {
@@ -231,7 +233,25 @@ impl Builder {
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Builder {
-        self.env.push((k.to_string(), v.to_string()));
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// A variable whose value is any bytes (not necessarily UTF-8).
+    pub fn env_os(self, k: &str, v: &std::ffi::OsStr) -> Builder {
+        self.env_os_pair(std::ffi::OsStr::new(k), v)
+    }
+
+    /// A variable whose name and value are any bytes.
+    pub fn env_os_pair(mut self, k: &std::ffi::OsStr, v: &std::ffi::OsStr) -> Builder {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    /// Starts the restarter with this `RLIMIT_NOFILE` (soft, hard), through
+    /// `prlimit(1)` (which execs it: the pid is the restarter's).
+    pub fn nofile(mut self, soft: u64, hard: u64) -> Builder {
+        self.nofile = Some((soft, hard));
         self
     }
 
@@ -262,6 +282,7 @@ impl Builder {
             mut args,
             env,
             fds,
+            nofile,
         } = self;
         let services_dir = dir.join("services");
         let run = dir.join("run");
@@ -302,6 +323,7 @@ impl Builder {
             child: None,
             args,
             env,
+            nofile,
             dir,
         };
         r.spawn(fds);
@@ -325,7 +347,8 @@ pub struct Restarter {
     pub log: LogSink,
     child: Option<Child>,
     args: Vec<String>,
-    env: Vec<(String, String)>,
+    env: Vec<(OsString, OsString)>,
+    nofile: Option<(u64, u64)>,
     // Last: removed after everything else is dropped.
     dir: TempDir,
 }
@@ -341,6 +364,7 @@ impl Restarter {
             args: Vec::new(),
             env: Vec::new(),
             fds: Vec::new(),
+            nofile: None,
         }
     }
 
@@ -368,7 +392,16 @@ impl Restarter {
             .append(true)
             .open(self.dir.join("stderr.log"))
             .expect("stderr.log");
-        let mut cmd = Command::new(bin("tether-restarter"));
+        let mut cmd = match self.nofile {
+            None => Command::new(bin("tether-restarter")),
+            Some((soft, hard)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg(bin("tether-restarter"));
+                c
+            }
+        };
         cmd.arg("--config")
             .arg(&self.config)
             .args(&self.args)
@@ -376,7 +409,7 @@ impl Restarter {
             .env("TETHER_SYSLOG_SOCKET", self.log.path())
             .env("TETHER_KMSG", "0")
             .env_remove("TETHER_FDS")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(self.env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(stderr.try_clone().expect("dup")))
             .stderr(Stdio::from(stderr));

@@ -93,6 +93,9 @@ fn run_dir_removed_is_recreated_and_a_watchdog_service_lives_on() {
         socket_of(&r.run, "wd"),
         socket_of(&r.run, "rdy"),
         r.run.join("restarter.state"),
+        // The journal children record themselves in before exec: a new
+        // restarter reads it at its path, so it comes back too.
+        r.run.join("restarter.journal"),
     ];
     assert!(paths.iter().all(|p| p.exists()));
 

@@ -721,8 +721,8 @@ fn a_reload_that_overlaps_the_running_chain_is_refused() {
     };
     let r = rig("wd-chain", opts);
     wait_petting(&r);
-    // Fine by its own values (hang 300 ms + 100 + 100 < 700 ms) but not
-    // against init's 600 + 100 + 100 = 800 ms.
+    // Fine by its own values (hang 300 ms + 100 + max(100, 200) < 700 ms)
+    // but not against init's 600 + 100 + max(100, 200) = 900 ms.
     let text = std::fs::read_to_string(&r.config_path).unwrap();
     let shorter = text.replace("stale_timeout = \"1s\"", "stale_timeout = \"700ms\"");
     assert_ne!(text, shorter);
@@ -732,8 +732,9 @@ fn a_reload_that_overlaps_the_running_chain_is_refused() {
         LogSource::Syslog,
         &[
             "reload refused",
-            "stale_timeout (init) must be > hang_timeout + restart_delay + startup_grace",
-            "600ms + 100ms + 100ms = 800ms",
+            "stale_timeout (init) must be > hang_timeout + max(restart_delay, KILL_REAP_MIN 100ms) + max(startup_grace, START_LATENCY_MIN 200ms)",
+            // init's 100 ms startup_grace counts as the 200 ms start latency.
+            "600ms + 100ms + 200ms = 900ms",
         ],
         secs(3.0),
     );

@@ -39,7 +39,7 @@ use crate::control::{self, Incoming, Request, Response, Server, ServiceStatus, S
 use crate::notify::{self, NotifySocket};
 use crate::output::ServiceOutput;
 use crate::run_dir::{self, Damage, RunDir};
-use crate::service::{self, LoadedSet, NotifyMode};
+use crate::service::{self, Identity, LoadedSet, NotifyMode, Resolution};
 use crate::spawn::{self, SpawnContext};
 use crate::state_file::{self, Sweep};
 use crate::supervisor::{Action, Event, ExitStatus, ServiceId, Supervisor};
@@ -94,25 +94,27 @@ pub struct Options {
 pub const USAGE: &str = "usage: tether-restarter [--config FILE] [--run-dir DIR] [--services DIR] [--cgroup-root DIR | --no-cgroup]";
 
 impl Options {
-    pub fn parse(args: &[String]) -> Result<Options, String> {
+    /// Parses the arguments after the program name: bytes, as the kernel
+    /// gave them (a path need not be UTF-8).
+    pub fn parse<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<Options, String> {
         let mut o = Options {
             config: PathBuf::from(tether_common::config::DEFAULT_CONFIG),
             ..Options::default()
         };
-        let mut it = args.iter();
+        let mut it = args.iter().map(|a| a.as_ref());
         while let Some(a) = it.next() {
             let mut value = |name: &str| {
                 it.next()
-                    .cloned()
+                    .map(PathBuf::from)
                     .ok_or_else(|| format!("{name} needs a value"))
             };
-            match a.as_str() {
-                "--config" => o.config = PathBuf::from(value("--config")?),
-                "--run-dir" => o.run_dir = Some(PathBuf::from(value("--run-dir")?)),
-                "--services" => o.services = Some(PathBuf::from(value("--services")?)),
-                "--cgroup-root" => o.cgroup_root = Some(PathBuf::from(value("--cgroup-root")?)),
+            match a.to_str().unwrap_or("") {
+                "--config" => o.config = value("--config")?,
+                "--run-dir" => o.run_dir = Some(value("--run-dir")?),
+                "--services" => o.services = Some(value("--services")?),
+                "--cgroup-root" => o.cgroup_root = Some(value("--cgroup-root")?),
                 "--no-cgroup" => o.no_cgroup = true,
-                other => return Err(format!("unknown argument {other:?}")),
+                _ => return Err(format!("unknown argument {a:?}")),
             }
         }
         if o.no_cgroup && o.cgroup_root.is_some() {
@@ -173,6 +175,8 @@ struct Shell {
     flush_at: Option<MonoTime>,
     drop_check_at: Option<MonoTime>,
     sweep: Option<Sweep>,
+    /// `RUN/restarter.journal`: each started process records itself.
+    journal: state_file::Journal,
     loaded: bool,
     state_dirty: bool,
     /// Set while `restarter.state` cannot be written (e.g. `ENOSPC`): when
@@ -261,6 +265,15 @@ fn take_heartbeats() -> (Vec<Writer>, Option<usize>, Option<String>) {
     (beats, init, (!errors.is_empty()).then(|| errors.join(", ")))
 }
 
+/// A start that failed on a system call before the spawn: with its errno
+/// (the supervisor tells running out of descriptors apart).
+fn spawn_failed_io(what: &str, e: &std::io::Error) -> Event {
+    Event::SpawnFailed {
+        errno: e.raw_os_error(),
+        message: format!("{what}: {e}"),
+    }
+}
+
 fn io_err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
@@ -326,6 +339,13 @@ impl Shell {
             Vec::new()
         });
         let sweep = Sweep::start(entries, now);
+        let journal = state_file::Journal::open(&run_dir).unwrap_or_else(|e| {
+            error!(
+                "opening {}: {e}; starts are recorded once per loop turn only",
+                state_file::JOURNAL_NAME
+            );
+            state_file::Journal::default()
+        });
         let syslog_path = logging::effective_settings(&config.log).syslog_socket;
         let services_dir = config.paths.services.clone();
         let mut shell = Shell {
@@ -350,6 +370,7 @@ impl Shell {
             flush_at: None,
             drop_check_at: None,
             sweep: Some(sweep),
+            journal,
             loaded: false,
             state_dirty: false,
             state_retry_at: None,
@@ -805,7 +826,13 @@ impl Shell {
         {
             return Ok(false);
         }
-        // restarter.state may have gone with the directory.
+        // restarter.state may have gone with the directory, and the journal
+        // with it: children would append to a deleted file no new restarter
+        // reads. Reopened at its path before any further start.
+        if !self.journal.in_place(&self.run_dir) {
+            self.journal = state_file::Journal::open(&self.run_dir)
+                .map_err(|e| format!("{}: {e}", state_file::JOURNAL_NAME))?;
+        }
         self.state_dirty = true;
         let has_control = self.control.is_some();
         if let Some(rd) = self.run_watch.as_mut() {
@@ -925,6 +952,11 @@ impl Shell {
         };
         // Output pipes: created once per service, the same for every run.
         let pipes = if self.runtime(id).output.is_none() {
+            // Never into the descriptors kept for the restarter itself.
+            if let Err(e) = spawn::fds_left_for_a_service(self.epoll.0.as_fd(), self.nofile_limit())
+            {
+                return spawn_failed_io("descriptor reserve of the restarter", &e);
+            }
             match ServiceOutput::new(&spec.name) {
                 Ok((out, pipes)) => {
                     for fd in out.fds() {
@@ -939,7 +971,7 @@ impl Shell {
                     self.rt[id.index()].output = Some(out);
                     pipes
                 }
-                Err(e) => return fail(format!("output pipes: {e}")),
+                Err(e) => return spawn_failed_io("output pipes", &e),
             }
         } else {
             match self.rt[id.index()]
@@ -949,7 +981,7 @@ impl Shell {
                 .reopen()
             {
                 Ok(p) => p,
-                Err(e) => return fail(format!("output pipes: {e}")),
+                Err(e) => return spawn_failed_io("output pipes", &e),
             }
         };
         // The notify socket, for notify services, owned by the service's
@@ -957,10 +989,17 @@ impl Shell {
         if spec.notify != NotifyMode::None {
             let resolved_for = Some(spec.user.clone());
             if self.rt[id.index()].notify_user != resolved_for {
-                let uid = match notify::service_uid(spec.user.as_deref()) {
-                    Ok(uid) => uid,
-                    Err(e) => return fail(format!("notify socket: {e}")),
+                // The uid resolved when the file was loaded (no NSS call in
+                // the loop); looked up here only if that lookup failed.
+                let resolved = match &spec.identity {
+                    Resolution::Resolved(Identity { uid: Some(uid), .. }) => Some(*uid),
+                    _ => None,
                 };
+                let uid =
+                    match resolved.map_or_else(|| notify::service_uid(spec.user.as_deref()), Ok) {
+                        Ok(uid) => uid,
+                        Err(e) => return fail(format!("notify socket: {e}")),
+                    };
                 if let Some(sock) = self.rt[id.index()].notify.as_mut() {
                     if let Err(e) = sock.set_owner(uid) {
                         return fail(format!("notify socket {}: {e}", sock.path().display()));
@@ -981,7 +1020,12 @@ impl Shell {
                             }
                             self.rt[id.index()].notify = Some(sock);
                         }
-                        Err(e) => return fail(format!("notify socket {}: {e}", path.display())),
+                        Err(e) => {
+                            return spawn_failed_io(
+                                &format!("notify socket {}", path.display()),
+                                &e,
+                            )
+                        }
                     }
                 }
                 self.rt[id.index()].notify_user = resolved_for;
@@ -1027,6 +1071,7 @@ impl Shell {
             notify_socket: notify_path.as_deref(),
             cgroup_procs: r.cgroup.as_ref().map(|c| c.procs_fd()),
             base_nofile: self.base_nofile,
+            journal: self.journal.fd(),
         };
         match spawn::spawn(&mut self.spawner, &spec, ctx) {
             Ok(pid) => {
@@ -1107,6 +1152,9 @@ impl Shell {
         let path = self.run_dir.join(state_file::FILE_NAME);
         match state_file::write(&path, &entries) {
             Ok(()) => {
+                if let Err(e) = self.journal.clear() {
+                    debug!("emptying {}: {e}", state_file::JOURNAL_NAME);
+                }
                 if self.state_retry_at.take().is_some() {
                     info!("writing {} works again", path.display());
                 }
@@ -1184,15 +1232,38 @@ impl Shell {
                 String::new()
             }
         );
+        self.log_fd_budget(&set.specs);
         let actions = self.sup.load(set, now);
         self.execute(actions, now);
         self.state_dirty = true;
     }
 
+    /// The restarter's soft `RLIMIT_NOFILE` (after its own raise).
+    fn nofile_limit(&self) -> u64 {
+        spawn::current_nofile().0
+    }
+
+    /// Says how many services fit under the descriptor limit (a warning
+    /// when some do not).
+    fn log_fd_budget(&self, specs: &[service::ServiceSpec]) {
+        let b = spawn::fd_budget(specs, self.cgroups.is_some(), spawn::current_nofile().0);
+        if b.fits() {
+            info!("{b}");
+        } else {
+            warn!("{b}");
+        }
+    }
+
     /// Reloads the services directory; `Err` (nothing changed) lists the
     /// errors.
     fn reload(&mut self, now: MonoTime) -> Result<String, String> {
-        let set: LoadedSet = service::load_dir(&self.services_dir);
+        let mut set: LoadedSet = service::load_dir(&self.services_dir);
+        crate::reload::keep_resolved_identities(&mut set.specs, |n| {
+            self.sup.id(n).and_then(|id| self.sup.spec(id))
+        });
+        if !set.has_errors() {
+            self.log_fd_budget(&set.specs);
+        }
         match self.sup.reload(set, now) {
             Ok(actions) => {
                 self.reload_errors.clear();
@@ -1430,7 +1501,7 @@ mod tests {
         assert_eq!(o.services, Some(PathBuf::from("/s")));
         assert!(o.no_cgroup);
         assert_eq!(
-            Options::parse(&[]).unwrap().config,
+            Options::parse::<String>(&[]).unwrap().config,
             PathBuf::from("/etc/tether/tether.toml")
         );
         assert!(Options::parse(&args(&["--bogus"])).is_err());

@@ -5,7 +5,15 @@
 
 #![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Bytes: an argument that is not UTF-8 must not panic.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // The helper a service with a working_directory starts as (spawn.rs).
+    if args
+        .first()
+        .is_some_and(|a| a == tether_restarter::spawn::EXEC_IN)
+    {
+        std::process::exit(tether_restarter::spawn::exec_in_main(&args[1..]));
+    }
     let opts = match tether_restarter::event_loop::Options::parse(&args) {
         Ok(o) => o,
         Err(e) => {

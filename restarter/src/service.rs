@@ -24,13 +24,18 @@
 //! - `after` and `requires` name other services; an unknown name, the
 //!   service itself, or a cycle is an error of the service that names it.
 //!   A service in `requires` is also waited for (start after it is ready).
-//! - `working_directory` must be absolute. `user` and `group` are names or
-//!   numeric ids, resolved when the service is started (a missing user is
-//!   then a start failure, retried per policy, like a missing binary).
+//! - `working_directory` must be absolute; it is not checked at load (a
+//!   `stat` on a dead NFS mount would hang the restarter): a missing one
+//!   ends the started process with exit status 200 and a line in its
+//!   output. `user` and `group` are names or numeric ids, resolved when
+//!   the file is loaded or reloaded ([`Resolution`]); a failed lookup is
+//!   repeated at each start (a missing user is then a start failure,
+//!   retried per policy, like a missing binary).
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -97,6 +102,34 @@ pub struct Limits {
     pub memlock: Option<Limit>,
 }
 
+/// `user`/`group` as resolved through NSS: ids, supplementary groups, and
+/// `HOME`/`USER` for the environment (bytes, as the passwd entry has them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub groups: Option<Vec<u32>>,
+    pub home: Option<OsString>,
+    pub user: Option<OsString>,
+}
+
+/// Whether `user`/`group` were resolved when the file was loaded. The
+/// lookup is a blocking call (NSS: sss, LDAP), so it happens in
+/// [`load_dir`], not at each start; a failed lookup is repeated at each
+/// start until one succeeds (a directory service that was down at boot).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Resolution {
+    /// Not looked up ([`ServiceSpec::new`], [`parse`]): looked up at start.
+    #[default]
+    Pending,
+    Resolved(Identity),
+    /// The lookup at load failed; the start looks up again.
+    Failed {
+        errno: Option<i32>,
+        message: String,
+    },
+}
+
 /// The sliding-window restart limit: at most `max_restarts` restarts within
 /// `window`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +170,9 @@ pub struct ServiceSpec {
     pub after: Vec<String>,
     pub requires: Vec<String>,
     pub disabled: bool,
+    /// `user`/`group` resolved at load (not part of the file's text; a
+    /// changed passwd entry makes a reload restart the service).
+    pub identity: Resolution,
 }
 
 pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -168,6 +204,7 @@ impl ServiceSpec {
             after: Vec::new(),
             requires: Vec::new(),
             disabled: false,
+            identity: Resolution::Pending,
         }
     }
 
@@ -337,6 +374,7 @@ pub fn parse(text: &str, file: &Path) -> Result<ServiceSpec, ConfigError> {
         after: dedup(raw.after),
         requires: dedup(raw.requires),
         disabled: raw.disabled,
+        identity: Resolution::Pending,
     })
 }
 
@@ -403,6 +441,7 @@ pub fn load_dir(dir: &Path) -> LoadedSet {
         }
     }
     check_dependencies(&mut set, &texts);
+    crate::spawn::resolve_set(&mut set.specs);
     set
 }
 

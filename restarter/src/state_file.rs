@@ -8,6 +8,11 @@
 //! `restarter.state.tmp`, then `rename` — readers see the old or the new
 //! file, never a mix.
 //!
+//! Between two writes of the file (one per loop turn, after a whole batch
+//! of starts) each started process records itself in
+//! `RUN/restarter.journal` ([`Journal`]); [`read`] returns the entries of
+//! both.
+//!
 //! Decision: no `fsync`. The file only has to outlive a crash of the
 //! restarter, not of the machine (after a reboot no process of the previous
 //! boot exists; and `/run` is a tmpfs), and the page cache serves the next
@@ -19,7 +24,8 @@
 //! (so never a reused pid), `SIGTERM` + `SIGCONT` to its process group,
 //! then `SIGKILL` to the group after the entry's stop timeout. When the
 //! leader is gone but members of its session remain (found by scanning
-//! `/proc` for that session id), those are signalled one by one. The sweep
+//! `/proc` for that session id — one pass per sweep step for every such
+//! entry together), those are signalled one by one. The sweep
 //! is polled from the event loop (every [`SWEEP_POLL`]) — the loop keeps
 //! beating meanwhile — and services start when every leftover is gone, or
 //! at the latest [`SWEEP_KILL_GRACE`] after the `SIGKILL`s.
@@ -29,6 +35,7 @@
 //! started afresh.
 
 use crate::spawn::{proc_start_time, proc_stat_field};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -37,6 +44,8 @@ use tether_common::clock::MonoTime;
 
 /// File name in the runtime directory.
 pub const FILE_NAME: &str = "restarter.state";
+/// The spawn journal beside it (see [`Journal`]).
+pub const JOURNAL_NAME: &str = "restarter.journal";
 /// How often the sweep looks whether leftovers are gone.
 pub const SWEEP_POLL: Duration = Duration::from_millis(20);
 /// After the `SIGKILL`s, how long the sweep waits at most before services
@@ -91,12 +100,91 @@ pub fn parse(text: &str) -> Vec<Entry> {
         .collect()
 }
 
-/// Reads `path`; a missing file is an empty state.
+/// Reads the state file `path` and the spawn journal beside it (entries of
+/// both; the same process may be named twice); a missing file is empty.
+/// Bytes that are not UTF-8 (a damaged file) only cost their lines.
 pub fn read(path: &Path) -> io::Result<Vec<Entry>> {
-    match fs::read_to_string(path) {
-        Ok(t) => Ok(parse(&t)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+    let text = |p: &Path| match fs::read(p) {
+        Ok(t) => Ok(String::from_utf8_lossy(&t).into_owned()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
         Err(e) => Err(e),
+    };
+    let mut entries = parse(&text(path)?);
+    entries.extend(parse(&text(&path.with_file_name(JOURNAL_NAME))?));
+    Ok(entries)
+}
+
+/// `RUN/restarter.journal`: one line per process started since the state
+/// file was last written, in the state file's format, appended by the
+/// started process itself (the spawner's child, as soon as it leads its
+/// session and before `exec`; `tether_common::sys::child::Record`). The
+/// state file is written once per loop turn, after a whole batch of
+/// starts: a restarter killed in the middle of a batch (OOM) would leave
+/// processes no file names, and the next restarter would start them a
+/// second time. With the journal every process is on record before its
+/// parent can lose it — even when the parent dies while the child is
+/// between `clone` and `exec`, since the child writes the line itself.
+/// The journal is emptied each time the state file has been written (which
+/// then names every process it held). The next restarter reads both
+/// ([`read`]) and treats an entry of either alike (today: stops it; a
+/// re-adopting restarter adopts it the same way).
+///
+/// Left open: a child still between `clone` and its record line when the
+/// new restarter reads the journal (a few system calls; init starts a new
+/// restarter at the earliest `restart_delay` after the old one died).
+#[derive(Debug, Default)]
+pub struct Journal {
+    file: Option<fs::File>,
+}
+
+impl Journal {
+    /// Opens (creating) `RUN/restarter.journal` for appending; without it
+    /// starts are recorded by the state file alone, as before.
+    pub fn open(run_dir: &Path) -> io::Result<Journal> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(run_dir.join(JOURNAL_NAME))?;
+        Ok(Journal { file: Some(file) })
+    }
+
+    /// Whether the open journal is still the file at `RUN/restarter.journal`
+    /// (same device and inode); `true` when there is none to compare.
+    pub fn in_place(&self, run_dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(f) = &self.file else { return true };
+        match (
+            f.metadata(),
+            fs::symlink_metadata(run_dir.join(JOURNAL_NAME)),
+        ) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+
+    /// The descriptor children append to.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.file.as_ref().map(|f| f.as_fd())
+    }
+
+    /// The record line of a start of `name`, around `PID PGID START_TIME`.
+    pub fn line_parts(name: &str, stop_timeout: Duration) -> (Vec<u8>, Vec<u8>) {
+        (
+            format!("{name} ").into_bytes(),
+            format!(" {}\n", stop_timeout.as_millis()).into_bytes(),
+        )
+    }
+
+    /// The state file was written: what the journal held is in it.
+    pub fn clear(&mut self) -> io::Result<()> {
+        match &self.file {
+            Some(f) => f.set_len(0),
+            None => Ok(()),
+        }
     }
 }
 
@@ -119,20 +207,38 @@ pub fn same_process(pid: i32, start_time: u64) -> bool {
 
 /// Live processes (not zombies) whose session id is `sid`.
 pub fn session_members(sid: i32) -> Vec<i32> {
+    sessions_members(&BTreeSet::from([sid]))
+        .remove(&sid)
+        .unwrap_or_default()
+}
+
+/// Live processes (not zombies) of each session of `sids`, by session id:
+/// one pass over `/proc` whatever the number of sessions (none when `sids`
+/// is empty). A session with no live member is absent from the map.
+pub fn sessions_members(sids: &BTreeSet<i32>) -> BTreeMap<i32, Vec<i32>> {
+    let mut found: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    if sids.is_empty() {
+        return found;
+    }
     let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
+        return found;
     };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|&pid| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let field = |n| crate::spawn::stat_field(&stat, n);
-            field(6).and_then(|s| s.parse::<i32>().ok()) == Some(sid)
-                && field(3).is_some_and(|s| s != "Z" && s != "X")
-        })
-        .collect()
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let field = |n| crate::spawn::stat_field_bytes(&stat, n);
+        let Some(sid) = field(6).and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if sids.contains(&sid) && field(3).is_some_and(|s| s != "Z" && s != "X") {
+            found.entry(sid).or_default().push(pid);
+        }
+    }
+    found
 }
 
 fn signal(pid: i32, sig: i32) {
@@ -156,20 +262,49 @@ pub struct Sweep {
     items: Vec<Leftover>,
     /// Log lines for the shell.
     pub messages: Vec<String>,
+    /// How long the last pass over `/proc` took: the next poll waits at
+    /// least twice that, so a sweep of many sessions on a busy machine
+    /// never keeps the loop scanning back to back.
+    last_scan: Duration,
+    /// Passes over `/proc` so far (for tests and the report).
+    scans: u64,
+    /// When the sweep began and how many leftovers it found.
+    began: Option<MonoTime>,
+    found: usize,
 }
 
 impl Sweep {
-    /// Signals every leftover of `entries` (`SIGTERM`, `SIGCONT`).
+    /// Signals every leftover of `entries` (`SIGTERM`, `SIGCONT`). Entries
+    /// naming the same process (the state file and the spawn journal) are
+    /// one leftover. One pass over `/proc` serves every entry whose leader
+    /// is gone.
     pub fn start(entries: Vec<Entry>, now: MonoTime) -> Sweep {
-        let mut sweep = Sweep::default();
+        let mut sweep = Sweep {
+            began: Some(now),
+            ..Sweep::default()
+        };
+        let mut seen = BTreeSet::new();
+        let mut classified = Vec::new();
         for entry in entries {
+            if !seen.insert((entry.pid, entry.start_time)) {
+                continue;
+            }
             let leader = same_process(entry.pid, entry.start_time)
                 && proc_stat_field(entry.pid, 5).and_then(|s| s.parse::<i32>().ok())
                     == Some(entry.pgid);
+            classified.push((entry, leader));
+        }
+        let orphaned: BTreeSet<i32> = classified
+            .iter()
+            .filter(|(_, leader)| !*leader)
+            .map(|(e, _)| e.pgid)
+            .collect();
+        let mut members = sweep.scan(&orphaned);
+        for (entry, leader) in classified {
             let members = if leader {
                 Vec::new()
             } else {
-                session_members(entry.pgid)
+                members.remove(&entry.pgid).unwrap_or_default()
             };
             if !leader && members.is_empty() {
                 continue;
@@ -196,24 +331,55 @@ impl Sweep {
                 killed_at: None,
             });
         }
+        sweep.found = sweep.items.len();
         sweep
+    }
+
+    /// One pass over `/proc` for the sessions `sids` (none when empty).
+    fn scan(&mut self, sids: &BTreeSet<i32>) -> BTreeMap<i32, Vec<i32>> {
+        if sids.is_empty() {
+            return BTreeMap::new();
+        }
+        let t0 = std::time::Instant::now();
+        let found = sessions_members(sids);
+        self.last_scan = t0.elapsed();
+        self.scans += 1;
+        found
+    }
+
+    /// Passes over `/proc` so far.
+    pub fn scans(&self) -> u64 {
+        self.scans
     }
 
     /// Looks again; `SIGKILL`s what outlived its stop timeout. True when
     /// the sweep is over (services may start).
     pub fn poll(&mut self, now: MonoTime) -> bool {
+        // Leaders first (one stat each); one scan for every session whose
+        // leader is gone.
+        let leader_alive: Vec<bool> = self
+            .items
+            .iter()
+            .map(|it| it.leader && same_process(it.entry.pid, it.entry.start_time))
+            .collect();
+        let sids: BTreeSet<i32> = self
+            .items
+            .iter()
+            .zip(&leader_alive)
+            .filter(|(_, alive)| !**alive)
+            .map(|(it, _)| it.entry.pgid)
+            .collect();
+        let members = self.scan(&sids);
         let mut messages = Vec::new();
+        let mut i = 0;
         self.items.retain_mut(|it| {
-            let alive: Vec<i32> = if it.leader {
-                if same_process(it.entry.pid, it.entry.start_time) {
-                    vec![it.entry.pid]
-                } else {
-                    // The leader is gone; its session may not be.
-                    session_members(it.entry.pgid)
-                }
+            let alive: Vec<i32> = if leader_alive[i] {
+                vec![it.entry.pid]
             } else {
-                session_members(it.entry.pgid)
+                // The leader is gone; its session may not be.
+                members.get(&it.entry.pgid).cloned().unwrap_or_default()
             };
+            i += 1;
             if alive.is_empty() {
                 messages.push(format!(
                     "service {}: leftover of a previous restarter is gone",
@@ -248,6 +414,18 @@ impl Sweep {
             }
         });
         self.messages.extend(messages);
+        if self.items.is_empty() && self.found > 0 {
+            let took = self
+                .began
+                .map_or(Duration::ZERO, |t| now.saturating_since(t));
+            self.messages.push(format!(
+                "leftover sweep done in {} ms: {} leftover(s), {} pass(es) over /proc",
+                took.as_millis(),
+                self.found,
+                self.scans
+            ));
+            self.found = 0;
+        }
         self.items.is_empty()
     }
 
@@ -255,9 +433,10 @@ impl Sweep {
         self.items.is_empty()
     }
 
-    /// When to poll next (`None` when done).
+    /// When to poll next (`None` when done): every [`SWEEP_POLL`], or twice
+    /// the last scan's duration when that is longer.
     pub fn next_deadline(&self, now: MonoTime) -> Option<MonoTime> {
-        (!self.items.is_empty()).then(|| now + SWEEP_POLL)
+        (!self.items.is_empty()).then(|| now + SWEEP_POLL.max(self.last_scan * 2))
     }
 }
 

@@ -406,6 +406,16 @@ pub struct Supervisor {
     /// Watchdog deadline, or `SIGKILL` time while stopping, of each
     /// service with a process.
     proc_timers: BTreeSet<(MonoTime, ServiceId)>,
+    /// While starts fail for want of descriptors (`EMFILE`/`ENFILE`): how
+    /// many such failures were not logged. The first of an episode is
+    /// logged (with what to do), the rest at debug until a start succeeds.
+    descriptors_out: Option<u64>,
+}
+
+/// Whether a start failure is the process or system running out of
+/// descriptors.
+fn out_of_descriptors(errno: Option<i32>) -> bool {
+    matches!(errno, Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
 impl Supervisor {
@@ -669,6 +679,14 @@ impl Supervisor {
         });
         let name = s.spec.name.clone();
         self.by_pid.insert(pid, id);
+        if let Some(n) = self.descriptors_out.take() {
+            self.log(
+                Level::Warn,
+                format!(
+                    "descriptors available again ({n} more start(s) had failed with EMFILE/ENFILE)"
+                ),
+            );
+        }
         self.log(Level::Info, format!("service {name} started (pid {pid})"));
         self.out.push(Action::WriteState);
     }
@@ -691,7 +709,22 @@ impl Supervisor {
             "service {}: cannot start: {message}{errno_text}",
             s.spec.name
         );
-        self.log(Level::Error, line);
+        match (out_of_descriptors(errno), self.descriptors_out) {
+            (true, Some(n)) => {
+                self.descriptors_out = Some(n + 1);
+                self.log(Level::Debug, line);
+            }
+            (true, None) => {
+                self.descriptors_out = Some(0);
+                self.log(
+                    Level::Error,
+                    format!(
+                        "{line}; out of descriptors: further starts failing so are retried per policy but not logged until one succeeds (raise RLIMIT_NOFILE: [init] nofile)"
+                    ),
+                );
+            }
+            (false, _) => self.log(Level::Error, line),
+        }
         self.after_end(id, true, now, now);
     }
 

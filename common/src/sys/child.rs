@@ -15,10 +15,11 @@
 //! with a guard page below it. The child's first act is
 //! `close_range(K, ~0, CLOSE_RANGE_UNSHARE)`: the kernel gives it a table
 //! of its own holding only descriptors below `K`, without copying or
-//! closing the rest. `K` is one above the [`Spawner`]'s four *slots*,
+//! closing the rest. `K` is one above the [`Spawner`]'s five *slots*,
 //! descriptors reserved when the spawner is made (early, so their numbers
 //! are low): before each start the parent points the slots at the service's
-//! stdin (`/dev/null`), stdout, stderr and `cgroup.procs` with `dup3`, and
+//! stdin (`/dev/null`), stdout, stderr, `cgroup.procs` and the record file
+//! ([`Record`]) with `dup3`, and
 //! the child moves them to 0, 1, 2. The few other descriptors below `K` are
 //! close-on-exec. On a kernel without `CLOSE_RANGE_UNSHARE` (before 5.9)
 //! the child falls back to `unshare(CLONE_FILES)`, a full copy.
@@ -61,12 +62,34 @@ pub struct Rlimit {
     pub hard: libc::rlim_t,
 }
 
+/// A line the child appends to a file as soon as it leads its own session,
+/// before any step that can fail or take time, so that the process is on
+/// record even if the parent dies the next instant (an OOM kill in the
+/// middle of a batch of starts): `PREFIX PID PID START_TIME SUFFIX`, where
+/// `START_TIME` is field 22 of `/proc/self/stat` (`0` when `/proc` cannot
+/// be read). One `write(2)` on a file opened with `O_APPEND`, so lines of
+/// successive children never interleave. A failed write is ignored (the
+/// caller records the pid itself after the start, as before).
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    /// The file, open for writing with `O_APPEND`; must stay open until
+    /// [`Spawner::spawn`] returns.
+    pub fd: RawFd,
+    pub prefix: Vec<u8>,
+    pub suffix: Vec<u8>,
+}
+
+/// Longest record line; a longer one is not written.
+pub const RECORD_MAX: usize = 512;
+
 /// What the child does before `exec`, in this order: signals back to
-/// default and unblocked, new session (and so its own process group), join
-/// the cgroup, resource limits, umask, supplementary groups, gid, uid,
-/// working directory.
+/// default and unblocked, new session (and so its own process group), the
+/// record line, join the cgroup, resource limits, umask, supplementary
+/// groups, gid, uid, working directory.
 #[derive(Clone, Debug, Default)]
 pub struct ChildSetup {
+    /// See [`Record`].
+    pub record: Option<Record>,
     /// `cgroup.procs` of the service's cgroup, open for writing in the
     /// parent; the child writes `0` (itself) into it. A failure is ignored:
     /// the process group still bounds the service. Must stay open until
@@ -98,6 +121,7 @@ const STDIN: usize = 0;
 const STDOUT: usize = 1;
 const STDERR: usize = 2;
 const CGROUP: usize = 3;
+const RECORD: usize = 4;
 
 /// The child's stack: the child runs only the small function below and raw
 /// system calls.
@@ -165,7 +189,7 @@ impl Drop for ChildStack {
 pub struct Spawner {
     /// Where idle slots point (stdin of every service).
     null: OwnedFd,
-    slots: [OwnedFd; 4],
+    slots: [OwnedFd; 5],
     /// One above the highest slot: the child keeps descriptors below it.
     keep_below: u32,
     stack: ChildStack,
@@ -182,8 +206,9 @@ impl std::fmt::Debug for Spawner {
 /// Everything the child reads, on the parent's stack for the `clone`.
 struct ChildCtx<'a> {
     keep_below: u32,
-    slots: [RawFd; 4],
+    slots: [RawFd; 5],
     has_cgroup: bool,
+    has_record: bool,
     setup: &'a ChildSetup,
     candidates: &'a [CString],
     /// Null-terminated arrays of pointers into the caller's strings.
@@ -218,7 +243,7 @@ fn point(dst: &OwnedFd, src: RawFd) -> io::Result<()> {
 }
 
 impl Spawner {
-    /// Reserves the slots: four close-on-exec descriptors numbered 3 or
+    /// Reserves the slots: five close-on-exec descriptors numbered 3 or
     /// more, pointing at `/dev/null` (or, without `/dev`, at the read end of
     /// a pipe whose write end is closed — also an empty input).
     pub fn new() -> io::Result<Spawner> {
@@ -237,7 +262,7 @@ impl Spawner {
             // OwnedFd becomes its sole owner.
             Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         };
-        let slots = [dup()?, dup()?, dup()?, dup()?];
+        let slots = [dup()?, dup()?, dup()?, dup()?, dup()?];
         let keep_below = slots.iter().map(|s| s.as_raw_fd()).max().unwrap_or(2) as u32 + 1;
         Ok(Spawner {
             null,
@@ -273,8 +298,10 @@ impl Spawner {
                     self.slots[STDOUT].as_raw_fd(),
                     self.slots[STDERR].as_raw_fd(),
                     self.slots[CGROUP].as_raw_fd(),
+                    self.slots[RECORD].as_raw_fd(),
                 ],
                 has_cgroup: setup.cgroup_procs.is_some(),
+                has_record: setup.record.is_some(),
                 setup,
                 candidates: exec.candidates,
                 argv: argv.as_ptr(),
@@ -297,6 +324,9 @@ impl Spawner {
         point(&self.slots[STDERR], exec.stderr.as_raw_fd())?;
         if let Some(fd) = setup.cgroup_procs {
             point(&self.slots[CGROUP], fd)?;
+        }
+        if let Some(r) = &setup.record {
+            point(&self.slots[RECORD], r.fd)?;
         }
         Ok(())
     }
@@ -386,6 +416,97 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
     unsafe { libc::_exit(127) }
 }
 
+/// Appends `n` in decimal to `buf` at `*len` (false when it does not fit).
+fn push_decimal(buf: &mut [u8], len: &mut usize, mut n: u64) -> bool {
+    let mut digits = [0u8; 20];
+    let mut k = 0;
+    loop {
+        digits[k] = b'0' + (n % 10) as u8;
+        k += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if *len + k > buf.len() {
+        return false;
+    }
+    for d in digits[..k].iter().rev() {
+        buf[*len] = *d;
+        *len += 1;
+    }
+    true
+}
+
+/// Appends `bytes` to `buf` at `*len` (false when they do not fit).
+fn push_bytes(buf: &mut [u8], len: &mut usize, bytes: &[u8]) -> bool {
+    if *len + bytes.len() > buf.len() {
+        return false;
+    }
+    buf[*len..*len + bytes.len()].copy_from_slice(bytes);
+    *len += bytes.len();
+    true
+}
+
+/// Field 22 (start time) of a `/proc/PID/stat` text: the 20th field after
+/// the last `)`.
+pub fn stat_start_time(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let mut fields = stat[close + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
+    let field = fields.nth(19)?;
+    let mut n: u64 = 0;
+    for &b in field {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+/// The child's record line (see [`Record`]), built on the stack.
+///
+/// # Safety
+/// Only in the child of [`Spawner::clone_child`]: raw system calls on its
+/// own stack buffers.
+unsafe fn write_record(fd: RawFd, r: &Record) {
+    // SAFETY: getpid/openat/read/close/write are raw system calls on
+    // buffers of this stack frame; nothing allocates.
+    unsafe {
+        let pid = libc::syscall(libc::SYS_getpid) as u64;
+        let mut stat = [0u8; 1024];
+        let mut start = 0;
+        let path = b"/proc/self/stat\0";
+        let sfd = libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if sfd >= 0 {
+            let n = libc::syscall(libc::SYS_read, sfd, stat.as_mut_ptr(), stat.len());
+            libc::syscall(libc::SYS_close, sfd);
+            if n > 0 {
+                start = stat_start_time(&stat[..n as usize]).unwrap_or(0);
+            }
+        }
+        let mut line = [0u8; RECORD_MAX];
+        let mut len = 0;
+        let fits = push_bytes(&mut line, &mut len, &r.prefix)
+            && push_decimal(&mut line, &mut len, pid)
+            && push_bytes(&mut line, &mut len, b" ")
+            && push_decimal(&mut line, &mut len, pid)
+            && push_bytes(&mut line, &mut len, b" ")
+            && push_decimal(&mut line, &mut len, start)
+            && push_bytes(&mut line, &mut len, &r.suffix);
+        if fits {
+            libc::syscall(libc::SYS_write, fd, line.as_ptr(), len);
+        }
+    }
+}
+
 /// The child's steps, in order; returns only on failure.
 ///
 /// # Safety
@@ -434,6 +555,9 @@ unsafe fn child_setup(ctx: &ChildCtx<'_>) -> Result<std::convert::Infallible, i3
             sys(syscall(SYS_dup3, slot, target as libc::c_int, 0))?;
         }
         sys(syscall(SYS_setsid))?;
+        if let (true, Some(r)) = (ctx.has_record, &ctx.setup.record) {
+            write_record(ctx.slots[RECORD], r);
+        }
         if ctx.has_cgroup {
             let _ = libc::write(ctx.slots[CGROUP], b"0".as_ptr().cast(), 1);
         }
@@ -638,6 +762,54 @@ mod tests {
         // The spawner still works afterwards.
         let (text, code) = run(&mut sp, "echo ok", &ChildSetup::default()).unwrap();
         assert_eq!((text.as_str(), code), ("ok\n", 0));
+    }
+
+    #[test]
+    fn the_child_records_its_pid_and_start_time_before_exec() {
+        let path = std::env::temp_dir().join(format!("tether-record-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .unwrap();
+        let mut sp = Spawner::new().unwrap();
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let argv = [c("sleep"), c("5")];
+        let candidates = [c("/bin/sleep")];
+        let exec = ExecSpec {
+            candidates: &candidates,
+            argv: &argv,
+            envp: &[],
+            stdout: w.as_fd(),
+            stderr: w.as_fd(),
+        };
+        let setup = ChildSetup {
+            record: Some(Record {
+                fd: file.as_raw_fd(),
+                prefix: b"svc ".to_vec(),
+                suffix: b" 500\n".to_vec(),
+            }),
+            ..ChildSetup::default()
+        };
+        let pid = sp.spawn(&exec, &setup).unwrap();
+        drop((r, w));
+        let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap();
+        let start = stat_start_time(&stat).unwrap();
+        let line = std::fs::read_to_string(&path).unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(line, format!("svc {pid} {pid} {start} 500\n"));
+    }
+
+    #[test]
+    fn start_time_is_field_22_counted_after_the_command_name() {
+        let stat = b"42 (a) b) \xff) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 123456 0 0";
+        assert_eq!(stat_start_time(stat), Some(123456));
+        assert_eq!(stat_start_time(b"42 (x) S 1"), None);
     }
 
     #[test]

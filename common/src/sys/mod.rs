@@ -342,6 +342,18 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Puts `SIGPIPE` back to its default action. Rust's runtime ignores it at
+/// start-up, and an ignored signal stays ignored over `execve`: a process
+/// that execs a program for someone else (the restarter's `--exec-in`
+/// helper) calls this first.
+pub fn default_sigpipe() {
+    // SAFETY: SIG_DFL installs no handler, so no code of ours can run on
+    // the signal; the call only changes this process's disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,10 @@
 //!
 //!   bench_spawn PROGRAM [RUNS] [SERVICES...]   defaults: 500 runs; 0 100 1000
 //!
+//! With `BENCH_RECORD=1` the Spawner's child also writes its record line
+//! (the restarter's spawn journal: pid and start time from
+//! `/proc/self/stat`) to a file opened with `O_APPEND` under /tmp.
+//!
 //! PROGRAM is started with the argument `0` and stdout/stderr on /dev/null,
 //! then killed and reaped (outside the timed part). Prints p50/p99/max of
 //! the time `spawn` took, in microseconds. Figures, not assertions.
@@ -22,7 +26,7 @@ use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tether_common::sys::child::{ChildSetup, ExecSpec, Spawner};
+use tether_common::sys::child::{ChildSetup, ExecSpec, Record, Spawner};
 
 fn stop(pid: i32) {
     let pid = nix::unistd::Pid::from_raw(pid);
@@ -94,6 +98,23 @@ fn main() {
             stdout: null.as_fd(),
             stderr: null.as_fd(),
         };
+        let record_file = std::env::var_os("BENCH_RECORD").map(|_| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(
+                    std::env::temp_dir().join(format!("bench-spawn-record-{}", std::process::id())),
+                )
+                .expect("record file")
+        });
+        let setup = ChildSetup {
+            record: record_file.as_ref().map(|f| Record {
+                fd: std::os::fd::AsRawFd::as_raw_fd(f),
+                prefix: b"bench ".to_vec(),
+                suffix: b" 0\n".to_vec(),
+            }),
+            ..ChildSetup::default()
+        };
         let mut ours = Vec::with_capacity(runs);
         let mut forked = Vec::with_capacity(runs);
         let mut spawned = Vec::with_capacity(runs);
@@ -108,7 +129,7 @@ fn main() {
         };
         for _ in 0..runs {
             let t = Instant::now();
-            let pid = spawner.spawn(&exec, &ChildSetup::default()).expect("spawn");
+            let pid = spawner.spawn(&exec, &setup).expect("spawn");
             ours.push(t.elapsed());
             stop(pid);
             let mut cmd = command();
@@ -126,6 +147,9 @@ fn main() {
             let _ = child.wait();
         }
         let fds = held.len();
+        if let Some(f) = &record_file {
+            let _ = f.set_len(0);
+        }
         println!(
             "{n:>5} services ({fds:>4} fds)  Spawner:                     {}",
             summary(ours)

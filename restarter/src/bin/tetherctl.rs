@@ -394,7 +394,18 @@ fn check(config_path: &Path, out: &mut impl Write) -> std::io::Result<u8> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `std::env::args` panics on an argument that is not UTF-8.
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect()
+    {
+        Ok(a) => a,
+        Err(a) => {
+            eprintln!("tetherctl: argument {a:?} is not UTF-8 (see tetherctl --help)");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let args = match parse_args(&args) {
         Ok(a) => a,
         Err(e) => {
