@@ -16,6 +16,8 @@ have qemu-system-x86_64 || missing+=(qemu-system-x86)
 have mkfs.ext4 || missing+=(e2fsprogs)
 have debugfs || missing+=(e2fsprogs)
 have xz || missing+=(xz-utils)
+have cc || missing+=(gcc)
+have dumpe2fs || missing+=(e2fsprogs)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "test.sh: missing ${missing[*]}; run as root (the suite needs root anyway)" >&2
