@@ -332,6 +332,29 @@ impl Shell {
         // Before any per-service descriptor: its slots get low numbers.
         let spawner = Spawner::new().map_err(|e| io_err("spawner descriptors", e))?;
         let now = MonoTime::now();
+        // The journal's lock first: it is free only once the previous
+        // restarter and every child of it between `clone` and `exec` are
+        // gone, so what it and the state file say is complete.
+        let journal =
+            match state_file::Journal::open_locked(&run_dir, state_file::JOURNAL_LOCK_WAIT) {
+                Ok((j, true)) => j,
+                Ok((j, false)) => {
+                    warn!(
+                    "{}: still locked after {:?} (another restarter on {}?); reading it as it is",
+                    state_file::JOURNAL_NAME,
+                    state_file::JOURNAL_LOCK_WAIT,
+                    run_dir.display()
+                );
+                    j
+                }
+                Err(e) => {
+                    error!(
+                        "opening {}: {e}; starts are recorded once per loop turn only",
+                        state_file::JOURNAL_NAME
+                    );
+                    state_file::Journal::default()
+                }
+            };
         // The leftovers of a previous restarter, before anything starts.
         let state_path = run_dir.join(state_file::FILE_NAME);
         let entries = state_file::read(&state_path).unwrap_or_else(|e| {
@@ -339,13 +362,6 @@ impl Shell {
             Vec::new()
         });
         let sweep = Sweep::start(entries, now);
-        let journal = state_file::Journal::open(&run_dir).unwrap_or_else(|e| {
-            error!(
-                "opening {}: {e}; starts are recorded once per loop turn only",
-                state_file::JOURNAL_NAME
-            );
-            state_file::Journal::default()
-        });
         let syslog_path = logging::effective_settings(&config.log).syslog_socket;
         let services_dir = config.paths.services.clone();
         let mut shell = Shell {

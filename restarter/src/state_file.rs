@@ -129,18 +129,43 @@ pub fn read(path: &Path) -> io::Result<Vec<Entry>> {
 /// ([`read`]) and treats an entry of either alike (today: stops it; a
 /// re-adopting restarter adopts it the same way).
 ///
-/// Left open: a child still between `clone` and its record line when the
-/// new restarter reads the journal (a few system calls; init starts a new
-/// restarter at the earliest `restart_delay` after the old one died).
+/// A child still between `clone` and its record line when the old
+/// restarter dies: the restarter holds an exclusive `flock` on the
+/// journal's open file description, and every child holds a reference to
+/// that same description (its record slot) until its `exec` closes it. A
+/// new restarter takes the lock on its own open of the file before it reads
+/// anything ([`Journal::open_locked`]), so it reads only once every child of
+/// the previous one has written its line (or exited). The same lock keeps a
+/// second restarter off a runtime directory that one already uses.
 #[derive(Debug, Default)]
 pub struct Journal {
+    /// Holds the lock: a `flock` belongs to the open file description and
+    /// lasts until its last descriptor closes (ours at exit or `exec`, a
+    /// child's at its `exec`); it is never unlocked explicitly.
     file: Option<fs::File>,
 }
 
+/// How long [`Journal::open_locked`] waits for the previous restarter's
+/// children to reach `exec` (they take microseconds; the bound is for a
+/// restarter that still runs).
+pub const JOURNAL_LOCK_WAIT: Duration = Duration::from_millis(500);
+
 impl Journal {
     /// Opens (creating) `RUN/restarter.journal` for appending; without it
-    /// starts are recorded by the state file alone, as before.
+    /// starts are recorded by the state file alone, as before. The lock is
+    /// taken as in [`Journal::open_locked`], without waiting: a fresh file
+    /// (after the runtime directory was removed) has no other holder.
     pub fn open(run_dir: &Path) -> io::Result<Journal> {
+        Journal::open_locked(run_dir, Duration::ZERO).map(|(j, _)| j)
+    }
+
+    /// Opens the journal and takes the exclusive lock on it, trying again
+    /// every millisecond for at most `wait` while a previous restarter or
+    /// one of its children between `clone` and `exec` holds it. Returns
+    /// whether the lock was had; without it the journal is still used (the
+    /// caller warns), as before the lock existed. Called before the event
+    /// loop runs, so the short wait delays no beat.
+    pub fn open_locked(run_dir: &Path, wait: Duration) -> io::Result<(Journal, bool)> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = fs::OpenOptions::new()
             .append(true)
@@ -148,7 +173,18 @@ impl Journal {
             .mode(0o644)
             .custom_flags(libc::O_CLOEXEC)
             .open(run_dir.join(JOURNAL_NAME))?;
-        Ok(Journal { file: Some(file) })
+        use std::os::fd::AsFd;
+        let until = std::time::Instant::now() + wait;
+        let locked = loop {
+            match tether_common::sys::flock_exclusive_nonblock(file.as_fd()) {
+                Ok(true) => break true,
+                Ok(false) if std::time::Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(false) | Err(_) => break false,
+            }
+        };
+        Ok((Journal { file: Some(file) }, locked))
     }
 
     /// Whether the open journal is still the file at `RUN/restarter.journal`
@@ -444,6 +480,32 @@ impl Sweep {
 mod tests {
     use super::*;
     use std::process::Command;
+
+    /// The journal's lock is held as long as any descriptor of the old
+    /// restarter's open file description lives (a child between `clone` and
+    /// `exec` holds one in its record slot), and is had once none does.
+    #[test]
+    fn the_journal_lock_waits_for_every_holder_of_the_old_description() {
+        let dir = std::env::temp_dir().join(format!("tether-journal-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let old = Journal::open(&dir).unwrap();
+        // A child's record slot: another descriptor of the same description.
+        let child_slot = old.file.as_ref().unwrap().try_clone().unwrap();
+        let (_, locked) = Journal::open_locked(&dir, Duration::from_millis(5)).unwrap();
+        assert!(!locked, "taken while the old restarter holds it");
+        drop(old);
+        let (_, locked) = Journal::open_locked(&dir, Duration::from_millis(5)).unwrap();
+        assert!(
+            !locked,
+            "taken while a child of the dead restarter holds it"
+        );
+        drop(child_slot);
+        let (new, locked) = Journal::open_locked(&dir, Duration::from_millis(5)).unwrap();
+        assert!(locked, "not taken once every holder is gone");
+        assert!(new.in_place(&dir));
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn render_then_parse_round_trips_and_skips_garbage() {

@@ -75,6 +75,27 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(true)` when taken, `Ok(false)` when
+/// another open file description holds it. The lock belongs to `fd`'s open
+/// file description and lasts until its last descriptor is closed (there
+/// is no unlock here: nix's `Flock` unlocks on drop, which would release a
+/// lock other descriptors of the same description are meant to keep).
+pub fn flock_exclusive_nonblock(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor borrowed for the call; no memory is
+    // passed.
+    let r = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 /// Sets or clears `FD_CLOEXEC`.
 pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
