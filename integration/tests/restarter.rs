@@ -67,15 +67,26 @@ fn crash_after_a_long_run_is_restarted_at_once_with_a_new_pid() {
 
 #[test]
 fn crash_loop_is_throttled_to_one_start_per_restart_delay() {
-    let r = Restarter::start(
-        "crash-loop",
-        &[(
-            "a",
-            "exec = [\"/bin/sh\", \"-c\", \"sleep 0.05; exit 1\"]\nrestart_delay = \"300ms\"\n",
-        )],
+    // Each start stamps the time it began running (the log lines' arrival
+    // at the test's syslog socket jitters by a scheduling delay or two on a
+    // loaded machine; the process's own clock reading does not depend on
+    // when its start was logged).
+    let stamps = std::env::temp_dir().join(format!("tether-crash-loop-{}", std::process::id()));
+    let _ = std::fs::remove_file(&stamps);
+    let service = format!(
+        "exec = [\"/bin/sh\", \"-c\", \"date +%s%N >> {}; sleep 0.05; exit 1\"]\nrestart_delay = \"300ms\"\n",
+        stamps.display()
     );
-    r.log.wait_for_count("service a started", 5, LONG);
-    let gaps = gaps_ms(&r, "service a started");
+    let r = Restarter::start("crash-loop", &[("a", service.as_str())]);
+    r.log.wait_for_count("service a exited: exit 1", 5, LONG);
+    let ns: Vec<u128> = std::fs::read_to_string(&stamps)
+        .expect("start stamps")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let _ = std::fs::remove_file(&stamps);
+    let gaps: Vec<u128> = ns.windows(2).map(|w| (w[1] - w[0]) / 1_000_000).collect();
+    assert!(gaps.len() >= 4, "starts stamped: {ns:?}");
     for g in &gaps[..4] {
         assert!(
             (250..1000).contains(g),
@@ -572,7 +583,9 @@ fn cgroup_kill_reaches_a_process_that_left_the_group() {
     let pid = r.wait_pid("a", LONG);
     let deadline = Instant::now() + LONG;
     let escaped = loop {
-        if let Some(&p) = r.processes("sleep 7115").first() {
+        // Not the service's own shell, whose command line names the child's
+        // until it execs `sleep 7116`.
+        if let Some(&p) = r.processes("sleep 7115").iter().find(|&&p| p != pid) {
             if pgid_of(p) == Some(p) {
                 break p;
             }
