@@ -71,7 +71,7 @@ use nix::unistd::Pid;
 use tether_common::clock::MonoTime;
 use tether_common::config::Config;
 use tether_common::fdlist::{FdList, ENV_FDS, ENV_HEARTBEATS};
-use tether_common::heartbeat::{self, Code, Reader, Writer};
+use tether_common::heartbeat::{self, Code, Reader, Watch, Writer};
 
 use crate::layers::{Action, Actions, Event, Exit, Human, Layer, Layers};
 use crate::mounts::Role;
@@ -127,6 +127,10 @@ struct Init {
     wd_in: Reader,
     wd_init_write: OwnedFd,
     layers: Layers,
+    /// When bytes found in the layers' pipes were written at the latest
+    /// (`heartbeat::Watch`): a stalled loop never makes a silent layer look
+    /// fresh.
+    watch: Watch,
     shutdown: Option<Sequence>,
     shutdown_params: shutdown::Params,
     next_beat: MonoTime,
@@ -439,6 +443,7 @@ impl Init {
             wd_in: Reader::new(Layer::Watchdogd.name(), wd_init_read, now)?,
             wd_init_write,
             layers: Layers::new(params, now),
+            watch: Watch::new(now),
             shutdown: None,
             shutdown_params,
             next_beat: now,
@@ -465,6 +470,8 @@ impl Init {
             // Round up: waking a little late is harmless, early means a spin.
             let ms = timeout.as_micros().div_ceil(1000);
             let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            self.watch
+                .waiting(MonoTime::now(), Duration::from_millis(ms as u64));
             let (sig_ready, wd_ready, rst_ready) = {
                 let mut fds = [
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -485,13 +492,16 @@ impl Init {
                     }
                 }
             };
-            let now = MonoTime::now();
+            let woke = MonoTime::now();
+            let credit = self.watch.credit(woke);
             if wd_ready {
-                self.drain(now, Layer::Watchdogd);
+                self.drain(woke, credit, Layer::Watchdogd);
             }
             if rst_ready {
-                self.drain(now, Layer::Restarter);
+                self.drain(woke, credit, Layer::Restarter);
             }
+            self.watch.drained(woke);
+            let now = woke;
             if sig_ready {
                 self.read_signals(now);
             }
@@ -506,8 +516,13 @@ impl Init {
     /// asked for. At the first start there is nothing to find.
     fn reconcile(&mut self, now: MonoTime) {
         self.reap(now);
-        self.drain(now, Layer::Watchdogd);
-        self.drain(now, Layer::Restarter);
+        // Whatever the loop was doing when it panicked, the pipes were
+        // last seen empty at the watch's mark: credit no later than that
+        // unless this turn was on time.
+        let credit = self.watch.credit(now);
+        self.drain(now, credit, Layer::Watchdogd);
+        self.drain(now, credit, Layer::Restarter);
+        self.watch.drained(now);
         for layer in self.layers.after_panic(now).into_iter().flatten() {
             warn!(
                 "{}: its start was under way when the loop panicked; starting it again",
@@ -643,9 +658,10 @@ impl Init {
         }
     }
 
-    /// Reads a layer's supervision pipe: beats and requests.
-    fn drain(&mut self, now: MonoTime, layer: Layer) {
-        let d = match self.reader(layer).drain(now) {
+    /// Reads a layer's supervision pipe: beats (credited to `credit`,
+    /// see [`Watch::credit`]) and requests.
+    fn drain(&mut self, now: MonoTime, credit: MonoTime, layer: Layer) {
+        let d = match self.reader(layer).drain(credit) {
             Ok(d) => d,
             Err(e) => {
                 error!("reading {}'s heartbeat pipe: {}", layer, e);
@@ -653,7 +669,7 @@ impl Init {
             }
         };
         if d.bytes > 0 {
-            let actions = self.layers.handle(now, Event::Beat { layer });
+            let actions = self.layers.handle(now, Event::Beat { layer, at: credit });
             self.apply(now, actions, 0);
         }
         for b in d.new_unknown {
@@ -830,7 +846,7 @@ impl Init {
                 (Some(layer), Some(actions)) => {
                     // Bytes it wrote before dying: a request among them is
                     // still honoured (beats are no longer credited).
-                    self.drain(now, layer);
+                    self.drain(now, now, layer);
                     // Log (and restart) first: the shutdown steps below may
                     // end in reboot(2).
                     self.apply(now, actions, 0);
@@ -914,7 +930,7 @@ impl Init {
     fn spawn(&mut self, now: MonoTime, layer: Layer) -> io::Result<i32> {
         // Leftover bytes belong to the previous child: a request among them
         // is still honoured, beats are discarded.
-        self.drain(now, layer);
+        self.drain(now, now, layer);
         if layer == Layer::Watchdogd {
             // Beats queued while no watchdogd ran are old news: the new one
             // must judge init and the restarter on fresh beats only.
