@@ -652,12 +652,16 @@ impl Init {
         let (layers, watch, relay_losses, upgrades) = match &resume {
             None => (Layers::new(params, now), Watch::new(now), Losses::new(0), 0),
             Some(r) => {
+                let layers = Layers::resume(params, &r.watchdogd, &r.restarter, now);
                 info!(
-                    "resumed after upgrade {} of init: watchdogd {:?}, restarter {:?}",
-                    r.upgrades, r.watchdogd.state, r.restarter.state
+                    "resumed after upgrade {} of init: {}, {}; {} exit record(s) lost since boot",
+                    r.upgrades,
+                    layers.describe(Layer::Watchdogd, now),
+                    layers.describe(Layer::Restarter, now),
+                    r.relay_lost
                 );
                 (
-                    Layers::resume(params, &r.watchdogd, &r.restarter, now),
+                    layers,
                     // Bytes found in the pipes are credited no later than
                     // the old image last saw them empty.
                     Watch::new(r.seen.min(now)),
