@@ -34,6 +34,8 @@
 //!   order (each within its `stop_timeout`), then the state file is
 //!   emptied, service cgroups removed, and the process exits 0.
 
+mod adoption;
+
 use crate::cgroup::{Cgroups, ServiceCgroup};
 use crate::control::{self, Incoming, Request, Response, Server, ServiceStatus, StatusReport};
 use crate::notify::{self, NotifySocket};
@@ -196,12 +198,18 @@ struct Shell {
     /// refused reload.
     config_errors: Vec<String>,
     reload_errors: Vec<String>,
+    /// init's fd store and exit relay (issue 13); `None` run alone.
+    store: Option<adoption::Store>,
+    /// What start-up found to adopt, until the services are loaded.
+    pending: Option<adoption::Pending>,
+    /// Adopted processes (init's children) being watched.
+    watches: std::collections::HashMap<ServiceId, adoption::Watch>,
 }
 
 /// Runs the restarter; returns the exit code.
 pub fn run(opts: Options) -> i32 {
     // Heartbeat descriptors first, before anything else gets a number.
-    let (beats, init_pipe, fd_error) = take_heartbeats();
+    let (beats, init_pipe, store, fd_error) = take_heartbeats();
     let (mut config, config_error) = Config::load_or_default(&opts.config);
     if let Some(dir) = &opts.run_dir {
         config.paths.run = dir.clone();
@@ -230,7 +238,10 @@ pub fn run(opts: Options) -> i32 {
     if beats.is_empty() {
         info!("no heartbeat pipes ({ENV_FDS} unset): running without init");
     }
-    match Shell::new(config, opts, beats, init_pipe, config_errors) {
+    if store.is_none() {
+        info!("no fd store (store_send/store_recv/relay not in {ENV_FDS}): a previous restarter's services are stopped and started afresh");
+    }
+    match Shell::new(config, opts, beats, init_pipe, store, config_errors) {
         Ok(mut shell) => shell.run(),
         Err(e) => {
             error!("cannot start: {e}");
@@ -239,16 +250,33 @@ pub fn run(opts: Options) -> i32 {
     }
 }
 
-/// The write ends named in `TETHER_FDS`, taken over (close-on-exec again).
-fn take_heartbeats() -> (Vec<Writer>, Option<usize>, Option<String>) {
+/// The write ends named in `TETHER_FDS`, taken over (close-on-exec again),
+/// and init's fd store and relay when all three are there.
+fn take_heartbeats() -> (
+    Vec<Writer>,
+    Option<usize>,
+    Option<adoption::Store>,
+    Option<String>,
+) {
     let list = match FdList::from_env(ENV_FDS) {
         Ok(l) => l,
-        Err(e) => return (Vec::new(), None, Some(e.to_string())),
+        Err(e) => return (Vec::new(), None, None, Some(e.to_string())),
     };
     let mut beats = Vec::new();
     let mut init = None;
     let mut errors = Vec::new();
+    let mut store_fds: std::collections::HashMap<String, std::os::fd::OwnedFd> =
+        std::collections::HashMap::new();
     for (name, fd) in list.iter() {
+        if adoption::is_store_name(name) {
+            match tether_common::sys::take_inherited_fd(fd) {
+                Ok(owned) => {
+                    store_fds.insert(name.to_string(), owned);
+                }
+                Err(e) => errors.push(format!("{name}={fd}: {e}")),
+            }
+            continue;
+        }
         match tether_common::sys::take_inherited_fd(fd).and_then(|owned| Writer::new(name, owned)) {
             Ok(w) => {
                 if name == "init" {
@@ -262,7 +290,25 @@ fn take_heartbeats() -> (Vec<Writer>, Option<usize>, Option<String>) {
     // Single-threaded at this point. The variable must not reach services
     // (spawn filters it too).
     std::env::remove_var(ENV_FDS);
-    (beats, init, (!errors.is_empty()).then(|| errors.join(", ")))
+    use tether_common::relay::{FD_RELAY, FD_STORE_RECV, FD_STORE_SEND};
+    let store = match (
+        store_fds.remove(FD_STORE_SEND),
+        store_fds.remove(FD_STORE_RECV),
+        store_fds.remove(FD_RELAY),
+    ) {
+        (Some(send), Some(recv), Some(relay)) => Some(adoption::Store::new(send, recv, relay)),
+        (None, None, None) => None,
+        _ => {
+            errors.push("the fd store needs store_send, store_recv and relay: running without".into());
+            None
+        }
+    };
+    (
+        beats,
+        init,
+        store,
+        (!errors.is_empty()).then(|| errors.join(", ")),
+    )
 }
 
 /// A start that failed on a system call before the spawn: with its errno
@@ -284,6 +330,7 @@ impl Shell {
         opts: Options,
         beats: Vec<Writer>,
         init_pipe: Option<usize>,
+        store: Option<adoption::Store>,
         config_errors: Vec<String>,
     ) -> Result<Shell, String> {
         let base_nofile = spawn::current_nofile();
@@ -338,7 +385,6 @@ impl Shell {
             error!("reading {}: {e}", state_path.display());
             Vec::new()
         });
-        let sweep = Sweep::start(entries, now);
         let journal = state_file::Journal::open(&run_dir).unwrap_or_else(|e| {
             error!(
                 "opening {}: {e}; starts are recorded once per loop turn only",
@@ -369,7 +415,7 @@ impl Shell {
             next_liveness: now + config.timing.liveness_interval,
             flush_at: None,
             drop_check_at: None,
-            sweep: Some(sweep),
+            sweep: None,
             journal,
             loaded: false,
             state_dirty: false,
@@ -382,7 +428,21 @@ impl Shell {
             config_errors,
             reload_errors: Vec::new(),
             config,
+            store,
+            pending: None,
+            watches: std::collections::HashMap::new(),
         };
+        if let Some(store) = shell.store.as_ref() {
+            if let Err(e) = shell.epoll.add(
+                store.relay_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, adoption::TOKEN_RELAY),
+            ) {
+                error!("relay: epoll: {e}");
+            }
+        }
+        // With a store: what can be adopted is, the rest is swept.
+        let entries = shell.prepare_adoption(entries);
+        shell.sweep = Some(Sweep::start(entries, now));
         shell.log_sweep_messages();
         shell.bind_control();
         match RunDir::open(&shell.run_dir, shell.control.is_some()) {
@@ -471,6 +531,7 @@ impl Shell {
             }
         };
         consider(self.sup.next_deadline());
+        consider(self.watch_deadline());
         consider(self.sweep.as_ref().and_then(|s| s.next_deadline(now)));
         consider(self.control.as_ref().and_then(|c| c.next_deadline()));
         consider(self.flush_at);
@@ -497,6 +558,9 @@ impl Shell {
                 self.sweep_cgroups();
                 self.load_services(now);
             }
+        }
+        if self.watch_deadline().is_some_and(|d| d <= now) {
+            self.expire_watches(now);
         }
         if self.sup.next_deadline().is_some_and(|d| d <= now) {
             let actions = self.sup.tick(now);
@@ -564,6 +628,8 @@ impl Shell {
             TOKEN_CONTROL => self.on_control(now),
             TOKEN_NOTIFY => self.on_notify(id, now),
             TOKEN_OUTPUT => self.on_output(id, now),
+            adoption::TOKEN_PIDFD => self.on_pidfd(id, now),
+            adoption::TOKEN_RELAY => self.on_relay(now),
             _ => {}
         }
     }
@@ -813,6 +879,7 @@ impl Shell {
                         .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
                         .map_err(|e| format!("notify socket: epoll: {e}"))?;
                     self.sup.notify_socket_restored(id, MonoTime::now());
+                    self.store_service(id);
                 }
             }
             if let Some(r) = self.run_repair.as_mut() {
@@ -927,6 +994,7 @@ impl Shell {
                     }
                 }
                 Action::WriteState => self.state_dirty = true,
+                Action::Watch { id, pid } => self.watch(id, pid, now),
                 Action::Forget { id } => self.forget(id),
             }
         }
@@ -950,6 +1018,8 @@ impl Shell {
             errno: None,
             message,
         };
+        // Descriptors new or gone since the store last heard of them.
+        let mut stored = false;
         // Output pipes: created once per service, the same for every run.
         let pipes = if self.runtime(id).output.is_none() {
             // Never into the descriptors kept for the restarter itself.
@@ -969,6 +1039,7 @@ impl Shell {
                         }
                     }
                     self.rt[id.index()].output = Some(out);
+                    stored = true;
                     pipes
                 }
                 Err(e) => return spawn_failed_io("output pipes", &e),
@@ -1019,6 +1090,7 @@ impl Shell {
                                 return fail(format!("notify socket: epoll: {e}"));
                             }
                             self.rt[id.index()].notify = Some(sock);
+                            stored = true;
                         }
                         Err(e) => {
                             return spawn_failed_io(
@@ -1043,6 +1115,10 @@ impl Shell {
         } else if let Some(sock) = self.rt[id.index()].notify.take() {
             self.rt[id.index()].notify_user = None;
             let _ = self.epoll.delete(sock.fd());
+            stored = true;
+        }
+        if stored {
+            self.store_service(id);
         }
         // The cgroup, when cgroups are in use.
         if self.rt[id.index()].cgroup.is_none() {
@@ -1139,14 +1215,32 @@ impl Shell {
         self.state_dirty = false;
         let entries: Vec<state_file::Entry> = self
             .sup
-            .running()
+            .resumes()
             .into_iter()
-            .map(|(id, name, pid, stop_timeout)| state_file::Entry {
-                name: name.to_string(),
-                pid,
-                pgid: pid,
-                start_time: self.rt.get(id.index()).map_or(0, |r| r.start_time),
-                stop_timeout,
+            .map(|(id, name, stop_timeout, r)| {
+                let pid = r.pid.unwrap_or(0);
+                let (history, level) = r.history.parts();
+                state_file::Entry {
+                    name: name.to_string(),
+                    pid,
+                    pgid: pid,
+                    start_time: if pid > 0 {
+                        self.rt.get(id.index()).map_or(0, |r| r.start_time)
+                    } else {
+                        0
+                    },
+                    stop_timeout,
+                    saved: Some(state_file::Saved {
+                        restarts: r.restarts,
+                        started: r.started,
+                        ready: r.ready,
+                        watchdog_timeout: r.watchdog_timeout,
+                        history,
+                        level,
+                        wanted: r.wanted,
+                        failed: r.failed,
+                    }),
+                }
             })
             .collect();
         let path = self.run_dir.join(state_file::FILE_NAME);
@@ -1216,6 +1310,10 @@ impl Shell {
             return;
         }
         self.loaded = true;
+        if self.load_adopting(now) {
+            self.state_dirty = true;
+            return;
+        }
         let set = service::load_dir(&self.services_dir);
         if let Some(e) = &set.dir_error {
             error!("services directory: {e}; no services (fix it, then reload)");
@@ -1466,7 +1564,17 @@ impl Shell {
                 out.flush(&mut self.syslog, now);
             }
         }
-        self.write_state();
+        // Every service stopped: the file names nothing (a counter of a
+        // service is not carried over a clean stop), and nothing of ours is
+        // left in the store.
+        let path = self.run_dir.join(state_file::FILE_NAME);
+        if let Err(e) = state_file::write(&path, &[]) {
+            error!("writing {}: {e}", path.display());
+        }
+        let _ = self.journal.clear();
+        if let Some(store) = self.store.as_mut() {
+            store.drain_all();
+        }
         for r in std::mem::take(&mut self.rt) {
             if let Some(cg) = r.cgroup {
                 let _ = cg.remove();

@@ -18,6 +18,7 @@
 //! the number of services).
 
 #![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
+pub mod adopt;
 pub mod cgroup;
 pub mod control;
 pub mod event_loop;

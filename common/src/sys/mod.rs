@@ -25,6 +25,7 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 
 pub mod child;
+pub mod fdpass;
 pub mod notify_creds;
 
 /// `accept4(listener, SOCK_CLOEXEC | SOCK_NONBLOCK)` returning an owned
