@@ -164,7 +164,9 @@ pub fn resume_of(
 /// newest line that has one, and the other entries (older processes of
 /// the same name — never adopted; stopped by the leftover sweep if they
 /// still run).
-pub fn newest_by_name(entries: Vec<Entry>) -> (HashMap<String, (Entry, Option<Saved>)>, Vec<Entry>) {
+pub fn newest_by_name(
+    entries: Vec<Entry>,
+) -> (HashMap<String, (Entry, Option<Saved>)>, Vec<Entry>) {
     let mut by_name: HashMap<String, (Entry, Option<Saved>)> = HashMap::new();
     let mut older = Vec::new();
     for e in entries {
@@ -269,7 +271,10 @@ mod tests {
         assert_eq!(newest.pid, 600);
         assert_eq!(older.len(), 1);
         let r = resume_of(newest, s.as_ref(), Some((99, 600)), None);
-        assert_eq!((r.pid, r.restarts, r.ready, r.started), (Some(600), 4, false, None));
+        assert_eq!(
+            (r.pid, r.restarts, r.ready, r.started),
+            (Some(600), 4, false, None)
+        );
     }
 
     #[test]

@@ -299,7 +299,9 @@ fn take_heartbeats() -> (
         (Some(send), Some(recv), Some(relay)) => Some(adoption::Store::new(send, recv, relay)),
         (None, None, None) => None,
         _ => {
-            errors.push("the fd store needs store_send, store_recv and relay: running without".into());
+            errors.push(
+                "the fd store needs store_send, store_recv and relay: running without".into(),
+            );
             None
         }
     };

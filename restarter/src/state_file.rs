@@ -118,7 +118,11 @@ impl Saved {
     /// The `KEY=VALUE` fields; `None` when one is malformed (the line is
     /// then read as an old one: pid and start time only).
     fn parse(fields: &[&str]) -> Option<Saved> {
-        let ns = |v: &str| v.parse::<u64>().ok().map(|n| MonoTime::from_duration(Duration::from_nanos(n)));
+        let ns = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .map(|n| MonoTime::from_duration(Duration::from_nanos(n)))
+        };
         let flag = |v: &str| match v {
             "0" => Some(false),
             "1" => Some(true),

@@ -144,7 +144,10 @@ impl ServiceId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
     Code(i32),
-    Signal { signal: i32, core: bool },
+    Signal {
+        signal: i32,
+        core: bool,
+    },
     /// An adopted process ended while its status was not learnt (init's
     /// relay pipe was full, or no record came within the grace): counted
     /// as a failure.
@@ -1086,6 +1089,7 @@ impl Supervisor {
             return false;
         }
         let mut miss = false;
+        let mut persist = false;
         let mut lines = Vec::new();
         {
             let watchdog_mode = s.spec.notify == NotifyMode::Watchdog;
@@ -1095,6 +1099,8 @@ impl Supervisor {
                     NotifyMsg::Ready => {
                         if !p.ready {
                             p.ready = true;
+                            // Readiness is carried over a restarter crash.
+                            persist = true;
                             lines.push((
                                 Level::Info,
                                 format!("service {name} ready (READY=1 from {from})"),
@@ -1128,6 +1134,7 @@ impl Supervisor {
                             let t = Duration::from_micros(us);
                             p.watchdog_timeout = Some(t);
                             p.watchdog_deadline = Some(now + t);
+                            persist = true;
                             lines.push((
                                 Level::Info,
                                 format!(
@@ -1154,6 +1161,9 @@ impl Supervisor {
         }
         for (level, line) in lines {
             self.log(level, line);
+        }
+        if persist {
+            self.out.push(Action::WriteState);
         }
         if miss {
             self.watchdog_miss(id, now);

@@ -12,10 +12,17 @@ pub const MAX_FDS: usize = 64;
 
 /// Sends `payload` with `fds` attached (`SCM_RIGHTS`) in one message on
 /// the `SOCK_SEQPACKET` socket `sock`, without blocking (`MSG_DONTWAIT`).
-pub fn send_with_fds(sock: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+pub fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    payload: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     if fds.len() > MAX_FDS {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors",
+        ));
     }
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let iov = [io::IoSlice::new(payload)];
@@ -34,7 +41,10 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>
 /// Receives one message from `sock` without blocking: its bytes (up to
 /// `max` of them) and the descriptors it carried, close-on-exec
 /// (`MSG_CMSG_CLOEXEC`). `Ok(None)` when nothing is queued.
-pub fn recv_with_fds(sock: BorrowedFd<'_>, max: usize) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    max: usize,
+) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut buf = vec![0u8; max];
     // CMSG_SPACE(MAX_FDS * sizeof(int)), rounded up generously.
     let mut cbuf = vec![0u8; 64 + MAX_FDS * std::mem::size_of::<libc::c_int>()];

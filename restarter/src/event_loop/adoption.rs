@@ -90,7 +90,11 @@ pub(super) struct Pending {
 impl Store {
     /// From the three descriptors of `TETHER_FDS` (already taken).
     pub(super) fn new(send: OwnedFd, recv: OwnedFd, relay: OwnedFd) -> Store {
-        for (what, fd) in [("store_send", &send), ("store_recv", &recv), ("relay", &relay)] {
+        for (what, fd) in [
+            ("store_send", &send),
+            ("store_recv", &recv),
+            ("relay", &relay),
+        ] {
             if let Err(e) = tether_common::sys::set_nonblocking(fd.as_fd(), true) {
                 warn!("{what}: O_NONBLOCK: {e}");
             }
@@ -187,9 +191,8 @@ impl Shell {
         let observed: HashMap<String, adopt::Observed> = newest
             .iter()
             .map(|(name, (e, _))| {
-                let o = spawn::proc_start_time(e.pid).zip(
-                    spawn::proc_stat_field(e.pid, 5).and_then(|s| s.parse::<i32>().ok()),
-                );
+                let o = spawn::proc_start_time(e.pid)
+                    .zip(spawn::proc_stat_field(e.pid, 5).and_then(|s| s.parse::<i32>().ok()));
                 (name.clone(), if e.pid > 1 { o } else { None })
             })
             .collect();
@@ -209,8 +212,15 @@ impl Shell {
                 // Not ours to adopt: stopped as a leftover.
                 if e.pid > 1 {
                     if same {
-                        info!("service {name}: pid {} cannot be adopted ({}): stopping it", e.pid,
-                            if valid.contains(name.as_str()) { "its output pipes are not in the fd store" } else { "no such service now" });
+                        info!(
+                            "service {name}: pid {} cannot be adopted ({}): stopping it",
+                            e.pid,
+                            if valid.contains(name.as_str()) {
+                                "its output pipes are not in the fd store"
+                            } else {
+                                "no such service now"
+                            }
+                        );
                     }
                     sweep.push(e);
                 }
@@ -252,7 +262,9 @@ impl Shell {
         let actions_set = set;
         // Ids are assigned by the supervisor at load: install first, then
         // attach by name.
-        let actions = self.sup.load_adopting(actions_set, std::mem::take(&mut p.resumes), now);
+        let actions = self
+            .sup
+            .load_adopting(actions_set, std::mem::take(&mut p.resumes), now);
         for spec in &specs {
             let Some(id) = self.sup.id(&spec.name) else {
                 continue;
@@ -295,7 +307,10 @@ impl Shell {
                 Ok(out) => {
                     for fd in out.fds() {
                         let token = TOKEN_OUTPUT | u64::from(id.0);
-                        if let Err(e) = self.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token)) {
+                        if let Err(e) = self
+                            .epoll
+                            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                        {
                             error!("service {}: output pipe: epoll: {e}", spec.name);
                         }
                     }
@@ -312,10 +327,16 @@ impl Shell {
                 Resolution::Resolved(Identity { uid: Some(uid), .. }) => *uid,
                 _ => 0,
             };
-            let path = self.run_dir.join("notify").join(format!("{}.sock", spec.name));
+            let path = self
+                .run_dir
+                .join("notify")
+                .join(format!("{}.sock", spec.name));
             let sock = NotifySocket::adopt(&path, fd, uid);
             let token = TOKEN_NOTIFY | u64::from(id.0);
-            if let Err(e) = self.epoll.add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token)) {
+            if let Err(e) = self
+                .epoll
+                .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+            {
                 error!("service {}: notify socket: epoll: {e}", spec.name);
             }
             let r = self.runtime(id);
@@ -336,7 +357,11 @@ impl Shell {
             return;
         }
         let live = self.rt.iter().filter(|r| r.output.is_some()).count();
-        if self.store.as_ref().is_some_and(|s| s.queued > 2 * live + STORE_SLACK) {
+        if self
+            .store
+            .as_ref()
+            .is_some_and(|s| s.queued > 2 * live + STORE_SLACK)
+        {
             self.compact_store();
             return;
         }
@@ -419,7 +444,10 @@ impl Shell {
         let (pidfd, ended_at) = match fdpass::pidfd_open(pid) {
             Ok(fd) => {
                 let token = TOKEN_PIDFD | u64::from(id.0);
-                if let Err(e) = self.epoll.add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token)) {
+                if let Err(e) = self
+                    .epoll
+                    .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+                {
                     error!("pidfd of {pid}: epoll: {e}");
                 }
                 (Some(fd), None)
@@ -430,7 +458,14 @@ impl Shell {
                 (None, Some(now))
             }
         };
-        self.watches.insert(id, Watch { pid, pidfd, ended_at });
+        self.watches.insert(
+            id,
+            Watch {
+                pid,
+                pidfd,
+                ended_at,
+            },
+        );
     }
 
     /// A pidfd became readable: the adopted process ended.
@@ -490,7 +525,10 @@ impl Shell {
         let due: Vec<(ServiceId, i32)> = self
             .watches
             .iter()
-            .filter(|(_, w)| w.ended_at.is_some_and(|t| now.saturating_since(t) >= RELAY_GRACE))
+            .filter(|(_, w)| {
+                w.ended_at
+                    .is_some_and(|t| now.saturating_since(t) >= RELAY_GRACE)
+            })
             .map(|(id, w)| (*id, w.pid))
             .collect();
         if due.is_empty() {

@@ -1,0 +1,225 @@
+//! Re-adoption (issue 13), whole chain: `tether-init` as PID 1 of a PID
+//! namespace hands the restarter its fd store and exit relay; the
+//! restarter is killed (`SIGKILL`, or `SIGSTOP` so init kills it after
+//! `hang_timeout`) and the next one takes every service back: same pids,
+//! same restart counts, no output line lost on the way to syslog, a
+//! `systemd-notify` watchdog service never restarted; a service killed
+//! while no restarter ran is restarted and shows `signal KILL`.
+//!
+//! `FIGURE adopt ...` lines (with `--nocapture`) give the time from the
+//! restarter's death to every service adopted.
+
+use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tether_integration::chain::{signal, wait_until, Chain, ChainOptions};
+use tether_integration::hw::Timings;
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// A numbered line every 10 ms on stdout.
+const COUNTER: &str =
+    "#!/bin/sh\ni=0\nwhile :; do echo \"line $i\"; i=$((i+1)); sleep 0.01; done\n";
+
+fn options() -> ChainOptions {
+    let wd = "#!/bin/sh\nsystemd-notify --ready\nwhile :; do systemd-notify WATCHDOG=1; sleep 0.3; done\n";
+    ChainOptions {
+        timings: Timings::chain(),
+        scripts: vec![
+            ("counter".into(), COUNTER.into()),
+            ("wdsvc".into(), wd.into()),
+        ],
+        services: vec![
+            (
+                "counter".into(),
+                "exec = [\"{DIR}/scripts/counter\"]\nrestart_delay = \"100ms\"\n".into(),
+            ),
+            (
+                "wdsvc".into(),
+                "exec = [\"{DIR}/scripts/wdsvc\"]\nnotify = \"watchdog\"\nwatchdog_timeout = \"2s\"\nrestart_delay = \"100ms\"\n".into(),
+            ),
+            (
+                "sleeper".into(),
+                "exec = [\"/bin/sleep\", \"7301\"]\nrestart_delay = \"100ms\"\n".into(),
+            ),
+        ],
+        ..ChainOptions::default()
+    }
+}
+
+/// `tetherctl status --json` → name → (pid, restarts, state, last_exit).
+fn status(chain: &Chain) -> Option<BTreeMap<String, (Option<i64>, i64, String, String)>> {
+    let out = chain.tetherctl(&["status", "--json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(
+        v["services"]
+            .as_array()?
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap_or("").to_string(),
+                    (
+                        s["pid"].as_i64(),
+                        s["restarts"].as_i64().unwrap_or(-1),
+                        s["state"].as_str().unwrap_or("").to_string(),
+                        s["last_exit"].as_str().unwrap_or("").to_string(),
+                    ),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Waits until every service runs (the watchdog one ready).
+fn all_up(chain: &Chain) -> BTreeMap<String, (Option<i64>, i64, String, String)> {
+    wait_until(LONG, || {
+        status(chain).filter(|m| {
+            m.len() == 3
+                && m.values()
+                    .all(|(pid, _, st, _)| pid.is_some() && (st == "running" || st == "ready"))
+        })
+    })
+    .unwrap_or_else(|| panic!("services not up:\n{}", chain.dump()))
+}
+
+/// The numbers of the counter's lines that reached syslog, in order.
+fn counted(chain: &Chain) -> Vec<u64> {
+    chain
+        .syslog(&["counter[", "line "])
+        .iter()
+        .filter_map(|l| l.text.rsplit("line ").next()?.trim().parse().ok())
+        .collect()
+}
+
+/// No number missing or repeated between the first and the last.
+fn assert_no_gap(n: &[u64], chain: &Chain) {
+    assert!(n.len() > 50, "too few lines: {}\n{}", n.len(), chain.dump());
+    for w in n.windows(2) {
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "a gap or repeat in the counter's lines ({} then {}; {} lines)",
+            w[0],
+            w[1],
+            n.len()
+        );
+    }
+}
+
+fn adopted_after(chain: &Chain, since: Instant, n: usize) -> Duration {
+    let lines = wait_until(LONG, || {
+        let l: Vec<_> = chain
+            .syslog(&["adopted (pid"])
+            .into_iter()
+            .filter(|l| l.at >= since)
+            .collect();
+        (l.len() >= n).then_some(l)
+    })
+    .unwrap_or_else(|| panic!("not {n} adopted:\n{}", chain.dump()));
+    lines.iter().map(|l| l.at).max().unwrap() - since
+}
+
+#[test]
+fn restarter_kill9_keeps_every_service_and_loses_no_output_line() {
+    let chain = Chain::start("adopt-kill9", options());
+    let rst = chain
+        .wait_layer("tether-restarter", None, LONG)
+        .unwrap_or_else(|| panic!("no restarter:\n{}", chain.dump()));
+    let before = all_up(&chain);
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    assert!(signal(rst, Signal::SIGKILL));
+    let new = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("no new restarter:\n{}", chain.dump()));
+    let took = adopted_after(&chain, t0, 3);
+    eprintln!(
+        "FIGURE adopt kill9: 3 services adopted {} ms after the restarter's death",
+        took.as_millis()
+    );
+    let after = all_up(&chain);
+    for (name, (pid, restarts, _, _)) in &before {
+        assert_eq!(after[name].0, *pid, "{name}: pid changed\n{}", chain.dump());
+        assert_eq!(after[name].1, *restarts, "{name}: restart count changed");
+    }
+    // The watchdog service keeps pinging the adopted socket: it is never
+    // restarted (longer than its 2 s timeout after adoption).
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = status(&chain).expect("status");
+    assert_eq!(later["wdsvc"].0, before["wdsvc"].0, "{}", chain.dump());
+    assert_eq!(later["wdsvc"].2, "ready");
+    assert!(
+        chain.syslog(&["service wdsvc", "watchdog"]).is_empty(),
+        "{}",
+        chain.dump()
+    );
+    assert_eq!(chain.syslog(&["service wdsvc started"]).len(), 1);
+    assert_no_gap(&counted(&chain), &chain);
+    assert_eq!(chain.layer("tether-restarter"), Some(new));
+}
+
+#[test]
+fn restarter_stopped_then_killed_by_init_a_service_killed_meanwhile_is_restarted() {
+    let chain = Chain::start("adopt-sigstop", options());
+    let rst = chain
+        .wait_layer("tether-restarter", None, LONG)
+        .unwrap_or_else(|| panic!("no restarter:\n{}", chain.dump()));
+    let before = all_up(&chain);
+    std::thread::sleep(Duration::from_millis(300));
+    let sleeper: Vec<_> = chain
+        .find("sleep")
+        .into_iter()
+        .filter(|p| p.cmdline.iter().any(|a| a == "7301"))
+        .collect();
+    assert_eq!(sleeper.len(), 1, "{}", chain.dump());
+    let t0 = Instant::now();
+    assert!(signal(rst, Signal::SIGSTOP));
+    // Killed while no restarter runs (its restarter is stopped, then gone).
+    assert!(signal(sleeper[0].pid, Signal::SIGKILL));
+    let new = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| {
+            panic!(
+                "init did not replace the stopped restarter:\n{}",
+                chain.dump()
+            )
+        });
+    let took = adopted_after(&chain, t0, 2);
+    eprintln!(
+        "FIGURE adopt sigstop: 2 services adopted {} ms after the SIGSTOP (hang_timeout 1 s)",
+        took.as_millis()
+    );
+    let after = wait_until(LONG, || {
+        status(&chain).filter(|m| {
+            m.get("sleeper")
+                .is_some_and(|s| s.0.is_some() && s.0 != before["sleeper"].0)
+        })
+    })
+    .unwrap_or_else(|| panic!("sleeper not restarted:\n{}", chain.dump()));
+    assert_eq!(after["sleeper"].3, "signal KILL", "{}", chain.dump());
+    assert_eq!(after["sleeper"].1, before["sleeper"].1 + 1);
+    for name in ["counter", "wdsvc"] {
+        assert_eq!(
+            after[name].0,
+            before[name].0,
+            "{name}: pid changed\n{}",
+            chain.dump()
+        );
+        assert_eq!(
+            after[name].1, before[name].1,
+            "{name}: restart count changed"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_no_gap(&counted(&chain), &chain);
+    assert_eq!(
+        chain.syslog(&["service wdsvc started"]).len(),
+        1,
+        "{}",
+        chain.dump()
+    );
+    assert_eq!(chain.layer("tether-restarter"), Some(new));
+}
