@@ -135,16 +135,16 @@ fn restarter_kill9_keeps_every_service_and_loses_no_output_line() {
     let new = chain
         .wait_layer("tether-restarter", Some(rst), LONG)
         .unwrap_or_else(|| panic!("no new restarter:\n{}", chain.dump()));
-    let took = adopted_after(&chain, t0, 3);
-    eprintln!(
-        "FIGURE adopt kill9: 3 services adopted {} ms after the restarter's death",
-        took.as_millis()
-    );
     let after = all_up(&chain);
     for (name, (pid, restarts, _, _)) in &before {
         assert_eq!(after[name].0, *pid, "{name}: pid changed\n{}", chain.dump());
         assert_eq!(after[name].1, *restarts, "{name}: restart count changed");
     }
+    let took = adopted_after(&chain, t0, 3);
+    eprintln!(
+        "FIGURE adopt kill9: 3 services adopted {} ms after the restarter's death",
+        took.as_millis()
+    );
     // The watchdog service keeps pinging the adopted socket: it is never
     // restarted (longer than its 2 s timeout after adoption).
     std::thread::sleep(Duration::from_millis(2500));
@@ -187,11 +187,6 @@ fn restarter_stopped_then_killed_by_init_a_service_killed_meanwhile_is_restarted
                 chain.dump()
             )
         });
-    let took = adopted_after(&chain, t0, 2);
-    eprintln!(
-        "FIGURE adopt sigstop: 2 services adopted {} ms after the SIGSTOP (hang_timeout 1 s)",
-        took.as_millis()
-    );
     let after = wait_until(LONG, || {
         status(&chain).filter(|m| {
             m.get("sleeper")
@@ -213,6 +208,11 @@ fn restarter_stopped_then_killed_by_init_a_service_killed_meanwhile_is_restarted
             "{name}: restart count changed"
         );
     }
+    let took = adopted_after(&chain, t0, 2);
+    eprintln!(
+        "FIGURE adopt sigstop: 2 services adopted {} ms after the SIGSTOP (hang_timeout 1 s)",
+        took.as_millis()
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_no_gap(&counted(&chain), &chain);
     assert_eq!(
