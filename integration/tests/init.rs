@@ -1341,6 +1341,23 @@ fn fd_store_capacity_is_bounded_by_the_senders_buffer_not_by_descriptors() {
         one,
         max
     );
+    // Raised by the restarter (it shares the socket with init, so the
+    // setting outlives it): up to net.core.wmem_max without privilege (the
+    // kernel doubles the value asked for).
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(212_992);
+    nix::sys::socket::setsockopt(&send, nix::sys::socket::sockopt::SndBuf, &wmem_max)
+        .expect("SO_SNDBUF");
+    let raised_buf: usize =
+        nix::sys::socket::getsockopt(&send, nix::sys::socket::sockopt::SndBuf).expect("SO_SNDBUF");
+    let raised = fill(3);
+    eprintln!(
+        "FIGURE fd store with SO_SNDBUF {} (net.core.wmem_max {}): {} messages of 3 descriptors",
+        raised_buf, wmem_max, raised
+    );
+    assert!(raised > one, "a larger buffer holds more messages");
     assert_eq!(
         store_send(&send, &vec![r.as_fd(); 254]),
         Err(libc::EINVAL),
