@@ -1365,3 +1365,42 @@ fn fd_store_capacity_is_bounded_by_the_senders_buffer_not_by_descriptors() {
     );
     drop(chain);
 }
+
+/// Issue 13: an `execve` that fails after the check passed (here the
+/// binary removes itself during its check) leaves init running; the
+/// descriptors whose close-on-exec it cleared for the exec are close-on-exec
+/// again, so the next layer it starts gets exactly its own.
+#[test]
+fn a_failed_exec_leaves_init_running_with_its_descriptors_close_on_exec_again() {
+    let (chain, wd, rst) = up("init-upgrade-execfail", beating());
+    let exe = chain.bin_dir.join("tether-init");
+    tether_integration::chain::write_executable(&exe, "#!/bin/sh\nrm -f \"$0\"\nexit 0\n");
+    send_from_restarter(&chain, "U");
+    assert!(
+        chain
+            .wait_log(&["upgrade of init failed: execve", "keeps running"], LONG)
+            .is_some(),
+        "{}",
+        chain.dump()
+    );
+    assert!(chain.syslog(&["resumed after upgrade"]).is_empty());
+    let beats = open_layer_fd(wd, 3);
+    assert!(wait_beats(&beats, 3), "init beats on");
+    // A new restarter gets exactly fds 0-7.
+    assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
+    let rst2 = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    let ns = ns_pid(rst2);
+    let fds = tether_integration::chain::wait_until(LONG, || {
+        let v = chain.fake_fds("restarter", ns);
+        (!v.is_empty()).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("no fd listing"));
+    assert_eq!(
+        fds.iter().map(|e| e.fd).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5, 6, 7],
+        "{:?}",
+        fds
+    );
+}
