@@ -377,11 +377,20 @@ fn setup(
     mut resume: Option<(Channels, Resume)>,
 ) -> Init {
     let mut backoff = Duration::from_millis(100);
+    let mut resume_was_there = resume.is_some();
     loop {
         match Init::new(role, config.clone(), child_config.clone(), &mut resume) {
             Ok(i) => return i,
             Err(e) => {
                 error!("set-up failed, retrying in {}: {}", Human(backoff), e);
+                if resume_was_there && resume.is_none() {
+                    // The previous image's descriptors are gone with the
+                    // failed attempt: its layers must not run beside the
+                    // ones the next attempt starts.
+                    error!("UPGRADE FAILED: set-up lost the previous image's descriptors; killing its layers");
+                    kill_previous_layers();
+                    resume_was_there = false;
+                }
                 reap_all_blocking_free();
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(SETUP_BACKOFF_CAP);

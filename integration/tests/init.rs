@@ -1225,3 +1225,182 @@ fn upgrade_watchdogd_restarts_it_by_sigkill() {
     );
     assert_eq!(chain.layer("tether-restarter"), Some(rst));
 }
+
+/// A copy of descriptor `fd` of process `pid` (host pid), through
+/// `pidfd_getfd`: the fd store's sockets cannot be reopened via /proc.
+fn grab_fd(pid: i32, fd: i32) -> std::os::fd::OwnedFd {
+    let pidfd = tether_common::sys::pidfd::pidfd_open(pid).expect("pidfd_open");
+    tether_common::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).expect("pidfd_getfd")
+}
+
+/// Sends one message carrying `fds` on the store, without blocking.
+fn store_send(
+    sock: &std::os::fd::OwnedFd,
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> Result<usize, i32> {
+    tether_common::sys::fd_pass::send_fds(sock.as_fd(), b"svc", fds)
+        .map_err(|e| e.raw_os_error().unwrap_or(0))
+}
+
+/// Receives one message from the store without blocking: the descriptors
+/// it carried (owned), or `None` when the queue is empty.
+fn store_recv(sock: &std::os::fd::OwnedFd) -> Option<Vec<std::os::fd::OwnedFd>> {
+    let mut buf = [0u8; 64];
+    let got = tether_common::sys::fd_pass::recv_fds(sock.as_fd(), &mut buf)
+        .unwrap_or_else(|e| panic!("recvmsg on the store: {}", e))?;
+    assert!(!got.truncated, "descriptors cut off");
+    Some(got.fds)
+}
+
+/// Issue 13, DESIGN.md "Descriptors that outlive the restarter": a pipe
+/// read end the restarter put into the fd store (fd 5) stays alive while no
+/// restarter runs (init holds both ends of the store), its writer gets no
+/// EPIPE, and the next restarter gets it back from fd 6 with every line
+/// written meanwhile.
+#[test]
+fn a_descriptor_in_the_fd_store_outlives_the_restarter() {
+    let (chain, _wd, rst) = up("init-store", beating());
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    {
+        let send = grab_fd(rst, 5);
+        store_send(&send, &[r.as_fd()]).expect("send into the store");
+    }
+    // Only the store's queue references the read end now.
+    drop(r);
+    assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
+    chain
+        .wait_log(&["restarter", "killed by SIGKILL"], LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    // No restarter has read the store: the pipe still has its reader.
+    nix::unistd::write(&w, b"written while no restarter ran\n")
+        .expect("a pipe whose read end is in the store has a reader");
+    let rst2 = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    let recv = grab_fd(rst2, 6);
+    let fds = store_recv(&recv).expect("the message is still queued");
+    assert_eq!(fds.len(), 1);
+    tether_common::sys::set_nonblocking(fds[0].as_fd(), true).expect("O_NONBLOCK");
+    let mut buf = Vec::new();
+    read_available(&fds[0], &mut buf);
+    assert_eq!(buf, b"written while no restarter ran\n");
+    assert!(store_recv(&recv).is_none(), "one message was queued");
+}
+
+/// The figure for docs/ADOPTION.md: what bounds the fd store on this
+/// kernel. Messages queue until the sending socket's buffer (`SO_SNDBUF`,
+/// `net.core.wmem_default` unless raised) is used up, whatever the number
+/// of descriptors each carries (at most `SCM_MAX_FD`, 253).
+/// `net.unix.max_dgram_qlen` does not apply between the pair's ends.
+#[test]
+fn fd_store_capacity_is_bounded_by_the_senders_buffer_not_by_descriptors() {
+    let (chain, _wd, rst) = up("init-store-cap", beating());
+    let send = grab_fd(rst, 5);
+    let recv = grab_fd(rst, 6);
+    let (r, _w) = nix::unistd::pipe().expect("pipe");
+    let fill = |per: usize| {
+        let fds = vec![r.as_fd(); per];
+        let mut n = 0usize;
+        loop {
+            match store_send(&send, &fds) {
+                Ok(_) => n += 1,
+                Err(libc::EAGAIN) => break,
+                Err(e) => panic!("sendmsg with {} descriptors: errno {}", per, e),
+            }
+            assert!(n < 10_000_000, "no bound");
+        }
+        let mut drained = 0usize;
+        while let Some(fds) = store_recv(&recv) {
+            assert_eq!(fds.len(), per);
+            drained += 1;
+        }
+        assert_eq!(drained, n, "every message came back");
+        n
+    };
+    let one = fill(1);
+    let max = fill(253);
+    let sndbuf: usize =
+        nix::sys::socket::getsockopt(&send, nix::sys::socket::sockopt::SndBuf).expect("SO_SNDBUF");
+    let qlen = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen").unwrap_or_default();
+    eprintln!(
+        "FIGURE fd store (kernel {}): SO_SNDBUF {} bytes, max_dgram_qlen {}: {} messages of 1 descriptor, {} messages of 253 ({} descriptors) queued",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        sndbuf,
+        qlen.trim(),
+        one,
+        max,
+        max * 253
+    );
+    assert!(
+        one > qlen.trim().parse().unwrap_or(10),
+        "the datagram queue length does not bound the pair"
+    );
+    assert!(
+        max * 10 >= one * 9 && one * 10 >= max * 9,
+        "the bound is messages, not descriptors: {} vs {}",
+        one,
+        max
+    );
+    // Raised by the restarter (it shares the socket with init, so the
+    // setting outlives it): up to net.core.wmem_max without privilege (the
+    // kernel doubles the value asked for).
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(212_992);
+    nix::sys::socket::setsockopt(&send, nix::sys::socket::sockopt::SndBuf, &wmem_max)
+        .expect("SO_SNDBUF");
+    let raised_buf: usize =
+        nix::sys::socket::getsockopt(&send, nix::sys::socket::sockopt::SndBuf).expect("SO_SNDBUF");
+    let raised = fill(3);
+    eprintln!(
+        "FIGURE fd store with SO_SNDBUF {} (net.core.wmem_max {}): {} messages of 3 descriptors",
+        raised_buf, wmem_max, raised
+    );
+    assert!(raised > one, "a larger buffer holds more messages");
+    assert_eq!(
+        store_send(&send, &vec![r.as_fd(); 254]),
+        Err(libc::EINVAL),
+        "SCM_MAX_FD is 253"
+    );
+    drop(chain);
+}
+
+/// Issue 13: an `execve` that fails after the check passed (here the
+/// binary removes itself during its check) leaves init running; the
+/// descriptors whose close-on-exec it cleared for the exec are close-on-exec
+/// again, so the next layer it starts gets exactly its own.
+#[test]
+fn a_failed_exec_leaves_init_running_with_its_descriptors_close_on_exec_again() {
+    let (chain, wd, rst) = up("init-upgrade-execfail", beating());
+    let exe = chain.bin_dir.join("tether-init");
+    tether_integration::chain::write_executable(&exe, "#!/bin/sh\nrm -f \"$0\"\nexit 0\n");
+    send_from_restarter(&chain, "U");
+    assert!(
+        chain
+            .wait_log(&["upgrade of init failed: execve", "keeps running"], LONG)
+            .is_some(),
+        "{}",
+        chain.dump()
+    );
+    assert!(chain.syslog(&["resumed after upgrade"]).is_empty());
+    let beats = open_layer_fd(wd, 3);
+    assert!(wait_beats(&beats, 3), "init beats on");
+    // A new restarter gets exactly fds 0-7.
+    assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
+    let rst2 = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    let ns = ns_pid(rst2);
+    let fds = tether_integration::chain::wait_until(LONG, || {
+        let v = chain.fake_fds("restarter", ns);
+        (!v.is_empty()).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("no fd listing"));
+    assert_eq!(
+        fds.iter().map(|e| e.fd).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5, 6, 7],
+        "{:?}",
+        fds
+    );
+}

@@ -41,7 +41,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 use tether_common::clock::MonoTime;
-use tether_common::sys::fdpass;
+use tether_common::sys::{fd_pass, pidfd};
 
 pub(super) const TOKEN_PIDFD: u64 = 5 << super::TOKEN_KIND_SHIFT;
 pub(super) const TOKEN_RELAY: u64 = 6 << super::TOKEN_KIND_SHIFT;
@@ -99,9 +99,19 @@ impl Store {
                 warn!("{what}: O_NONBLOCK: {e}");
             }
         }
-        match fdpass::raise_sndbuf(send.as_fd(), STORE_SNDBUF) {
-            Ok(n) => debug!("fd store: send buffer {n} bytes"),
-            Err(e) => warn!("fd store: raising the send buffer: {e}"),
+        {
+            use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+            // SO_SNDBUFFORCE needs CAP_NET_ADMIN; SO_SNDBUF is bounded by
+            // net.core.wmem_max.
+            if setsockopt(&send, sockopt::SndBufForce, &STORE_SNDBUF).is_err() {
+                if let Err(e) = setsockopt(&send, sockopt::SndBuf, &STORE_SNDBUF) {
+                    warn!("fd store: raising the send buffer: {e}");
+                }
+            }
+            match getsockopt(&send, sockopt::SndBuf) {
+                Ok(n) => debug!("fd store: send buffer {n} bytes"),
+                Err(e) => debug!("fd store: SO_SNDBUF: {e}"),
+            }
         }
         Store {
             send,
@@ -121,10 +131,11 @@ impl Store {
     fn drain(&mut self) -> Vec<(StoreHeader, Vec<OwnedFd>)> {
         let mut out = Vec::new();
         let mut bad = 0;
+        let mut buf = [0u8; STORE_MSG_MAX];
         loop {
-            match fdpass::recv_with_fds(self.recv.as_fd(), STORE_MSG_MAX) {
-                Ok(Some((bytes, fds))) => match StoreHeader::decode(&bytes) {
-                    Some(h) if h.fd_count() == fds.len() => out.push((h, fds)),
+            match fd_pass::recv_fds(self.recv.as_fd(), &mut buf) {
+                Ok(Some(m)) => match StoreHeader::decode(&buf[..m.len]) {
+                    Some(h) if h.fd_count() == m.fds.len() && !m.truncated => out.push((h, m.fds)),
                     _ => bad += 1,
                 },
                 Ok(None) => break,
@@ -283,9 +294,17 @@ impl Shell {
                 out.set_pid(pid);
             }
         }
+        let watched = actions
+            .iter()
+            .filter(|a| matches!(a, crate::supervisor::Action::Watch { .. }))
+            .count();
         self.execute(actions, now);
         // The store now holds nothing (drained): one message per service.
         self.compact_store();
+        info!(
+            "adoption done: {watched} service(s) adopted, {} ms after start",
+            MonoTime::now().saturating_since(self.started).as_millis()
+        );
         true
     }
 
@@ -395,8 +414,8 @@ impl Shell {
         if fds.is_empty() {
             return true;
         }
-        match fdpass::send_with_fds(store.send.as_fd(), &h.encode(), &fds) {
-            Ok(()) => {
+        match fd_pass::send_fds(store.send.as_fd(), &h.encode(), &fds) {
+            Ok(_) => {
                 store.queued += 1;
                 if store.failing {
                     store.failing = false;
@@ -441,7 +460,7 @@ impl Shell {
 
     /// Starts watching an adopted process (`Action::Watch`).
     pub(super) fn watch(&mut self, id: ServiceId, pid: i32, now: MonoTime) {
-        let (pidfd, ended_at) = match fdpass::pidfd_open(pid) {
+        let (pidfd, ended_at) = match pidfd::pidfd_open(pid) {
             Ok(fd) => {
                 let token = TOKEN_PIDFD | u64::from(id.0);
                 if let Err(e) = self
