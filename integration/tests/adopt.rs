@@ -48,7 +48,10 @@ fn options() -> ChainOptions {
 }
 
 /// `tetherctl status --json` → name → (pid, restarts, state, last_exit).
-fn status(chain: &Chain) -> Option<BTreeMap<String, (Option<i64>, i64, String, String)>> {
+/// name → (pid, restarts, state, last_exit).
+type Rows = BTreeMap<String, (Option<i64>, i64, String, String)>;
+
+fn status(chain: &Chain) -> Option<Rows> {
     let out = chain.tetherctl(&["status", "--json"]);
     if !out.status.success() {
         return None;
@@ -74,7 +77,7 @@ fn status(chain: &Chain) -> Option<BTreeMap<String, (Option<i64>, i64, String, S
 }
 
 /// Waits until every service runs (the watchdog one ready).
-fn all_up(chain: &Chain) -> BTreeMap<String, (Option<i64>, i64, String, String)> {
+fn all_up(chain: &Chain) -> Rows {
     wait_until(LONG, || {
         status(chain).filter(|m| {
             m.len() == 3

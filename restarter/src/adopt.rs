@@ -158,15 +158,16 @@ pub fn resume_of(
     }
 }
 
+/// Each service's newest entry and the newest saved state of its lines.
+pub type ByName = HashMap<String, (Entry, Option<Saved>)>;
+
 /// The state file's and journal's entries ([`crate::state_file::read`]
 /// order: the state file's lines, then the journal's) grouped by service:
 /// the newest entry of each name (the last), the saved state of the
 /// newest line that has one, and the other entries (older processes of
 /// the same name — never adopted; stopped by the leftover sweep if they
 /// still run).
-pub fn newest_by_name(
-    entries: Vec<Entry>,
-) -> (HashMap<String, (Entry, Option<Saved>)>, Vec<Entry>) {
+pub fn newest_by_name(entries: Vec<Entry>) -> (ByName, Vec<Entry>) {
     let mut by_name: HashMap<String, (Entry, Option<Saved>)> = HashMap::new();
     let mut older = Vec::new();
     for e in entries {

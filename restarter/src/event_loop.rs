@@ -11,9 +11,10 @@
 //!
 //! Order at start: heartbeat descriptors are taken first (before anything
 //! else is opened), then configuration and logging, signals, the runtime
-//! directory, the leftover sweep of `RUN/restarter.state` (no service
-//! starts before it is over), the control socket; services are loaded when
-//! the sweep is done.
+//! directory, re-adoption when init handed an fd store (`adoption`: what
+//! can be adopted is, the rest goes to the sweep), the leftover sweep of
+//! `RUN/restarter.state` (no service starts before it is over), the control
+//! socket; services are loaded when the sweep is done.
 //!
 //! Decisions where the design is silent:
 //! - A heartbeat (`.`) goes to each pipe of `TETHER_FDS` every

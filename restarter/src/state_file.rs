@@ -40,9 +40,10 @@
 //! beating meanwhile — and services start when every leftover is gone, or
 //! at the latest [`SWEEP_KILL_GRACE`] after the `SIGKILL`s.
 //!
-//! Decision: re-adopting running services (DESIGN.md "planned") is not done:
-//! their pipes died with the previous restarter, so they are stopped and
-//! started afresh.
+//! Re-adoption (issue 13): with init's fd store in `TETHER_FDS`, entries
+//! whose process still runs are adopted instead (`crate::adopt`,
+//! docs/ADOPTION.md); the sweep gets only what cannot be. Run alone, the
+//! sweep stops everything the file names, as before.
 
 use crate::spawn::{proc_start_time, proc_stat_field};
 use std::collections::{BTreeMap, BTreeSet};

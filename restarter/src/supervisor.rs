@@ -635,7 +635,7 @@ impl Supervisor {
                     };
                     let plain = r.pid.is_none()
                         && !r.failed
-                        && r.wanted == !s.spec.disabled
+                        && r.wanted != s.spec.disabled
                         && r.restarts == 0
                         && r.history == History::new();
                     (!plain).then_some((id, s.spec.name.as_str(), s.spec.stop_timeout, r))

@@ -507,7 +507,7 @@ impl Shell {
             let Some(id) = self.sup.id_by_pid(pid) else {
                 continue; // not a service's (or already handled)
             };
-            if !self.watches.get(&id).is_some_and(|w| w.pid == pid) {
+            if self.watches.get(&id).is_none_or(|w| w.pid != pid) {
                 continue;
             }
             let status = ExitStatus::from_raw(raw).unwrap_or(ExitStatus::Unknown);
