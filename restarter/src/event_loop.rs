@@ -37,10 +37,11 @@
 
 mod adoption;
 
-use crate::cgroup::{Cgroups, ServiceCgroup};
+use crate::cgroup::Cgroups;
 use crate::control::{self, Incoming, Request, Response, Server, ServiceStatus, StatusReport};
 use crate::notify::{self, NotifySocket};
 use crate::output::ServiceOutput;
+use crate::resources::Table;
 use crate::run_dir::{self, Damage, RunDir};
 use crate::service::{self, Identity, LoadedSet, NotifyMode, Resolution};
 use crate::spawn::{self, SpawnContext};
@@ -127,19 +128,6 @@ impl Options {
     }
 }
 
-/// Per-service resources of the shell.
-#[derive(Default)]
-struct Runtime {
-    output: Option<ServiceOutput>,
-    notify: Option<NotifySocket>,
-    /// The `user` the notify socket's owner was resolved for (the lookup
-    /// runs again only when it changes).
-    notify_user: Option<Option<String>>,
-    cgroup: Option<ServiceCgroup>,
-    /// `/proc/PID/stat` start time of the current process.
-    start_time: u64,
-}
-
 /// A repair of the runtime directory (see `run_dir`), spread over loop
 /// turns when many notify sockets are to be bound again.
 struct RunRepair {
@@ -163,7 +151,8 @@ struct Shell {
     epoll: Epoll,
     sigfd: SignalFd,
     sup: Supervisor,
-    rt: Vec<Runtime>,
+    /// Each service's resources (`resources`).
+    rt: Table,
     control: Option<Server>,
     syslog: Syslog,
     beats: Vec<Writer>,
@@ -405,7 +394,7 @@ impl Shell {
             epoll,
             sigfd,
             sup: Supervisor::new(),
-            rt: Vec::new(),
+            rt: Table::default(),
             control: None,
             beats,
             init_pipe,
@@ -711,7 +700,7 @@ impl Shell {
                 debug!("reaped pid {pid} ({status})");
                 continue;
             };
-            if let Some(out) = self.rt.get_mut(id.index()).and_then(|r| r.output.as_mut()) {
+            if let Some(out) = self.rt.get_mut(id).and_then(|r| r.output.as_mut()) {
                 out.finish_process(&mut self.syslog, now);
                 out.set_pid(0);
             }
@@ -725,7 +714,7 @@ impl Shell {
 
     fn on_notify(&mut self, id: ServiceId, now: MonoTime) {
         let pgid = self.sup.pgid(id);
-        let Some(sock) = self.rt.get_mut(id.index()).and_then(|r| r.notify.as_mut()) else {
+        let Some(sock) = self.rt.get_mut(id).and_then(|r| r.notify.as_mut()) else {
             return;
         };
         let malformed_before = sock.rejected() - sock.refused();
@@ -863,14 +852,14 @@ impl Shell {
             };
             let still_missing = self
                 .rt
-                .get(id.index())
+                .get(id)
                 .and_then(|r| r.notify.as_ref())
                 .is_some_and(|s| !s.in_place());
             if still_missing {
                 // Whatever is still queued on the old socket first.
                 self.on_notify(id, now);
             }
-            if let Some(sock) = self.rt.get_mut(id.index()).and_then(|r| r.notify.as_mut()) {
+            if let Some(sock) = self.rt.get_mut(id).and_then(|r| r.notify.as_mut()) {
                 if !sock.in_place() {
                     let old = sock
                         .rebind()
@@ -915,7 +904,7 @@ impl Shell {
     }
 
     fn on_output(&mut self, id: ServiceId, now: MonoTime) {
-        let Some(out) = self.rt.get_mut(id.index()).and_then(|r| r.output.as_mut()) else {
+        let Some(out) = self.rt.get_mut(id).and_then(|r| r.output.as_mut()) else {
             return;
         };
         out.drain(&mut self.syslog, now);
@@ -925,7 +914,7 @@ impl Shell {
     /// Schedules a flush and a drop report when service `id` has output
     /// waiting or dropped.
     fn note_buffered(&mut self, id: ServiceId, now: MonoTime) {
-        let Some(out) = self.rt.get(id.index()).and_then(|r| r.output.as_ref()) else {
+        let Some(out) = self.rt.get(id).and_then(|r| r.output.as_ref()) else {
             return;
         };
         if out.buffered() > 0 && self.flush_at.is_none() {
@@ -939,7 +928,7 @@ impl Shell {
     fn flush_outputs(&mut self, now: MonoTime) {
         self.flush_at = None;
         let mut left = false;
-        for r in &mut self.rt {
+        for r in self.rt.iter_mut() {
             if let Some(out) = r.output.as_mut() {
                 if out.buffered() > 0 && !out.flush(&mut self.syslog, now) {
                     left = true;
@@ -998,24 +987,26 @@ impl Shell {
                 }
                 Action::WriteState => self.state_dirty = true,
                 Action::Watch { id, pid } => self.watch(id, pid, now),
-                Action::Forget { id } => self.forget(id),
+                Action::Provision { id } => {
+                    if let Err(Event::SpawnFailed { message, .. }) = self.provision(id) {
+                        let name = self.sup.name(id).unwrap_or("?");
+                        warn!("service {name}: resources: {message} (tried again at its start)");
+                    }
+                }
+                Action::Release { id } => self.forget(id),
             }
         }
     }
 
-    fn runtime(&mut self, id: ServiceId) -> &mut Runtime {
-        if self.rt.len() <= id.index() {
-            self.rt.resize_with(id.index() + 1, Runtime::default);
-        }
-        &mut self.rt[id.index()]
-    }
-
-    fn spawn(&mut self, id: ServiceId) -> Event {
+    /// `Action::Provision`: makes what service `id`'s spec needs in its
+    /// row of the resource table (`resources`): output pipes once per
+    /// service (the same for every run), a notify socket owned by the
+    /// service's user for a notify service (none otherwise), its cgroup.
+    /// A failure is logged and kept in the row; the next start provisions
+    /// again and fails with it (retried per policy).
+    fn provision(&mut self, id: ServiceId) -> Result<(), Event> {
         let Some(spec) = self.sup.spec(id).cloned() else {
-            return Event::SpawnFailed {
-                errno: None,
-                message: "unknown service".into(),
-            };
+            return Ok(());
         };
         let fail = |message: String| Event::SpawnFailed {
             errno: None,
@@ -1023,46 +1014,51 @@ impl Shell {
         };
         // Descriptors new or gone since the store last heard of them.
         let mut stored = false;
-        // Output pipes: created once per service, the same for every run.
-        let pipes = if self.runtime(id).output.is_none() {
+        let r = self.provision_rows(id, &spec, &mut stored, fail);
+        if stored {
+            self.store_service(id);
+        }
+        let row = self.rt.row(id);
+        row.provision_error = match &r {
+            Err(Event::SpawnFailed { message, .. }) => Some(message.clone()),
+            _ => None,
+        };
+        r
+    }
+
+    fn provision_rows(
+        &mut self,
+        id: ServiceId,
+        spec: &service::ServiceSpec,
+        stored: &mut bool,
+        fail: impl Fn(String) -> Event,
+    ) -> Result<(), Event> {
+        if self.rt.row(id).output.is_none() {
             // Never into the descriptors kept for the restarter itself.
             if let Err(e) = spawn::fds_left_for_a_service(self.epoll.0.as_fd(), self.nofile_limit())
             {
-                return spawn_failed_io("descriptor reserve of the restarter", &e);
+                return Err(spawn_failed_io("descriptor reserve of the restarter", &e));
             }
-            match ServiceOutput::new(&spec.name) {
-                Ok((out, pipes)) => {
-                    for fd in out.fds() {
-                        let token = TOKEN_OUTPUT | u64::from(id.0);
-                        if let Err(e) = self
-                            .epoll
-                            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
-                        {
-                            return fail(format!("output pipe: epoll: {e}"));
-                        }
-                    }
-                    self.rt[id.index()].output = Some(out);
-                    stored = true;
-                    pipes
+            let out = ServiceOutput::new(&spec.name)
+                .map(|(out, _first)| out)
+                .map_err(|e| spawn_failed_io("output pipes", &e))?;
+            for fd in out.fds() {
+                let token = TOKEN_OUTPUT | u64::from(id.0);
+                if let Err(e) = self
+                    .epoll
+                    .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                {
+                    return Err(fail(format!("output pipe: epoll: {e}")));
                 }
-                Err(e) => return spawn_failed_io("output pipes", &e),
             }
-        } else {
-            match self.rt[id.index()]
-                .output
-                .as_mut()
-                .expect("checked")
-                .reopen()
-            {
-                Ok(p) => p,
-                Err(e) => return spawn_failed_io("output pipes", &e),
-            }
-        };
+            self.rt.row(id).output = Some(out);
+            *stored = true;
+        }
         // The notify socket, for notify services, owned by the service's
-        // user; stale datagrams dropped.
+        // user.
         if spec.notify != NotifyMode::None {
             let resolved_for = Some(spec.user.clone());
-            if self.rt[id.index()].notify_user != resolved_for {
+            if self.rt.row(id).notify_user != resolved_for {
                 // The uid resolved when the file was loaded (no NSS call in
                 // the loop); looked up here only if that lookup failed.
                 let resolved = match &spec.identity {
@@ -1072,11 +1068,14 @@ impl Shell {
                 let uid =
                     match resolved.map_or_else(|| notify::service_uid(spec.user.as_deref()), Ok) {
                         Ok(uid) => uid,
-                        Err(e) => return fail(format!("notify socket: {e}")),
+                        Err(e) => return Err(fail(format!("notify socket: {e}"))),
                     };
-                if let Some(sock) = self.rt[id.index()].notify.as_mut() {
+                if let Some(sock) = self.rt.row(id).notify.as_mut() {
                     if let Err(e) = sock.set_owner(uid) {
-                        return fail(format!("notify socket {}: {e}", sock.path().display()));
+                        return Err(fail(format!(
+                            "notify socket {}: {e}",
+                            sock.path().display()
+                        )));
                     }
                 } else {
                     let path = self
@@ -1090,44 +1089,31 @@ impl Shell {
                                 .epoll
                                 .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
                             {
-                                return fail(format!("notify socket: epoll: {e}"));
+                                return Err(fail(format!("notify socket: epoll: {e}")));
                             }
-                            self.rt[id.index()].notify = Some(sock);
-                            stored = true;
+                            self.rt.row(id).notify = Some(sock);
+                            *stored = true;
                         }
                         Err(e) => {
-                            return spawn_failed_io(
+                            return Err(spawn_failed_io(
                                 &format!("notify socket {}", path.display()),
                                 &e,
-                            )
+                            ))
                         }
                     }
                 }
-                self.rt[id.index()].notify_user = resolved_for;
+                self.rt.row(id).notify_user = resolved_for;
             }
-            if let Some(sock) = self.rt[id.index()].notify.as_mut() {
-                let stale = sock.receive(None);
-                if !stale.is_empty() {
-                    debug!(
-                        "service {}: {} stale notify datagram(s) dropped",
-                        spec.name,
-                        stale.len()
-                    );
-                }
-            }
-        } else if let Some(sock) = self.rt[id.index()].notify.take() {
-            self.rt[id.index()].notify_user = None;
+        } else if let Some(sock) = self.rt.row(id).notify.take() {
+            self.rt.row(id).notify_user = None;
             let _ = self.epoll.delete(sock.fd());
-            stored = true;
-        }
-        if stored {
-            self.store_service(id);
+            *stored = true;
         }
         // The cgroup, when cgroups are in use.
-        if self.rt[id.index()].cgroup.is_none() {
+        if self.rt.row(id).cgroup.is_none() {
             if let Some(cg) = &self.cgroups {
                 match cg.prepare(&spec.name) {
-                    Ok(c) => self.rt[id.index()].cgroup = Some(c),
+                    Ok(c) => self.rt.row(id).cgroup = Some(c),
                     Err(e) => {
                         if !self.cgroup_warned {
                             warn!(
@@ -1140,11 +1126,58 @@ impl Shell {
                 }
             }
         }
-        let notify_path = self.rt[id.index()]
-            .notify
-            .as_ref()
-            .map(|s| s.path().to_path_buf());
-        let r = &self.rt[id.index()];
+        Ok(())
+    }
+
+    /// `Action::Spawn`: starts the process with what the service's row
+    /// holds (a provision that had failed is tried again first).
+    fn spawn(&mut self, id: ServiceId) -> Event {
+        let Some(spec) = self.sup.spec(id).cloned() else {
+            return Event::SpawnFailed {
+                errno: None,
+                message: "unknown service".into(),
+            };
+        };
+        let incomplete = self.rt.get(id).is_none_or(|r| {
+            r.provision_error.is_some()
+                || r.output.is_none()
+                || (spec.notify != NotifyMode::None) != r.notify.is_some()
+        });
+        if incomplete {
+            if let Err(e) = self.provision(id) {
+                return e;
+            }
+        }
+        let Some(r) = self.rt.get_mut(id) else {
+            return Event::SpawnFailed {
+                errno: None,
+                message: "no resources".into(),
+            };
+        };
+        let pipes = match r.output.as_mut().map(|o| o.reopen()) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => return spawn_failed_io("output pipes", &e),
+            None => {
+                return Event::SpawnFailed {
+                    errno: None,
+                    message: "no output pipes".into(),
+                }
+            }
+        };
+        // Stale datagrams dropped: a READY=1 of a previous run must not
+        // make this one ready.
+        if let Some(sock) = r.notify.as_mut() {
+            let stale = sock.receive(None);
+            if !stale.is_empty() {
+                debug!(
+                    "service {}: {} stale notify datagram(s) dropped",
+                    spec.name,
+                    stale.len()
+                );
+            }
+        }
+        let notify_path = r.notify.as_ref().map(|s| s.path().to_path_buf());
+        let r = &self.rt.get(id).expect("checked above");
         let ctx = SpawnContext {
             pipes,
             notify_socket: notify_path.as_deref(),
@@ -1154,7 +1187,7 @@ impl Shell {
         };
         match spawn::spawn(&mut self.spawner, &spec, ctx) {
             Ok(pid) => {
-                let r = &mut self.rt[id.index()];
+                let r = self.rt.row(id);
                 r.start_time = spawn::proc_start_time(pid).unwrap_or(0);
                 if let Some(out) = r.output.as_mut() {
                     out.set_pid(pid);
@@ -1180,7 +1213,7 @@ impl Shell {
         if !group {
             return;
         }
-        if let Some(cg) = self.rt.get(id.index()).and_then(|r| r.cgroup.as_ref()) {
+        if let Some(cg) = self.rt.get(id).and_then(|r| r.cgroup.as_ref()) {
             if signal == libc::SIGKILL {
                 if let Err(e) = cg.kill() {
                     warn!("{}/cgroup.kill: {e}", cg.dir().display());
@@ -1192,7 +1225,7 @@ impl Shell {
     }
 
     fn forget(&mut self, id: ServiceId) {
-        let Some(r) = self.rt.get_mut(id.index()) else {
+        let Some(r) = self.rt.get_mut(id) else {
             return;
         };
         let r = std::mem::take(r);
@@ -1228,7 +1261,7 @@ impl Shell {
                     pid,
                     pgid: pid,
                     start_time: if pid > 0 {
-                        self.rt.get(id.index()).map_or(0, |r| r.start_time)
+                        self.rt.get(id).map_or(0, |r| r.start_time)
                     } else {
                         0
                     },
@@ -1488,7 +1521,7 @@ impl Shell {
             .rows(now)
             .into_iter()
             .map(|r| {
-                let rt = self.rt.get(r.id.index());
+                let rt = self.rt.get(r.id);
                 let dropped = rt
                     .and_then(|x| x.output.as_ref())
                     .map_or(0, |o| o.dropped());
@@ -1561,7 +1594,7 @@ impl Shell {
     /// After the last service stopped at shutdown.
     fn finish(&mut self) {
         let now = MonoTime::now();
-        for r in &mut self.rt {
+        for r in self.rt.iter_mut() {
             if let Some(out) = r.output.as_mut() {
                 out.finish_process(&mut self.syslog, now);
                 out.flush(&mut self.syslog, now);
@@ -1578,7 +1611,7 @@ impl Shell {
         if let Some(store) = self.store.as_mut() {
             store.drain_all();
         }
-        for r in std::mem::take(&mut self.rt) {
+        for r in self.rt.take_all() {
             if let Some(cg) = r.cgroup {
                 let _ = cg.remove();
             }

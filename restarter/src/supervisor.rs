@@ -249,9 +249,16 @@ pub enum Action {
         id: ServiceId,
         pid: i32,
     },
+    /// The service's spec entered the set or changed: make what it needs
+    /// (output pipes if it has none; a notify socket for a notify service,
+    /// none otherwise; its cgroup) in the shell's resource table
+    /// (`resources`). Always before the [`Action::Spawn`] that uses them.
+    Provision {
+        id: ServiceId,
+    },
     /// The service is gone (removed by a reload): release its resources
     /// (notify socket, output pipes, cgroup). The id may be reused.
-    Forget {
+    Release {
         id: ServiceId,
     },
 }
@@ -505,7 +512,8 @@ impl Supervisor {
         for spec in set.specs {
             match self.by_name.get(&spec.name).copied() {
                 Some(id) => {
-                    self.slots[id.index()] = Some(Entry::Valid(Box::new(Service::new(spec))))
+                    self.slots[id.index()] = Some(Entry::Valid(Box::new(Service::new(spec))));
+                    self.out.push(Action::Provision { id });
                 }
                 None => {
                     self.insert(Entry::Valid(Box::new(Service::new(spec))));
@@ -721,6 +729,7 @@ impl Supervisor {
                 }
             } else {
                 apply_spec(s, spec);
+                self.out.push(Action::Provision { id });
                 self.log(Level::Info, format!("service {name} changed"));
             }
         }
@@ -747,6 +756,9 @@ impl Supervisor {
                 ServiceId((self.slots.len() - 1) as u32)
             }
         };
+        if matches!(self.slots[id.index()], Some(Entry::Valid(_))) {
+            self.out.push(Action::Provision { id });
+        }
         self.by_name.insert(name, id);
         self.mark_all();
         id
@@ -756,7 +768,7 @@ impl Supervisor {
         if let Some(entry) = self.slots[id.index()].take() {
             self.by_name.remove(entry.name());
             self.free.push(id.0);
-            self.out.push(Action::Forget { id });
+            self.out.push(Action::Release { id });
             // Disarms its timers: the slot may be reused.
             self.rearm(id);
             self.rebuild_dependents();
@@ -942,6 +954,7 @@ impl Supervisor {
             s.restart_after_stop = false;
             if let Some(spec) = s.next_spec.take() {
                 apply_spec(s, spec);
+                self.out.push(Action::Provision { id });
                 // Its dependencies may have changed.
                 self.rebuild_dependents();
                 self.mark_all();

@@ -285,11 +285,11 @@ impl Shell {
             };
             self.attach(id, spec, h, fds);
             if let Some(st) = p.start_times.get(&spec.name) {
-                self.runtime(id).start_time = *st;
+                self.rt.row(id).start_time = *st;
             }
             if let (Some(pid), Some(out)) = (
                 self.sup.pgid(id),
-                self.rt.get_mut(id.index()).and_then(|r| r.output.as_mut()),
+                self.rt.get_mut(id).and_then(|r| r.output.as_mut()),
             ) {
                 out.set_pid(pid);
             }
@@ -333,7 +333,7 @@ impl Shell {
                             error!("service {}: output pipe: epoll: {e}", spec.name);
                         }
                     }
-                    self.runtime(id).output = Some(out);
+                    self.rt.row(id).output = Some(out);
                 }
                 Err(e) => error!("service {}: stored output pipes: {e}", spec.name),
             }
@@ -358,13 +358,13 @@ impl Shell {
             {
                 error!("service {}: notify socket: epoll: {e}", spec.name);
             }
-            let r = self.runtime(id);
+            let r = self.rt.row(id);
             r.notify = Some(sock);
             r.notify_user = Some(spec.user.clone());
         }
         if let Some(cg) = &self.cgroups {
             if let Ok(c) = cg.prepare(&spec.name) {
-                self.runtime(id).cgroup = Some(c);
+                self.rt.row(id).cgroup = Some(c);
             }
         }
     }
@@ -392,11 +392,9 @@ impl Shell {
 
     /// Sends one message; false when the store is full.
     fn send_one(&mut self, id: ServiceId) -> bool {
-        let (Some(store), Some(r), Some(name)) = (
-            self.store.as_mut(),
-            self.rt.get(id.index()),
-            self.sup.name(id),
-        ) else {
+        let (Some(store), Some(r), Some(name)) =
+            (self.store.as_mut(), self.rt.get(id), self.sup.name(id))
+        else {
             return true;
         };
         let out = r.output.as_ref().and_then(|o| o.store_fds());
@@ -521,7 +519,7 @@ impl Shell {
                 let _ = self.epoll.delete(fd.as_fd());
             }
         }
-        if let Some(out) = self.rt.get_mut(id.index()).and_then(|r| r.output.as_mut()) {
+        if let Some(out) = self.rt.get_mut(id).and_then(|r| r.output.as_mut()) {
             out.finish_process(&mut self.syslog, now);
             out.set_pid(0);
         }

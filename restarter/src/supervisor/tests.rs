@@ -739,7 +739,7 @@ fn reload_adds_removes_and_restarts_changed_services() {
         },
         sim.now,
     );
-    assert!(actions.contains(&Action::Forget { id: gone }));
+    assert!(actions.contains(&Action::Release { id: gone }));
     assert!(sim.sup.id("gone").is_none());
 }
 
@@ -1537,4 +1537,34 @@ fn readiness_is_written_to_the_state_file() {
     assert!(sim.take_actions().contains(&Action::WriteState));
     let r = sim.sup.resumes();
     assert!(r[0].3.ready);
+}
+
+#[test]
+fn resources_are_provisioned_before_the_first_spawn_and_on_a_spec_change() {
+    let mut sim = Sim::new(vec![svc("a")]);
+    let id = sim.id("a");
+    let prov = sim.position(|a| *a == Action::Provision { id }).unwrap();
+    let spawn = sim.position(|a| *a == Action::Spawn { id }).unwrap();
+    assert!(prov < spawn);
+    sim.take_actions();
+    // A restart provisions nothing new.
+    sim.advance(ms(5000));
+    sim.exit("a", crash());
+    assert!(!sim.take_actions().contains(&Action::Provision { id }));
+    // A changed file does, before the start with the new spec.
+    let mut changed = svc("a");
+    changed.notify = NotifyMode::Ready;
+    let actions = sim.sup.reload(set(vec![changed]), sim.now).unwrap();
+    sim.run(actions);
+    sim.exit(
+        "a",
+        ExitStatus::Signal {
+            signal: libc::SIGTERM,
+            core: false,
+        },
+    );
+    let log = sim.take_actions();
+    let prov = log.iter().position(|a| *a == Action::Provision { id });
+    let spawn = log.iter().rposition(|a| *a == Action::Spawn { id });
+    assert!(prov.is_some() && prov < spawn, "{log:?}");
 }
