@@ -82,6 +82,11 @@ impl Writer {
         &self.name
     }
 
+    /// The descriptor (to hand it on over an `execve` in place).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Writes one byte. `EAGAIN` is [`Sent::PipeFull`]; `EINTR` is retried;
     /// other errors (e.g. `EPIPE`) are returned for the caller to log.
     pub fn send(&self, code: Code) -> std::io::Result<Sent> {

@@ -226,3 +226,89 @@ fn restarter_stopped_then_killed_by_init_a_service_killed_meanwhile_is_restarted
     );
     assert_eq!(chain.layer("tether-restarter"), Some(new));
 }
+
+/// `tetherctl upgrade restarter`, then `upgrade init`, then `upgrade
+/// watchdogd`, under the same load: the restarter keeps its pid (an exec in
+/// place) and takes every service back; no service pid or restart count
+/// changes, no output line is lost, the watchdog service is never
+/// restarted, the hardware never fires.
+#[test]
+fn upgrades_in_place_under_load_keep_every_service() {
+    let chain = Chain::start("adopt-upgrade", options());
+    let rst = chain
+        .wait_layer("tether-restarter", None, LONG)
+        .unwrap_or_else(|| panic!("no restarter:\n{}", chain.dump()));
+    let before = all_up(&chain);
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let out = chain.tetherctl(&["upgrade", "restarter"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{}", chain.dump());
+    assert!(text.contains("exec of"), "{text}");
+    let done = wait_until(LONG, || {
+        chain
+            .syslog(&["adoption done"])
+            .into_iter()
+            .find(|l| l.at >= t0)
+    })
+    .unwrap_or_else(|| panic!("no adoption after the upgrade:\n{}", chain.dump()));
+    assert!(done.text.contains("3 service(s) adopted"), "{}", done.text);
+    eprintln!(
+        "FIGURE adopt upgrade restarter: 3 services adopted {} ms after the request",
+        (done.at - t0).as_millis()
+    );
+    assert_eq!(chain.layer("tether-restarter"), Some(rst), "same process");
+    let check = |what: &str| {
+        let now = all_up(&chain);
+        for (name, (pid, restarts, _, _)) in &before {
+            assert_eq!(
+                now[name].0,
+                *pid,
+                "{what}: {name}: pid changed\n{}",
+                chain.dump()
+            );
+            assert_eq!(
+                now[name].1, *restarts,
+                "{what}: {name}: restart count changed"
+            );
+        }
+    };
+    check("upgrade restarter");
+    // init: same pid 1, same restarter.
+    let t1 = Instant::now();
+    let out = chain.tetherctl(&["upgrade", "init"]);
+    assert!(out.status.success(), "{:?}\n{}", out, chain.dump());
+    wait_until(LONG, || {
+        chain
+            .syslog(&["resumed after upgrade"])
+            .into_iter()
+            .find(|l| l.at >= t1)
+    })
+    .unwrap_or_else(|| panic!("init did not resume:\n{}", chain.dump()));
+    check("upgrade init");
+    assert_eq!(chain.layer("tether-restarter"), Some(rst));
+    // watchdogd: restarted by init, nothing else.
+    let wd = chain.layer("tether-watchdogd").expect("watchdogd");
+    let out = chain.tetherctl(&["upgrade", "watchdogd"]);
+    assert!(out.status.success(), "{:?}\n{}", out, chain.dump());
+    chain
+        .wait_layer("tether-watchdogd", Some(wd), LONG)
+        .unwrap_or_else(|| panic!("watchdogd not restarted:\n{}", chain.dump()));
+    std::thread::sleep(Duration::from_millis(2500));
+    check("upgrade watchdogd");
+    assert_eq!(chain.layer("tether-restarter"), Some(rst));
+    assert_no_gap(&counted(&chain), &chain);
+    assert_eq!(
+        chain.syslog(&["service wdsvc started"]).len(),
+        1,
+        "{}",
+        chain.dump()
+    );
+    let hw = chain.hw.as_ref().expect("hardware");
+    assert!(
+        hw.resets().is_empty(),
+        "the hardware fired:\n{}",
+        chain.dump()
+    );
+}

@@ -36,6 +36,7 @@
 //!   emptied, service cgroups removed, and the process exits 0.
 
 mod adoption;
+mod upgrade;
 
 use crate::cgroup::Cgroups;
 use crate::control::{self, Incoming, Request, Response, Server, ServiceStatus, StatusReport};
@@ -194,6 +195,10 @@ struct Shell {
     pending: Option<adoption::Pending>,
     /// Adopted processes (init's children) being watched.
     watches: std::collections::HashMap<ServiceId, adoption::Watch>,
+    /// This binary, as resolved at start (`upgrade restarter`).
+    own_binary: Option<PathBuf>,
+    /// `upgrade restarter` was answered: exec at the end of this turn.
+    upgrade_pending: bool,
 }
 
 /// Runs the restarter; returns the exit code.
@@ -423,6 +428,8 @@ impl Shell {
             store,
             pending: None,
             watches: std::collections::HashMap::new(),
+            own_binary: upgrade::own_binary(),
+            upgrade_pending: false,
         };
         if let Some(store) = shell.store.as_ref() {
             if let Err(e) = shell.epoll.add(
@@ -511,6 +518,9 @@ impl Shell {
             };
             for ev in &events[..n] {
                 self.dispatch(ev.data(), MonoTime::now());
+            }
+            if self.upgrade_pending {
+                self.exec_in_place();
             }
         }
     }
@@ -700,6 +710,8 @@ impl Shell {
                 debug!("reaped pid {pid} ({status})");
                 continue;
             };
+            // Adopted over an upgrade in place: still our child.
+            self.unwatch(id);
             if let Some(out) = self.rt.get_mut(id).and_then(|r| r.output.as_mut()) {
                 out.finish_process(&mut self.syslog, now);
                 out.set_pid(0);
@@ -1498,6 +1510,7 @@ impl Shell {
                     ))
                 }
             },
+            Request::Upgrade(layer) => self.upgrade(*layer, now),
             Request::Reboot | Request::Poweroff | Request::Halt => {
                 let (code, what) = match req.request {
                     Request::Reboot => (Code::Reboot, "reboot"),

@@ -123,6 +123,16 @@ impl Store {
         }
     }
 
+    /// The three descriptors by their `TETHER_FDS` names.
+    pub(super) fn named_fds(&self) -> [(&'static str, std::os::fd::BorrowedFd<'_>); 3] {
+        use tether_common::relay::{FD_RELAY, FD_STORE_RECV, FD_STORE_SEND};
+        [
+            (FD_STORE_SEND, self.send.as_fd()),
+            (FD_STORE_RECV, self.recv.as_fd()),
+            (FD_RELAY, self.relay.as_fd()),
+        ]
+    }
+
     pub(super) fn relay_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.relay.as_fd()
     }
@@ -513,12 +523,17 @@ impl Shell {
         }
     }
 
-    fn adopted_ended(&mut self, id: ServiceId, pid: i32, status: ExitStatus, now: MonoTime) {
+    /// Stops watching service `id`'s adopted process (it ended).
+    pub(super) fn unwatch(&mut self, id: ServiceId) {
         if let Some(w) = self.watches.remove(&id) {
             if let Some(fd) = w.pidfd {
                 let _ = self.epoll.delete(fd.as_fd());
             }
         }
+    }
+
+    fn adopted_ended(&mut self, id: ServiceId, pid: i32, status: ExitStatus, now: MonoTime) {
+        self.unwatch(id);
         if let Some(out) = self.rt.get_mut(id).and_then(|r| r.output.as_mut()) {
             out.finish_process(&mut self.syslog, now);
             out.set_pid(0);
