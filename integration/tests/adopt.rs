@@ -312,3 +312,75 @@ fn upgrades_in_place_under_load_keep_every_service() {
         chain.dump()
     );
 }
+
+/// `upgrade restarter` with the test as a fake init (store pair and relay
+/// at fds 5-7): a binary replaced by something that is not an executable
+/// is refused with the reason and the restarter keeps running, unchanged;
+/// a good binary put back is exec'ed in place (same pid) and takes the
+/// services back. Run alone (no store), the upgrade is refused.
+#[test]
+fn a_bad_binary_is_refused_and_a_good_one_execs_in_place() {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsFd;
+    use tether_integration::bins::bin;
+    use tether_integration::svc::{pipe, Restarter};
+    let (send, recv) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let (relay_r, _relay_w) = pipe();
+    // Both store ends kept by the "init" (this test) for its whole life.
+    let keep = (
+        send.as_fd().try_clone_to_owned().unwrap(),
+        recv.as_fd().try_clone_to_owned().unwrap(),
+    );
+    let b = Restarter::builder("adopt-upgrade-alone");
+    let exe = b.dir().join("tether-restarter");
+    std::fs::copy(bin("tether-restarter"), &exe).unwrap();
+    let r = b
+        .binary(&exe)
+        .service("a", "exec = [\"/bin/sleep\", \"7401\"]\n")
+        .env("TETHER_FDS", "store_send=5,store_recv=6,relay=7")
+        .fd(send, 5)
+        .fd(recv, 6)
+        .fd(relay_r, 7)
+        .start();
+    let pid = r.wait_pid("a", LONG);
+    let me = r.pid();
+    // A package upgrade replaced the file with garbage.
+    let tmp = exe.with_extension("new");
+    std::fs::write(&tmp, b"not a binary").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &exe).unwrap();
+    let out = r.ctl(&["upgrade", "restarter"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("refused") && err.contains("no ELF"), "{err}");
+    assert_eq!(r.pid(), me);
+    assert_eq!(r.wait_state("a", "running", LONG)["pid"], pid);
+    // The real binary again: exec'ed in place.
+    std::fs::copy(bin("tether-restarter"), &tmp).unwrap();
+    std::fs::rename(&tmp, &exe).unwrap();
+    let out = r.ctl(&["upgrade", "restarter"]);
+    assert!(out.status.success(), "{:?}", out);
+    r.log.wait_for("adoption done: 1 service(s) adopted", LONG);
+    assert_eq!(r.pid(), me, "the same process");
+    let st = r.wait_state("a", "running", LONG);
+    assert_eq!(st["pid"], pid);
+    assert_eq!(st["restarts"], 0);
+    drop(keep);
+    // Run alone: refused, with the reason.
+    let alone = Restarter::start(
+        "adopt-upgrade-none",
+        &[("b", "exec = [\"/bin/sleep\", \"7402\"]\n")],
+    );
+    alone.wait_pid("b", LONG);
+    let out = alone.ctl(&["upgrade", "restarter"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no fd store"), "{err}");
+}
