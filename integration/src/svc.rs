@@ -454,6 +454,13 @@ impl Restarter {
         self.spawn(Vec::new());
     }
 
+    /// [`start_again`](Self::start_again) with descriptors handed at fixed
+    /// numbers (a fake init's fd store and relay).
+    pub fn start_again_with_fds(&mut self, fds: Vec<(OwnedFd, RawFd)>) {
+        assert!(self.child.is_none(), "the restarter still runs");
+        self.spawn(fds);
+    }
+
     /// `SIGKILL`, then reaped. Its services keep running.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -384,3 +384,76 @@ fn a_bad_binary_is_refused_and_a_good_one_execs_in_place() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no fd store"), "{err}");
 }
+
+/// The test as a fake init that never writes relay records: a restarter
+/// killed with `SIGKILL`, a new one handed the same store adopts the
+/// service (its output written meanwhile reaches syslog); when the adopted
+/// process is killed, its pidfd says so, no record comes, and after the
+/// grace the exit is handled as `exit status unknown` and the service
+/// restarted.
+#[test]
+fn an_adopted_exit_without_a_relay_record_is_unknown_and_restarted() {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use std::os::fd::{AsFd, OwnedFd};
+    use tether_integration::svc::{pipe, Restarter};
+    let (send, recv) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let (relay_r, _relay_w) = pipe();
+    let fds = |send: &OwnedFd, recv: &OwnedFd, relay: &OwnedFd| {
+        vec![
+            (send.as_fd().try_clone_to_owned().unwrap(), 5),
+            (recv.as_fd().try_clone_to_owned().unwrap(), 6),
+            (relay.as_fd().try_clone_to_owned().unwrap(), 7),
+        ]
+    };
+    let b = Restarter::builder("adopt-no-record")
+        .env("TETHER_FDS", "store_send=5,store_recv=6,relay=7");
+    let script = b.script(
+        "talk",
+        "#!/bin/sh\ni=0\nwhile :; do echo \"talk $i\"; i=$((i+1)); sleep 0.01; done\n",
+    );
+    let mut b = b.service(
+        "talk",
+        &format!(
+            "exec = [\"{}\"]\nrestart_delay = \"100ms\"\n",
+            script.display()
+        ),
+    );
+    for (fd, n) in fds(&send, &recv, &relay_r) {
+        b = b.fd(fd, n);
+    }
+    let mut r = b.start();
+    let pid = r.wait_pid("talk", LONG);
+    r.log.wait_for("talk 20", LONG);
+    r.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    r.start_again_with_fds(fds(&send, &recv, &relay_r));
+    r.log.wait_for("adoption done: 1 service(s) adopted", LONG);
+    assert_eq!(r.wait_state("talk", "running", LONG)["pid"], pid);
+    // What it wrote while no restarter ran arrived, with no gap.
+    let seen = r.log.wait_for_count("talk ", 80, LONG);
+    let n: Vec<u64> = seen
+        .iter()
+        .filter_map(|l| l.text.rsplit("talk ").next()?.trim().parse().ok())
+        .collect();
+    for w in n.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "gap in the output: {n:?}");
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let new = r.wait_pid_other_than("talk", pid, LONG);
+    assert_ne!(new, pid);
+    r.log
+        .wait_for("no record on init's relay within 200 ms", LONG);
+    let st = r.wait_state("talk", "running", LONG);
+    assert_eq!(st["last_exit"], "exit status unknown");
+    assert_eq!(st["restarts"], 1);
+}

@@ -1237,6 +1237,7 @@ impl Shell {
     }
 
     fn forget(&mut self, id: ServiceId) {
+        self.unwatch(id);
         let Some(r) = self.rt.get_mut(id) else {
             return;
         };
