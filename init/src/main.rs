@@ -178,7 +178,11 @@ fn signal_mask() -> SigSet {
 }
 
 fn main() {
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(upgrade::CHECK_FLAG)) {
+    // The check an upgrading init runs on its successor; never as PID 1
+    // (which must not exit, whatever the kernel passes it).
+    if std::process::id() != 1
+        && std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(upgrade::CHECK_FLAG))
+    {
         std::process::exit(upgrade_check());
     }
     // First of all: from here on a SIGTERM waits in the queue for the
@@ -574,19 +578,23 @@ fn kill_previous_layers() {
 /// `tether-init --upgrade-check`: run by the init about to exec this
 /// binary; decodes the resume state it would hand over. 0: it can.
 fn upgrade_check() -> i32 {
+    use std::io::Write;
     let raw = std::env::var_os(upgrade::ENV_RESUME).unwrap_or_default();
-    let Some(text) = raw.to_str() else {
-        eprintln!(
-            "tether-init {}: {} is not UTF-8",
-            env!("CARGO_PKG_VERSION"),
-            upgrade::ENV_RESUME
-        );
-        return 3;
+    let verdict = match raw.to_str() {
+        None => Err(format!("{} is not UTF-8", upgrade::ENV_RESUME)),
+        Some(text) => Resume::decode(text).map(|_| ()).map_err(|e| e.to_string()),
     };
-    match Resume::decode(text) {
-        Ok(_) => 0,
+    match verdict {
+        Ok(()) => 0,
         Err(e) => {
-            eprintln!("tether-init {}: {}", env!("CARGO_PKG_VERSION"), e);
+            // To init's stderr (the console); a failed write changes nothing.
+            let _ = writeln!(
+                std::io::stderr(),
+                "tether-init {} {}: {}",
+                env!("CARGO_PKG_VERSION"),
+                upgrade::CHECK_FLAG,
+                e
+            );
             3
         }
     }
