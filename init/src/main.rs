@@ -8,10 +8,21 @@
 //! `waitpid(-1, WNOHANG)`, orphans included.
 //!
 //! The decisions live in pure modules: `layers` (supervision of watchdogd and
-//! the restarter), `shutdown` (the orderly sequence). This file turns
+//! the restarter), `shutdown` (the orderly sequence), `upgrade` (the resume
+//! state and the steps of an upgrade), `exit_relay` (relay losses). This file turns
 //! descriptors, signals and time into their events and carries out their
 //! actions. `mounts` and `console` prepare the machine, `record` writes the
 //! reset reason, `effective` the configuration handed to the children.
+//!
+//! For the restarter init also keeps, for its whole life, the fd store (a
+//! SOCK_SEQPACKET pair it never reads, restarter fds 5 and 6) and the exit
+//! relay (a pipe, restarter fd 7, into which it writes `(pid, wait status)`
+//! of every non-layer child it reaps, never blocking; `exit_relay` counts
+//! the losses). On heartbeat code `U` it re-executes itself in place,
+//! keeping layers, pipes, store, relay and budget (`upgrade`); on `W` it
+//! SIGKILLs watchdogd, which is then restarted as after any exit
+//! (docs/ADOPTION.md). Beats are credited through `heartbeat::Watch`, so a
+//! stall of this loop never makes a silent layer look fresh.
 //!
 //! Signals: SIGTERM and SIGINT (ctrl-alt-del, routed there by
 //! `reboot(RB_DISABLE_CAD)` on the machine) reboot, SIGUSR1 powers off,
