@@ -8,10 +8,21 @@
 //! `waitpid(-1, WNOHANG)`, orphans included.
 //!
 //! The decisions live in pure modules: `layers` (supervision of watchdogd and
-//! the restarter), `shutdown` (the orderly sequence). This file turns
+//! the restarter), `shutdown` (the orderly sequence), `upgrade` (the resume
+//! state and the steps of an upgrade), `exit_relay` (relay losses). This file turns
 //! descriptors, signals and time into their events and carries out their
 //! actions. `mounts` and `console` prepare the machine, `record` writes the
 //! reset reason, `effective` the configuration handed to the children.
+//!
+//! For the restarter init also keeps, for its whole life, the fd store (a
+//! SOCK_SEQPACKET pair it never reads, restarter fds 5 and 6) and the exit
+//! relay (a pipe, restarter fd 7, into which it writes `(pid, wait status)`
+//! of every non-layer child it reaps, never blocking; `exit_relay` counts
+//! the losses). On heartbeat code `U` it re-executes itself in place,
+//! keeping layers, pipes, store, relay and budget (`upgrade`); on `W` it
+//! SIGKILLs watchdogd, which is then restarted as after any exit
+//! (docs/ADOPTION.md). Beats are credited through `heartbeat::Watch`, so a
+//! stall of this loop never makes a silent layer look fresh.
 //!
 //! Signals: SIGTERM and SIGINT (ctrl-alt-del, routed there by
 //! `reboot(RB_DISABLE_CAD)` on the machine) reboot, SIGUSR1 powers off,
@@ -178,7 +189,11 @@ fn signal_mask() -> SigSet {
 }
 
 fn main() {
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(upgrade::CHECK_FLAG)) {
+    // The check an upgrading init runs on its successor; never as PID 1
+    // (which must not exit, whatever the kernel passes it).
+    if std::process::id() != 1
+        && std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(upgrade::CHECK_FLAG))
+    {
         std::process::exit(upgrade_check());
     }
     // First of all: from here on a SIGTERM waits in the queue for the
@@ -574,19 +589,23 @@ fn kill_previous_layers() {
 /// `tether-init --upgrade-check`: run by the init about to exec this
 /// binary; decodes the resume state it would hand over. 0: it can.
 fn upgrade_check() -> i32 {
+    use std::io::Write;
     let raw = std::env::var_os(upgrade::ENV_RESUME).unwrap_or_default();
-    let Some(text) = raw.to_str() else {
-        eprintln!(
-            "tether-init {}: {} is not UTF-8",
-            env!("CARGO_PKG_VERSION"),
-            upgrade::ENV_RESUME
-        );
-        return 3;
+    let verdict = match raw.to_str() {
+        None => Err(format!("{} is not UTF-8", upgrade::ENV_RESUME)),
+        Some(text) => Resume::decode(text).map(|_| ()).map_err(|e| e.to_string()),
     };
-    match Resume::decode(text) {
-        Ok(_) => 0,
+    match verdict {
+        Ok(()) => 0,
         Err(e) => {
-            eprintln!("tether-init {}: {}", env!("CARGO_PKG_VERSION"), e);
+            // To init's stderr (the console); a failed write changes nothing.
+            let _ = writeln!(
+                std::io::stderr(),
+                "tether-init {} {}: {}",
+                env!("CARGO_PKG_VERSION"),
+                upgrade::CHECK_FLAG,
+                e
+            );
             3
         }
     }
