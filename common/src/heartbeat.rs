@@ -16,6 +16,12 @@ pub enum Code {
     Poweroff,
     /// `H`: halt.
     Halt,
+    /// `U`: the restarter asks init to re-exec its own binary in place,
+    /// keeping its layer children and descriptors (`tetherctl upgrade init`).
+    Upgrade,
+    /// `W`: the restarter asks init to restart watchdogd (SIGKILL, no magic
+    /// close, so the hardware stays armed): `tetherctl upgrade watchdogd`.
+    RestartWatchdogd,
     /// Any other byte: ignored (logged once by the reader), still a sign of life.
     Unknown(u8),
 }
@@ -27,6 +33,8 @@ impl Code {
             b'R' => Code::Reboot,
             b'P' => Code::Poweroff,
             b'H' => Code::Halt,
+            b'U' => Code::Upgrade,
+            b'W' => Code::RestartWatchdogd,
             other => Code::Unknown(other),
         }
     }
@@ -37,6 +45,8 @@ impl Code {
             Code::Reboot => b'R',
             Code::Poweroff => b'P',
             Code::Halt => b'H',
+            Code::Upgrade => b'U',
+            Code::RestartWatchdogd => b'W',
             Code::Unknown(b) => b,
         }
     }
@@ -72,6 +82,11 @@ impl Writer {
         &self.name
     }
 
+    /// The descriptor (to hand it on over an `execve` in place).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Writes one byte. `EAGAIN` is [`Sent::PipeFull`]; `EINTR` is retried;
     /// other errors (e.g. `EPIPE`) are returned for the caller to log.
     pub fn send(&self, code: Code) -> std::io::Result<Sent> {
@@ -98,7 +113,7 @@ impl AsFd for Writer {
 pub struct Drained {
     /// Bytes read (each is a sign of life).
     pub bytes: usize,
-    /// Requests (`R`, `P`, `H`) in arrival order, at most a few kept.
+    /// Requests (`R`, `P`, `H`, `U`, `W`) in arrival order, at most a few kept.
     pub requests: Vec<Code>,
     /// Unknown bytes seen for the first time by this reader (to log once).
     pub new_unknown: Vec<u8>,
@@ -316,6 +331,21 @@ mod tests {
         for b in 0..=255u8 {
             assert_eq!(Code::from_byte(b).to_byte(), b);
         }
+    }
+
+    #[test]
+    fn upgrade_codes_have_their_bytes() {
+        assert_eq!(Code::from_byte(b'U'), Code::Upgrade);
+        assert_eq!(Code::from_byte(b'W'), Code::RestartWatchdogd);
+        assert_eq!(Code::Upgrade.to_byte(), b'U');
+        assert_eq!(Code::RestartWatchdogd.to_byte(), b'W');
+        let (mut r, w) = pair();
+        w.send(Code::Upgrade).unwrap();
+        w.send(Code::Alive).unwrap();
+        w.send(Code::RestartWatchdogd).unwrap();
+        let d = r.drain(MonoTime::ZERO).unwrap();
+        assert_eq!(d.requests, vec![Code::Upgrade, Code::RestartWatchdogd]);
+        assert!(d.new_unknown.is_empty());
     }
 
     #[test]

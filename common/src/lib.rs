@@ -11,5 +11,6 @@ pub mod fdlist;
 pub mod heartbeat;
 pub mod logging;
 pub mod record;
+pub mod relay;
 pub mod sys;
 pub mod watchdog_dev;

@@ -153,8 +153,11 @@ pub enum Event {
     SpawnFailed { layer: Layer },
     /// A child of this layer was reaped.
     Exited { layer: Layer, pid: i32, how: Exit },
-    /// Bytes arrived on the layer's supervision pipe.
-    Beat { layer: Layer },
+    /// Bytes arrived on the layer's supervision pipe, credited to `at`
+    /// (`heartbeat::Watch::credit`: the wake-up, or the moment the pipe
+    /// was last seen empty when the loop stalled). A credit before the
+    /// child's start or its last credited beat changes nothing.
+    Beat { layer: Layer, at: MonoTime },
 }
 
 /// Something for the loop to do or say.
@@ -373,6 +376,12 @@ impl Window {
         self.len = (self.len + 1).min(WINDOW_CAP);
     }
 
+    /// The recorded restart times, oldest first (for [`SlotImage`]).
+    fn oldest_first(&self) -> impl Iterator<Item = MonoTime> + '_ {
+        let start = (self.next + WINDOW_CAP - self.len) % WINDOW_CAP;
+        (0..self.len).filter_map(move |i| self.times.get((start + i) % WINDOW_CAP).copied())
+    }
+
     /// Restarts `t` with `now - window < t <= now`.
     fn count(&self, now: MonoTime, window: Duration) -> u32 {
         let n = self
@@ -410,6 +419,23 @@ impl Slot {
             exhausted: None,
         }
     }
+}
+
+/// One layer's supervision state as carried across init's re-exec in
+/// place (`tetherctl upgrade init`, `upgrade.rs`): everything a [`Slot`]
+/// holds, the restart budget included. Times are `CLOCK_MONOTONIC`, which
+/// an `execve` does not reset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotImage {
+    pub state: State,
+    pub stopping: bool,
+    pub last_start: Option<MonoTime>,
+    /// Restart times within the budget's window table, oldest first (at
+    /// most [`WINDOW_CAP`]; more are dropped, oldest first).
+    pub restarts: Vec<MonoTime>,
+    pub total_restarts: u64,
+    pub spawn_failures: u32,
+    pub exhausted: Option<u32>,
 }
 
 /// Supervision state of both layers.
@@ -555,9 +581,13 @@ impl Layers {
             Event::Spawned { layer, pid } => self.on_spawned(now, layer, pid, &mut out),
             Event::SpawnFailed { layer } => self.on_spawn_failed(now, layer, &mut out),
             Event::Exited { layer, pid, how } => self.on_exited(now, layer, pid, how, &mut out),
-            Event::Beat { layer } => {
-                if let State::Running { last_beat, .. } = &mut self.slot_mut(layer).state {
-                    *last_beat = Some(now);
+            Event::Beat { layer, at } => {
+                if let State::Running {
+                    started, last_beat, ..
+                } = &mut self.slot_mut(layer).state
+                {
+                    let at = at.min(now).max(*started);
+                    *last_beat = Some(last_beat.map_or(at, |b| b.max(at)));
                 }
             }
         }
@@ -711,6 +741,60 @@ impl Layers {
                 out.push(Action::Kill { layer, pid });
             }
             State::Spawning | State::Stopped => {}
+        }
+    }
+
+    /// `layer`'s state for a re-exec in place; `None` while a `Spawn` is
+    /// out (its result would be lost: the shell never re-execs then).
+    pub fn image(&self, layer: Layer) -> Option<SlotImage> {
+        let slot = self.slot(layer);
+        if slot.state == State::Spawning {
+            return None;
+        }
+        Some(SlotImage {
+            state: slot.state,
+            stopping: slot.stopping,
+            last_start: slot.last_start,
+            restarts: slot.window.oldest_first().collect(),
+            total_restarts: slot.total_restarts,
+            spawn_failures: slot.spawn_failures,
+            exhausted: slot.exhausted,
+        })
+    }
+
+    /// The layers as a previous image of init left them ([`Layers::image`]),
+    /// under `params` (the new image's configuration). A `Spawning` image
+    /// (never written by [`Layers::image`]) waits to start at `now`.
+    pub fn resume(
+        params: Params,
+        watchdogd: &SlotImage,
+        restarter: &SlotImage,
+        now: MonoTime,
+    ) -> Layers {
+        let slot = |img: &SlotImage| {
+            let mut window = Window::new();
+            let skip = img.restarts.len().saturating_sub(WINDOW_CAP);
+            for &t in img.restarts.iter().skip(skip) {
+                window.record(t);
+            }
+            let state = match img.state {
+                State::Spawning => State::Waiting { at: now },
+                other => other,
+            };
+            Slot {
+                state,
+                stopping: img.stopping,
+                last_start: img.last_start,
+                window,
+                total_restarts: img.total_restarts,
+                spawn_failures: img.spawn_failures,
+                exhausted: img.exhausted,
+            }
+        };
+        Layers {
+            params: params.clamped().0,
+            watchdogd: slot(watchdogd),
+            restarter: slot(restarter),
         }
     }
 
@@ -885,7 +969,13 @@ mod tests {
             let mut t = from;
             while t <= to {
                 for &l in beat {
-                    self.feed(t, Event::Beat { layer: l });
+                    self.feed(
+                        t,
+                        Event::Beat {
+                            layer: l,
+                            at: at(t),
+                        },
+                    );
                 }
                 self.feed(t, Event::Tick);
                 t += step;
@@ -1097,6 +1187,7 @@ mod tests {
             100,
             Event::Beat {
                 layer: Layer::Restarter,
+                at: at(100),
             },
         );
         s.run(200, 10_000, 100, &[Layer::Watchdogd]);
@@ -1217,6 +1308,7 @@ mod tests {
                 next,
                 Event::Beat {
                     layer: Layer::Restarter,
+                    at: at(next),
                 },
             );
             now = next;
@@ -1340,5 +1432,140 @@ mod tests {
             .to_string(),
             "killed by SIGSEGV (11), core dumped"
         );
+    }
+
+    /// A beat found after init's loop stalled is credited to when the pipe
+    /// was last seen empty: a layer silent since then is killed at once
+    /// (DESIGN.md "Heartbeats", init's own reader).
+    #[test]
+    fn a_beat_credited_before_a_stall_does_not_make_a_silent_layer_fresh() {
+        let mut s = Sim::new(params());
+        s.run(0, 6_000, 100, &[Layer::Watchdogd, Layer::Restarter]);
+        // init stalls from 6.0 s to 20 s; the restarter's last byte came
+        // during the stall, found at 20 s, credited to 6.0 s.
+        s.feed(
+            20_000,
+            Event::Beat {
+                layer: Layer::Restarter,
+                at: at(6_000),
+            },
+        );
+        // (watchdogd too is silent since 6.0 s, and killed with it.)
+        assert!(
+            s.kills
+                .contains(&(20_000, Layer::Restarter, s.pid(Layer::Restarter))),
+            "{:?}",
+            s.kills
+        );
+        assert!(s.notes.iter().any(|n| matches!(
+            n,
+            Note::Hung { layer: Layer::Restarter, silent, .. } if *silent == Duration::from_secs(14)
+        )));
+    }
+
+    #[test]
+    fn a_credit_never_moves_the_last_beat_back_nor_before_the_start() {
+        let mut l = Layers::new(params(), at(0));
+        l.handle(at(0), Event::Tick);
+        l.handle(
+            at(1),
+            Event::Spawned {
+                layer: Layer::Restarter,
+                pid: 7,
+            },
+        );
+        let beat = |l: &Layers| match l.state(Layer::Restarter) {
+            State::Running { last_beat, .. } => last_beat,
+            other => panic!("{:?}", other),
+        };
+        l.handle(
+            at(2),
+            Event::Beat {
+                layer: Layer::Restarter,
+                at: at(0),
+            },
+        );
+        assert_eq!(beat(&l), Some(at(1)), "not before the start");
+        l.handle(
+            at(500),
+            Event::Beat {
+                layer: Layer::Restarter,
+                at: at(500),
+            },
+        );
+        l.handle(
+            at(600),
+            Event::Beat {
+                layer: Layer::Restarter,
+                at: at(300),
+            },
+        );
+        assert_eq!(beat(&l), Some(at(500)), "never back");
+        l.handle(
+            at(700),
+            Event::Beat {
+                layer: Layer::Restarter,
+                at: at(900),
+            },
+        );
+        assert_eq!(beat(&l), Some(at(700)), "never in the future");
+    }
+
+    /// The image carried across a re-exec restores the same behaviour:
+    /// the same pids, the same budget (the next exit after a full window
+    /// reboots), the same hang deadline.
+    #[test]
+    fn an_image_resumes_the_same_supervision() {
+        let mut s = Sim::new(params());
+        for k in 0..3u64 {
+            let t = 2_000 * (k + 1);
+            s.run(
+                t - 1_500,
+                t - 100,
+                100,
+                &[Layer::Watchdogd, Layer::Restarter],
+            );
+            s.exit(t, Layer::Restarter);
+        }
+        s.run(6_100, 8_000, 100, &[Layer::Watchdogd, Layer::Restarter]);
+        assert_eq!(s.core.total_restarts(Layer::Restarter), 3);
+        let wd = s.core.image(Layer::Watchdogd).unwrap();
+        let rst = s.core.image(Layer::Restarter).unwrap();
+        assert_eq!(rst.restarts.len(), 3);
+        assert!(
+            rst.restarts.windows(2).all(|w| w[0] <= w[1]),
+            "oldest first"
+        );
+        let resumed = Layers::resume(params(), &wd, &rst, at(8_000));
+        assert_eq!(resumed.image(Layer::Watchdogd).unwrap(), wd);
+        assert_eq!(resumed.image(Layer::Restarter).unwrap(), rst);
+        assert_eq!(resumed.pid(Layer::Restarter), s.core.pid(Layer::Restarter));
+        assert_eq!(resumed.next_deadline(), s.core.next_deadline());
+        s.core = resumed;
+        s.exit(8_100, Layer::Restarter);
+        assert_eq!(s.reboots, vec![(8_100, Layer::Restarter)], "budget carried");
+    }
+
+    #[test]
+    fn an_image_holds_at_most_the_window_table() {
+        let s = Sim::new(params());
+        assert_eq!(
+            Layers::new(params(), at(0))
+                .image(Layer::Restarter)
+                .map(|_| ()),
+            Some(())
+        );
+        let mut l = Layers::new(params(), at(0));
+        l.handle(at(0), Event::Tick);
+        assert_eq!(l.image(Layer::Restarter), None, "a Spawn is out");
+        let mut img = s.core.image(Layer::Restarter).unwrap();
+        img.restarts = (0..(WINDOW_CAP as u64 + 10)).map(at).collect();
+        let r = Layers::resume(params(), &img, &img, at(0));
+        let back = r.image(Layer::Restarter).unwrap();
+        assert_eq!(back.restarts.len(), WINDOW_CAP);
+        assert_eq!(back.restarts.first(), Some(&at(10)), "oldest dropped");
+        img.state = State::Spawning;
+        let r = Layers::resume(params(), &img, &img, at(42));
+        assert_eq!(r.state(Layer::Watchdogd), State::Waiting { at: at(42) });
     }
 }

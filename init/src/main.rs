@@ -8,10 +8,21 @@
 //! `waitpid(-1, WNOHANG)`, orphans included.
 //!
 //! The decisions live in pure modules: `layers` (supervision of watchdogd and
-//! the restarter), `shutdown` (the orderly sequence). This file turns
+//! the restarter), `shutdown` (the orderly sequence), `upgrade` (the resume
+//! state and the steps of an upgrade), `exit_relay` (relay losses). This file turns
 //! descriptors, signals and time into their events and carries out their
 //! actions. `mounts` and `console` prepare the machine, `record` writes the
 //! reset reason, `effective` the configuration handed to the children.
+//!
+//! For the restarter init also keeps, for its whole life, the fd store (a
+//! SOCK_SEQPACKET pair it never reads, restarter fds 5 and 6) and the exit
+//! relay (a pipe, restarter fd 7, into which it writes `(pid, wait status)`
+//! of every non-layer child it reaps, never blocking; `exit_relay` counts
+//! the losses). On heartbeat code `U` it re-executes itself in place,
+//! keeping layers, pipes, store, relay and budget (`upgrade`); on `W` it
+//! SIGKILLs watchdogd, which is then restarted as after any exit
+//! (docs/ADOPTION.md). Beats are credited through `heartbeat::Watch`, so a
+//! stall of this loop never makes a silent layer look fresh.
 //!
 //! Signals: SIGTERM and SIGINT (ctrl-alt-del, routed there by
 //! `reboot(RB_DISABLE_CAD)` on the machine) reboot, SIGUSR1 powers off,
@@ -39,11 +50,13 @@
 mod args;
 mod console;
 mod effective;
+mod exit_relay;
 mod layers;
 mod limits;
 mod mounts;
 mod recovery;
 mod shutdown;
+mod upgrade;
 
 #[cfg(feature = "fault-inject")]
 mod fault;
@@ -71,14 +84,17 @@ use nix::unistd::Pid;
 use tether_common::clock::MonoTime;
 use tether_common::config::Config;
 use tether_common::fdlist::{FdList, ENV_FDS, ENV_HEARTBEATS};
-use tether_common::heartbeat::{self, Code, Reader, Writer};
+use tether_common::heartbeat::{self, Code, Reader, Watch, Writer};
 
+use crate::exit_relay::Losses;
 use crate::layers::{Action, Actions, Event, Exit, Human, Layer, Layers};
 use crate::mounts::Role;
 use crate::recovery::{Recovery, Verdict};
 use crate::shutdown::Cause;
 use crate::shutdown::{Sequence, Step, Steps};
+use crate::upgrade::{Fds, Refusal, Resume, Upgrade};
 use tether_common::record;
+use tether_common::relay;
 
 /// The restarter's reason for an `R`/`P`/`H` request, in the run directory.
 const SHUTDOWN_REQUEST: &str = "shutdown-request";
@@ -101,6 +117,9 @@ pub const ENV_CHAIN_TIMING: &str = "TETHER_CHAIN_TIMING";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Set-up retry backoff cap.
 const SETUP_BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// The exit relay's capacity: `F_SETPIPE_SZ` to this, or to
+/// `fs.pipe-max-size` if that is lower (131072 records at 1 MiB).
+const RELAY_PIPE_SIZE: usize = 1 << 20;
 /// Longest poll timeout (a periodic wake-up costs nothing and bounds the
 /// effect of any bookkeeping mistake).
 const MAX_POLL: Duration = Duration::from_secs(60);
@@ -126,7 +145,29 @@ struct Init {
     /// watchdogd → init: fd 5 in watchdogd.
     wd_in: Reader,
     wd_init_write: OwnedFd,
+    /// The fd store (docs/ADOPTION.md): one SOCK_SEQPACKET socket pair,
+    /// fds 5 (`store_send`) and 6 (`store_recv`) in the restarter. init
+    /// keeps both ends for life and never reads or writes either: what the
+    /// restarter sends stays queued in the kernel, referenced by these.
+    store_send: OwnedFd,
+    store_recv: OwnedFd,
+    /// The exit relay: init writes one record per non-layer child it
+    /// reaps into `relay_write`; `relay_read` is fd 7 in the restarter.
+    relay_read: OwnedFd,
+    relay_write: OwnedFd,
+    relay_losses: Losses,
+    /// `tetherctl upgrade init` (`upgrade.rs`).
+    upgrade: Upgrade,
+    /// Upgrades done since boot.
+    upgrades: u32,
+    /// The binary an upgrade execs: `[paths] bin`'s `tether-init`, or
+    /// `/proc/self/exe` as resolved at start.
+    self_exe: PathBuf,
     layers: Layers,
+    /// When bytes found in the layers' pipes were written at the latest
+    /// (`heartbeat::Watch`): a stalled loop never makes a silent layer look
+    /// fresh.
+    watch: Watch,
     shutdown: Option<Sequence>,
     shutdown_params: shutdown::Params,
     next_beat: MonoTime,
@@ -148,6 +189,13 @@ fn signal_mask() -> SigSet {
 }
 
 fn main() {
+    // The check an upgrading init runs on its successor; never as PID 1
+    // (which must not exit, whatever the kernel passes it).
+    if std::process::id() != 1
+        && std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(upgrade::CHECK_FLAG))
+    {
+        std::process::exit(upgrade_check());
+    }
     // First of all: from here on a SIGTERM waits in the queue for the
     // signalfd instead of killing init (from outside a namespace, or before
     // the kernel's PID-1 protection applies).
@@ -253,7 +301,10 @@ fn main() {
     // A panic's message goes through the panic hook `logging::init`
     // installed (CRIT, `PANIC: ...`, never blocking on a console or on the
     // logger's own lock), not the default hook's blocking write to stderr.
-    let mut init = setup(role, config, child_config);
+    // After `tetherctl upgrade init`: the previous image's descriptors and
+    // layers (`upgrade.rs`).
+    let resume = take_resume();
+    let mut init = setup(role, config, child_config, resume);
     loop {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init.run()));
         // `run` only comes back through a panic (every profile unwinds: no `panic = "abort"`).
@@ -334,13 +385,27 @@ fn raise_nofile(config: &Config) {
 
 /// Builds the loop's state, retrying with a backoff until it works: without
 /// pipes and a signalfd there is nothing to supervise with.
-fn setup(role: Role, config: Config, child_config: PathBuf) -> Init {
+fn setup(
+    role: Role,
+    config: Config,
+    child_config: PathBuf,
+    mut resume: Option<(Channels, Resume)>,
+) -> Init {
     let mut backoff = Duration::from_millis(100);
+    let mut resume_was_there = resume.is_some();
     loop {
-        match Init::new(role, config.clone(), child_config.clone()) {
+        match Init::new(role, config.clone(), child_config.clone(), &mut resume) {
             Ok(i) => return i,
             Err(e) => {
                 error!("set-up failed, retrying in {}: {}", Human(backoff), e);
+                if resume_was_there && resume.is_none() {
+                    // The previous image's descriptors are gone with the
+                    // failed attempt: its layers must not run beside the
+                    // ones the next attempt starts.
+                    error!("UPGRADE FAILED: set-up lost the previous image's descriptors; killing its layers");
+                    kill_previous_layers();
+                    resume_was_there = false;
+                }
                 reap_all_blocking_free();
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(SETUP_BACKOFF_CAP);
@@ -385,16 +450,212 @@ fn bin_dir(config: &Config) -> PathBuf {
     }
 }
 
+/// The descriptors init keeps for life: the four heartbeat pipes, the fd
+/// store and the exit relay. Created at boot, or taken back from the
+/// previous image after `tetherctl upgrade init`.
+struct Channels {
+    init_wd: (OwnedFd, OwnedFd),
+    rst_wd: (OwnedFd, OwnedFd),
+    rst_init: (OwnedFd, OwnedFd),
+    wd_init: (OwnedFd, OwnedFd),
+    store: (OwnedFd, OwnedFd),
+    relay: (OwnedFd, OwnedFd),
+}
+
+impl Channels {
+    fn create() -> io::Result<Channels> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let store = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        let relay = heartbeat::pipe()?;
+        size_relay(&relay.1);
+        Ok(Channels {
+            init_wd: heartbeat::pipe()?,
+            rst_wd: heartbeat::pipe()?,
+            rst_init: heartbeat::pipe()?,
+            wd_init: heartbeat::pipe()?,
+            store,
+            relay,
+        })
+    }
+
+    /// Takes back the descriptors a previous image named (each becomes
+    /// close-on-exec again).
+    fn inherit(fds: &Fds) -> io::Result<Channels> {
+        let [a, b, c, d, e, f, g, h, i, j, k, l] = fds.0;
+        let t = tether_common::sys::take_inherited_fd;
+        Ok(Channels {
+            init_wd: (t(a)?, t(b)?),
+            rst_wd: (t(c)?, t(d)?),
+            rst_init: (t(e)?, t(f)?),
+            wd_init: (t(g)?, t(h)?),
+            store: (t(i)?, t(j)?),
+            relay: (t(k)?, t(l)?),
+        })
+    }
+}
+
+/// Raises the relay pipe's capacity to min(1 MiB, `fs.pipe-max-size`) and
+/// logs what it got.
+fn size_relay(write_end: &OwnedFd) {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let path = Path::new("/proc/sys/fs/pipe-max-size");
+    let max = match record::read_text_bounded(path, 64) {
+        Ok(t) => t.trim().parse::<usize>().ok(),
+        Err(e) => {
+            warn!("reading {}: {}", path.display(), e);
+            None
+        }
+    };
+    let want = max.map_or(RELAY_PIPE_SIZE, |m| m.min(RELAY_PIPE_SIZE));
+    let want = i32::try_from(want).unwrap_or(i32::MAX);
+    if let Err(e) = fcntl(write_end, FcntlArg::F_SETPIPE_SZ(want)) {
+        warn!(
+            "exit relay: F_SETPIPE_SZ({}) failed, keeping the default size: {}",
+            want, e
+        );
+    }
+    match fcntl(write_end, FcntlArg::F_GETPIPE_SZ) {
+        Ok(n) => info!(
+            "exit relay: {} bytes ({} exit records) of pipe",
+            n,
+            usize::try_from(n).unwrap_or(0) / relay::RECORD_LEN
+        ),
+        Err(e) => warn!("exit relay: F_GETPIPE_SZ failed: {}", e),
+    }
+}
+
+/// The previous image's resume state, taken from the environment: `None`
+/// at a normal boot. A state that cannot be used is logged, and its layers
+/// (init's children named like them) are killed so that the fresh set-up
+/// never runs two of a layer.
+fn take_resume() -> Option<(Channels, Resume)> {
+    let raw = std::env::var_os(upgrade::ENV_RESUME)?;
+    let resumed = raw
+        .to_str()
+        .ok_or_else(|| "not UTF-8".to_string())
+        .and_then(|t| Resume::decode(t).map_err(|e| e.to_string()))
+        .and_then(|r| {
+            Channels::inherit(&r.fds)
+                .map(|c| (c, r))
+                .map_err(|e| format!("taking the inherited descriptors back: {}", e))
+        });
+    match resumed {
+        Ok(r) => Some(r),
+        Err(e) => {
+            error!(
+                "UPGRADE FAILED to resume the previous image's state ({}): starting afresh, killing its layers",
+                e
+            );
+            kill_previous_layers();
+            None
+        }
+    }
+}
+
+/// SIGKILLs this process's children whose name is a layer's (the previous
+/// image's layers, when their state was lost). Start-up only: reads /proc.
+fn kill_previous_layers() {
+    let me = std::process::id();
+    let path = format!("/proc/{}/task/{}/children", me, me);
+    let list = record::read_text_bounded(Path::new(&path), 1 << 16).unwrap_or_default();
+    for pid in list
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        let comm = record::read_text_bounded(Path::new(&format!("/proc/{}/comm", pid)), 64)
+            .unwrap_or_default();
+        let comm = comm.trim();
+        // comm is the name's first 15 bytes.
+        let layer = Layer::ALL
+            .into_iter()
+            .any(|l| !comm.is_empty() && l.binary().starts_with(comm));
+        if layer {
+            warn!(
+                "killing pid {} ({}), a layer of the previous image",
+                pid, comm
+            );
+            if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                error!("SIGKILL to pid {}: {}", pid, e);
+            }
+        }
+    }
+}
+
+/// `tether-init --upgrade-check`: run by the init about to exec this
+/// binary; decodes the resume state it would hand over. 0: it can.
+fn upgrade_check() -> i32 {
+    use std::io::Write;
+    let raw = std::env::var_os(upgrade::ENV_RESUME).unwrap_or_default();
+    let verdict = match raw.to_str() {
+        None => Err(format!("{} is not UTF-8", upgrade::ENV_RESUME)),
+        Some(text) => Resume::decode(text).map(|_| ()).map_err(|e| e.to_string()),
+    };
+    match verdict {
+        Ok(()) => 0,
+        Err(e) => {
+            // To init's stderr (the console); a failed write changes nothing.
+            let _ = writeln!(
+                std::io::stderr(),
+                "tether-init {} {}: {}",
+                env!("CARGO_PKG_VERSION"),
+                upgrade::CHECK_FLAG,
+                e
+            );
+            3
+        }
+    }
+}
+
+/// The binary `tetherctl upgrade init` execs.
+fn self_exe(config: &Config) -> PathBuf {
+    if let Some(b) = &config.paths.bin {
+        return b.join("tether-init");
+    }
+    match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            let argv0 = std::env::args_os()
+                .next()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/sbin/tether-init"));
+            warn!(
+                "cannot resolve /proc/self/exe ({}): an upgrade will exec {}",
+                e,
+                argv0.display()
+            );
+            argv0
+        }
+    }
+}
+
 impl Init {
-    fn new(role: Role, config: Config, child_config: PathBuf) -> io::Result<Init> {
+    fn new(
+        role: Role,
+        config: Config,
+        child_config: PathBuf,
+        resume: &mut Option<(Channels, Resume)>,
+    ) -> io::Result<Init> {
         let mask = signal_mask();
         mask.thread_block()?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         let now = MonoTime::now();
-        let (init_wd_read, init_wd_write) = heartbeat::pipe()?;
-        let (rst_wd_read, rst_wd_write) = heartbeat::pipe()?;
-        let (rst_init_read, rst_init_write) = heartbeat::pipe()?;
-        let (wd_init_read, wd_init_write) = heartbeat::pipe()?;
+        let (channels, resume) = match resume.take() {
+            Some((c, r)) => (c, Some(r)),
+            None => (Channels::create()?, None),
+        };
+        let Channels {
+            init_wd: (init_wd_read, init_wd_write),
+            rst_wd: (rst_wd_read, rst_wd_write),
+            rst_init: (rst_init_read, rst_init_write),
+            wd_init: (wd_init_read, wd_init_write),
+            store: (store_send, store_recv),
+            relay: (relay_read, relay_write),
+        } = channels;
         let t = &config.timing;
         let (params, lowered) = layers::Params {
             restart_delay: t.restart_delay,
@@ -415,6 +676,28 @@ impl Init {
             kill_grace: config.init.kill_grace,
         };
         let bin_dir = bin_dir(&config);
+        let self_exe = self_exe(&config);
+        let (layers, watch, relay_losses, upgrades) = match &resume {
+            None => (Layers::new(params, now), Watch::new(now), Losses::new(0), 0),
+            Some(r) => {
+                let layers = Layers::resume(params, &r.watchdogd, &r.restarter, now);
+                info!(
+                    "resumed after upgrade {} of init: {}, {}; {} exit record(s) lost since boot",
+                    r.upgrades,
+                    layers.describe(Layer::Watchdogd, now),
+                    layers.describe(Layer::Restarter, now),
+                    r.relay_lost
+                );
+                (
+                    layers,
+                    // Bytes found in the pipes are credited no later than
+                    // the old image last saw them empty.
+                    Watch::new(r.seen.min(now)),
+                    Losses::new(r.relay_lost),
+                    r.upgrades,
+                )
+            }
+        };
         info!(
             "layers from {}; beat {}, hang_timeout {}, restart_delay {}, startup_grace {}, budget {} restarts within {}",
             bin_dir.display(),
@@ -438,7 +721,16 @@ impl Init {
             rst_init_write,
             wd_in: Reader::new(Layer::Watchdogd.name(), wd_init_read, now)?,
             wd_init_write,
-            layers: Layers::new(params, now),
+            store_send,
+            store_recv,
+            relay_read,
+            relay_write,
+            relay_losses,
+            upgrade: Upgrade::new(),
+            upgrades,
+            self_exe,
+            layers,
+            watch,
             shutdown: None,
             shutdown_params,
             next_beat: now,
@@ -465,6 +757,8 @@ impl Init {
             // Round up: waking a little late is harmless, early means a spin.
             let ms = timeout.as_micros().div_ceil(1000);
             let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            self.watch
+                .waiting(MonoTime::now(), Duration::from_millis(ms as u64));
             let (sig_ready, wd_ready, rst_ready) = {
                 let mut fds = [
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -485,13 +779,16 @@ impl Init {
                     }
                 }
             };
-            let now = MonoTime::now();
+            let woke = MonoTime::now();
+            let credit = self.watch.credit(woke);
             if wd_ready {
-                self.drain(now, Layer::Watchdogd);
+                self.drain(woke, credit, Layer::Watchdogd);
             }
             if rst_ready {
-                self.drain(now, Layer::Restarter);
+                self.drain(woke, credit, Layer::Restarter);
             }
+            self.watch.drained(woke);
+            let now = woke;
             if sig_ready {
                 self.read_signals(now);
             }
@@ -506,8 +803,13 @@ impl Init {
     /// asked for. At the first start there is nothing to find.
     fn reconcile(&mut self, now: MonoTime) {
         self.reap(now);
-        self.drain(now, Layer::Watchdogd);
-        self.drain(now, Layer::Restarter);
+        // Whatever the loop was doing when it panicked, the pipes were
+        // last seen empty at the watch's mark: credit no later than that
+        // unless this turn was on time.
+        let credit = self.watch.credit(now);
+        self.drain(now, credit, Layer::Watchdogd);
+        self.drain(now, credit, Layer::Restarter);
+        self.watch.drained(now);
         for layer in self.layers.after_panic(now).into_iter().flatten() {
             warn!(
                 "{}: its start was under way when the loop panicked; starting it again",
@@ -582,6 +884,9 @@ impl Init {
         if let Some(s) = &self.shutdown {
             d = d.min(s.next_deadline());
         }
+        if let Some(u) = self.upgrade.next_deadline() {
+            d = d.min(u);
+        }
         d
     }
 
@@ -600,6 +905,11 @@ impl Init {
         if let Some(seq) = self.shutdown.as_mut() {
             let steps = seq.tick(now);
             self.steps(now, steps);
+        }
+        if let Some(steps) = self.upgrade.tick(now) {
+            for s in steps {
+                self.upgrade_step(now, s);
+            }
         }
     }
 
@@ -643,9 +953,10 @@ impl Init {
         }
     }
 
-    /// Reads a layer's supervision pipe: beats and requests.
-    fn drain(&mut self, now: MonoTime, layer: Layer) {
-        let d = match self.reader(layer).drain(now) {
+    /// Reads a layer's supervision pipe: beats (credited to `credit`,
+    /// see [`Watch::credit`]) and requests.
+    fn drain(&mut self, now: MonoTime, credit: MonoTime, layer: Layer) {
+        let d = match self.reader(layer).drain(credit) {
             Ok(d) => d,
             Err(e) => {
                 error!("reading {}'s heartbeat pipe: {}", layer, e);
@@ -653,7 +964,7 @@ impl Init {
             }
         };
         if d.bytes > 0 {
-            let actions = self.layers.handle(now, Event::Beat { layer });
+            let actions = self.layers.handle(now, Event::Beat { layer, at: credit });
             self.apply(now, actions, 0);
         }
         for b in d.new_unknown {
@@ -682,7 +993,17 @@ impl Init {
                 Code::Reboot => Cause::Reboot,
                 Code::Poweroff => Cause::Poweroff,
                 Code::Halt => Cause::Halt,
-                _ => continue,
+                Code::Upgrade => {
+                    info!("upgrade of init requested by {}", layer);
+                    let step = self.upgrade.request(self.shutdown.is_some());
+                    self.upgrade_step(now, step);
+                    continue;
+                }
+                Code::RestartWatchdogd => {
+                    self.restart_watchdogd(layer);
+                    continue;
+                }
+                Code::Alive | Code::Unknown(_) => continue,
             };
             let detail = self.take_request_reason();
             self.begin_shutdown(
@@ -830,7 +1151,7 @@ impl Init {
                 (Some(layer), Some(actions)) => {
                     // Bytes it wrote before dying: a request among them is
                     // still honoured (beats are no longer credited).
-                    self.drain(now, layer);
+                    self.drain(now, now, layer);
                     // Log (and restart) first: the shutdown steps below may
                     // end in reboot(2).
                     self.apply(now, actions, 0);
@@ -841,9 +1162,237 @@ impl Init {
                         }
                     }
                 }
-                _ => debug!("reaped pid {} ({})", pid, how),
+                _ => self.reaped_other(now, pid, raw_status(&status), how),
             }
         }
+    }
+
+    /// A child that is not a layer was reaped: an upgrade's check, or
+    /// anything else (orphans, services whose restarter died), whose status
+    /// goes to the exit relay.
+    fn reaped_other(&mut self, now: MonoTime, pid: i32, raw: i32, how: Exit) {
+        if let Some(step) = self.upgrade.reaped(pid, how, self.shutdown.is_some()) {
+            debug!("reaped the upgrade check, pid {} ({})", pid, how);
+            if let Some(step) = step {
+                self.upgrade_step(now, step);
+            }
+            return;
+        }
+        debug!("reaped pid {} ({})", pid, how);
+        let record = relay::encode(pid, raw);
+        let outcome = loop {
+            match nix::unistd::write(&self.relay_write, &record) {
+                Ok(n) if n == record.len() => break exit_relay::Outcome::Written,
+                // A pipe write below PIPE_BUF is all or nothing.
+                Ok(_) => break exit_relay::Outcome::Failed(Errno::EIO as i32),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break exit_relay::Outcome::Full,
+                Err(e) => break exit_relay::Outcome::Failed(e as i32),
+            }
+        };
+        if let Some(note) = self.relay_losses.record(pid, outcome) {
+            log::log!(note.level(), "{}", note);
+        }
+    }
+
+    /// `tetherctl upgrade watchdogd` (code `W`): SIGKILL, so no magic close
+    /// and the hardware stays armed; the exit is then answered like any
+    /// other (restarted at once if it ran `restart_delay`, counted in the
+    /// budget).
+    fn restart_watchdogd(&mut self, by: Layer) {
+        if let Some(seq) = &self.shutdown {
+            warn!(
+                "restart of watchdogd requested by {} refused: {} under way",
+                by,
+                seq.request.cause.as_str()
+            );
+            return;
+        }
+        match self.layers.pid(Layer::Watchdogd) {
+            Some(pid) => {
+                warn!(
+                    "upgrade of watchdogd requested by {}: SIGKILL to watchdogd (pid {}), no magic close, the hardware stays armed; it is started again from {}",
+                    by,
+                    pid,
+                    self.bin_dir.join(Layer::Watchdogd.binary()).display()
+                );
+                if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                    error!("SIGKILL to watchdogd (pid {}) failed: {}", pid, e);
+                }
+            }
+            None => info!(
+                "upgrade of watchdogd requested by {}: none running, the next start uses the new binary",
+                by
+            ),
+        }
+    }
+
+    /// Carries out one step of an upgrade of init.
+    fn upgrade_step(&mut self, now: MonoTime, step: upgrade::Step) {
+        match step {
+            upgrade::Step::Refuse(why) => error!(
+                "upgrade of init refused: {}; init {} keeps running",
+                why,
+                env!("CARGO_PKG_VERSION")
+            ),
+            upgrade::Step::KillCheck { pid } => {
+                if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                    error!("SIGKILL to the upgrade check (pid {}): {}", pid, e);
+                }
+            }
+            upgrade::Step::StartCheck => {
+                let state = match self.resume_state(now) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        // Not a check failure: the request is over.
+                        let _ = self.upgrade.check_not_started();
+                        self.upgrade_step(now, upgrade::Step::Refuse(why));
+                        return;
+                    }
+                };
+                let mut cmd = Command::new(&self.self_exe);
+                cmd.arg(upgrade::CHECK_FLAG)
+                    .env(upgrade::ENV_RESUME, state.encode())
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null());
+                match cmd.spawn() {
+                    Ok(child) => {
+                        info!(
+                            "upgrade of init: checking {} (pid {})",
+                            self.self_exe.display(),
+                            child.id()
+                        );
+                        self.upgrade.check_started(now, child.id() as i32);
+                    }
+                    Err(e) => {
+                        error!(
+                            "upgrade of init: cannot run {} {}: {}",
+                            self.self_exe.display(),
+                            upgrade::CHECK_FLAG,
+                            e
+                        );
+                        let step = self.upgrade.check_not_started();
+                        self.upgrade_step(now, step);
+                    }
+                }
+            }
+            upgrade::Step::Exec => self.exec_self(now),
+        }
+    }
+
+    /// The descriptors init keeps for life, in [`Fds::NAMES`] order.
+    fn kept(&self) -> [std::os::fd::BorrowedFd<'_>; Fds::COUNT] {
+        [
+            self.init_wd_read.as_fd(),
+            self.beat_out.as_fd(),
+            self.rst_wd_read.as_fd(),
+            self.rst_wd_write.as_fd(),
+            self.rst_in.as_fd(),
+            self.rst_init_write.as_fd(),
+            self.wd_in.as_fd(),
+            self.wd_init_write.as_fd(),
+            self.store_send.as_fd(),
+            self.store_recv.as_fd(),
+            self.relay_read.as_fd(),
+            self.relay_write.as_fd(),
+        ]
+    }
+
+    /// The state to hand to the new image; `seen`: when every supervision
+    /// pipe was last seen empty.
+    fn resume_state(&self, seen: MonoTime) -> Result<Resume, Refusal> {
+        use std::os::fd::AsRawFd;
+        let (Some(watchdogd), Some(restarter)) = (
+            self.layers.image(Layer::Watchdogd),
+            self.layers.image(Layer::Restarter),
+        ) else {
+            return Err(Refusal::SpawnOut);
+        };
+        Ok(Resume {
+            fds: Fds(self.kept().map(|fd| fd.as_raw_fd())),
+            watchdogd,
+            restarter,
+            seen,
+            relay_lost: self.relay_losses.total(),
+            upgrades: self.upgrades.saturating_add(1),
+        })
+    }
+
+    /// Re-executes init's binary in place with the resume state. Returns
+    /// only if `execve` failed: every descriptor is close-on-exec again
+    /// and init runs on.
+    fn exec_self(&mut self, now: MonoTime) {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        // Beats and requests up to this moment are this image's to answer;
+        // the new one credits nothing it finds to a later moment.
+        let seen = MonoTime::now();
+        let credit = self.watch.credit(seen);
+        self.drain(seen, credit, Layer::Watchdogd);
+        self.drain(seen, credit, Layer::Restarter);
+        self.watch.drained(seen);
+        if self.shutdown.is_some() {
+            self.upgrade_step(now, upgrade::Step::Refuse(Refusal::ShuttingDown));
+            return;
+        }
+        let state = match self.resume_state(seen) {
+            Ok(s) => s,
+            Err(why) => {
+                self.upgrade_step(now, upgrade::Step::Refuse(why));
+                return;
+            }
+        };
+        let cstr = |b: &[u8]| CString::new(b.to_vec()).ok();
+        let Some(path) = cstr(self.self_exe.as_os_str().as_bytes()) else {
+            error!("upgrade of init refused: the binary's path holds a NUL byte");
+            return;
+        };
+        let argv: Vec<CString> = std::env::args_os()
+            .filter_map(|a| cstr(a.as_bytes()))
+            .collect();
+        let mut env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| k != upgrade::ENV_RESUME)
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                cstr(&kv)
+            })
+            .collect();
+        if let Some(v) = cstr(format!("{}={}", upgrade::ENV_RESUME, state.encode()).as_bytes()) {
+            env.push(v);
+        }
+        let kept = self.kept();
+        let mut failed = None;
+        for (fd, name) in kept.iter().zip(Fds::NAMES) {
+            if let Err(e) = tether_common::sys::set_cloexec(*fd, false) {
+                failed = Some(format!("clearing close-on-exec on the {}: {}", name, e));
+                break;
+            }
+        }
+        let err = match failed {
+            Some(e) => e,
+            None => {
+                warn!(
+                    "upgrade of init: exec {} (upgrade {} since boot; layers, heartbeat pipes, fd store, exit relay and restart budget kept)",
+                    self.self_exe.display(),
+                    state.upgrades
+                );
+                let _ = tether_common::logging::flush_pending(MonoTime::now());
+                let Err(e) = nix::unistd::execve(&path, &argv, &env);
+                format!("execve {}: {}", self.self_exe.display(), e)
+            }
+        };
+        for (fd, name) in kept.iter().zip(Fds::NAMES) {
+            if let Err(e) = tether_common::sys::set_cloexec(*fd, true) {
+                error!("restoring close-on-exec on the {}: {}", name, e);
+            }
+        }
+        error!(
+            "upgrade of init failed: {}; init {} keeps running",
+            err,
+            env!("CARGO_PKG_VERSION")
+        );
     }
 
     fn no_children(&mut self, now: MonoTime) {
@@ -914,7 +1463,7 @@ impl Init {
     fn spawn(&mut self, now: MonoTime, layer: Layer) -> io::Result<i32> {
         // Leftover bytes belong to the previous child: a request among them
         // is still honoured, beats are discarded.
-        self.drain(now, layer);
+        self.drain(now, now, layer);
         if layer == Layer::Watchdogd {
             // Beats queued while no watchdogd ran are old news: the new one
             // must judge init and the restarter on fresh beats only.
@@ -927,6 +1476,7 @@ impl Init {
             ENV_HEARTBEATS,
             ENV_FDS,
             ENV_CHAIN_TIMING,
+            upgrade::ENV_RESUME,
             "NOTIFY_SOCKET",
             "LISTEN_FDS",
             "LISTEN_PID",
@@ -960,12 +1510,18 @@ impl Init {
                 let mut fds = FdList::new();
                 fds.push("init", 3);
                 fds.push("watchdog", 4);
+                fds.push(relay::FD_STORE_SEND, 5);
+                fds.push(relay::FD_STORE_RECV, 6);
+                fds.push(relay::FD_RELAY, 7);
                 cmd.env(ENV_FDS, fds.to_string());
                 tether_common::sys::spawn_with_fds(
                     &mut cmd,
                     &[
                         (self.rst_init_write.as_fd(), 3),
                         (self.rst_wd_write.as_fd(), 4),
+                        (self.store_send.as_fd(), 5),
+                        (self.store_recv.as_fd(), 6),
+                        (self.relay_read.as_fd(), 7),
                     ],
                 )?
             }
@@ -1177,6 +1733,18 @@ fn chain_timing(t: &tether_common::config::Timing) -> String {
     )
 }
 
+/// The raw `waitpid` status word of an exit, as the kernel encodes it
+/// (`W_EXITCODE`, the signal number with bit 7 for a core dump): nix hands
+/// it decoded, the exit relay carries it raw.
+fn raw_status(s: &WaitStatus) -> i32 {
+    match *s {
+        WaitStatus::Exited(_, code) => (code & 0xff) << 8,
+        WaitStatus::Signaled(_, sig, core) => (sig as i32 & 0x7f) | if core { 0x80 } else { 0 },
+        // Not exits: never relayed (the caller only sees exits).
+        _ => 0,
+    }
+}
+
 /// Reads and drops everything queued on a pipe read end.
 fn discard(fd: &OwnedFd) {
     let mut buf = [0u8; 256];
@@ -1200,6 +1768,22 @@ fn discard(fd: &OwnedFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_status_is_what_the_wait_macros_decode() {
+        let p = Pid::from_raw(5);
+        for code in [0, 1, 42, 255] {
+            let raw = raw_status(&WaitStatus::Exited(p, code));
+            assert!(libc::WIFEXITED(raw));
+            assert_eq!(libc::WEXITSTATUS(raw), code);
+        }
+        for (sig, core) in [(Signal::SIGKILL, false), (Signal::SIGSEGV, true)] {
+            let raw = raw_status(&WaitStatus::Signaled(p, sig, core));
+            assert!(libc::WIFSIGNALED(raw));
+            assert_eq!(libc::WTERMSIG(raw), sig as i32);
+            assert_eq!(libc::WCOREDUMP(raw), core);
+        }
+    }
 
     #[test]
     fn chain_timing_is_whole_milliseconds_rounded_up() {

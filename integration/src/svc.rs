@@ -195,9 +195,17 @@ pub struct Builder {
     env: Vec<(OsString, OsString)>,
     fds: Vec<(OwnedFd, RawFd)>,
     nofile: Option<(u64, u64)>,
+    binary: Option<PathBuf>,
 }
 
 impl Builder {
+    /// Runs this `tether-restarter` executable instead of the workspace's
+    /// (e.g. a copy a test replaces, as a package upgrade would).
+    pub fn binary(mut self, path: &Path) -> Builder {
+        self.binary = Some(path.to_path_buf());
+        self
+    }
+
     /// Adds `services/NAME.toml` with `text`.
     pub fn service(mut self, name: &str, text: &str) -> Builder {
         self.services.push((name.to_string(), text.to_string()));
@@ -283,6 +291,7 @@ impl Builder {
             env,
             fds,
             nofile,
+            binary,
         } = self;
         let services_dir = dir.join("services");
         let run = dir.join("run");
@@ -324,6 +333,7 @@ impl Builder {
             args,
             env,
             nofile,
+            binary,
             dir,
         };
         r.spawn(fds);
@@ -349,6 +359,7 @@ pub struct Restarter {
     args: Vec<String>,
     env: Vec<(OsString, OsString)>,
     nofile: Option<(u64, u64)>,
+    binary: Option<PathBuf>,
     // Last: removed after everything else is dropped.
     dir: TempDir,
 }
@@ -365,6 +376,7 @@ impl Restarter {
             env: Vec::new(),
             fds: Vec::new(),
             nofile: None,
+            binary: None,
         }
     }
 
@@ -392,13 +404,15 @@ impl Restarter {
             .append(true)
             .open(self.dir.join("stderr.log"))
             .expect("stderr.log");
+        let exe = self
+            .binary
+            .clone()
+            .unwrap_or_else(|| bin("tether-restarter"));
         let mut cmd = match self.nofile {
-            None => Command::new(bin("tether-restarter")),
+            None => Command::new(&exe),
             Some((soft, hard)) => {
                 let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={soft}:{hard}"))
-                    .arg("--")
-                    .arg(bin("tether-restarter"));
+                c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(&exe);
                 c
             }
         };
@@ -438,6 +452,13 @@ impl Restarter {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "the restarter still runs");
         self.spawn(Vec::new());
+    }
+
+    /// [`start_again`](Self::start_again) with descriptors handed at fixed
+    /// numbers (a fake init's fd store and relay).
+    pub fn start_again_with_fds(&mut self, fds: Vec<(OwnedFd, RawFd)>) {
+        assert!(self.child.is_none(), "the restarter still runs");
+        self.spawn(fds);
     }
 
     /// `SIGKILL`, then reaped. Its services keep running.

@@ -536,3 +536,92 @@ fn init_panicking_on_every_layer_exit_gives_up_beating_after_three() {
         chain.dump()
     );
 }
+
+/// Writes heartbeat bytes to init as the restarter would (`tetherctl
+/// upgrade init|watchdogd` makes the restarter write `U`/`W`): through the
+/// restarter's own fd 3, the restarter→init pipe.
+fn send_to_init_as_restarter(rst: i32, bytes: &[u8]) {
+    let path = format!("/proc/{}/fd/3", rst);
+    let fd = nix::fcntl::open(
+        path.as_str(),
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap_or_else(|e| panic!("open {}: {}", path, e));
+    nix::unistd::write(&fd, bytes).expect("write to init");
+}
+
+fn pids(chain: &Chain, name: &str) -> Vec<i32> {
+    service(chain, name).into_iter().map(|p| p.pid).collect()
+}
+
+/// Issue 13, init's side of "upgrade init in place": with the real
+/// restarter, watchdogd, services and hardware, two upgrades of init (code
+/// `U`) keep init's pid and every other process (layers and services), the
+/// hardware is petted throughout and never fires; then an upgrade of
+/// watchdogd (code `W`) replaces watchdogd only, the hardware staying armed
+/// and fed.
+#[test]
+fn upgrading_init_in_place_keeps_every_process_and_the_hardware_fed() {
+    let chain = Chain::start("chain-upgrade-init", options());
+    let (wd, rst) = up(&chain);
+    let init = chain.init_pid();
+    let before: Vec<Vec<i32>> = ["alpha", "beta"].iter().map(|n| pids(&chain, n)).collect();
+    let hw = chain.hw.as_ref().expect("hardware");
+    for n in 1..=2 {
+        let t0 = Instant::now();
+        send_to_init_as_restarter(rst, b"U");
+        let resumed = format!("resumed after upgrade {} of init", n);
+        assert!(
+            chain.wait_log(&[&resumed], LONG).is_some(),
+            "upgrade {}:\n{}",
+            n,
+            chain.dump()
+        );
+        eprintln!(
+            "FIGURE chain: upgrade {} of init: resumed {} ms after the request",
+            n,
+            t0.elapsed().as_millis()
+        );
+        let pets = hw.pets().len();
+        assert!(
+            wait_until(LONG, || (hw.pets().len() >= pets + 3).then_some(())).is_some(),
+            "pets go on after upgrade {}:\n{}",
+            n,
+            chain.dump()
+        );
+        assert_eq!(chain.init_pid(), init);
+        assert!(
+            chain.logs(&["upgrade of init failed"]).is_empty(),
+            "{}",
+            chain.dump()
+        );
+        assert_eq!(chain.layer("tether-watchdogd"), Some(wd), "same watchdogd");
+        assert_eq!(chain.layer("tether-restarter"), Some(rst), "same restarter");
+        let now: Vec<Vec<i32>> = ["alpha", "beta"].iter().map(|n| pids(&chain, n)).collect();
+        assert_eq!(now, before, "services untouched");
+        let gap = hw.max_gap_between(t0, Instant::now()).unwrap_or_default();
+        assert!(
+            gap < Duration::from_secs(1),
+            "pets {:?} apart across the upgrade",
+            gap
+        );
+    }
+    assert_no_reset(&chain);
+
+    send_to_init_as_restarter(rst, b"W");
+    let wd2 = chain
+        .wait_layer("tether-watchdogd", Some(wd), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    assert_ne!(wd2, wd);
+    let pets = hw.pets().len();
+    assert!(
+        wait_until(LONG, || (hw.pets().len() >= pets + 3).then_some(())).is_some(),
+        "the new watchdogd pets:\n{}",
+        chain.dump()
+    );
+    assert_eq!(chain.layer("tether-restarter"), Some(rst));
+    let now: Vec<Vec<i32>> = ["alpha", "beta"].iter().map(|n| pids(&chain, n)).collect();
+    assert_eq!(now, before, "services untouched");
+    assert_no_reset(&chain);
+}

@@ -102,7 +102,7 @@ fn layers_get_exactly_their_descriptors_and_environment() {
     );
     assert_eq!(
         numbers(&rst_fds),
-        vec![0, 1, 2, 3, 4],
+        vec![0, 1, 2, 3, 4, 5, 6, 7],
         "restarter: {:?}",
         rst_fds
     );
@@ -140,11 +140,30 @@ fn layers_get_exactly_their_descriptors_and_environment() {
         get(&wd_fds, 4).target,
         "restarter→watchdog is one pipe"
     );
+    // The fd store (5, 6: the two ends of one socket pair) and the exit
+    // relay's read end (7).
+    for fd in [5, 6] {
+        let e = get(&rst_fds, fd);
+        assert!(
+            e.target.starts_with("socket:"),
+            "restarter fd {}: {:?}",
+            fd,
+            e
+        );
+    }
+    assert_ne!(get(&rst_fds, 5).target, get(&rst_fds, 6).target);
+    let e = get(&rst_fds, 7);
+    assert!(
+        e.target.starts_with("pipe:") && e.readable && !e.writable,
+        "restarter fd 7: {:?}",
+        e
+    );
     let pipes = [
         get(&wd_fds, 3),
         get(&wd_fds, 4),
         get(&wd_fds, 5),
         get(&rst_fds, 3),
+        get(&rst_fds, 7),
     ];
     for (i, a) in pipes.iter().enumerate() {
         for b in pipes.iter().skip(i + 1) {
@@ -167,7 +186,7 @@ fn layers_get_exactly_their_descriptors_and_environment() {
     assert_eq!(env_of(wd, "TETHER_FDS").as_deref(), Some("init=5"));
     assert_eq!(
         env_of(rst, "TETHER_FDS").as_deref(),
-        Some("init=3,watchdog=4")
+        Some("init=3,watchdog=4,store_send=5,store_recv=6,relay=7")
     );
     assert_eq!(env_of(rst, "TETHER_HEARTBEATS"), None);
     // init's running timings for watchdogd's reload check (issue 11 item 7).
@@ -862,4 +881,526 @@ fn after_the_grace_init_sigkills_and_waits_for_every_process_before_the_last_ste
     let reaped = at("all processes reaped");
     let last = at("read-only remount skipped");
     assert!(killed <= reaped && reaped <= last, "{}", chain.dump());
+}
+
+/// Opens a fake layer's descriptor `fd` from outside (a pipe end, through
+/// `/proc/PID/fd`), non-blocking, for reading.
+fn open_layer_fd(pid: i32, fd: i32) -> std::os::fd::OwnedFd {
+    let path = format!("/proc/{}/fd/{}", pid, fd);
+    nix::fcntl::open(
+        path.as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap_or_else(|e| panic!("open {}: {}", path, e))
+}
+
+/// Reads what is there; appends to `buf`.
+fn read_available(fd: &std::os::fd::OwnedFd, buf: &mut Vec<u8>) -> usize {
+    let mut chunk = [0u8; 4096];
+    let mut n = 0;
+    while let Ok(k) = nix::unistd::read(fd, &mut chunk) {
+        if k == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..k]);
+        n += k;
+    }
+    n
+}
+
+/// The host pid of an orphan `sleep 1` that init adopted.
+fn adopted_sleep(chain: &Chain) -> Option<i32> {
+    let init = chain.init_pid();
+    chain
+        .processes()
+        .into_iter()
+        .find(|p| {
+            p.ppid == init
+                && p.state != 'Z'
+                && p.cmdline.first().is_some_and(|a| a == "sleep")
+                && p.cmdline.get(1).is_some_and(|a| a == "1")
+        })
+        .map(|p| p.pid)
+}
+
+/// Issue 13: a process re-parented to init (a service whose restarter died)
+/// is reaped by init, and its `(pid, raw wait status)` reaches the
+/// restarter's fd 7 (the exit relay) as one 8-byte record; a layer's own
+/// exit is not relayed.
+#[test]
+fn an_orphan_reaped_by_init_reaches_the_restarter_through_the_exit_relay() {
+    let (chain, wd, rst) = up("init-relay", beating());
+    let relay = open_layer_fd(rst, 7);
+    // A layer's exit is init's own business: kill watchdogd first; its
+    // record must never appear (records are written in reap order, so it
+    // would come before the orphan's).
+    let wd_ns = ns_pid(wd);
+    assert!(tether_integration::chain::signal(wd, Signal::SIGKILL));
+    chain
+        .wait_layer("tether-watchdogd", Some(wd), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    chain.fake_cmd("restarter", "orphan");
+    let orphan = tether_integration::chain::wait_until(LONG, || adopted_sleep(&chain))
+        .unwrap_or_else(|| panic!("no orphan adopted by init: {:?}", chain.processes()));
+    let orphan_ns = ns_pid(orphan);
+    assert!(tether_integration::chain::signal(orphan, Signal::SIGKILL));
+    let mut buf = Vec::new();
+    let records = tether_integration::chain::wait_until(LONG, || {
+        read_available(&relay, &mut buf);
+        let recs: Vec<(i32, i32)> = tether_common::relay::decode(&buf).collect();
+        recs.iter().any(|&(p, _)| p == orphan_ns).then_some(recs)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no relay record for pid {} (read {:?})\n{}",
+            orphan_ns,
+            tether_common::relay::decode(&buf).collect::<Vec<_>>(),
+            chain.dump()
+        )
+    });
+    assert_eq!(
+        buf.len() % tether_common::relay::RECORD_LEN,
+        0,
+        "whole records"
+    );
+    let status = records
+        .iter()
+        .find(|&&(p, _)| p == orphan_ns)
+        .map(|&(_, s)| s)
+        .expect("record");
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "raw wait status {:#x} of the orphan killed by SIGKILL",
+        status
+    );
+    assert!(
+        !records.iter().any(|&(p, _)| p == wd_ns),
+        "a layer's exit was relayed: {:?}",
+        records
+    );
+    assert!(
+        !chain.logs(&["exit relay", "bytes"]).is_empty(),
+        "the relay's size is logged"
+    );
+}
+
+/// Parses `Human`'s output (`350ms`, `2.3s`, `12s`).
+fn parse_human(s: &str) -> Option<Duration> {
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    let secs: f64 = s.strip_suffix('s')?.parse().ok()?;
+    Some(Duration::from_secs_f64(secs))
+}
+
+/// Issue 13 item 7 (`heartbeat::Watch` on init's own reader): init is
+/// stopped longer than `hang_timeout`; watchdogd beats once more during the
+/// stop, then falls silent. After SIGCONT the byte it wrote is credited no
+/// later than when init last saw the pipe empty, so watchdogd is killed at
+/// once, its reported silence covering the whole stop, instead of being
+/// credited a fresh beat at the wake-up and killed a `hang_timeout` later
+/// (silence reported: `hang_timeout`). watchdogd, because init drains its
+/// pipe first: a layer drained later is found overdue by the deadline check
+/// of an earlier drain's beat, fix or no fix.
+#[test]
+fn a_stopped_init_kills_the_layer_silent_since_before_the_stop_at_once_after_sigcont() {
+    let (chain, wd, _rst) = up("init-stall", beating());
+    let init = chain.init_pid();
+    let needle = format!("watchdogd (pid {}) silent for ", ns_pid(wd));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(tether_integration::chain::signal(init, Signal::SIGSTOP));
+    // watchdogd keeps beating into the pipe init is not reading ...
+    std::thread::sleep(Duration::from_millis(300));
+    // ... and then goes silent.
+    assert!(tether_integration::chain::signal(wd, Signal::SIGSTOP));
+    let stop = Duration::from_millis(2500);
+    assert!(stop > timings().hang_timeout * 2);
+    std::thread::sleep(stop - Duration::from_millis(300));
+    assert!(tether_integration::chain::signal(init, Signal::SIGCONT));
+    let line = chain
+        .wait_log(&[&needle], LONG)
+        .unwrap_or_else(|| panic!("watchdogd was not killed\n{}", chain.dump()));
+    let silent = line
+        .text
+        .split(&needle)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(parse_human)
+        .unwrap_or_else(|| panic!("no silence in {:?}", line.text));
+    eprintln!(
+        "FIGURE init stopped {:?}: watchdogd killed as silent for {:?}",
+        stop, silent
+    );
+    assert!(
+        silent >= stop - Duration::from_millis(300),
+        "silence {:?} < the stop {:?}: the byte found after SIGCONT was credited as a fresh beat\n{}",
+        silent,
+        stop,
+        chain.dump()
+    );
+    let _ = tether_integration::chain::signal(wd, Signal::SIGCONT);
+}
+
+/// Puts the workspace's `tether-init` where an upgrade looks for it
+/// (`[paths] bin`, the fake layers' directory in these tests).
+fn install_init(chain: &Chain) -> std::path::PathBuf {
+    let dest = chain.bin_dir.join("tether-init");
+    let tmp = chain.bin_dir.join("tether-init.tmp");
+    std::fs::copy(tether_integration::bins::bin("tether-init"), &tmp).expect("copy tether-init");
+    std::fs::rename(&tmp, &dest).expect("install tether-init");
+    dest
+}
+
+/// Sends heartbeat bytes to init as the fake restarter, and waits until it
+/// took the command.
+fn send_from_restarter(chain: &Chain, bytes: &str) {
+    let cmd = chain.fake_dir.join("restarter.cmd");
+    chain.fake_cmd("restarter", &format!("send {}", bytes));
+    let done = tether_integration::chain::wait_until(LONG, || (!cmd.exists()).then_some(()));
+    assert!(done.is_some(), "the fake did not take the command");
+}
+
+/// Waits until `n` more beats of init reach watchdogd's fd 3.
+fn wait_beats(fd: &std::os::fd::OwnedFd, n: usize) -> bool {
+    let mut buf = Vec::new();
+    tether_integration::chain::wait_until(LONG, || {
+        read_available(fd, &mut buf);
+        (buf.len() >= n).then_some(())
+    })
+    .is_some()
+}
+
+/// Issue 13: `tetherctl upgrade init` (code U). init re-execs itself in
+/// place: same pid, the same layer processes, beats on, restart counts
+/// kept; a second upgrade works; a missing binary, one that cannot start
+/// and one that fails its check are refused and init keeps running (and
+/// supervising).
+#[test]
+fn upgrade_init_in_place_keeps_the_layers_and_refuses_a_bad_binary() {
+    let (chain, wd, rst) = up("init-upgrade", beating());
+    let init = chain.init_pid();
+    let beats = open_layer_fd(wd, 3);
+    // One restart of the restarter first, to see the budget carried.
+    assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
+    let rst = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    let started = format!("restarter: fake started, pid {}", ns_pid(rst));
+    assert!(chain.wait_log(&[&started], LONG).is_some());
+    let exe = install_init(&chain);
+
+    for n in 1..=2 {
+        send_from_restarter(&chain, "U");
+        let resumed = format!("resumed after upgrade {} of init", n);
+        assert!(
+            chain.wait_log(&[&resumed], LONG).is_some(),
+            "upgrade {}:\n{}",
+            n,
+            chain.dump()
+        );
+        assert_eq!(
+            tether_integration::chain::proc_stat(init).map(|(s, _)| s != 'Z'),
+            Some(true)
+        );
+        assert_eq!(chain.layer("tether-watchdogd"), Some(wd), "same watchdogd");
+        assert_eq!(chain.layer("tether-restarter"), Some(rst), "same restarter");
+        assert!(
+            wait_beats(&beats, 5),
+            "beats to watchdogd go on after upgrade {}",
+            n
+        );
+        // The new image supervises from the carried state: its next
+        // liveness line still counts the restarter's restart.
+        let before = chain.syslog(&["liveness:"]).len();
+        let line = tether_integration::chain::wait_until(LONG, || {
+            chain
+                .syslog(&["liveness:"])
+                .get(before)
+                .map(|l| l.text.clone())
+        })
+        .unwrap_or_else(|| panic!("no liveness line after upgrade {}", n));
+        assert!(
+            line.contains("restarter up")
+                && line.contains("restarter up")
+                && line.ends_with("(restarts 1)"),
+            "{}",
+            line
+        );
+        assert!(
+            chain.logs(&["upgrade of init failed"]).is_empty(),
+            "{}",
+            chain.dump()
+        );
+    }
+    assert_eq!(
+        chain.syslog(&["tether-init", "starting as"]).len(),
+        3,
+        "boot and two upgrades:\n{}",
+        chain.dump()
+    );
+
+    // Refusals: missing, not executable by the kernel, fails its check.
+    let refusals = [
+        ("missing", None),
+        ("garbage", Some("\x7fELF garbage, not a program")),
+        ("crashes at start", Some("#!/bin/sh\nexit 1\n")),
+    ];
+    for (i, (what, contents)) in refusals.iter().enumerate() {
+        let _ = std::fs::remove_file(&exe);
+        if let Some(text) = contents {
+            tether_integration::chain::write_executable(&exe, text);
+        }
+        send_from_restarter(&chain, "U");
+        let found = tether_integration::chain::wait_until(LONG, || {
+            let n = chain.syslog(&["upgrade of init refused"]).len();
+            (n > i).then_some(())
+        });
+        assert!(
+            found.is_some(),
+            "{} binary not refused:\n{}",
+            what,
+            chain.dump()
+        );
+        assert!(
+            wait_beats(&beats, 3),
+            "init beats on after a refused upgrade"
+        );
+        assert_eq!(chain.layer("tether-watchdogd"), Some(wd));
+        assert_eq!(chain.layer("tether-restarter"), Some(rst));
+    }
+    assert!(
+        chain.syslog(&["cannot run", "No such file"]).len() == 1,
+        "{}",
+        chain.dump()
+    );
+    assert!(
+        chain
+            .syslog(&["--upgrade-check", "exited with status 1"])
+            .len()
+            == 1,
+        "{}",
+        chain.dump()
+    );
+    assert_eq!(
+        chain.syslog(&["tether-init", "starting as"]).len(),
+        3,
+        "no exec after a refusal"
+    );
+    // Still supervising: a hang of the restarter is repaired.
+    assert!(tether_integration::chain::signal(rst, Signal::SIGSTOP));
+    let new = chain.wait_layer("tether-restarter", Some(rst), LONG);
+    assert!(new.is_some(), "{}", chain.dump());
+    assert_eq!(chain.zombies().len(), 0, "{:?}", chain.zombies());
+}
+
+/// Issue 13: `tetherctl upgrade watchdogd` (code W): init SIGKILLs
+/// watchdogd (no magic close) and starts it again; the restarter is left
+/// alone.
+#[test]
+fn upgrade_watchdogd_restarts_it_by_sigkill() {
+    let (chain, wd, rst) = up("init-upgrade-wd", beating());
+    std::thread::sleep(Duration::from_millis(300));
+    send_from_restarter(&chain, "W");
+    let new = chain
+        .wait_layer("tether-watchdogd", Some(wd), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    assert_ne!(new, wd);
+    assert!(
+        chain
+            .wait_log(
+                &["upgrade of watchdogd requested by restarter", "SIGKILL"],
+                LONG
+            )
+            .is_some(),
+        "{}",
+        chain.dump()
+    );
+    assert!(
+        chain
+            .wait_log(&["watchdogd", "killed by SIGKILL"], LONG)
+            .is_some(),
+        "{}",
+        chain.dump()
+    );
+    assert_eq!(chain.layer("tether-restarter"), Some(rst));
+}
+
+/// A copy of descriptor `fd` of process `pid` (host pid), through
+/// `pidfd_getfd`: the fd store's sockets cannot be reopened via /proc.
+fn grab_fd(pid: i32, fd: i32) -> std::os::fd::OwnedFd {
+    let pidfd = tether_common::sys::pidfd::pidfd_open(pid).expect("pidfd_open");
+    tether_common::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).expect("pidfd_getfd")
+}
+
+/// Sends one message carrying `fds` on the store, without blocking.
+fn store_send(
+    sock: &std::os::fd::OwnedFd,
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> Result<usize, i32> {
+    tether_common::sys::fd_pass::send_fds(sock.as_fd(), b"svc", fds)
+        .map_err(|e| e.raw_os_error().unwrap_or(0))
+}
+
+/// Receives one message from the store without blocking: the descriptors
+/// it carried (owned), or `None` when the queue is empty.
+fn store_recv(sock: &std::os::fd::OwnedFd) -> Option<Vec<std::os::fd::OwnedFd>> {
+    let mut buf = [0u8; 64];
+    let got = tether_common::sys::fd_pass::recv_fds(sock.as_fd(), &mut buf)
+        .unwrap_or_else(|e| panic!("recvmsg on the store: {}", e))?;
+    assert!(!got.truncated, "descriptors cut off");
+    Some(got.fds)
+}
+
+/// Issue 13, DESIGN.md "Descriptors that outlive the restarter": a pipe
+/// read end the restarter put into the fd store (fd 5) stays alive while no
+/// restarter runs (init holds both ends of the store), its writer gets no
+/// EPIPE, and the next restarter gets it back from fd 6 with every line
+/// written meanwhile.
+#[test]
+fn a_descriptor_in_the_fd_store_outlives_the_restarter() {
+    let (chain, _wd, rst) = up("init-store", beating());
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    {
+        let send = grab_fd(rst, 5);
+        store_send(&send, &[r.as_fd()]).expect("send into the store");
+    }
+    // Only the store's queue references the read end now.
+    drop(r);
+    assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
+    chain
+        .wait_log(&["restarter", "killed by SIGKILL"], LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    // No restarter has read the store: the pipe still has its reader.
+    nix::unistd::write(&w, b"written while no restarter ran\n")
+        .expect("a pipe whose read end is in the store has a reader");
+    let rst2 = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    let recv = grab_fd(rst2, 6);
+    let fds = store_recv(&recv).expect("the message is still queued");
+    assert_eq!(fds.len(), 1);
+    tether_common::sys::set_nonblocking(fds[0].as_fd(), true).expect("O_NONBLOCK");
+    let mut buf = Vec::new();
+    read_available(&fds[0], &mut buf);
+    assert_eq!(buf, b"written while no restarter ran\n");
+    assert!(store_recv(&recv).is_none(), "one message was queued");
+}
+
+/// The figure for docs/ADOPTION.md: what bounds the fd store on this
+/// kernel. Messages queue until the sending socket's buffer (`SO_SNDBUF`,
+/// `net.core.wmem_default` unless raised) is used up, whatever the number
+/// of descriptors each carries (at most `SCM_MAX_FD`, 253).
+/// `net.unix.max_dgram_qlen` does not apply between the pair's ends.
+#[test]
+fn fd_store_capacity_is_bounded_by_the_senders_buffer_not_by_descriptors() {
+    let (chain, _wd, rst) = up("init-store-cap", beating());
+    let send = grab_fd(rst, 5);
+    let recv = grab_fd(rst, 6);
+    let (r, _w) = nix::unistd::pipe().expect("pipe");
+    let fill = |per: usize| {
+        let fds = vec![r.as_fd(); per];
+        let mut n = 0usize;
+        loop {
+            match store_send(&send, &fds) {
+                Ok(_) => n += 1,
+                Err(libc::EAGAIN) => break,
+                Err(e) => panic!("sendmsg with {} descriptors: errno {}", per, e),
+            }
+            assert!(n < 10_000_000, "no bound");
+        }
+        let mut drained = 0usize;
+        while let Some(fds) = store_recv(&recv) {
+            assert_eq!(fds.len(), per);
+            drained += 1;
+        }
+        assert_eq!(drained, n, "every message came back");
+        n
+    };
+    let one = fill(1);
+    let max = fill(253);
+    let sndbuf: usize =
+        nix::sys::socket::getsockopt(&send, nix::sys::socket::sockopt::SndBuf).expect("SO_SNDBUF");
+    let qlen = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen").unwrap_or_default();
+    eprintln!(
+        "FIGURE fd store (kernel {}): SO_SNDBUF {} bytes, max_dgram_qlen {}: {} messages of 1 descriptor, {} messages of 253 ({} descriptors) queued",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        sndbuf,
+        qlen.trim(),
+        one,
+        max,
+        max * 253
+    );
+    assert!(
+        one > qlen.trim().parse().unwrap_or(10),
+        "the datagram queue length does not bound the pair"
+    );
+    assert!(
+        max * 10 >= one * 9 && one * 10 >= max * 9,
+        "the bound is messages, not descriptors: {} vs {}",
+        one,
+        max
+    );
+    // Raised by the restarter (it shares the socket with init, so the
+    // setting outlives it): up to net.core.wmem_max without privilege (the
+    // kernel doubles the value asked for).
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(212_992);
+    nix::sys::socket::setsockopt(&send, nix::sys::socket::sockopt::SndBuf, &wmem_max)
+        .expect("SO_SNDBUF");
+    let raised_buf: usize =
+        nix::sys::socket::getsockopt(&send, nix::sys::socket::sockopt::SndBuf).expect("SO_SNDBUF");
+    let raised = fill(3);
+    eprintln!(
+        "FIGURE fd store with SO_SNDBUF {} (net.core.wmem_max {}): {} messages of 3 descriptors",
+        raised_buf, wmem_max, raised
+    );
+    assert!(raised > one, "a larger buffer holds more messages");
+    assert_eq!(
+        store_send(&send, &vec![r.as_fd(); 254]),
+        Err(libc::EINVAL),
+        "SCM_MAX_FD is 253"
+    );
+    drop(chain);
+}
+
+/// Issue 13: an `execve` that fails after the check passed (here the
+/// binary removes itself during its check) leaves init running; the
+/// descriptors whose close-on-exec it cleared for the exec are close-on-exec
+/// again, so the next layer it starts gets exactly its own.
+#[test]
+fn a_failed_exec_leaves_init_running_with_its_descriptors_close_on_exec_again() {
+    let (chain, wd, rst) = up("init-upgrade-execfail", beating());
+    let exe = chain.bin_dir.join("tether-init");
+    tether_integration::chain::write_executable(&exe, "#!/bin/sh\nrm -f \"$0\"\nexit 0\n");
+    send_from_restarter(&chain, "U");
+    assert!(
+        chain
+            .wait_log(&["upgrade of init failed: execve", "keeps running"], LONG)
+            .is_some(),
+        "{}",
+        chain.dump()
+    );
+    assert!(chain.syslog(&["resumed after upgrade"]).is_empty());
+    let beats = open_layer_fd(wd, 3);
+    assert!(wait_beats(&beats, 3), "init beats on");
+    // A new restarter gets exactly fds 0-7.
+    assert!(tether_integration::chain::signal(rst, Signal::SIGKILL));
+    let rst2 = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("{}", chain.dump()));
+    let ns = ns_pid(rst2);
+    let fds = tether_integration::chain::wait_until(LONG, || {
+        let v = chain.fake_fds("restarter", ns);
+        (!v.is_empty()).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("no fd listing"));
+    assert_eq!(
+        fds.iter().map(|e| e.fd).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5, 6, 7],
+        "{:?}",
+        fds
+    );
 }

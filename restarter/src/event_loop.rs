@@ -11,9 +11,10 @@
 //!
 //! Order at start: heartbeat descriptors are taken first (before anything
 //! else is opened), then configuration and logging, signals, the runtime
-//! directory, the leftover sweep of `RUN/restarter.state` (no service
-//! starts before it is over), the control socket; services are loaded when
-//! the sweep is done.
+//! directory, re-adoption when init handed an fd store (`adoption`: what
+//! can be adopted is, the rest goes to the sweep), the leftover sweep of
+//! `RUN/restarter.state` (no service starts before it is over), the control
+//! socket; services are loaded when the sweep is done.
 //!
 //! Decisions where the design is silent:
 //! - A heartbeat (`.`) goes to each pipe of `TETHER_FDS` every
@@ -34,10 +35,14 @@
 //!   order (each within its `stop_timeout`), then the state file is
 //!   emptied, service cgroups removed, and the process exits 0.
 
-use crate::cgroup::{Cgroups, ServiceCgroup};
+mod adoption;
+mod upgrade;
+
+use crate::cgroup::Cgroups;
 use crate::control::{self, Incoming, Request, Response, Server, ServiceStatus, StatusReport};
 use crate::notify::{self, NotifySocket};
 use crate::output::ServiceOutput;
+use crate::resources::Table;
 use crate::run_dir::{self, Damage, RunDir};
 use crate::service::{self, Identity, LoadedSet, NotifyMode, Resolution};
 use crate::spawn::{self, SpawnContext};
@@ -124,19 +129,6 @@ impl Options {
     }
 }
 
-/// Per-service resources of the shell.
-#[derive(Default)]
-struct Runtime {
-    output: Option<ServiceOutput>,
-    notify: Option<NotifySocket>,
-    /// The `user` the notify socket's owner was resolved for (the lookup
-    /// runs again only when it changes).
-    notify_user: Option<Option<String>>,
-    cgroup: Option<ServiceCgroup>,
-    /// `/proc/PID/stat` start time of the current process.
-    start_time: u64,
-}
-
 /// A repair of the runtime directory (see `run_dir`), spread over loop
 /// turns when many notify sockets are to be bound again.
 struct RunRepair {
@@ -160,7 +152,8 @@ struct Shell {
     epoll: Epoll,
     sigfd: SignalFd,
     sup: Supervisor,
-    rt: Vec<Runtime>,
+    /// Each service's resources (`resources`).
+    rt: Table,
     control: Option<Server>,
     syslog: Syslog,
     beats: Vec<Writer>,
@@ -196,12 +189,22 @@ struct Shell {
     /// refused reload.
     config_errors: Vec<String>,
     reload_errors: Vec<String>,
+    /// init's fd store and exit relay (issue 13); `None` run alone.
+    store: Option<adoption::Store>,
+    /// What start-up found to adopt, until the services are loaded.
+    pending: Option<adoption::Pending>,
+    /// Adopted processes (init's children) being watched.
+    watches: std::collections::HashMap<ServiceId, adoption::Watch>,
+    /// This binary, as resolved at start (`upgrade restarter`).
+    own_binary: Option<PathBuf>,
+    /// `upgrade restarter` was answered: exec at the end of this turn.
+    upgrade_pending: bool,
 }
 
 /// Runs the restarter; returns the exit code.
 pub fn run(opts: Options) -> i32 {
     // Heartbeat descriptors first, before anything else gets a number.
-    let (beats, init_pipe, fd_error) = take_heartbeats();
+    let (beats, init_pipe, store, fd_error) = take_heartbeats();
     let (mut config, config_error) = Config::load_or_default(&opts.config);
     if let Some(dir) = &opts.run_dir {
         config.paths.run = dir.clone();
@@ -230,7 +233,10 @@ pub fn run(opts: Options) -> i32 {
     if beats.is_empty() {
         info!("no heartbeat pipes ({ENV_FDS} unset): running without init");
     }
-    match Shell::new(config, opts, beats, init_pipe, config_errors) {
+    if store.is_none() {
+        info!("no fd store (store_send/store_recv/relay not in {ENV_FDS}): a previous restarter's services are stopped and started afresh");
+    }
+    match Shell::new(config, opts, beats, init_pipe, store, config_errors) {
         Ok(mut shell) => shell.run(),
         Err(e) => {
             error!("cannot start: {e}");
@@ -239,16 +245,33 @@ pub fn run(opts: Options) -> i32 {
     }
 }
 
-/// The write ends named in `TETHER_FDS`, taken over (close-on-exec again).
-fn take_heartbeats() -> (Vec<Writer>, Option<usize>, Option<String>) {
+/// The write ends named in `TETHER_FDS`, taken over (close-on-exec again),
+/// and init's fd store and relay when all three are there.
+fn take_heartbeats() -> (
+    Vec<Writer>,
+    Option<usize>,
+    Option<adoption::Store>,
+    Option<String>,
+) {
     let list = match FdList::from_env(ENV_FDS) {
         Ok(l) => l,
-        Err(e) => return (Vec::new(), None, Some(e.to_string())),
+        Err(e) => return (Vec::new(), None, None, Some(e.to_string())),
     };
     let mut beats = Vec::new();
     let mut init = None;
     let mut errors = Vec::new();
+    let mut store_fds: std::collections::HashMap<String, std::os::fd::OwnedFd> =
+        std::collections::HashMap::new();
     for (name, fd) in list.iter() {
+        if adoption::is_store_name(name) {
+            match tether_common::sys::take_inherited_fd(fd) {
+                Ok(owned) => {
+                    store_fds.insert(name.to_string(), owned);
+                }
+                Err(e) => errors.push(format!("{name}={fd}: {e}")),
+            }
+            continue;
+        }
         match tether_common::sys::take_inherited_fd(fd).and_then(|owned| Writer::new(name, owned)) {
             Ok(w) => {
                 if name == "init" {
@@ -262,7 +285,27 @@ fn take_heartbeats() -> (Vec<Writer>, Option<usize>, Option<String>) {
     // Single-threaded at this point. The variable must not reach services
     // (spawn filters it too).
     std::env::remove_var(ENV_FDS);
-    (beats, init, (!errors.is_empty()).then(|| errors.join(", ")))
+    use tether_common::relay::{FD_RELAY, FD_STORE_RECV, FD_STORE_SEND};
+    let store = match (
+        store_fds.remove(FD_STORE_SEND),
+        store_fds.remove(FD_STORE_RECV),
+        store_fds.remove(FD_RELAY),
+    ) {
+        (Some(send), Some(recv), Some(relay)) => Some(adoption::Store::new(send, recv, relay)),
+        (None, None, None) => None,
+        _ => {
+            errors.push(
+                "the fd store needs store_send, store_recv and relay: running without".into(),
+            );
+            None
+        }
+    };
+    (
+        beats,
+        init,
+        store,
+        (!errors.is_empty()).then(|| errors.join(", ")),
+    )
 }
 
 /// A start that failed on a system call before the spawn: with its errno
@@ -284,6 +327,7 @@ impl Shell {
         opts: Options,
         beats: Vec<Writer>,
         init_pipe: Option<usize>,
+        store: Option<adoption::Store>,
         config_errors: Vec<String>,
     ) -> Result<Shell, String> {
         let base_nofile = spawn::current_nofile();
@@ -361,7 +405,6 @@ impl Shell {
             error!("reading {}: {e}", state_path.display());
             Vec::new()
         });
-        let sweep = Sweep::start(entries, now);
         let syslog_path = logging::effective_settings(&config.log).syslog_socket;
         let services_dir = config.paths.services.clone();
         let mut shell = Shell {
@@ -372,7 +415,7 @@ impl Shell {
             epoll,
             sigfd,
             sup: Supervisor::new(),
-            rt: Vec::new(),
+            rt: Table::default(),
             control: None,
             beats,
             init_pipe,
@@ -385,7 +428,7 @@ impl Shell {
             next_liveness: now + config.timing.liveness_interval,
             flush_at: None,
             drop_check_at: None,
-            sweep: Some(sweep),
+            sweep: None,
             journal,
             loaded: false,
             state_dirty: false,
@@ -398,7 +441,23 @@ impl Shell {
             config_errors,
             reload_errors: Vec::new(),
             config,
+            store,
+            pending: None,
+            watches: std::collections::HashMap::new(),
+            own_binary: upgrade::own_binary(),
+            upgrade_pending: false,
         };
+        if let Some(store) = shell.store.as_ref() {
+            if let Err(e) = shell.epoll.add(
+                store.relay_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, adoption::TOKEN_RELAY),
+            ) {
+                error!("relay: epoll: {e}");
+            }
+        }
+        // With a store: what can be adopted is, the rest is swept.
+        let entries = shell.prepare_adoption(entries);
+        shell.sweep = Some(Sweep::start(entries, now));
         shell.log_sweep_messages();
         shell.bind_control();
         match RunDir::open(&shell.run_dir, shell.control.is_some()) {
@@ -476,6 +535,9 @@ impl Shell {
             for ev in &events[..n] {
                 self.dispatch(ev.data(), MonoTime::now());
             }
+            if self.upgrade_pending {
+                self.exec_in_place();
+            }
         }
     }
 
@@ -487,6 +549,7 @@ impl Shell {
             }
         };
         consider(self.sup.next_deadline());
+        consider(self.watch_deadline());
         consider(self.sweep.as_ref().and_then(|s| s.next_deadline(now)));
         consider(self.control.as_ref().and_then(|c| c.next_deadline()));
         consider(self.flush_at);
@@ -513,6 +576,9 @@ impl Shell {
                 self.sweep_cgroups();
                 self.load_services(now);
             }
+        }
+        if self.watch_deadline().is_some_and(|d| d <= now) {
+            self.expire_watches(now);
         }
         if self.sup.next_deadline().is_some_and(|d| d <= now) {
             let actions = self.sup.tick(now);
@@ -580,6 +646,8 @@ impl Shell {
             TOKEN_CONTROL => self.on_control(now),
             TOKEN_NOTIFY => self.on_notify(id, now),
             TOKEN_OUTPUT => self.on_output(id, now),
+            adoption::TOKEN_PIDFD => self.on_pidfd(id, now),
+            adoption::TOKEN_RELAY => self.on_relay(now),
             _ => {}
         }
     }
@@ -658,7 +726,9 @@ impl Shell {
                 debug!("reaped pid {pid} ({status})");
                 continue;
             };
-            if let Some(out) = self.rt.get_mut(id.index()).and_then(|r| r.output.as_mut()) {
+            // Adopted over an upgrade in place: still our child.
+            self.unwatch(id);
+            if let Some(out) = self.rt.get_mut(id).and_then(|r| r.output.as_mut()) {
                 out.finish_process(&mut self.syslog, now);
                 out.set_pid(0);
             }
@@ -672,7 +742,7 @@ impl Shell {
 
     fn on_notify(&mut self, id: ServiceId, now: MonoTime) {
         let pgid = self.sup.pgid(id);
-        let Some(sock) = self.rt.get_mut(id.index()).and_then(|r| r.notify.as_mut()) else {
+        let Some(sock) = self.rt.get_mut(id).and_then(|r| r.notify.as_mut()) else {
             return;
         };
         let malformed_before = sock.rejected() - sock.refused();
@@ -810,14 +880,14 @@ impl Shell {
             };
             let still_missing = self
                 .rt
-                .get(id.index())
+                .get(id)
                 .and_then(|r| r.notify.as_ref())
                 .is_some_and(|s| !s.in_place());
             if still_missing {
                 // Whatever is still queued on the old socket first.
                 self.on_notify(id, now);
             }
-            if let Some(sock) = self.rt.get_mut(id.index()).and_then(|r| r.notify.as_mut()) {
+            if let Some(sock) = self.rt.get_mut(id).and_then(|r| r.notify.as_mut()) {
                 if !sock.in_place() {
                     let old = sock
                         .rebind()
@@ -829,6 +899,7 @@ impl Shell {
                         .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
                         .map_err(|e| format!("notify socket: epoll: {e}"))?;
                     self.sup.notify_socket_restored(id, MonoTime::now());
+                    self.store_service(id);
                 }
             }
             if let Some(r) = self.run_repair.as_mut() {
@@ -861,7 +932,7 @@ impl Shell {
     }
 
     fn on_output(&mut self, id: ServiceId, now: MonoTime) {
-        let Some(out) = self.rt.get_mut(id.index()).and_then(|r| r.output.as_mut()) else {
+        let Some(out) = self.rt.get_mut(id).and_then(|r| r.output.as_mut()) else {
             return;
         };
         out.drain(&mut self.syslog, now);
@@ -871,7 +942,7 @@ impl Shell {
     /// Schedules a flush and a drop report when service `id` has output
     /// waiting or dropped.
     fn note_buffered(&mut self, id: ServiceId, now: MonoTime) {
-        let Some(out) = self.rt.get(id.index()).and_then(|r| r.output.as_ref()) else {
+        let Some(out) = self.rt.get(id).and_then(|r| r.output.as_ref()) else {
             return;
         };
         if out.buffered() > 0 && self.flush_at.is_none() {
@@ -885,7 +956,7 @@ impl Shell {
     fn flush_outputs(&mut self, now: MonoTime) {
         self.flush_at = None;
         let mut left = false;
-        for r in &mut self.rt {
+        for r in self.rt.iter_mut() {
             if let Some(out) = r.output.as_mut() {
                 if out.buffered() > 0 && !out.flush(&mut self.syslog, now) {
                     left = true;
@@ -943,68 +1014,79 @@ impl Shell {
                     }
                 }
                 Action::WriteState => self.state_dirty = true,
-                Action::Forget { id } => self.forget(id),
+                Action::Watch { id, pid } => self.watch(id, pid, now),
+                Action::Provision { id } => {
+                    if let Err(Event::SpawnFailed { message, .. }) = self.provision(id) {
+                        let name = self.sup.name(id).unwrap_or("?");
+                        warn!("service {name}: resources: {message} (tried again at its start)");
+                    }
+                }
+                Action::Release { id } => self.forget(id),
             }
         }
     }
 
-    fn runtime(&mut self, id: ServiceId) -> &mut Runtime {
-        if self.rt.len() <= id.index() {
-            self.rt.resize_with(id.index() + 1, Runtime::default);
-        }
-        &mut self.rt[id.index()]
-    }
-
-    fn spawn(&mut self, id: ServiceId) -> Event {
+    /// `Action::Provision`: makes what service `id`'s spec needs in its
+    /// row of the resource table (`resources`): output pipes once per
+    /// service (the same for every run), a notify socket owned by the
+    /// service's user for a notify service (none otherwise), its cgroup.
+    /// A failure is logged and kept in the row; the next start provisions
+    /// again and fails with it (retried per policy).
+    fn provision(&mut self, id: ServiceId) -> Result<(), Event> {
         let Some(spec) = self.sup.spec(id).cloned() else {
-            return Event::SpawnFailed {
-                errno: None,
-                message: "unknown service".into(),
-            };
+            return Ok(());
         };
         let fail = |message: String| Event::SpawnFailed {
             errno: None,
             message,
         };
-        // Output pipes: created once per service, the same for every run.
-        let pipes = if self.runtime(id).output.is_none() {
+        // Descriptors new or gone since the store last heard of them.
+        let mut stored = false;
+        let r = self.provision_rows(id, &spec, &mut stored, fail);
+        if stored {
+            self.store_service(id);
+        }
+        let row = self.rt.row(id);
+        row.provision_error = match &r {
+            Err(Event::SpawnFailed { message, .. }) => Some(message.clone()),
+            _ => None,
+        };
+        r
+    }
+
+    fn provision_rows(
+        &mut self,
+        id: ServiceId,
+        spec: &service::ServiceSpec,
+        stored: &mut bool,
+        fail: impl Fn(String) -> Event,
+    ) -> Result<(), Event> {
+        if self.rt.row(id).output.is_none() {
             // Never into the descriptors kept for the restarter itself.
             if let Err(e) = spawn::fds_left_for_a_service(self.epoll.0.as_fd(), self.nofile_limit())
             {
-                return spawn_failed_io("descriptor reserve of the restarter", &e);
+                return Err(spawn_failed_io("descriptor reserve of the restarter", &e));
             }
-            match ServiceOutput::new(&spec.name) {
-                Ok((out, pipes)) => {
-                    for fd in out.fds() {
-                        let token = TOKEN_OUTPUT | u64::from(id.0);
-                        if let Err(e) = self
-                            .epoll
-                            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
-                        {
-                            return fail(format!("output pipe: epoll: {e}"));
-                        }
-                    }
-                    self.rt[id.index()].output = Some(out);
-                    pipes
+            let out = ServiceOutput::new(&spec.name)
+                .map(|(out, _first)| out)
+                .map_err(|e| spawn_failed_io("output pipes", &e))?;
+            for fd in out.fds() {
+                let token = TOKEN_OUTPUT | u64::from(id.0);
+                if let Err(e) = self
+                    .epoll
+                    .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                {
+                    return Err(fail(format!("output pipe: epoll: {e}")));
                 }
-                Err(e) => return spawn_failed_io("output pipes", &e),
             }
-        } else {
-            match self.rt[id.index()]
-                .output
-                .as_mut()
-                .expect("checked")
-                .reopen()
-            {
-                Ok(p) => p,
-                Err(e) => return spawn_failed_io("output pipes", &e),
-            }
-        };
+            self.rt.row(id).output = Some(out);
+            *stored = true;
+        }
         // The notify socket, for notify services, owned by the service's
-        // user; stale datagrams dropped.
+        // user.
         if spec.notify != NotifyMode::None {
             let resolved_for = Some(spec.user.clone());
-            if self.rt[id.index()].notify_user != resolved_for {
+            if self.rt.row(id).notify_user != resolved_for {
                 // The uid resolved when the file was loaded (no NSS call in
                 // the loop); looked up here only if that lookup failed.
                 let resolved = match &spec.identity {
@@ -1014,11 +1096,14 @@ impl Shell {
                 let uid =
                     match resolved.map_or_else(|| notify::service_uid(spec.user.as_deref()), Ok) {
                         Ok(uid) => uid,
-                        Err(e) => return fail(format!("notify socket: {e}")),
+                        Err(e) => return Err(fail(format!("notify socket: {e}"))),
                     };
-                if let Some(sock) = self.rt[id.index()].notify.as_mut() {
+                if let Some(sock) = self.rt.row(id).notify.as_mut() {
                     if let Err(e) = sock.set_owner(uid) {
-                        return fail(format!("notify socket {}: {e}", sock.path().display()));
+                        return Err(fail(format!(
+                            "notify socket {}: {e}",
+                            sock.path().display()
+                        )));
                     }
                 } else {
                     let path = self
@@ -1032,39 +1117,31 @@ impl Shell {
                                 .epoll
                                 .add(sock.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
                             {
-                                return fail(format!("notify socket: epoll: {e}"));
+                                return Err(fail(format!("notify socket: epoll: {e}")));
                             }
-                            self.rt[id.index()].notify = Some(sock);
+                            self.rt.row(id).notify = Some(sock);
+                            *stored = true;
                         }
                         Err(e) => {
-                            return spawn_failed_io(
+                            return Err(spawn_failed_io(
                                 &format!("notify socket {}", path.display()),
                                 &e,
-                            )
+                            ))
                         }
                     }
                 }
-                self.rt[id.index()].notify_user = resolved_for;
+                self.rt.row(id).notify_user = resolved_for;
             }
-            if let Some(sock) = self.rt[id.index()].notify.as_mut() {
-                let stale = sock.receive(None);
-                if !stale.is_empty() {
-                    debug!(
-                        "service {}: {} stale notify datagram(s) dropped",
-                        spec.name,
-                        stale.len()
-                    );
-                }
-            }
-        } else if let Some(sock) = self.rt[id.index()].notify.take() {
-            self.rt[id.index()].notify_user = None;
+        } else if let Some(sock) = self.rt.row(id).notify.take() {
+            self.rt.row(id).notify_user = None;
             let _ = self.epoll.delete(sock.fd());
+            *stored = true;
         }
         // The cgroup, when cgroups are in use.
-        if self.rt[id.index()].cgroup.is_none() {
+        if self.rt.row(id).cgroup.is_none() {
             if let Some(cg) = &self.cgroups {
                 match cg.prepare(&spec.name) {
-                    Ok(c) => self.rt[id.index()].cgroup = Some(c),
+                    Ok(c) => self.rt.row(id).cgroup = Some(c),
                     Err(e) => {
                         if !self.cgroup_warned {
                             warn!(
@@ -1077,11 +1154,58 @@ impl Shell {
                 }
             }
         }
-        let notify_path = self.rt[id.index()]
-            .notify
-            .as_ref()
-            .map(|s| s.path().to_path_buf());
-        let r = &self.rt[id.index()];
+        Ok(())
+    }
+
+    /// `Action::Spawn`: starts the process with what the service's row
+    /// holds (a provision that had failed is tried again first).
+    fn spawn(&mut self, id: ServiceId) -> Event {
+        let Some(spec) = self.sup.spec(id).cloned() else {
+            return Event::SpawnFailed {
+                errno: None,
+                message: "unknown service".into(),
+            };
+        };
+        let incomplete = self.rt.get(id).is_none_or(|r| {
+            r.provision_error.is_some()
+                || r.output.is_none()
+                || (spec.notify != NotifyMode::None) != r.notify.is_some()
+        });
+        if incomplete {
+            if let Err(e) = self.provision(id) {
+                return e;
+            }
+        }
+        let Some(r) = self.rt.get_mut(id) else {
+            return Event::SpawnFailed {
+                errno: None,
+                message: "no resources".into(),
+            };
+        };
+        let pipes = match r.output.as_mut().map(|o| o.reopen()) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => return spawn_failed_io("output pipes", &e),
+            None => {
+                return Event::SpawnFailed {
+                    errno: None,
+                    message: "no output pipes".into(),
+                }
+            }
+        };
+        // Stale datagrams dropped: a READY=1 of a previous run must not
+        // make this one ready.
+        if let Some(sock) = r.notify.as_mut() {
+            let stale = sock.receive(None);
+            if !stale.is_empty() {
+                debug!(
+                    "service {}: {} stale notify datagram(s) dropped",
+                    spec.name,
+                    stale.len()
+                );
+            }
+        }
+        let notify_path = r.notify.as_ref().map(|s| s.path().to_path_buf());
+        let r = &self.rt.get(id).expect("checked above");
         let ctx = SpawnContext {
             pipes,
             notify_socket: notify_path.as_deref(),
@@ -1091,7 +1215,7 @@ impl Shell {
         };
         match spawn::spawn(&mut self.spawner, &spec, ctx) {
             Ok(pid) => {
-                let r = &mut self.rt[id.index()];
+                let r = self.rt.row(id);
                 r.start_time = spawn::proc_start_time(pid).unwrap_or(0);
                 if let Some(out) = r.output.as_mut() {
                     out.set_pid(pid);
@@ -1117,7 +1241,7 @@ impl Shell {
         if !group {
             return;
         }
-        if let Some(cg) = self.rt.get(id.index()).and_then(|r| r.cgroup.as_ref()) {
+        if let Some(cg) = self.rt.get(id).and_then(|r| r.cgroup.as_ref()) {
             if signal == libc::SIGKILL {
                 if let Err(e) = cg.kill() {
                     warn!("{}/cgroup.kill: {e}", cg.dir().display());
@@ -1129,7 +1253,8 @@ impl Shell {
     }
 
     fn forget(&mut self, id: ServiceId) {
-        let Some(r) = self.rt.get_mut(id.index()) else {
+        self.unwatch(id);
+        let Some(r) = self.rt.get_mut(id) else {
             return;
         };
         let r = std::mem::take(r);
@@ -1155,14 +1280,32 @@ impl Shell {
         self.state_dirty = false;
         let entries: Vec<state_file::Entry> = self
             .sup
-            .running()
+            .resumes()
             .into_iter()
-            .map(|(id, name, pid, stop_timeout)| state_file::Entry {
-                name: name.to_string(),
-                pid,
-                pgid: pid,
-                start_time: self.rt.get(id.index()).map_or(0, |r| r.start_time),
-                stop_timeout,
+            .map(|(id, name, stop_timeout, r)| {
+                let pid = r.pid.unwrap_or(0);
+                let (history, level) = r.history.parts();
+                state_file::Entry {
+                    name: name.to_string(),
+                    pid,
+                    pgid: pid,
+                    start_time: if pid > 0 {
+                        self.rt.get(id).map_or(0, |r| r.start_time)
+                    } else {
+                        0
+                    },
+                    stop_timeout,
+                    saved: Some(state_file::Saved {
+                        restarts: r.restarts,
+                        started: r.started,
+                        ready: r.ready,
+                        watchdog_timeout: r.watchdog_timeout,
+                        history,
+                        level,
+                        wanted: r.wanted,
+                        failed: r.failed,
+                    }),
+                }
             })
             .collect();
         let path = self.run_dir.join(state_file::FILE_NAME);
@@ -1232,6 +1375,10 @@ impl Shell {
             return;
         }
         self.loaded = true;
+        if self.load_adopting(now) {
+            self.state_dirty = true;
+            return;
+        }
         let set = service::load_dir(&self.services_dir);
         if let Some(e) = &set.dir_error {
             error!("services directory: {e}; no services (fix it, then reload)");
@@ -1380,6 +1527,7 @@ impl Shell {
                     ))
                 }
             },
+            Request::Upgrade(layer) => self.upgrade(*layer, now),
             Request::Reboot | Request::Poweroff | Request::Halt => {
                 let (code, what) = match req.request {
                     Request::Reboot => (Code::Reboot, "reboot"),
@@ -1403,7 +1551,7 @@ impl Shell {
             .rows(now)
             .into_iter()
             .map(|r| {
-                let rt = self.rt.get(r.id.index());
+                let rt = self.rt.get(r.id);
                 let dropped = rt
                     .and_then(|x| x.output.as_ref())
                     .map_or(0, |o| o.dropped());
@@ -1476,14 +1624,24 @@ impl Shell {
     /// After the last service stopped at shutdown.
     fn finish(&mut self) {
         let now = MonoTime::now();
-        for r in &mut self.rt {
+        for r in self.rt.iter_mut() {
             if let Some(out) = r.output.as_mut() {
                 out.finish_process(&mut self.syslog, now);
                 out.flush(&mut self.syslog, now);
             }
         }
-        self.write_state();
-        for r in std::mem::take(&mut self.rt) {
+        // Every service stopped: the file names nothing (a counter of a
+        // service is not carried over a clean stop), and nothing of ours is
+        // left in the store.
+        let path = self.run_dir.join(state_file::FILE_NAME);
+        if let Err(e) = state_file::write(&path, &[]) {
+            error!("writing {}: {e}", path.display());
+        }
+        let _ = self.journal.clear();
+        if let Some(store) = self.store.as_mut() {
+            store.drain_all();
+        }
+        for r in self.rt.take_all() {
             if let Some(cg) = r.cgroup {
                 let _ = cg.remove();
             }

@@ -18,6 +18,7 @@
 //! the number of services).
 
 #![forbid(unsafe_code)] // `unsafe` lives only in tether_common::sys
+pub mod adopt;
 pub mod cgroup;
 pub mod control;
 pub mod event_loop;
@@ -25,6 +26,7 @@ pub mod notify;
 pub mod output;
 pub mod policy;
 pub mod reload;
+pub mod resources;
 pub mod run_dir;
 pub mod service;
 pub mod spawn;

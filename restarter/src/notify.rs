@@ -579,6 +579,33 @@ impl NotifySocket {
         })
     }
 
+    /// A socket bound by a previous restarter, taken back from the fd store
+    /// (issue 13): datagrams queued on it meanwhile are still there. The
+    /// file now at `path` is taken as its own (it was bound in a staging
+    /// directory and renamed, so `getsockname` cannot tell; the runtime
+    /// directory check rebinds a socket whose file went away). Socket options
+    /// (`SO_PASSCRED`, `SO_PASSPIDFD`) are the socket's and were set at bind;
+    /// `SO_PASSPIDFD` is set again to learn whether it is on.
+    pub fn adopt(path: &Path, fd: OwnedFd, owner: u32) -> NotifySocket {
+        let identity = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        let pidfd = notify_creds::enable_pass_pidfd(fd.as_fd()).unwrap_or(false);
+        NotifySocket {
+            fd,
+            path: path.to_path_buf(),
+            owner,
+            identity,
+            pidfd,
+            rejected: 0,
+            last_rejection: None,
+            refused: 0,
+            last_refusal: None,
+            refused_reported: 0,
+            next_refusal_report: None,
+        }
+    }
+
     /// Binds a fresh socket at the same path and owner (the file was
     /// removed, e.g. with the whole runtime directory); counters are kept.
     /// Returns the old descriptor, for the caller to take out of its epoll

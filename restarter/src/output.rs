@@ -225,6 +225,7 @@ fn new_pipe(stream: Stream) -> std::io::Result<(Pipe, OwnedFd)> {
     // per open file description, and the two ends are separate ones).
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     tether_common::sys::set_nonblocking(read.as_fd(), true)?;
+    raise_capacity(read.as_fd());
     let child = write.try_clone()?;
     Ok((
         Pipe {
@@ -238,7 +239,73 @@ fn new_pipe(stream: Stream) -> std::io::Result<(Pipe, OwnedFd)> {
     ))
 }
 
+/// The capacity each output pipe is raised to at creation (issue 13): a
+/// service keeps writing while no restarter runs (between a crash and the
+/// next restarter's adoption) without blocking and without a line lost, as
+/// long as what it writes meanwhile fits. `min(PIPE_CAPACITY,
+/// fs.pipe-max-size)`; with Linux's default `pipe-max-size` (1 MiB) that is
+/// 1 MiB per stream, about 10,000 lines of 100 bytes. Pages are only
+/// allocated as the pipe fills, so an idle service costs nothing more. A
+/// failed raise (an unprivileged restarter over `pipe-user-pages-soft`)
+/// keeps the kernel's 64 KiB.
+pub const PIPE_CAPACITY: usize = 1 << 20;
+
+/// The capacity [`raise_capacity`] asks for: [`PIPE_CAPACITY`] bounded by
+/// `/proc/sys/fs/pipe-max-size` (read once).
+pub fn pipe_capacity() -> usize {
+    static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .map_or(PIPE_CAPACITY, |max| PIPE_CAPACITY.min(max))
+    })
+}
+
+fn raise_capacity(fd: BorrowedFd<'_>) {
+    let want = pipe_capacity().min(i32::MAX as usize) as i32;
+    if let Err(e) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(want)) {
+        log::debug!("F_SETPIPE_SZ {want}: {e}");
+    }
+}
+
 impl ServiceOutput {
+    /// The pipes of service `service` taken back from the fd store (issue
+    /// 13): `[stdout read, stdout write, stderr read, stderr write]`, as
+    /// [`ServiceOutput::store_fds`] gave them. The read ends are made
+    /// non-blocking again (it is their own open file description).
+    pub fn from_fds(service: &str, fds: [OwnedFd; 4]) -> std::io::Result<ServiceOutput> {
+        let [or, ow, er, ew] = fds;
+        for r in [&or, &er] {
+            tether_common::sys::set_nonblocking(r.as_fd(), true)?;
+        }
+        let pipe = |stream, read, write| Pipe {
+            stream,
+            read,
+            write: Some(write),
+            partial: Vec::new(),
+            eof: false,
+        };
+        Ok(ServiceOutput {
+            tag: service.to_string(),
+            pid: 0,
+            pipes: [pipe(Stream::Stdout, or, ow), pipe(Stream::Stderr, er, ew)],
+            backlog: Backlog::default(),
+        })
+    }
+
+    /// The descriptors that go to the fd store: each read end and the kept
+    /// write end (`None` once the write ends are closed).
+    pub fn store_fds(&self) -> Option<[BorrowedFd<'_>; 4]> {
+        let [o, e] = &self.pipes;
+        Some([
+            o.read.as_fd(),
+            o.write.as_ref()?.as_fd(),
+            e.read.as_fd(),
+            e.write.as_ref()?.as_fd(),
+        ])
+    }
+
     /// Creates the pipes of service `service` (the syslog tag) and returns
     /// the write ends for its first process.
     pub fn new(service: &str) -> std::io::Result<(ServiceOutput, OutputPipes)> {

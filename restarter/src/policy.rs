@@ -75,6 +75,20 @@ impl History {
         self.level
     }
 
+    /// The window's restart times and the backoff level, for the state
+    /// file (a re-adopting restarter resumes the same window).
+    pub fn parts(&self) -> (Vec<MonoTime>, u32) {
+        (self.restarts.iter().copied().collect(), self.level)
+    }
+
+    /// A history saved by [`History::parts`].
+    pub fn from_parts(restarts: Vec<MonoTime>, level: u32) -> History {
+        History {
+            restarts: restarts.into(),
+            level,
+        }
+    }
+
     /// Decides what follows the end of a process started at `started`
     /// (`failed`: non-zero exit, a signal, a missed watchdog or a start
     /// that did not happen). Records the restart it decides on.

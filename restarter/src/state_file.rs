@@ -3,8 +3,18 @@
 //! unsupervised and never starts a duplicate.
 //!
 //! Format (text, one service per line, `#` comments):
-//! `NAME PID PGID START_TIME STOP_TIMEOUT_MS`, where `START_TIME` is field
-//! 22 of `/proc/PID/stat` (clock ticks after boot). Written atomically:
+//! `NAME PID PGID START_TIME STOP_TIMEOUT_MS [KEY=VALUE ...]`, where
+//! `START_TIME` is field 22 of `/proc/PID/stat` (clock ticks after boot).
+//! The `KEY=VALUE` fields ([`Saved`], issue 13) carry what a re-adopting
+//! restarter needs to resume supervision as it was: `restarts=` (count),
+//! `started=` (`CLOCK_MONOTONIC` ns of the run's start: the clock is the
+//! machine's, so uptime continues), `ready=0|1`, `wd=` (the run's
+//! watchdog timeout in ms, `WATCHDOG_USEC=` included), `hist=` (the sliding
+//! window's restart times, ns, comma separated), `level=` (backoff level),
+//! `wanted=0|1`, `failed=0|1`. A service without a process (stopped by
+//! hand, failed, disabled by `stop`) has a line with `PID PGID START_TIME`
+//! all `0`, so its operator state survives too. Lines of the journal and of
+//! older restarters have no such fields (`saved` is `None`). Written atomically:
 //! `restarter.state.tmp`, then `rename` — readers see the old or the new
 //! file, never a mix.
 //!
@@ -30,9 +40,10 @@
 //! beating meanwhile — and services start when every leftover is gone, or
 //! at the latest [`SWEEP_KILL_GRACE`] after the `SIGKILL`s.
 //!
-//! Decision: re-adopting running services (DESIGN.md "planned") is not done:
-//! their pipes died with the previous restarter, so they are stopped and
-//! started afresh.
+//! Re-adoption (issue 13): with init's fd store in `TETHER_FDS`, entries
+//! whose process still runs are adopted instead (`crate::adopt`,
+//! docs/ADOPTION.md); the sweep gets only what cannot be. Run alone, the
+//! sweep stops everything the file names, as before.
 
 use crate::spawn::{proc_start_time, proc_stat_field};
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +71,86 @@ pub struct Entry {
     pub pgid: i32,
     pub start_time: u64,
     pub stop_timeout: Duration,
+    /// Supervision state (`None`: a journal line or an older file).
+    pub saved: Option<Saved>,
+}
+
+/// What a re-adopting restarter resumes (see the module documentation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub restarts: u64,
+    /// `CLOCK_MONOTONIC` of the run's start.
+    pub started: Option<MonoTime>,
+    pub ready: bool,
+    pub watchdog_timeout: Option<Duration>,
+    /// The sliding window's restart times and backoff level.
+    pub history: Vec<MonoTime>,
+    pub level: u32,
+    pub wanted: bool,
+    pub failed: bool,
+}
+
+impl Saved {
+    fn render(&self, out: &mut String) {
+        out.push_str(&format!(" restarts={}", self.restarts));
+        if let Some(t) = self.started {
+            out.push_str(&format!(" started={}", t.as_duration().as_nanos()));
+        }
+        out.push_str(&format!(" ready={}", u8::from(self.ready)));
+        if let Some(t) = self.watchdog_timeout {
+            out.push_str(&format!(" wd={}", t.as_millis()));
+        }
+        if !self.history.is_empty() {
+            let h: Vec<String> = self
+                .history
+                .iter()
+                .map(|t| t.as_duration().as_nanos().to_string())
+                .collect();
+            out.push_str(&format!(" hist={}", h.join(",")));
+        }
+        out.push_str(&format!(
+            " level={} wanted={} failed={}",
+            self.level,
+            u8::from(self.wanted),
+            u8::from(self.failed)
+        ));
+    }
+
+    /// The `KEY=VALUE` fields; `None` when one is malformed (the line is
+    /// then read as an old one: pid and start time only).
+    fn parse(fields: &[&str]) -> Option<Saved> {
+        let ns = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .map(|n| MonoTime::from_duration(Duration::from_nanos(n)))
+        };
+        let flag = |v: &str| match v {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        };
+        let mut s = Saved {
+            wanted: true,
+            ..Saved::default()
+        };
+        for f in fields {
+            let (k, v) = f.split_once('=')?;
+            match k {
+                "restarts" => s.restarts = v.parse().ok()?,
+                "started" => s.started = Some(ns(v)?),
+                "ready" => s.ready = flag(v)?,
+                "wd" => s.watchdog_timeout = Some(Duration::from_millis(v.parse().ok()?)),
+                "hist" => {
+                    s.history = v.split(',').map(ns).collect::<Option<Vec<_>>>()?;
+                }
+                "level" => s.level = v.parse().ok()?,
+                "wanted" => s.wanted = flag(v)?,
+                "failed" => s.failed = flag(v)?,
+                _ => {} // a later version's field
+            }
+        }
+        Some(s)
+    }
 }
 
 /// Renders the file.
@@ -68,13 +159,17 @@ pub fn render(entries: &[Entry]) -> String {
         String::from("# tether-restarter state: NAME PID PGID START_TIME STOP_TIMEOUT_MS\n");
     for e in entries {
         out.push_str(&format!(
-            "{} {} {} {} {}\n",
+            "{} {} {} {} {}",
             e.name,
             e.pid,
             e.pgid,
             e.start_time,
             e.stop_timeout.as_millis()
         ));
+        if let Some(s) = &e.saved {
+            s.render(&mut out);
+        }
+        out.push('\n');
     }
     out
 }
@@ -85,7 +180,7 @@ pub fn parse(text: &str) -> Vec<Entry> {
         .filter(|l| !l.trim_start().starts_with('#'))
         .filter_map(|l| {
             let f: Vec<&str> = l.split_ascii_whitespace().collect();
-            if f.len() != 5 {
+            if f.len() < 5 {
                 return None;
             }
             let e = Entry {
@@ -94,8 +189,12 @@ pub fn parse(text: &str) -> Vec<Entry> {
                 pgid: f[2].parse().ok()?,
                 start_time: f[3].parse().ok()?,
                 stop_timeout: Duration::from_millis(f[4].parse().ok()?),
+                saved: (f.len() > 5).then(|| Saved::parse(&f[5..])).flatten(),
             };
-            (e.pid > 1 && e.pgid > 1).then_some(e)
+            // A line without a process only matters for its saved state.
+            let runs = e.pid > 1 && e.pgid > 1;
+            let idle = e.pid == 0 && e.pgid == 0 && e.saved.is_some();
+            (runs || idle).then_some(e)
         })
         .collect()
 }
@@ -322,7 +421,7 @@ impl Sweep {
         let mut seen = BTreeSet::new();
         let mut classified = Vec::new();
         for entry in entries {
-            if !seen.insert((entry.pid, entry.start_time)) {
+            if entry.pid <= 1 || !seen.insert((entry.pid, entry.start_time)) {
                 continue;
             }
             let leader = same_process(entry.pid, entry.start_time)
@@ -516,6 +615,7 @@ mod tests {
                 pgid: 10,
                 start_time: 123,
                 stop_timeout: Duration::from_millis(5000),
+                saved: None,
             },
             Entry {
                 name: "b@1".into(),
@@ -523,10 +623,53 @@ mod tests {
                 pgid: 20,
                 start_time: 456,
                 stop_timeout: Duration::from_millis(200),
+                saved: None,
             },
         ];
         let text = render(&e) + "garbage line\n1 2 3\nc 1 1 5 5\n";
         assert_eq!(parse(&text), e);
+    }
+
+    #[test]
+    fn saved_state_round_trips_and_an_idle_service_has_a_line() {
+        let t = |s| MonoTime::from_duration(Duration::from_secs(s));
+        let e = vec![
+            Entry {
+                name: "a".into(),
+                pid: 10,
+                pgid: 10,
+                start_time: 123,
+                stop_timeout: Duration::from_millis(5000),
+                saved: Some(Saved {
+                    restarts: 3,
+                    started: Some(t(100)),
+                    ready: true,
+                    watchdog_timeout: Some(Duration::from_millis(1500)),
+                    history: vec![t(90), t(95)],
+                    level: 1,
+                    wanted: true,
+                    failed: false,
+                }),
+            },
+            Entry {
+                name: "off".into(),
+                pid: 0,
+                pgid: 0,
+                start_time: 0,
+                stop_timeout: Duration::from_millis(200),
+                saved: Some(Saved {
+                    wanted: false,
+                    ..Saved::default()
+                }),
+            },
+        ];
+        assert_eq!(parse(&render(&e)), e);
+        // A line without a process and without saved state means nothing;
+        // a malformed field makes an old line (pid and start time only).
+        let old = parse("x 0 0 0 5\ny 10 10 7 5 restarts=zz\n");
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].saved, None);
+        assert_eq!(old[0].pid, 10);
     }
 
     #[test]
@@ -540,6 +683,7 @@ mod tests {
             pgid: 10,
             start_time: 1,
             stop_timeout: Duration::ZERO,
+            saved: None,
         }];
         write(&path, &e).unwrap();
         assert_eq!(read(&path).unwrap(), e);
@@ -560,6 +704,7 @@ mod tests {
             pgid: me,
             start_time: st + 1,
             stop_timeout: Duration::ZERO,
+            saved: None,
         }];
         let mut sweep = Sweep::start(entries, MonoTime::ZERO);
         assert!(sweep.is_done());
@@ -602,6 +747,7 @@ mod tests {
             pgid: pid,
             start_time: st,
             stop_timeout: Duration::from_millis(100),
+            saved: None,
         }];
         let now = MonoTime::now();
         let mut sweep = Sweep::start(entries, now);

@@ -144,12 +144,35 @@ impl ServiceId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
     Code(i32),
-    Signal { signal: i32, core: bool },
+    Signal {
+        signal: i32,
+        core: bool,
+    },
+    /// An adopted process ended while its status was not learnt (init's
+    /// relay pipe was full, or no record came within the grace): counted
+    /// as a failure.
+    Unknown,
 }
 
 impl ExitStatus {
     pub fn success(self) -> bool {
         self == ExitStatus::Code(0)
+    }
+
+    /// A raw `waitpid` status word (init's relay records), `None` when it
+    /// says stopped/continued rather than ended.
+    pub fn from_raw(status: i32) -> Option<ExitStatus> {
+        let sig = status & 0x7f;
+        if sig == 0 {
+            Some(ExitStatus::Code((status >> 8) & 0xff))
+        } else if sig != 0x7f && status & 0xff != 0x7f && status != 0xffff {
+            Some(ExitStatus::Signal {
+                signal: sig,
+                core: status & 0x80 != 0,
+            })
+        } else {
+            None
+        }
     }
 }
 
@@ -157,6 +180,7 @@ impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ExitStatus::Code(c) => write!(f, "exit {c}"),
+            ExitStatus::Unknown => write!(f, "exit status unknown"),
             ExitStatus::Signal { signal, core } => {
                 write!(f, "signal {}", signal_name(signal))?;
                 if core {
@@ -218,11 +242,47 @@ pub enum Action {
     },
     /// The set of running processes changed: rewrite `RUN/restarter.state`.
     WriteState,
-    /// The service is gone (removed by a reload): release its resources
-    /// (notify socket, output pipes, cgroup). The id may be reused.
-    Forget {
+    /// The process `pid` of an adopted service is not the restarter's
+    /// child: watch it (a pidfd, init's relay) and report its end as
+    /// [`Event::Exited`].
+    Watch {
+        id: ServiceId,
+        pid: i32,
+    },
+    /// The service's spec entered the set or changed: make what it needs
+    /// (output pipes if it has none; a notify socket for a notify service,
+    /// none otherwise; its cgroup) in the shell's resource table
+    /// (`resources`). Always before the [`Action::Spawn`] that uses them.
+    Provision {
         id: ServiceId,
     },
+    /// The service is gone (removed by a reload): release its resources
+    /// (notify socket, output pipes, cgroup). The id may be reused.
+    Release {
+        id: ServiceId,
+    },
+}
+
+/// What a previous restarter's state file says of one service, to resume
+/// its supervision (issue 13). `pid`: its process, checked by the shell to
+/// be the same process (start time) and still running; `None` for a
+/// service without a process, or whose process is gone (then `exited`
+/// says how it ended, when known).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub pid: Option<i32>,
+    /// When the run began (`CLOCK_MONOTONIC`, the machine's).
+    pub started: Option<MonoTime>,
+    pub ready: bool,
+    pub watchdog_timeout: Option<Duration>,
+    pub restarts: u64,
+    pub history: History,
+    pub wanted: bool,
+    pub failed: bool,
+    /// The process named by `pid` ended while no restarter ran (init's
+    /// relay said how, or [`ExitStatus::Unknown`]): it is taken back as it
+    /// was, then its exit handled as any other (restart per policy).
+    pub exited: Option<ExitStatus>,
 }
 
 /// Why a service is being stopped.
@@ -452,7 +512,8 @@ impl Supervisor {
         for spec in set.specs {
             match self.by_name.get(&spec.name).copied() {
                 Some(id) => {
-                    self.slots[id.index()] = Some(Entry::Valid(Box::new(Service::new(spec))))
+                    self.slots[id.index()] = Some(Entry::Valid(Box::new(Service::new(spec))));
+                    self.out.push(Action::Provision { id });
                 }
                 None => {
                     self.insert(Entry::Valid(Box::new(Service::new(spec))));
@@ -463,6 +524,133 @@ impl Supervisor {
         self.mark_all();
         self.reconcile(now);
         self.take()
+    }
+
+    /// [`Supervisor::load`], resuming what a previous restarter's state file
+    /// says (issue 13): restart counts, sliding windows, operator-stopped,
+    /// disabled and failed states; a service with a live process is
+    /// adopted (same pid, uptime continuing, readiness as it was) instead of
+    /// started, and watched ([`Action::Watch`]). Decision: an adopted
+    /// watchdog-mode service gets a fresh `watchdog_timeout` from `now`
+    /// (its pings had nowhere to go while no restarter ran; its own
+    /// `WATCHDOG_USEC=` is kept). A resume naming no valid service is
+    /// ignored (the shell stops such a process as a leftover).
+    pub fn load_adopting(
+        &mut self,
+        set: LoadedSet,
+        resumes: HashMap<String, Resume>,
+        now: MonoTime,
+    ) -> Vec<Action> {
+        // Installed first, with nothing reconciled yet.
+        let specs: Vec<String> = set.specs.iter().map(|s| s.name.clone()).collect();
+        let mut start = set;
+        let specs_set: HashSet<String> = specs.into_iter().collect();
+        let errors = std::mem::take(&mut start.errors);
+        for (name, error) in errors {
+            let message = error.to_string();
+            self.log(
+                Level::Error,
+                format!("service {name}: configuration error: {message}"),
+            );
+            if !self.by_name.contains_key(&name) {
+                self.insert(Entry::Broken {
+                    name,
+                    error: message,
+                });
+            }
+        }
+        for spec in std::mem::take(&mut start.specs) {
+            if !self.by_name.contains_key(&spec.name) {
+                self.insert(Entry::Valid(Box::new(Service::new(spec))));
+            }
+        }
+        for (name, r) in resumes {
+            if !specs_set.contains(&name) {
+                continue;
+            }
+            let Some(id) = self.by_name.get(&name).copied() else {
+                continue;
+            };
+            let s = self.service_mut(id);
+            s.restarts = r.restarts;
+            s.history = r.history;
+            s.wanted = r.wanted;
+            s.failed = r.failed;
+            let Some(pid) = r.pid else {
+                continue;
+            };
+            let started = r.started.unwrap_or(now).min(now);
+            let watchdog_timeout = (s.spec.notify == NotifyMode::Watchdog)
+                .then(|| r.watchdog_timeout.or(s.spec.watchdog_timeout))
+                .flatten();
+            s.last_start = Some(started);
+            s.proc_ = Some(Proc {
+                pid,
+                started,
+                ready: r.ready || s.spec.notify == NotifyMode::None,
+                watchdog_timeout,
+                watchdog_deadline: watchdog_timeout.map(|t| now + t),
+                stopping: None,
+                main_pid: None,
+            });
+            self.by_pid.insert(pid, id);
+            if let Some(status) = r.exited {
+                self.log(
+                    Level::Warn,
+                    format!("service {name}: pid {pid} ended while no restarter ran"),
+                );
+                self.on_exit(id, pid, status, now);
+                // Its group is the sweep's (the shell's leftover stop):
+                // the pid is long gone and may be reused.
+                self.out
+                    .retain(|a| !matches!(a, Action::Kill { pid: p, .. } if *p == pid));
+                continue;
+            }
+            self.out.push(Action::Watch { id, pid });
+            self.log(
+                Level::Info,
+                format!(
+                    "service {name} adopted (pid {pid}, up {}, {} restart(s))",
+                    fmt_dur(now.saturating_since(started)),
+                    r.restarts
+                ),
+            );
+        }
+        self.rebuild_dependents();
+        self.mark_all();
+        self.reconcile(now);
+        self.out.push(Action::WriteState);
+        self.take()
+    }
+
+    /// What the state file needs of every service worth a line: each with
+    /// a process, and each without one whose state is not a fresh
+    /// service's (stopped by hand, failed, restarted before).
+    pub fn resumes(&self) -> Vec<(ServiceId, &str, Duration, Resume)> {
+        self.ids()
+            .filter_map(|id| match self.slots[id.index()].as_ref() {
+                Some(Entry::Valid(s)) => {
+                    let r = Resume {
+                        pid: s.proc_.as_ref().map(|p| p.pid),
+                        started: s.proc_.as_ref().map(|p| p.started),
+                        ready: s.proc_.as_ref().is_some_and(|p| p.ready),
+                        watchdog_timeout: s.proc_.as_ref().and_then(|p| p.watchdog_timeout),
+                        restarts: s.restarts,
+                        history: s.history.clone(),
+                        wanted: s.wanted,
+                        failed: s.failed,
+                        exited: None,
+                    };
+                    let plain = r.pid.is_none()
+                        && !r.failed
+                        && r.wanted != s.spec.disabled
+                        && r.restarts == 0
+                        && r.history == History::new();
+                    (!plain).then_some((id, s.spec.name.as_str(), s.spec.stop_timeout, r))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Applies a reloaded set: new services start, removed ones stop and
@@ -541,6 +729,7 @@ impl Supervisor {
                 }
             } else {
                 apply_spec(s, spec);
+                self.out.push(Action::Provision { id });
                 self.log(Level::Info, format!("service {name} changed"));
             }
         }
@@ -567,6 +756,9 @@ impl Supervisor {
                 ServiceId((self.slots.len() - 1) as u32)
             }
         };
+        if matches!(self.slots[id.index()], Some(Entry::Valid(_))) {
+            self.out.push(Action::Provision { id });
+        }
         self.by_name.insert(name, id);
         self.mark_all();
         id
@@ -576,7 +768,7 @@ impl Supervisor {
         if let Some(entry) = self.slots[id.index()].take() {
             self.by_name.remove(entry.name());
             self.free.push(id.0);
-            self.out.push(Action::Forget { id });
+            self.out.push(Action::Release { id });
             // Disarms its timers: the slot may be reused.
             self.rearm(id);
             self.rebuild_dependents();
@@ -762,6 +954,7 @@ impl Supervisor {
             s.restart_after_stop = false;
             if let Some(spec) = s.next_spec.take() {
                 apply_spec(s, spec);
+                self.out.push(Action::Provision { id });
                 // Its dependencies may have changed.
                 self.rebuild_dependents();
                 self.mark_all();
@@ -909,6 +1102,7 @@ impl Supervisor {
             return false;
         }
         let mut miss = false;
+        let mut persist = false;
         let mut lines = Vec::new();
         {
             let watchdog_mode = s.spec.notify == NotifyMode::Watchdog;
@@ -918,6 +1112,8 @@ impl Supervisor {
                     NotifyMsg::Ready => {
                         if !p.ready {
                             p.ready = true;
+                            // Readiness is carried over a restarter crash.
+                            persist = true;
                             lines.push((
                                 Level::Info,
                                 format!("service {name} ready (READY=1 from {from})"),
@@ -951,6 +1147,7 @@ impl Supervisor {
                             let t = Duration::from_micros(us);
                             p.watchdog_timeout = Some(t);
                             p.watchdog_deadline = Some(now + t);
+                            persist = true;
                             lines.push((
                                 Level::Info,
                                 format!(
@@ -977,6 +1174,9 @@ impl Supervisor {
         }
         for (level, line) in lines {
             self.log(level, line);
+        }
+        if persist {
+            self.out.push(Action::WriteState);
         }
         if miss {
             self.watchdog_miss(id, now);

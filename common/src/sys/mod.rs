@@ -13,7 +13,9 @@
 //!   ([`spawn_with_fds`]), and a service's process, started by a
 //!   `clone(CLONE_VM | CLONE_VFORK)` whose cost does not grow with the
 //!   restarter's descriptors ([`child::Spawner`]);
-//! - `accept4` returning an owned descriptor ([`accept_cloexec_nonblock`]).
+//! - `accept4` returning an owned descriptor ([`accept_cloexec_nonblock`]);
+//! - `pidfd_open` and `pidfd_getfd` ([`pidfd`]);
+//! - descriptors over a unix socket, without blocking ([`fd_pass`]).
 //!
 //! Rust's `Command` does not reset the signal mask: every child started
 //! here begins with no signal blocked (the parents block the signals their
@@ -25,7 +27,9 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 
 pub mod child;
+pub mod fd_pass;
 pub mod notify_creds;
+pub mod pidfd;
 
 /// `accept4(listener, SOCK_CLOEXEC | SOCK_NONBLOCK)` returning an owned
 /// descriptor.

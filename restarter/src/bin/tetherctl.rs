@@ -52,6 +52,10 @@ commands:
   reboot                   orderly reboot of the machine
   poweroff                 orderly poweroff
   halt                     orderly halt
+  upgrade restarter        the restarter re-executes its binary in place:
+                           services keep running, their pids and state
+  upgrade init             init re-executes its binary in place
+  upgrade watchdogd        init restarts watchdogd (the hardware stays armed)
   check [--config FILE]    check tether.toml (default /etc/tether/tether.toml)
                            and the service files offline, print the timing budget
 
@@ -487,6 +491,14 @@ mod tests {
             ("halt", Request::Halt),
         ] {
             assert_eq!(remote_req(&[w]), r);
+        }
+        use tether_restarter::control::Layer;
+        for (w, l) in [
+            ("init", Layer::Init),
+            ("restarter", Layer::Restarter),
+            ("watchdogd", Layer::Watchdogd),
+        ] {
+            assert_eq!(remote_req(&["upgrade", w]), Request::Upgrade(l));
         }
     }
 

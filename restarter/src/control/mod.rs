@@ -13,7 +13,7 @@ pub mod protocol;
 pub mod server;
 
 pub use protocol::{
-    format_ms, is_valid_name, parse_request, parse_signal, Request, RequestError, Response,
+    format_ms, is_valid_name, parse_request, parse_signal, Layer, Request, RequestError, Response,
     ServiceStatus, StatusReport, MAX_NAME, MAX_REQUEST, MAX_RESPONSE,
 };
 pub use server::{

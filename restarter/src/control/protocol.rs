@@ -49,6 +49,26 @@ pub enum Request {
     Reboot,
     Poweroff,
     Halt,
+    /// `upgrade init|restarter|watchdogd` (issue 13).
+    Upgrade(Layer),
+}
+
+/// A layer of the chain, as `tetherctl upgrade` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    Init,
+    Restarter,
+    Watchdogd,
+}
+
+impl Layer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Init => "init",
+            Layer::Restarter => "restarter",
+            Layer::Watchdogd => "watchdogd",
+        }
+    }
 }
 
 impl Request {
@@ -81,6 +101,7 @@ impl fmt::Display for Request {
             Request::Reboot => f.write_str("reboot"),
             Request::Poweroff => f.write_str("poweroff"),
             Request::Halt => f.write_str("halt"),
+            Request::Upgrade(l) => write!(f, "upgrade {}", l.name()),
         }
     }
 }
@@ -181,6 +202,20 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         "reboot" => no_more("reboot", &rest).map(|()| Request::Reboot),
         "poweroff" => no_more("poweroff", &rest).map(|()| Request::Poweroff),
         "halt" => no_more("halt", &rest).map(|()| Request::Halt),
+        "upgrade" => {
+            let what = rest.first().ok_or(RequestError::MissingArgument {
+                command: "upgrade",
+                what: "init, restarter or watchdogd",
+            })?;
+            let layer = match *what {
+                "init" => Layer::Init,
+                "restarter" => Layer::Restarter,
+                "watchdogd" => Layer::Watchdogd,
+                other => return Err(RequestError::UnknownCommand(format!("upgrade {other}"))),
+            };
+            no_more("upgrade", &rest[1..])?;
+            Ok(Request::Upgrade(layer))
+        }
         other => Err(RequestError::UnknownCommand(other.to_string())),
     }
 }
@@ -558,6 +593,13 @@ mod tests {
         assert_eq!(parse("reboot\n"), Ok(Request::Reboot));
         assert_eq!(parse("poweroff\n"), Ok(Request::Poweroff));
         assert_eq!(parse("halt\n"), Ok(Request::Halt));
+        assert_eq!(
+            parse("upgrade restarter\n"),
+            Ok(Request::Upgrade(Layer::Restarter))
+        );
+        assert!(parse("upgrade\n").is_err());
+        assert!(parse("upgrade kernel\n").is_err());
+        assert!(parse("upgrade init now\n").is_err());
     }
 
     #[test]
@@ -586,6 +628,9 @@ mod tests {
             Request::Reboot,
             Request::Poweroff,
             Request::Halt,
+            Request::Upgrade(Layer::Init),
+            Request::Upgrade(Layer::Restarter),
+            Request::Upgrade(Layer::Watchdogd),
         ];
         for r in all {
             assert_eq!(parse(&format!("{r}\n")), Ok(r.clone()), "{r}");

@@ -739,7 +739,7 @@ fn reload_adds_removes_and_restarts_changed_services() {
         },
         sim.now,
     );
-    assert!(actions.contains(&Action::Forget { id: gone }));
+    assert!(actions.contains(&Action::Release { id: gone }));
     assert!(sim.sup.id("gone").is_none());
 }
 
@@ -1327,4 +1327,244 @@ fn a_restored_notify_socket_gives_one_fresh_watchdog_timeout() {
     sim.sup.notify_socket_restored(id, sim.now);
     sim.advance(ms(3100));
     assert_eq!(sim.kills("a")[1].3, libc::SIGKILL);
+}
+
+// ---- adoption (issue 13) -------------------------------------------------
+
+/// A new supervisor taking over from `old` as the shell does after a
+/// restarter crash: each service's state as the state file carried it,
+/// processes still running (`gone` lists those that ended meanwhile, with
+/// init's relayed status), `later` after the old one's last event.
+fn take_over(
+    old: &Sim,
+    specs: Vec<ServiceSpec>,
+    gone: &[(&str, ExitStatus)],
+    later: Duration,
+) -> Sim {
+    let mut resumes: HashMap<String, Resume> = HashMap::new();
+    for (_, name, _, mut r) in old.sup.resumes() {
+        if let Some((_, st)) = gone.iter().find(|(n, _)| *n == name) {
+            r.exited = Some(*st);
+        }
+        resumes.insert(name.to_string(), r);
+    }
+    let mut sim = Sim {
+        sup: Supervisor::new(),
+        now: old.now + later,
+        next_pid: old.next_pid + 100,
+        broken_binaries: BTreeSet::new(),
+        log: Vec::new(),
+        alive: old.alive.clone(),
+    };
+    let actions = sim.sup.load_adopting(set(specs), resumes, sim.now);
+    sim.run(actions);
+    sim
+}
+
+fn watched(sim: &Sim) -> Vec<i32> {
+    sim.log
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Watch { pid, .. } => Some(*pid),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn adopted_service_keeps_pid_counts_and_uptime_then_exits_with_the_relayed_status() {
+    let mut old = Sim::new(vec![svc("a"), svc("b")]);
+    old.advance(ms(5000));
+    old.exit("a", crash());
+    let pid_a = old.pid("a").unwrap();
+    let pid_b = old.pid("b").unwrap();
+    let started_b = old.sup.row("b", old.now).unwrap().uptime.unwrap();
+    let mut sim = take_over(&old, vec![svc("a"), svc("b")], &[], ms(3000));
+    assert!(sim.spawn_times("a").is_empty() && sim.spawn_times("b").is_empty());
+    assert_eq!(watched(&sim).len(), 2);
+    assert_eq!(sim.pid("a"), Some(pid_a));
+    assert_eq!(sim.pid("b"), Some(pid_b));
+    let row = sim.sup.row("a", sim.now).unwrap();
+    assert_eq!((row.state, row.restarts), ("running", 1));
+    assert_eq!(
+        sim.sup.row("b", sim.now).unwrap().uptime,
+        Some(started_b + ms(3000)),
+        "uptime continues"
+    );
+    // It dies; init relays SIGKILL: restarted per policy, shown as such.
+    sim.advance(ms(2000));
+    sim.exit(
+        "a",
+        ExitStatus::Signal {
+            signal: libc::SIGKILL,
+            core: false,
+        },
+    );
+    let row = sim.sup.row("a", sim.now).unwrap();
+    assert_eq!(row.last_exit.as_deref(), Some("signal KILL"));
+    assert_eq!(row.restarts, 2);
+    assert_ne!(sim.pid("a"), Some(pid_a));
+    assert_eq!(sim.spawn_times("a").len(), 1);
+}
+
+#[test]
+fn service_that_ended_while_no_restarter_ran_is_restarted_with_its_status() {
+    let mut old = Sim::new(vec![svc("a")]);
+    old.advance(ms(5000));
+    let pid = old.pid("a").unwrap();
+    let sig = ExitStatus::Signal {
+        signal: libc::SIGKILL,
+        core: false,
+    };
+    let sim = take_over(&old, vec![svc("a")], &[("a", sig)], ms(1000));
+    assert!(watched(&sim).is_empty());
+    assert_eq!(sim.spawn_times("a"), vec![sim.now]);
+    assert_ne!(sim.pid("a"), Some(pid));
+    let row = sim.sup.row("a", sim.now).unwrap();
+    assert_eq!(
+        (row.restarts, row.last_exit.as_deref()),
+        (1, Some("signal KILL"))
+    );
+    // The long-gone pid's group is not signalled (it may be reused).
+    assert!(sim.kills("a").is_empty());
+}
+
+#[test]
+fn service_whose_pid_was_reused_is_not_adopted() {
+    // The shell found another process under the pid (start time differs):
+    // adopt::resume_of gives pid + exited Unknown; never watched.
+    let mut old = Sim::new(vec![svc("a")]);
+    old.advance(ms(5000));
+    let pid = old.pid("a").unwrap();
+    let sim = take_over(
+        &old,
+        vec![svc("a")],
+        &[("a", ExitStatus::Unknown)],
+        ms(1000),
+    );
+    assert!(watched(&sim).is_empty(), "{:?}", sim.log);
+    assert_ne!(sim.pid("a"), Some(pid));
+    assert_eq!(sim.spawn_times("a").len(), 1);
+    assert_eq!(
+        sim.sup.row("a", sim.now).unwrap().last_exit.as_deref(),
+        Some("exit status unknown")
+    );
+    assert!(sim.sup.id_by_pid(pid).is_none() || sim.pid("a") == Some(pid));
+}
+
+#[test]
+fn adopted_watchdog_service_gets_a_fresh_deadline() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Watchdog;
+    a.watchdog_timeout = Some(ms(2000));
+    let mut old = Sim::new(vec![a.clone()]);
+    old.notify("a", vec![NotifyMsg::Ready]);
+    old.advance(ms(1500));
+    old.notify("a", vec![NotifyMsg::Watchdog]);
+    let pid = old.pid("a").unwrap();
+    // The restarter was away far longer than the timeout.
+    let mut sim = take_over(&old, vec![a], &[], ms(10_000));
+    let adopted_at = sim.now;
+    assert_eq!(sim.state("a"), "ready", "readiness carried over");
+    assert_eq!(
+        sim.sup.row("a", sim.now).unwrap().watchdog_left,
+        Some(ms(2000))
+    );
+    sim.advance(ms(1900));
+    assert!(sim.kills("a").is_empty());
+    sim.notify("a", vec![NotifyMsg::Watchdog]);
+    sim.advance(ms(1900));
+    assert!(sim.kills("a").is_empty(), "pings after adoption count");
+    sim.advance(ms(500));
+    assert_eq!(
+        sim.kills("a")[0],
+        (adopted_at + ms(1900) + ms(2000), pid, false, libc::SIGABRT)
+    );
+}
+
+#[test]
+fn operator_stopped_service_stays_stopped_and_a_started_disabled_one_runs() {
+    let mut off = svc("off");
+    off.disabled = true;
+    let mut old = Sim::new(vec![svc("a"), off.clone(), svc("c")]);
+    let (_, actions) = old.sup.stop("a", old.now).unwrap();
+    old.run(actions);
+    old.exit(
+        "a",
+        ExitStatus::Signal {
+            signal: libc::SIGTERM,
+            core: false,
+        },
+    );
+    let (_, actions) = old.sup.start("off", old.now).unwrap();
+    old.run(actions);
+    let pid_off = old.pid("off").unwrap();
+    assert_eq!(old.state("a"), "stopped");
+    let sim = take_over(&old, vec![svc("a"), off, svc("c")], &[], ms(1000));
+    assert_eq!(sim.state("a"), "stopped");
+    assert!(sim.spawn_times("a").is_empty());
+    assert_eq!(sim.pid("off"), Some(pid_off), "started by hand: adopted");
+    assert_eq!(sim.state("c"), "running");
+}
+
+#[test]
+fn a_failed_service_stays_failed_and_its_window_carries_over() {
+    let mut a = limited("a", OnExhausted::Stop);
+    a.restart_delay = ms(0);
+    let mut old = Sim::new(vec![a.clone()]);
+    // One restart short of exhausting the window.
+    let max = a.limit.unwrap().max_restarts;
+    for _ in 0..max {
+        old.exit("a", crash());
+    }
+    assert_eq!(old.state("a"), "running");
+    let mut sim = take_over(&old, vec![a.clone()], &[], ms(10));
+    assert_eq!(sim.sup.row("a", sim.now).unwrap().restarts, u64::from(max));
+    sim.exit("a", crash());
+    assert_eq!(sim.state("a"), "failed", "the window is the old one");
+    let sim2 = take_over(&sim, vec![a], &[], ms(10));
+    assert_eq!(sim2.state("a"), "failed");
+    assert!(sim2.spawn_times("a").is_empty());
+}
+
+#[test]
+fn readiness_is_written_to_the_state_file() {
+    let mut a = svc("a");
+    a.notify = NotifyMode::Ready;
+    let mut sim = Sim::new(vec![a]);
+    sim.take_actions();
+    sim.notify("a", vec![NotifyMsg::Ready]);
+    assert!(sim.take_actions().contains(&Action::WriteState));
+    let r = sim.sup.resumes();
+    assert!(r[0].3.ready);
+}
+
+#[test]
+fn resources_are_provisioned_before_the_first_spawn_and_on_a_spec_change() {
+    let mut sim = Sim::new(vec![svc("a")]);
+    let id = sim.id("a");
+    let prov = sim.position(|a| *a == Action::Provision { id }).unwrap();
+    let spawn = sim.position(|a| *a == Action::Spawn { id }).unwrap();
+    assert!(prov < spawn);
+    sim.take_actions();
+    // A restart provisions nothing new.
+    sim.advance(ms(5000));
+    sim.exit("a", crash());
+    assert!(!sim.take_actions().contains(&Action::Provision { id }));
+    // A changed file does, before the start with the new spec.
+    let mut changed = svc("a");
+    changed.notify = NotifyMode::Ready;
+    let actions = sim.sup.reload(set(vec![changed]), sim.now).unwrap();
+    sim.run(actions);
+    sim.exit(
+        "a",
+        ExitStatus::Signal {
+            signal: libc::SIGTERM,
+            core: false,
+        },
+    );
+    let log = sim.take_actions();
+    let prov = log.iter().position(|a| *a == Action::Provision { id });
+    let spawn = log.iter().rposition(|a| *a == Action::Spawn { id });
+    assert!(prov.is_some() && prov < spawn, "{log:?}");
 }
