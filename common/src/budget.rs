@@ -275,6 +275,13 @@ fn sum(terms: &[Duration]) -> Duration {
         .fold(Duration::ZERO, |a, b| a.saturating_add(*b))
 }
 
+/// The hardware timeout as the device gets it: whole seconds, at least 1
+/// (watchdogd's `hardware_secs`; `WDIOC_SETTIMEOUT` takes seconds). Rule 3
+/// is judged with this value: a sub-second part never delays the reset.
+pub fn programmed(hardware_timeout: Duration) -> Duration {
+    Duration::from_secs(hardware_timeout.as_secs().max(1))
+}
+
 /// Checks every inequality; the first broken one is returned.
 pub fn validate(config: &Config) -> Result<(), BudgetError> {
     let t = &config.timing;
@@ -313,14 +320,20 @@ pub fn validate(config: &Config) -> Result<(), BudgetError> {
             return Err(broken(Rule::StaleAfterRepair, rule, &[stale], &repair));
         }
     }
-    if sum(&repair) >= t.hardware_timeout {
+    let hardware = programmed(t.hardware_timeout);
+    if sum(&repair) >= hardware {
         let rule = format!("{repair_rule} < hardware_timeout");
-        return Err(broken(
-            Rule::RepairBeforeHardware,
-            rule,
-            &repair,
-            &[t.hardware_timeout],
-        ));
+        let mut err = broken(Rule::RepairBeforeHardware, rule, &repair, &[hardware]);
+        if hardware != t.hardware_timeout {
+            let mut a = err.assumptions.into_vec();
+            a.push(format!(
+                "hardware_timeout {} is programmed into the device in whole seconds, as {}",
+                format(t.hardware_timeout),
+                format(hardware)
+            ));
+            err.assumptions = a.into();
+        }
+        return Err(err);
     }
     Ok(())
 }
@@ -439,6 +452,32 @@ mod tests {
         let mut c = Config::default();
         edit(&mut c.timing);
         c
+    }
+
+    /// Found by the model checker (issue 14): the demo's timings with
+    /// `hardware_timeout = "3750ms"` passed (repair 3.5 s < 3.75 s), but
+    /// the device is programmed in whole seconds (watchdogd's
+    /// `hardware_secs`), so it fires 3 s after a pet and a restarter hung
+    /// at boot ended in a reset.
+    #[test]
+    fn hardware_timeout_is_judged_in_the_whole_seconds_the_device_gets() {
+        let demo = |hw: Duration| {
+            let mut c = Config::default();
+            c.timing.beat_interval = Duration::from_millis(250);
+            c.timing.hang_timeout = secs(2);
+            c.timing.restart_delay = Duration::from_millis(500);
+            c.timing.startup_grace = secs(1);
+            c.timing.stale_timeout = secs(4);
+            c.timing.hardware_timeout = hw;
+            c
+        };
+        let err = validate(&demo(Duration::from_millis(3750))).unwrap_err();
+        assert_eq!(
+            (err.kind, err.left, err.right),
+            (Rule::RepairBeforeHardware, Duration::from_millis(3500), secs(3))
+        );
+        assert!(err.to_string().contains("whole seconds"), "{err}");
+        assert_eq!(validate(&demo(secs(4))), Ok(()));
     }
 
     #[test]
