@@ -163,12 +163,18 @@ pub struct Expect {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
     /// Forked; its loop starts within `left` more ticks.
-    Starting { left: u32 },
-    Running { next_beat: MonoTime },
+    Starting {
+        left: u32,
+    },
+    Running {
+        next_beat: MonoTime,
+    },
     Hung,
     Unkillable,
     /// Dead, to be reaped within `left` more ticks.
-    Dead { left: u32 },
+    Dead {
+        left: u32,
+    },
 }
 
 /// watchdogd's shell state: the cores it runs, its beat to init.
@@ -269,6 +275,8 @@ pub struct State {
     pub stale_pet: bool,
     /// Two live processes of one layer were seen.
     pub duplicate: bool,
+    /// Starts of a crash-looping layer since the fault, saturating.
+    pub loop_starts: u8,
 }
 
 /// One step of the model.
@@ -319,7 +327,10 @@ impl Chain {
         }
         .clamped()
         .0;
-        let stale = [t.stale_timeout_for("init"), t.stale_timeout_for("restarter")];
+        let stale = [
+            t.stale_timeout_for("init"),
+            t.stale_timeout_for("restarter"),
+        ];
         Chain {
             name: name.into(),
             tick,
@@ -431,6 +442,9 @@ impl Chain {
                     if s.procs[i].iter().filter(|p| p.live()).count() > 1 {
                         s.duplicate = true;
                     }
+                    if s.broken[i] != 0 {
+                        s.loop_starts = s.loop_starts.saturating_add(1).min(250);
+                    }
                     self.feed(s, Event::Spawned { layer, pid });
                 }
                 InitAction::Kill { layer, pid } => {
@@ -511,9 +525,9 @@ impl Chain {
                 return;
             }
         }
-        let turn = s.procs[0].iter().position(|p| {
-            matches!(p.phase, Phase::Running { .. }) && !p.stalled && p.wd.is_some()
-        });
+        let turn = s.procs[0]
+            .iter()
+            .position(|p| matches!(p.phase, Phase::Running { .. }) && !p.stalled && p.wd.is_some());
         if let Some(k) = turn {
             self.wd_turn(s, k);
         }
@@ -537,7 +551,11 @@ impl Chain {
         if wd.next_beat <= BASE {
             s.to_init[0] = true;
             let next = wd.next_beat + self.beat();
-            wd.next_beat = if next <= BASE { BASE + self.beat() } else { next };
+            wd.next_beat = if next <= BASE {
+                BASE + self.beat()
+            } else {
+                next
+            };
         }
         wd.watch.waiting(BASE, self.tick);
         s.procs[0][k].wd = Some(wd);
@@ -690,7 +708,11 @@ impl Chain {
                 match fault {
                     Fault::Crash(_) => self.die(s, layer, k),
                     Fault::CrashLoop(_) | Fault::CrashLoopEarly(_) => {
-                        s.broken[i] = if matches!(fault, Fault::CrashLoop(_)) { 1 } else { 2 };
+                        s.broken[i] = if matches!(fault, Fault::CrashLoop(_)) {
+                            1
+                        } else {
+                            2
+                        };
                         self.die(s, layer, k);
                     }
                     Fault::Hang(_) => s.procs[i][k].phase = Phase::Hung,
@@ -733,8 +755,9 @@ impl Chain {
             | Fault::CrashLoopEarly(l) => live(l.layer()).is_some(),
             Fault::Stall => live(Layer::Watchdogd)
                 .is_some_and(|p| matches!(p.phase, Phase::Running { .. }) && p.wd.is_some()),
-            Fault::RebootRequest => live(Layer::Restarter)
-                .is_some_and(|p| matches!(p.phase, Phase::Running { .. })),
+            Fault::RebootRequest => {
+                live(Layer::Restarter).is_some_and(|p| matches!(p.phase, Phase::Running { .. }))
+            }
             Fault::InitHang | Fault::InitCrash | Fault::KernelHang => true,
         }
     }
@@ -762,7 +785,10 @@ impl Chain {
             if i == 0 {
                 let Some(wd) = &p.wd else { return false };
                 if !wd.gate.is_petting()
-                    || !matches!(wd.device.state(), tether_watchdogd::device::State::Open { .. })
+                    || !matches!(
+                        wd.device.state(),
+                        tether_watchdogd::device::State::Open { .. }
+                    )
                 {
                     return false;
                 }
@@ -795,6 +821,7 @@ impl Chain {
             reboots: 0,
             stale_pet: false,
             duplicate: false,
+            loop_starts: 0,
         };
         self.settle(&mut s);
         s

@@ -38,7 +38,9 @@ pub fn mutant(name: &str) -> Result<(), String> {
     {
         use std::sync::atomic::Ordering;
         match name {
-            "gate" => tether_watchdogd::gate::mutants::STALE_OFF_BY_ONE.store(true, Ordering::Relaxed),
+            "gate" => {
+                tether_watchdogd::gate::mutants::STALE_OFF_BY_ONE.store(true, Ordering::Relaxed)
+            }
             "budget" => tether_init::layers::mutants::IGNORE_BUDGET.store(true, Ordering::Relaxed),
             other => return Err(format!("unknown mutant {other:?} (gate, budget)")),
         }

@@ -9,9 +9,10 @@
 use std::process::ExitCode;
 
 use stateright::Expectation;
+use stateright::HasDiscoveries;
 use tether_model::configs;
 use tether_model::env::Chain;
-use tether_model::run::{check, Report};
+use tether_model::run::{check, check_until, Report};
 use tether_model::timeline;
 
 fn usage() -> ExitCode {
@@ -27,10 +28,18 @@ fn print(report: &Report, pairs: bool) {
         "== {} | tick {:?} | {} | {} states ({} generated){} | {:.1}s | peak RSS {} MiB",
         c.name,
         c.tick,
-        if pairs { "pairs of faults" } else { "single faults" },
+        if pairs {
+            "pairs of faults"
+        } else {
+            "single faults"
+        },
         report.unique,
         report.generated,
-        if report.complete() { "" } else { " INCOMPLETE: state cap hit" },
+        if report.complete() {
+            ""
+        } else {
+            " INCOMPLETE: state cap hit"
+        },
         report.elapsed.as_secs_f64(),
         report.peak_kib.map(|k| k / 1024).unwrap_or(0)
     );
@@ -57,6 +66,7 @@ fn print(report: &Report, pairs: bool) {
 
 fn main() -> ExitCode {
     let mut div = 1u32;
+    let mut mutant = false;
     let mut pairs = false;
     let mut only: Option<String> = None;
     let mut skip: Vec<String> = Vec::new();
@@ -79,6 +89,7 @@ fn main() -> ExitCode {
             },
             "--mutant" => match args.next().as_deref() {
                 Some(m) => {
+                    mutant = true;
                     if let Err(e) = tether_model::mutant(m) {
                         eprintln!("{e}");
                         return ExitCode::from(2);
@@ -91,13 +102,21 @@ fn main() -> ExitCode {
     }
     let mut failed = false;
     for named in configs::all(div) {
-        if only.as_ref().is_some_and(|o| !named.name.contains(o.as_str())) {
+        if only
+            .as_ref()
+            .is_some_and(|o| !named.name.contains(o.as_str()))
+        {
             continue;
         }
         let tick = named.tick;
         let mut chain = Chain::new(&named.name, named.config, tick, if pairs { 2 } else { 1 });
         chain.faults.retain(|f| !skip.contains(&f.name()));
-        let report = check(chain);
+        // A mutant only has to be caught: stop at its first counterexample.
+        let report = if mutant {
+            check_until(chain, HasDiscoveries::AnyFailures)
+        } else {
+            check(chain)
+        };
         print(&report, pairs);
         failed |= !report.all_ok();
     }

@@ -49,7 +49,10 @@ fn no_stale_pet(_: &Chain, s: &State) -> bool {
 }
 
 fn one_live(_: &Chain, s: &State) -> bool {
-    !s.duplicate && s.procs.iter().all(|ps| ps.iter().filter(|p| p.live()).count() <= 1)
+    !s.duplicate
+        && s.procs
+            .iter()
+            .all(|ps| ps.iter().filter(|p| p.live()).count() <= 1)
 }
 
 fn killed_and_restarted(_: &Chain, s: &State) -> bool {
@@ -84,7 +87,8 @@ fn rung_reset(_: &Chain, s: &State) -> bool {
 }
 
 fn layer_fault_no_reset(_: &Chain, s: &State) -> bool {
-    let layer_only = !s.faults.is_empty() && s.faults.iter().all(|f| f.fault.is_layer_crash_or_hang());
+    let layer_only =
+        !s.faults.is_empty() && s.faults.iter().all(|f| f.fault.is_layer_crash_or_hang());
     !(layer_only && matches!(s.end, Some((End::Reset | End::Reboot, _))))
 }
 
@@ -108,13 +112,28 @@ fn steady(_: &Chain, s: &State) -> bool {
             .any(|wd| wd.gate.is_petting())
 }
 
-fn one_reboot(_: &Chain, s: &State) -> bool {
-    let looped = s.faults.iter().any(|f| matches!(f.fault, Fault::CrashLoop(_) | Fault::CrashLoopEarly(_)));
-    s.reboots <= 1 && !(looped && s.faults.len() == 1 && matches!(s.end, Some((End::Reset, _))))
+/// At most one reboot; a crash loop never ends in a reset; and, within
+/// the window, a crash-looping layer is started at most `max_restarts`
+/// times after the crash that began the loop (the next exit exhausts the
+/// budget, and an exhausted layer is never started again).
+fn one_reboot(m: &Chain, s: &State) -> bool {
+    let looped = s
+        .faults
+        .iter()
+        .find(|f| matches!(f.fault, Fault::CrashLoop(_) | Fault::CrashLoopEarly(_)));
+    let over_budget = looped.is_some_and(|f| {
+        f.elapsed < m.params.window && u32::from(s.loop_starts) > m.params.max_restarts
+    });
+    s.reboots <= 1
+        && !over_budget
+        && !(looped.is_some() && s.faults.len() == 1 && matches!(s.end, Some((End::Reset, _))))
 }
 
 fn loop_rebooted(_: &Chain, s: &State) -> bool {
-    s.reboots == 1 && s.faults.iter().any(|f| matches!(f.fault, Fault::CrashLoop(_) | Fault::CrashLoopEarly(_)))
+    s.reboots == 1
+        && s.faults
+            .iter()
+            .any(|f| matches!(f.fault, Fault::CrashLoop(_) | Fault::CrashLoopEarly(_)))
 }
 
 pub fn all() -> Vec<Property<Chain>> {
@@ -126,8 +145,14 @@ pub fn all() -> Vec<Property<Chain>> {
         Property::sometimes(p1.1, killed_and_restarted),
         Property::always(p2.0, in_rung_and_bound),
         Property::sometimes(p2.1, rung_restart),
-        Property::sometimes("sometimes: a single fault ends in an orderly reboot", rung_reboot),
-        Property::sometimes("sometimes: a single fault ends in a hardware reset", rung_reset),
+        Property::sometimes(
+            "sometimes: a single fault ends in an orderly reboot",
+            rung_reboot,
+        ),
+        Property::sometimes(
+            "sometimes: a single fault ends in a hardware reset",
+            rung_reset,
+        ),
         Property::always(p3.0, layer_fault_no_reset),
         Property::sometimes(p3.1, layer_fault_recovered),
         Property::always(p4.0, no_end_without_fault),

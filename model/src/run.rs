@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use stateright::{Checker, Expectation, Model};
+use stateright::{Checker, Expectation, HasDiscoveries, Model};
 
 use crate::env::{Chain, State, Step};
 
@@ -76,7 +76,17 @@ fn peak_kib() -> Option<u64> {
 /// Explores `chain` exhaustively (breadth first, one thread), up to
 /// [`STATE_CAP`] states ([`PAIRS_CAP`] with two faults).
 pub fn check(chain: Chain) -> Report {
-    let cap = if chain.max_faults > 1 { PAIRS_CAP } else { STATE_CAP };
+    check_until(chain, HasDiscoveries::All)
+}
+
+/// As [`check`], stopping at the first counterexample when `finish` says
+/// so (the teeth test: a mutant only has to be caught once).
+pub fn check_until(chain: Chain, finish: HasDiscoveries) -> Report {
+    let cap = if chain.max_faults > 1 {
+        PAIRS_CAP
+    } else {
+        STATE_CAP
+    };
     let start = Instant::now();
     let props = chain.properties();
     let checker = chain
@@ -84,6 +94,7 @@ pub fn check(chain: Chain) -> Report {
         .checker()
         .threads(1)
         .target_state_count(cap)
+        .finish_when(finish)
         .spawn_bfs()
         .join();
     let elapsed = start.elapsed();

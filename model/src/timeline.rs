@@ -19,7 +19,9 @@ fn core_word(s: LayerState) -> &'static str {
     match s {
         LayerState::Waiting { .. } => "waiting",
         LayerState::Spawning => "spawning",
-        LayerState::Running { last_beat: None, .. } => "running (no beat yet)",
+        LayerState::Running {
+            last_beat: None, ..
+        } => "running (no beat yet)",
         LayerState::Running { .. } => "running",
         LayerState::Killing { .. } => "KILLING",
         LayerState::Stopped => "stopped",
@@ -43,7 +45,12 @@ pub fn summary(m: &Chain, s: &State) -> String {
             Layer::Watchdogd => 0,
             Layer::Restarter => 1,
         };
-        let _ = write!(out, " | {}: init says {}", layer, core_word(s.layers.state(layer)));
+        let _ = write!(
+            out,
+            " | {}: init says {}",
+            layer,
+            core_word(s.layers.state(layer))
+        );
         for p in &s.procs[i] {
             let phase = match p.phase {
                 Phase::Starting { .. } => "starting",
@@ -59,7 +66,11 @@ pub fn summary(m: &Chain, s: &State) -> String {
                 let _ = write!(
                     out,
                     " (gate {})",
-                    if wd.gate.is_petting() { "petting" } else { "WITHHOLDING" }
+                    if wd.gate.is_petting() {
+                        "petting"
+                    } else {
+                        "WITHHOLDING"
+                    }
                 );
             }
         }
@@ -130,7 +141,10 @@ pub fn render(m: &Chain, path: Vec<(State, Option<Step>)>) -> String {
             continue;
         }
         if folded > 0 {
-            let _ = writeln!(out, "           ... {folded} more ticks, only the clocks move");
+            let _ = writeln!(
+                out,
+                "           ... {folded} more ticks, only the clocks move"
+            );
             folded = 0;
         }
         let _ = writeln!(out, "  t={}  {}  | {}", secs(t), step_word(step), now);

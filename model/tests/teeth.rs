@@ -18,8 +18,8 @@ fn run_mutant(mutant: &str, only: &str) -> (bool, String) {
         .args(["--skip", "watchdogd crash loop before its first beat"])
         .output()
         .expect("cargo runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -39,8 +39,9 @@ fn layer_restart_budget_ignored_is_caught() {
     let (ok, text) = run_mutant("budget", "demo");
     assert!(!ok, "the ignored budget passed:\n{text}");
     assert!(
-        text.contains("-- counterexample: every single fault ends in its rung within its bound")
-            && text.contains("fault watchdogd crash loop: expected orderly reboot"),
+        text.contains("-- counterexample: an exhausted restart budget ends in one orderly reboot")
+            && text.contains("crash loop: expected orderly reboot"),
         "{text}"
     );
+    assert!(text.contains("FAULT:"), "no timeline:\n{text}");
 }
