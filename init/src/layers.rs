@@ -339,6 +339,7 @@ impl Actions {
         out
     }
 
+    #[allow(clippy::len_without_is_empty)] // never empty where it is asked
     pub fn len(&self) -> usize {
         self.len
     }
