@@ -8,7 +8,7 @@ use stateright::{Checker, Expectation, HasDiscoveries, Model};
 
 use crate::env::{Chain, State, Step};
 
-/// Exploration stops here (memory on a shared machine: about 0.6 KiB a
+/// Exploration stops here (memory on a shared machine: about 0.4 KiB a
 /// state); a report that hit it says so and counts as failed. Pairs of
 /// faults are explored to a smaller cap: they look for counterexamples
 /// (what is not promised), not for a proof.
