@@ -26,7 +26,13 @@
 //!    the hardware fires.
 //!
 //! `beat_interval < stale_timeout(layer)` follows from 1 and 2, so it is not
-//! checked on its own.
+//! checked on its own. Rule 3 takes `hardware_timeout` in the whole seconds
+//! the device is programmed with ([`programmed`]).
+//!
+//! In the table, a hang's bound is `startup_grace + repair`: a child that
+//! hangs before its first beat is only noticed `startup_grace + hang_timeout`
+//! after its start. The rules need no such term: watchdogd's first-beat
+//! grace and the hardware leave room for it (checked by `model/`).
 //!
 //! Bounds use saturating arithmetic: absurdly large values give
 //! `Duration::MAX`, not a panic.
@@ -275,6 +281,13 @@ fn sum(terms: &[Duration]) -> Duration {
         .fold(Duration::ZERO, |a, b| a.saturating_add(*b))
 }
 
+/// The hardware timeout as the device gets it: whole seconds, at least 1
+/// (watchdogd's `hardware_secs`; `WDIOC_SETTIMEOUT` takes seconds). Rule 3
+/// is judged with this value: a sub-second part never delays the reset.
+pub fn programmed(hardware_timeout: Duration) -> Duration {
+    Duration::from_secs(hardware_timeout.as_secs().max(1))
+}
+
 /// Checks every inequality; the first broken one is returned.
 pub fn validate(config: &Config) -> Result<(), BudgetError> {
     let t = &config.timing;
@@ -313,14 +326,20 @@ pub fn validate(config: &Config) -> Result<(), BudgetError> {
             return Err(broken(Rule::StaleAfterRepair, rule, &[stale], &repair));
         }
     }
-    if sum(&repair) >= t.hardware_timeout {
+    let hardware = programmed(t.hardware_timeout);
+    if sum(&repair) >= hardware {
         let rule = format!("{repair_rule} < hardware_timeout");
-        return Err(broken(
-            Rule::RepairBeforeHardware,
-            rule,
-            &repair,
-            &[t.hardware_timeout],
-        ));
+        let mut err = broken(Rule::RepairBeforeHardware, rule, &repair, &[hardware]);
+        if hardware != t.hardware_timeout {
+            let mut a = err.assumptions.into_vec();
+            a.push(format!(
+                "hardware_timeout {} is programmed into the device in whole seconds, as {}",
+                format(t.hardware_timeout),
+                format(hardware)
+            ));
+            err.assumptions = a.into();
+        }
+        return Err(err);
     }
     Ok(())
 }
@@ -334,9 +353,14 @@ pub fn table(config: &Config) -> Vec<BudgetRow> {
         bound: sum(terms),
         formula: formula.into(),
     };
-    let hang = repair(t).terms;
-    let [_, wait, start] = hang;
+    let repair_terms = repair(t).terms;
+    let [hang_timeout, wait, start] = repair_terms;
     let crash = [wait, start];
+    // A hang may strike before the child's first beat, when init's deadline
+    // is `started + startup_grace + hang_timeout`: noticed up to
+    // `startup_grace` later than a hang after a beat.
+    let hang = [t.startup_grace, hang_timeout, wait, start];
+    let hang_formula = format!("startup_grace + {}", repair_formula());
     let stale_init = t.stale_timeout_for("init");
     let exhausted = [
         config.init.window,
@@ -347,14 +371,14 @@ pub fn table(config: &Config) -> Vec<BudgetRow> {
     use Outcome::*;
     vec![
         row("restarter crash", Restart, &crash, &crash_formula()),
-        row("restarter hang", Restart, &hang, &repair_formula()),
+        row("restarter hang", Restart, &hang, &hang_formula),
         row(
             "watchdogd crash",
             Restart,
             &crash,
             &format!("{} (hardware stays armed)", crash_formula()),
         ),
-        row("watchdogd hang", Restart, &hang, &repair_formula()),
+        row("watchdogd hang", Restart, &hang, &hang_formula),
         row(
             "init hang",
             HardwareReset,
@@ -439,6 +463,55 @@ mod tests {
         let mut c = Config::default();
         edit(&mut c.timing);
         c
+    }
+
+    /// Found by the model checker (issue 14): the demo's timings with
+    /// `hardware_timeout = "3750ms"` passed (repair 3.5 s < 3.75 s), but
+    /// the device is programmed in whole seconds (watchdogd's
+    /// `hardware_secs`), so it fires 3 s after a pet and a restarter hung
+    /// at boot ended in a reset.
+    #[test]
+    fn hardware_timeout_is_judged_in_the_whole_seconds_the_device_gets() {
+        let demo = |hw: Duration| {
+            let mut c = Config::default();
+            c.timing.beat_interval = Duration::from_millis(250);
+            c.timing.hang_timeout = secs(2);
+            c.timing.restart_delay = Duration::from_millis(500);
+            c.timing.startup_grace = secs(1);
+            c.timing.stale_timeout = secs(4);
+            c.timing.hardware_timeout = hw;
+            c
+        };
+        let err = validate(&demo(Duration::from_millis(3750))).unwrap_err();
+        assert_eq!(
+            (err.kind, err.left, err.right),
+            (
+                Rule::RepairBeforeHardware,
+                Duration::from_millis(3500),
+                secs(3)
+            )
+        );
+        assert!(err.to_string().contains("whole seconds"), "{err}");
+        assert_eq!(validate(&demo(secs(4))), Ok(()));
+    }
+
+    /// Found by the model checker (issue 14): a layer child that hangs
+    /// before its first beat is killed only `startup_grace + hang_timeout`
+    /// after its start (init's deadline for a child that never beat), so
+    /// the defaults' restarter hang took up to 21 s, not the 16 s the table
+    /// said.
+    #[test]
+    fn a_hang_before_the_first_beat_is_bounded_from_the_start() {
+        let rows = table(&Config::default());
+        for fault in ["restarter hang", "watchdogd hang"] {
+            let row = rows.iter().find(|r| r.fault == fault).unwrap();
+            assert_eq!(row.bound, secs(5 + 10 + 1 + 5), "{fault}");
+            assert!(
+                row.formula.starts_with("startup_grace + hang_timeout + "),
+                "{}",
+                row.formula
+            );
+        }
     }
 
     #[test]
@@ -563,11 +636,11 @@ mod tests {
         assert_eq!(bound("restarter crash"), (Outcome::Restart, secs(1 + 2)));
         assert_eq!(
             bound("restarter hang"),
-            (Outcome::Restart, secs(10 + 1 + 2))
+            (Outcome::Restart, secs(2 + 10 + 1 + 2))
         );
         assert_eq!(
             bound("watchdogd hang"),
-            (Outcome::Restart, secs(10 + 1 + 2))
+            (Outcome::Restart, secs(2 + 10 + 1 + 2))
         );
         assert_eq!(bound("kernel hang"), (Outcome::HardwareReset, secs(40)));
         assert_eq!(bound("init crash"), (Outcome::HardwareReset, secs(40)));
@@ -667,14 +740,14 @@ mod tests {
         assert_eq!(hang.bound, ms(300 + 100 + 200));
         assert_eq!(
             hang.formula,
-            "hang_timeout + max(restart_delay, KILL_REAP_MIN 100ms) + max(startup_grace, START_LATENCY_MIN 200ms)"
+            "startup_grace + hang_timeout + max(restart_delay, KILL_REAP_MIN 100ms) + max(startup_grace, START_LATENCY_MIN 200ms)"
         );
         assert_eq!(bound("watchdogd crash").bound, ms(100 + 200));
         assert_eq!(bound("restarter crash").bound, ms(100 + 200));
         // Above the minimums the configured values are the bound.
         let rows = table(&tight(ms(150), ms(250), secs(1)));
         let hang = rows.iter().find(|r| r.fault == "watchdogd hang").unwrap();
-        assert_eq!(hang.bound, ms(300 + 150 + 250));
+        assert_eq!(hang.bound, ms(250 + 300 + 150 + 250));
     }
 
     #[test]

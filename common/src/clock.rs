@@ -42,6 +42,25 @@ impl MonoTime {
     pub fn checked_add(self, d: Duration) -> Option<MonoTime> {
         self.0.checked_add(d).map(MonoTime)
     }
+
+    /// `self` moved `by` earlier, for a model checker that keeps its clock
+    /// at one canonical `now` and shifts every stored time back instead
+    /// (`model/`). A time more than `horizon` before `now` afterwards is
+    /// clamped to `horizon` plus one nanosecond before `now`: a core whose
+    /// every comparison of this time's age is against a threshold of at
+    /// most `horizon` behaves the same, and the state space stays finite.
+    /// Never used by the shells.
+    pub fn rebased(self, by: Duration, now: MonoTime, horizon: Duration) -> MonoTime {
+        let t = MonoTime(self.0.saturating_sub(by));
+        if now.saturating_since(t) > horizon {
+            MonoTime(
+                now.0
+                    .saturating_sub(horizon.saturating_add(Duration::from_nanos(1))),
+            )
+        } else {
+            t
+        }
+    }
 }
 
 fn std_fallback() -> Duration {
@@ -121,5 +140,21 @@ mod tests {
         c.advance(Duration::from_millis(1500));
         assert_eq!(c.now() - MonoTime::ZERO, Duration::from_millis(1500));
         assert_eq!(MonoTime::ZERO - c.now(), Duration::ZERO);
+    }
+
+    #[test]
+    fn rebased_shifts_and_clamps_old_times_just_beyond_the_horizon() {
+        let s = |n: u64| MonoTime::from_duration(Duration::from_secs(n));
+        let now = s(100);
+        let h = Duration::from_secs(10);
+        // A future deadline and a recent time move back unchanged.
+        assert_eq!(s(105).rebased(Duration::from_secs(1), now, h), s(104));
+        assert_eq!(s(95).rebased(Duration::from_secs(1), now, h), s(94));
+        // Exactly at the horizon: kept.
+        assert_eq!(s(91).rebased(Duration::from_secs(1), now, h), s(90));
+        // Beyond: clamped to one nanosecond past it, and stays there.
+        let old = s(80).rebased(Duration::from_secs(1), now, h);
+        assert_eq!(now - old, h + Duration::from_nanos(1));
+        assert_eq!(old.rebased(Duration::from_secs(1), now, h), old);
     }
 }

@@ -306,6 +306,15 @@ impl Watch {
     pub fn drained(&mut self, woke: MonoTime) {
         self.seen_empty = self.seen_empty.max(woke);
     }
+
+    /// Every stored time moved `by` earlier, ages beyond `horizon` clamped
+    /// (see [`MonoTime::rebased`]); for the model checker only. A credit
+    /// flows into the gate's beat times, so `horizon` must be at least the
+    /// largest stale timeout.
+    pub fn rebase(&mut self, by: Duration, now: MonoTime, horizon: Duration) {
+        self.seen_empty = self.seen_empty.rebased(by, now, horizon);
+        self.wait_from = self.wait_from.rebased(by, now, horizon);
+    }
 }
 
 /// A heartbeat pipe, both ends `O_CLOEXEC | O_NONBLOCK`.

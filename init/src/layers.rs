@@ -44,9 +44,33 @@
 //!   left `Killing` a pid that is gone.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use tether_common::clock::MonoTime;
+
+/// Deliberately broken guards for the model checker's teeth test
+/// (`model/tests/teeth.rs`): compiled only with the `mutants` feature,
+/// which only that test enables (in its own target directory), and even
+/// then off until it is switched on.
+#[cfg(feature = "mutants")]
+pub mod mutants {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The layer restart budget is ignored: an exhausted layer restarts.
+    pub static IGNORE_BUDGET: AtomicBool = AtomicBool::new(false);
+
+    pub fn ignore_budget() -> bool {
+        IGNORE_BUDGET.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(not(feature = "mutants"))]
+mod mutants {
+    pub fn ignore_budget() -> bool {
+        false
+    }
+}
 
 /// Largest `max_restarts` the fixed window table holds.
 pub const WINDOW_CAP: usize = 64;
@@ -58,7 +82,7 @@ pub const MIN_SPAWN_BACKOFF: Duration = Duration::from_millis(100);
 pub const ACTIONS_CAP: usize = 8;
 
 /// One of init's two children.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Layer {
     Watchdogd,
     Restarter,
@@ -118,7 +142,7 @@ impl fmt::Display for Exit {
 }
 
 /// Supervision settings, from `[timing]` and `[init]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Params {
     pub restart_delay: Duration,
     pub hang_timeout: Duration,
@@ -318,6 +342,7 @@ impl Actions {
         out
     }
 
+    #[allow(clippy::len_without_is_empty)] // never empty where it is asked
     pub fn len(&self) -> usize {
         self.len
     }
@@ -327,7 +352,8 @@ impl Actions {
     }
 }
 
-/// Where a layer child is.
+/// Where a layer child is. `Hash` leaves out `killed_at`, which only
+/// words a log line (STYLE.md 8: what a model checker hashes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Not running; to be started at `at`.
@@ -350,9 +376,30 @@ pub enum State {
     Stopped,
 }
 
+impl Hash for State {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        std::mem::discriminant(self).hash(h);
+        match *self {
+            State::Waiting { at } => at.hash(h),
+            State::Running {
+                pid,
+                started,
+                last_beat,
+            } => (pid, started, last_beat).hash(h),
+            State::Killing {
+                pid,
+                started,
+                last_kill,
+                ..
+            } => (pid, started, last_kill).hash(h),
+            State::Spawning | State::Stopped => {}
+        }
+    }
+}
+
 /// Restart times within the sliding window: a ring of the last
 /// [`WINDOW_CAP`] restarts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Window {
     times: [MonoTime; WINDOW_CAP],
     next: usize,
@@ -394,7 +441,9 @@ impl Window {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+/// `Hash` leaves out `total_restarts` (it only grows, and only words the
+/// liveness line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Slot {
     state: State,
     /// Set at shutdown: never start again.
@@ -407,7 +456,63 @@ struct Slot {
     exhausted: Option<u32>,
 }
 
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        (self.state, self.stopping, self.last_start, self.window).hash(h);
+        (self.spawn_failures, self.exhausted).hash(h);
+    }
+}
+
 impl Slot {
+    /// See [`Layers::rebase`].
+    fn rebase(&mut self, by: Duration, now: MonoTime, p: &Params) {
+        let start_horizon = p
+            .startup_grace
+            .saturating_add(p.hang_timeout)
+            .max(p.restart_delay);
+        let kill_horizon = p.hang_timeout.max(MIN_SPAWN_BACKOFF);
+        let r = |t: MonoTime, horizon: Duration| t.rebased(by, now, horizon);
+        self.state = match self.state {
+            State::Waiting { at } => State::Waiting {
+                at: r(at, Duration::ZERO),
+            },
+            State::Running {
+                pid,
+                started,
+                last_beat,
+            } => State::Running {
+                pid,
+                // Once beaten, `started` only matters for `restart_delay`.
+                started: r(
+                    started,
+                    if last_beat.is_some() {
+                        p.restart_delay
+                    } else {
+                        start_horizon
+                    },
+                ),
+                last_beat: last_beat.map(|t| r(t, p.hang_timeout)),
+            },
+            State::Killing {
+                pid,
+                started,
+                killed_at,
+                last_kill,
+            } => State::Killing {
+                pid,
+                started: r(started, p.restart_delay),
+                killed_at: r(killed_at, Duration::ZERO),
+                last_kill: r(last_kill, kill_horizon),
+            },
+            s @ (State::Spawning | State::Stopped) => s,
+        };
+        // Only whether there was a start matters.
+        self.last_start = self.last_start.map(|t| r(t, Duration::ZERO));
+        for t in self.window.times.iter_mut() {
+            *t = r(*t, p.window);
+        }
+    }
+
     fn new(now: MonoTime) -> Slot {
         Slot {
             state: State::Waiting { at: now },
@@ -439,7 +544,7 @@ pub struct SlotImage {
 }
 
 /// Supervision state of both layers.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Layers {
     params: Params,
     watchdogd: Slot,
@@ -471,9 +576,23 @@ impl Layers {
         }
     }
 
-    #[cfg(test)]
+    /// Where `layer` is (tests, the model checker).
+    #[allow(dead_code)] // the binary does not ask; the library target exports it
     pub fn state(&self, layer: Layer) -> State {
         self.slot(layer).state
+    }
+
+    /// Every stored time moved `by` earlier, and each age clamped just
+    /// beyond the largest threshold it is compared with
+    /// ([`MonoTime::rebased`]): the model checker keeps its clock at one
+    /// `now` this way, so the steady state repeats. Behaviour at `now` is
+    /// unchanged; log values (`Note` durations) may be. Never called by the
+    /// shell.
+    #[allow(dead_code)] // the model's, through the library target
+    pub fn rebase(&mut self, by: Duration, now: MonoTime) {
+        let p = self.params;
+        self.watchdogd.rebase(by, now, &p);
+        self.restarter.rebase(by, now, &p);
     }
 
     /// The layer's live process (running or being killed), if any.
@@ -662,7 +781,7 @@ impl Layers {
             ran: now.saturating_since(started),
         }));
         let restarts = slot.window.count(now, params.window);
-        if restarts >= params.max_restarts {
+        if restarts >= params.max_restarts && !mutants::ignore_budget() {
             slot.state = State::Stopped;
             slot.stopping = true;
             slot.exhausted = Some(restarts);

@@ -55,8 +55,9 @@ pub enum DevErr {
     Other,
 }
 
-/// Where the device is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Where the device is. `Hash` leaves out what only words a log line
+/// (`since`, `failed`, `pet_failing`; STYLE.md 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Not open: being waited for (tried at `next_try`, if the gate allows).
     Absent {
@@ -80,6 +81,23 @@ pub enum State {
     },
     /// Disarmed by magic close; nothing more happens.
     Disarmed,
+}
+
+impl std::hash::Hash for State {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        std::mem::discriminant(self).hash(h);
+        match *self {
+            State::Absent { next_try, .. } => next_try.hash(h),
+            State::Open {
+                armed_secs,
+                simulated,
+                next_pet,
+                configure,
+                ..
+            } => (armed_secs, simulated, next_pet, configure).hash(h),
+            State::Disarmed => {}
+        }
+    }
 }
 
 /// What the shell reports.
@@ -221,6 +239,25 @@ impl Device {
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// Every stored time moved `by` earlier, ages clamped just beyond the
+    /// thresholds they are compared with ([`MonoTime::rebased`]); for the
+    /// model checker, which keeps its clock at one `now`. What happens at
+    /// `now` is unchanged; the durations in notes may be. Never called by
+    /// the shell.
+    pub fn rebase(&mut self, by: Duration, now: MonoTime) {
+        let period = self.pet_interval();
+        match &mut self.state {
+            State::Absent {
+                next_try, since, ..
+            } => {
+                *next_try = next_try.rebased(by, now, Duration::ZERO);
+                *since = since.rebased(by, now, Duration::ZERO);
+            }
+            State::Open { next_pet, .. } => *next_pet = next_pet.rebased(by, now, period),
+            State::Disarmed => {}
+        }
     }
 
     /// `min(beat_interval, armed timeout / 4)`, at least 10 ms.

@@ -74,10 +74,42 @@ impl Layer {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// `Hash` leaves out `since`, which only words the resume line
+/// (STYLE.md 8).
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Stopped {
     layer: String,
     since: MonoTime,
+}
+
+impl std::hash::Hash for Stopped {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.layer.hash(h);
+    }
+}
+
+/// Deliberately broken guards for the model checker's teeth test
+/// (`model/tests/teeth.rs`): compiled only with the `mutants` feature,
+/// which only that test enables (in its own target directory), and even
+/// then off until it is switched on.
+#[cfg(feature = "mutants")]
+pub mod mutants {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Staleness off by one: a layer silent exactly its limit still counts
+    /// as fresh (`>` for `>=`), one tick late in a discrete model.
+    pub static STALE_OFF_BY_ONE: AtomicBool = AtomicBool::new(false);
+
+    pub fn stale_off_by_one() -> bool {
+        STALE_OFF_BY_ONE.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(not(feature = "mutants"))]
+mod mutants {
+    pub fn stale_off_by_one() -> bool {
+        false
+    }
 }
 
 /// Per-layer beat bookkeeping and the petting decision.
@@ -118,7 +150,24 @@ impl Gate {
     }
 
     fn is_stale(&self, l: &Layer, now: MonoTime) -> bool {
+        if mutants::stale_off_by_one() {
+            return l.silence(now) > l.limit(self.first_beat);
+        }
         l.silence(now) >= l.limit(self.first_beat)
+    }
+
+    /// Every stored time moved `by` earlier, ages beyond each layer's stale
+    /// timeout clamped ([`MonoTime::rebased`]); for the model checker,
+    /// which keeps its clock at one `now`. Whether to pet at `now` is
+    /// unchanged; the layer named and the durations reported may be. Never
+    /// called by the shell.
+    pub fn rebase(&mut self, by: Duration, now: MonoTime) {
+        for l in self.layers.iter_mut() {
+            l.last_beat = l.last_beat.rebased(by, now, l.stale_timeout);
+        }
+        if let Some(s) = &mut self.stopped {
+            s.since = s.since.rebased(by, now, Duration::ZERO);
+        }
     }
 
     /// Whether `layer` has beaten since the gate started.
