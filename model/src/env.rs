@@ -517,7 +517,7 @@ impl Chain {
             }
             for layer in Layer::ALL {
                 if std::mem::take(&mut s.to_init[li(layer)]) {
-                    self.feed(s, Event::Beat { layer });
+                    self.feed(s, Event::Beat { layer, at: BASE });
                 }
             }
             self.feed(s, Event::Tick);

@@ -236,7 +236,7 @@ mod tests {
         let text = e.to_string();
         assert!(
             text.contains(
-                "stale_timeout (init) must be > hang_timeout + restart_delay + startup_grace"
+                "stale_timeout (init) must be > hang_timeout + max(restart_delay, KILL_REAP_MIN 100ms) + max(startup_grace, START_LATENCY_MIN 200ms)"
             ) && text.contains("10s + 1s + 5s = 16s"),
             "{text}"
         );
