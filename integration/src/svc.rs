@@ -195,9 +195,17 @@ pub struct Builder {
     env: Vec<(OsString, OsString)>,
     fds: Vec<(OwnedFd, RawFd)>,
     nofile: Option<(u64, u64)>,
+    bin: Option<PathBuf>,
 }
 
 impl Builder {
+    /// Runs this `tether-restarter` binary instead of the workspace's
+    /// (e.g. [`fault_inject_restarter`]).
+    pub fn bin(mut self, path: PathBuf) -> Builder {
+        self.bin = Some(path);
+        self
+    }
+
     /// Adds `services/NAME.toml` with `text`.
     pub fn service(mut self, name: &str, text: &str) -> Builder {
         self.services.push((name.to_string(), text.to_string()));
@@ -283,6 +291,7 @@ impl Builder {
             env,
             fds,
             nofile,
+            bin,
         } = self;
         let services_dir = dir.join("services");
         let run = dir.join("run");
@@ -324,6 +333,7 @@ impl Builder {
             args,
             env,
             nofile,
+            bin,
             dir,
         };
         r.spawn(fds);
@@ -349,6 +359,7 @@ pub struct Restarter {
     args: Vec<String>,
     env: Vec<(OsString, OsString)>,
     nofile: Option<(u64, u64)>,
+    bin: Option<PathBuf>,
     // Last: removed after everything else is dropped.
     dir: TempDir,
 }
@@ -365,6 +376,7 @@ impl Restarter {
             env: Vec::new(),
             fds: Vec::new(),
             nofile: None,
+            bin: None,
         }
     }
 
@@ -392,13 +404,14 @@ impl Restarter {
             .append(true)
             .open(self.dir.join("stderr.log"))
             .expect("stderr.log");
+        let program = self.bin.clone().unwrap_or_else(|| bin("tether-restarter"));
         let mut cmd = match self.nofile {
-            None => Command::new(bin("tether-restarter")),
+            None => Command::new(&program),
             Some((soft, hard)) => {
                 let mut c = Command::new("prlimit");
                 c.arg(format!("--nofile={soft}:{hard}"))
                     .arg("--")
-                    .arg(bin("tether-restarter"));
+                    .arg(&program);
                 c
             }
         };
@@ -723,4 +736,41 @@ pub fn read_available(fd: &OwnedFd) -> Vec<u8> {
             Err(_) => return out,
         }
     }
+}
+
+/// `tether-restarter` built with the test-only `fault-inject` feature
+/// (`TETHER_FAULT_NSS_STALL=NAME:SECS`, see `restarter/src/spawn.rs`), into
+/// `target/fault-inject` like init's (`chain::fault_inject_init`), so the
+/// workspace's binary stays free of it. Built once per test binary.
+pub fn fault_inject_restarter() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let debug = crate::bins::bin_dir();
+        let target = debug
+            .parent()
+            .expect("target/<profile> has a parent")
+            .join("fault-inject");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "tether-restarter",
+                "--bin",
+                "tether-restarter",
+                "--features",
+                "fault-inject",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build for the fault-inject tether-restarter");
+        assert!(
+            status.success(),
+            "building tether-restarter --features fault-inject failed"
+        );
+        target.join("debug").join("tether-restarter")
+    })
+    .clone()
 }

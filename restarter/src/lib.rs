@@ -25,6 +25,7 @@ pub mod notify;
 pub mod output;
 pub mod policy;
 pub mod reload;
+pub mod resolver;
 pub mod run_dir;
 pub mod service;
 pub mod spawn;
