@@ -1017,7 +1017,7 @@ impl Shell {
             if self.rt[id.index()].notify_user != resolved_for {
                 // The uid resolved off the loop (resolver.rs): a start is
                 // held until it is known.
-                let uid = match notify::service_uid(&spec.identity) {
+                let uid = match notify::service_uid(&spec) {
                     Ok(uid) => uid,
                     Err(e) => return fail(format!("notify socket: {e}")),
                 };

@@ -456,9 +456,12 @@ pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
 /// resolved to (off the loop, `resolver.rs`: no NSS call here), or the
 /// restarter's own when it names none. A start is held until the identity
 /// is resolved, so `Err` means a start that should not have happened.
-pub fn service_uid(identity: &crate::service::Resolution) -> Result<u32, String> {
+pub fn service_uid(spec: &crate::service::ServiceSpec) -> Result<u32, String> {
     use crate::service::{Identity, Resolution};
-    match identity {
+    if spec.user.is_none() {
+        return Ok(nix::unistd::geteuid().as_raw());
+    }
+    match &spec.identity {
         Resolution::Resolved(Identity { uid: Some(uid), .. }) => Ok(*uid),
         Resolution::Resolved(Identity { uid: None, .. }) => Ok(nix::unistd::geteuid().as_raw()),
         Resolution::Pending => Err("the service's user is not resolved yet".into()),
