@@ -76,7 +76,7 @@ fn many_services_run_under_tether_init_as_pid_1() {
     vm.wait_agent_ready(Duration::from_secs(180))
         .unwrap_or_else(|e| panic!("agent: {e}"));
     // Poll the count of running sN services until all N run.
-    let count = "/sbin/tetherctl status --json | tr '{' '\\n' | grep '\"name\":\"s[0-9]' | grep -c '\"state\":\"running\"'";
+    let count = "/sbin/tetherctl status --json | tr -d ' \\n' | tr '{' '\\n' | grep '\"name\":\"s[0-9]' | grep -c '\"state\":\"running\"'";
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last = 0;
     let all_at = loop {
