@@ -206,6 +206,11 @@ impl Builder {
         self
     }
 
+    /// The same as [`Builder::binary`] (e.g. [`fault_inject_restarter`]).
+    pub fn bin(self, path: PathBuf) -> Builder {
+        self.binary(&path)
+    }
+
     /// Adds `services/NAME.toml` with `text`.
     pub fn service(mut self, name: &str, text: &str) -> Builder {
         self.services.push((name.to_string(), text.to_string()));
@@ -744,4 +749,41 @@ pub fn read_available(fd: &OwnedFd) -> Vec<u8> {
             Err(_) => return out,
         }
     }
+}
+
+/// `tether-restarter` built with the test-only `fault-inject` feature
+/// (`TETHER_FAULT_NSS_STALL=NAME:SECS`, see `restarter/src/spawn.rs`), into
+/// `target/fault-inject` like init's (`chain::fault_inject_init`), so the
+/// workspace's binary stays free of it. Built once per test binary.
+pub fn fault_inject_restarter() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let debug = crate::bins::bin_dir();
+        let target = debug
+            .parent()
+            .expect("target/<profile> has a parent")
+            .join("fault-inject");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "tether-restarter",
+                "--bin",
+                "tether-restarter",
+                "--features",
+                "fault-inject",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build for the fault-inject tether-restarter");
+        assert!(
+            status.success(),
+            "building tether-restarter --features fault-inject failed"
+        );
+        target.join("debug").join("tether-restarter")
+    })
+    .clone()
 }

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tether_integration::svc::{alive, cmdline, pipe, tagged_processes, Restarter, TAG_VAR};
+use tether_integration::svc::{
+    alive, cmdline, fault_inject_restarter, pipe, tagged_processes, Restarter, TAG_VAR,
+};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -328,6 +330,62 @@ fn a_working_directory_on_a_hung_mount_does_not_stop_the_heartbeat() {
     assert!(!alive(stuck));
     drop(r);
     drop(mount);
+}
+
+/// A `user` lookup that blocks for 10 s (a hung LDAP server; the
+/// `fault-inject` build's `TETHER_FAULT_NSS_STALL`) happens off the loop:
+/// the heartbeat stays on time, the other service starts at once, the
+/// held one says why in its status and starts when the answer comes.
+#[test]
+fn a_hung_user_lookup_does_not_stop_the_heartbeat() {
+    let bin = fault_inject_restarter();
+    let (b, beats) = with_beats(Restarter::builder("hung-nss"));
+    let t0 = Instant::now();
+    let r = b
+        .bin(bin)
+        .env("TETHER_FAULT_NSS_STALL", "nobody:10")
+        .service(
+            "a-ldap",
+            "exec = [\"/bin/sleep\", \"7601\"]\nuser = \"nobody\"\n",
+        )
+        .service("ok", "exec = [\"/bin/sleep\", \"7602\"]\n")
+        .start();
+    r.wait_state("ok", "running", LONG);
+    let ok_at = Instant::now();
+    let st = r.service_status("a-ldap").expect("status answers");
+    assert_eq!(st["state"], "starting", "{st}");
+    assert_eq!(st["status_text"], "resolving user nobody", "{st}");
+    r.log.wait_for("looking up user nobody takes long", LONG);
+    let running = r.wait_state("a-ldap", "running", LONG);
+    let up_at = Instant::now();
+    let gap = beats.max_gap_until(up_at);
+    eprintln!(
+        "hung lookup: ok running {:?}, a-ldap running {:?} after start; longest heartbeat silence {gap:?} ({} beats)",
+        ok_at.duration_since(t0),
+        up_at.duration_since(t0),
+        beats.count()
+    );
+    assert!(
+        ok_at.duration_since(t0) < Duration::from_secs(8),
+        "the other service waited for the lookup"
+    );
+    assert!(
+        up_at.duration_since(t0) >= Duration::from_secs(9),
+        "started only once the lookup returned"
+    );
+    // beat_interval is 100 ms: a second of silence means a blocked loop.
+    assert!(
+        gap < Duration::from_secs(1),
+        "the loop was silent for {gap:?}"
+    );
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let pid = running["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().nth(1) == Some(&nobody.uid.to_string()),
+        "{uid_line}"
+    );
 }
 
 #[test]

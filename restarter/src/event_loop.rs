@@ -42,9 +42,10 @@ use crate::cgroup::Cgroups;
 use crate::control::{self, Incoming, Request, Response, Server, ServiceStatus, StatusReport};
 use crate::notify::{self, NotifySocket};
 use crate::output::ServiceOutput;
+use crate::resolver::{self, Resolver};
 use crate::resources::Table;
 use crate::run_dir::{self, Damage, RunDir};
-use crate::service::{self, Identity, LoadedSet, NotifyMode, Resolution};
+use crate::service::{self, LoadedSet, NotifyMode, Resolution};
 use crate::spawn::{self, SpawnContext};
 use crate::state_file::{self, Sweep};
 use crate::supervisor::{Action, Event, ExitStatus, ServiceId, Supervisor};
@@ -53,7 +54,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,6 +82,8 @@ const TOKEN_SIGNAL: u64 = 1 << TOKEN_KIND_SHIFT;
 const TOKEN_CONTROL: u64 = 2 << TOKEN_KIND_SHIFT;
 const TOKEN_NOTIFY: u64 = 3 << TOKEN_KIND_SHIFT;
 const TOKEN_OUTPUT: u64 = 4 << TOKEN_KIND_SHIFT;
+// 5 and 6: adoption::TOKEN_PIDFD, adoption::TOKEN_RELAY.
+const TOKEN_RESOLVER: u64 = 7 << TOKEN_KIND_SHIFT;
 
 /// Command-line settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -199,6 +202,10 @@ struct Shell {
     own_binary: Option<PathBuf>,
     /// `upgrade restarter` was answered: exec at the end of this turn.
     upgrade_pending: bool,
+    /// `user`/`group` lookups, off the loop (resolver.rs).
+    resolver: Resolver,
+    /// Starts held until their identity is looked up.
+    awaiting: BTreeMap<ServiceId, resolver::Key>,
 }
 
 /// Runs the restarter; returns the exit code.
@@ -354,6 +361,15 @@ impl Shell {
                 EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
             )
             .map_err(|e| io_err("epoll", e))?;
+        // After the signals are blocked: the thread inherits the mask.
+        let resolver = Resolver::new(resolver::default_lookup())
+            .map_err(|e| io_err("user lookup thread", e))?;
+        epoll
+            .add(
+                resolver.fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_RESOLVER),
+            )
+            .map_err(|e| io_err("epoll", e))?;
         let run_dir = config.paths.run.clone();
         notify::prepare_dir(&run_dir.join("notify"))
             .map_err(|e| io_err(&format!("preparing {}/notify", run_dir.display()), e))?;
@@ -440,6 +456,8 @@ impl Shell {
             run_repair_failing: false,
             config_errors,
             reload_errors: Vec::new(),
+            resolver,
+            awaiting: BTreeMap::new(),
             config,
             store,
             pending: None,
@@ -557,6 +575,7 @@ impl Shell {
         consider(self.state_retry_at);
         consider(self.log_retry_at);
         consider(self.run_watch.as_ref().map(|_| self.next_run_check));
+        consider(self.resolver.next_deadline());
         let wait = next.saturating_since(now);
         // Round up: waking a little late beats spinning until the deadline.
         let ms = wait.as_nanos().div_ceil(1_000_000);
@@ -602,6 +621,7 @@ impl Shell {
             self.next_run_check = now + run_dir::CHECK_INTERVAL;
             self.check_run_dir(now);
         }
+        self.identity_timers(now);
         if now >= self.next_liveness {
             self.liveness(now);
             self.next_liveness = now + self.config.timing.liveness_interval;
@@ -648,6 +668,7 @@ impl Shell {
             TOKEN_OUTPUT => self.on_output(id, now),
             adoption::TOKEN_PIDFD => self.on_pidfd(id, now),
             adoption::TOKEN_RELAY => self.on_relay(now),
+            TOKEN_RESOLVER => self.on_identities(now),
             _ => {}
         }
     }
@@ -997,6 +1018,9 @@ impl Shell {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::Spawn { id } => {
+                    if self.hold_for_identity(id, now) {
+                        continue;
+                    }
                     let event = self.spawn(id);
                     queue.extend(self.sup.handle(id, event, now));
                     self.maybe_beat();
@@ -1021,7 +1045,10 @@ impl Shell {
                         warn!("service {name}: resources: {message} (tried again at its start)");
                     }
                 }
-                Action::Release { id } => self.forget(id),
+                Action::Release { id } => {
+                    self.awaiting.remove(&id);
+                    self.forget(id)
+                }
             }
         }
     }
@@ -1087,17 +1114,12 @@ impl Shell {
         if spec.notify != NotifyMode::None {
             let resolved_for = Some(spec.user.clone());
             if self.rt.row(id).notify_user != resolved_for {
-                // The uid resolved when the file was loaded (no NSS call in
-                // the loop); looked up here only if that lookup failed.
-                let resolved = match &spec.identity {
-                    Resolution::Resolved(Identity { uid: Some(uid), .. }) => Some(*uid),
-                    _ => None,
+                // The uid resolved off the loop (resolver.rs): a start is
+                // held until it is known.
+                let uid = match notify::service_uid(spec) {
+                    Ok(uid) => uid,
+                    Err(e) => return Err(fail(format!("notify socket: {e}"))),
                 };
-                let uid =
-                    match resolved.map_or_else(|| notify::service_uid(spec.user.as_deref()), Ok) {
-                        Ok(uid) => uid,
-                        Err(e) => return Err(fail(format!("notify socket: {e}"))),
-                    };
                 if let Some(sock) = self.rt.row(id).notify.as_mut() {
                     if let Err(e) = sock.set_owner(uid) {
                         return Err(fail(format!(
@@ -1379,7 +1401,8 @@ impl Shell {
             self.state_dirty = true;
             return;
         }
-        let set = service::load_dir(&self.services_dir);
+        let mut set = service::load_dir(&self.services_dir);
+        self.ask_identities(&mut set.specs, now);
         if let Some(e) = &set.dir_error {
             error!("services directory: {e}; no services (fix it, then reload)");
             self.config_errors.push(e.to_string());
@@ -1421,9 +1444,9 @@ impl Shell {
     /// errors.
     fn reload(&mut self, now: MonoTime) -> Result<String, String> {
         let mut set: LoadedSet = service::load_dir(&self.services_dir);
-        crate::reload::keep_resolved_identities(&mut set.specs, |n| {
-            self.sup.id(n).and_then(|id| self.sup.spec(id))
-        });
+        if !set.has_errors() {
+            self.ask_identities(&mut set.specs, now);
+        }
         if !set.has_errors() {
             self.log_fd_budget(&set.specs);
         }
@@ -1454,6 +1477,104 @@ impl Shell {
                         warn!("{}: {e}", c.dir().display());
                     }
                 }
+            }
+        }
+    }
+
+    // ---- identities (resolver.rs) --------------------------------------------
+
+    /// Gives each spec of a freshly read set the identity known so far for
+    /// its `user`/`group` (a reload keeps the previous one meanwhile) and
+    /// asks for a lookup of every pair, off the loop.
+    fn ask_identities(&mut self, specs: &mut [service::ServiceSpec], now: MonoTime) {
+        for spec in specs {
+            let Some(key) = Resolver::key(spec.user.as_deref(), spec.group.as_deref()) else {
+                continue;
+            };
+            if let Some(r @ Resolution::Resolved(_)) = self.resolver.known(&key) {
+                spec.identity = r.clone();
+            }
+            self.resolver.ask(&key, now);
+        }
+    }
+
+    /// Holds a start whose identity is not resolved yet (asking for it
+    /// again if the last lookup failed); `true` when held.
+    fn hold_for_identity(&mut self, id: ServiceId, now: MonoTime) -> bool {
+        let Some(spec) = self.sup.spec(id) else {
+            return false;
+        };
+        if matches!(spec.identity, Resolution::Resolved(_)) {
+            return false;
+        }
+        let Some(key) = Resolver::key(spec.user.as_deref(), spec.group.as_deref()) else {
+            return false;
+        };
+        if !self.resolver.asking(&key) {
+            self.resolver.ask(&key, now);
+        }
+        debug!(
+            "service {}: start held: resolving {}",
+            spec.name,
+            resolver::describe(&key)
+        );
+        self.awaiting.insert(id, key);
+        true
+    }
+
+    /// Answers of the lookup thread: every service naming the pair takes
+    /// the identity, held starts go on (or fail, per policy).
+    fn on_identities(&mut self, now: MonoTime) {
+        for (key, r) in self.resolver.take() {
+            if let Resolution::Failed { message, .. } = &r {
+                warn!("{}: {message}", resolver::describe(&key));
+            }
+            let actions = self
+                .sup
+                .identity_resolved(key.0.as_deref(), key.1.as_deref(), &r, now);
+            self.execute(actions, now);
+            let held: Vec<ServiceId> = self
+                .awaiting
+                .iter()
+                .filter(|(_, k)| **k == key)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in held {
+                self.awaiting.remove(&id);
+                let event = match &r {
+                    Resolution::Failed { errno, message } => Event::SpawnFailed {
+                        errno: *errno,
+                        message: message.clone(),
+                    },
+                    _ => self.spawn(id),
+                };
+                let actions = self.sup.handle(id, event, now);
+                self.execute(actions, now);
+                self.maybe_beat();
+            }
+            self.state_dirty = true;
+        }
+    }
+
+    /// Logs a lookup that takes long (once); at shutdown, held starts end
+    /// as failed (a lookup that never returns must not hold it up).
+    fn identity_timers(&mut self, now: MonoTime) {
+        for (key, waited) in self.resolver.newly_slow(now) {
+            let held = self.awaiting.values().filter(|k| **k == key).count();
+            warn!(
+                "looking up {} takes long ({} so far): {held} service(s) wait for it",
+                resolver::describe(&key),
+                tether_common::duration::format(waited)
+            );
+        }
+        if self.sup.shutting_down() && !self.awaiting.is_empty() {
+            for (id, key) in std::mem::take(&mut self.awaiting) {
+                let event = Event::SpawnFailed {
+                    errno: None,
+                    message: format!("shutting down while resolving {}", resolver::describe(&key)),
+                };
+                let actions = self.sup.handle(id, event, now);
+                self.execute(actions, now);
             }
         }
     }
@@ -1570,7 +1691,10 @@ impl Shell {
                     notify_rejected: r.notify_rejected + sock_rejected,
                     notify_refused: r.notify_rejected + sock.map_or(0, |s| s.refused()),
                     notify_last_refusal: sock.and_then(|s| s.last_refusal()).map(|r| r.to_string()),
-                    status_text: r.status_text,
+                    status_text: match self.awaiting.get(&r.id) {
+                        Some(key) => Some(format!("resolving {}", resolver::describe(key))),
+                        None => r.status_text,
+                    },
                     error: r.error,
                 }
             })

@@ -26,6 +26,7 @@ pub mod notify;
 pub mod output;
 pub mod policy;
 pub mod reload;
+pub mod resolver;
 pub mod resources;
 pub mod run_dir;
 pub mod service;

@@ -452,21 +452,20 @@ pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The uid a service runs as, for its notify socket: its `user` (a number,
-/// or a name looked up in the user database), or the restarter's own. The
-/// lookup is the one `spawn` does for the same service; it runs when the
-/// socket is made and when `user` changes, not at every start.
-pub fn service_uid(user: Option<&str>) -> Result<u32, String> {
-    let Some(name) = user else {
+/// The uid a service runs as, for its notify socket: the one its `user`
+/// resolved to (off the loop, `resolver.rs`: no NSS call here), or the
+/// restarter's own when it names none. A start is held until the identity
+/// is resolved, so `Err` means a start that should not have happened.
+pub fn service_uid(spec: &crate::service::ServiceSpec) -> Result<u32, String> {
+    use crate::service::{Identity, Resolution};
+    if spec.user.is_none() {
         return Ok(nix::unistd::geteuid().as_raw());
-    };
-    if let Ok(n) = name.parse::<u32>() {
-        return Ok(n);
     }
-    match nix::unistd::User::from_name(name) {
-        Ok(Some(u)) => Ok(u.uid.as_raw()),
-        Ok(None) => Err(format!("user {name:?} not found")),
-        Err(e) => Err(format!("looking up user {name:?}: {e}")),
+    match &spec.identity {
+        Resolution::Resolved(Identity { uid: Some(uid), .. }) => Ok(*uid),
+        Resolution::Resolved(Identity { uid: None, .. }) => Ok(nix::unistd::geteuid().as_raw()),
+        Resolution::Pending => Err("the service's user is not resolved yet".into()),
+        Resolution::Failed { message, .. } => Err(message.clone()),
     }
 }
 

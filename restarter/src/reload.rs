@@ -8,7 +8,7 @@
 //! differs) restart with the new spec, unchanged ones are left alone — even
 //! when stopped or failed by hand.
 
-use crate::service::{LoadedSet, Resolution, ServiceSpec};
+use crate::service::{LoadedSet, ServiceSpec};
 use std::collections::BTreeMap;
 
 /// Every error of `set`, one per line; `Ok` when there is none.
@@ -22,30 +22,6 @@ pub fn validate(set: &LoadedSet) -> Result<(), String> {
     }
     lines.extend(set.errors.iter().map(|(_, e)| e.to_string()));
     Err(lines.join("\n"))
-}
-
-/// A `user`/`group` lookup that fails at reload (LDAP down for a moment)
-/// must not restart a running service with an identity it cannot start
-/// with: a new spec whose lookup failed keeps the identity the current
-/// spec resolved for the same `user`/`group` (so it compares equal when
-/// nothing else changed).
-pub fn keep_resolved_identities<'a>(
-    new: &mut [ServiceSpec],
-    current: impl Fn(&str) -> Option<&'a ServiceSpec>,
-) {
-    for spec in new {
-        if !matches!(spec.identity, Resolution::Failed { .. }) {
-            continue;
-        }
-        if let Some(old) = current(&spec.name) {
-            if old.user == spec.user
-                && old.group == spec.group
-                && matches!(old.identity, Resolution::Resolved(_))
-            {
-                spec.identity = old.identity.clone();
-            }
-        }
-    }
 }
 
 /// What a new set changes, by name.
@@ -104,31 +80,6 @@ mod tests {
         assert_eq!(d.added, vec!["x"]);
         assert_eq!(d.changed, vec!["b"]);
         assert_eq!(d.removed, vec!["c"]);
-    }
-
-    #[test]
-    fn a_failed_lookup_at_reload_keeps_the_identity_resolved_before() {
-        use crate::service::Identity;
-        let mut old = ServiceSpec::new("a", &["/bin/a"]);
-        old.user = Some("www".into());
-        old.identity = Resolution::Resolved(Identity {
-            uid: Some(33),
-            ..Identity::default()
-        });
-        let failed = Resolution::Failed {
-            errno: None,
-            message: "ldap down".into(),
-        };
-        let mut new = vec![old.clone()];
-        new[0].identity = failed.clone();
-        keep_resolved_identities(&mut new, |n| (n == "a").then_some(&old));
-        assert_eq!(new[0], old, "unchanged: no restart");
-        // Another user: the failure stands (the start looks up again).
-        let mut other = vec![old.clone()];
-        other[0].user = Some("db".into());
-        other[0].identity = failed.clone();
-        keep_resolved_identities(&mut other, |n| (n == "a").then_some(&old));
-        assert_eq!(other[0].identity, failed);
     }
 
     #[test]

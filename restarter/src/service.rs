@@ -27,10 +27,11 @@
 //! - `working_directory` must be absolute; it is not checked at load (a
 //!   `stat` on a dead NFS mount would hang the restarter): a missing one
 //!   ends the started process with exit status 200 and a line in its
-//!   output. `user` and `group` are names or numeric ids, resolved when
-//!   the file is loaded or reloaded ([`Resolution`]); a failed lookup is
-//!   repeated at each start (a missing user is then a start failure,
-//!   retried per policy, like a missing binary).
+//!   output. `user` and `group` are names or numeric ids, resolved off
+//!   the event loop when the file is loaded or reloaded ([`Resolution`],
+//!   `resolver.rs`); a failed lookup is repeated at the next start (a
+//!   missing user is then a start failure, retried per policy, like a
+//!   missing binary).
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -113,17 +114,18 @@ pub struct Identity {
     pub user: Option<OsString>,
 }
 
-/// Whether `user`/`group` were resolved when the file was loaded. The
-/// lookup is a blocking call (NSS: sss, LDAP), so it happens in
-/// [`load_dir`], not at each start; a failed lookup is repeated at each
-/// start until one succeeds (a directory service that was down at boot).
+/// Whether `user`/`group` are resolved. The lookup is a blocking call
+/// (NSS: sss, LDAP), so the restarter's lookup thread makes it
+/// (`resolver.rs`) after [`load_dir`], never the loop; a start waits for
+/// it, and a failed lookup is repeated at the next start (a directory
+/// service that was down at boot).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Resolution {
-    /// Not looked up ([`ServiceSpec::new`], [`parse`]): looked up at start.
+    /// Not looked up yet ([`ServiceSpec::new`], [`parse`], [`load_dir`]).
     #[default]
     Pending,
     Resolved(Identity),
-    /// The lookup at load failed; the start looks up again.
+    /// The lookup failed; the next start asks again.
     Failed {
         errno: Option<i32>,
         message: String,
@@ -441,7 +443,6 @@ pub fn load_dir(dir: &Path) -> LoadedSet {
         }
     }
     check_dependencies(&mut set, &texts);
-    crate::spawn::resolve_set(&mut set.specs);
     set
 }
 

@@ -22,10 +22,10 @@
 //! - A `user` without `group` runs with the user's primary group; either
 //!   way the supplementary groups are the user's (`getgrouplist`). A
 //!   `group` alone sets the gid and drops supplementary groups. Names are
-//!   resolved when the service file is loaded or reloaded
-//!   ([`resolve_set`]; NSS may block on sss or LDAP, never at a start); a
-//!   lookup that failed then is repeated at each start (an unknown user is
-//!   a start failure, retried per policy).
+//!   resolved off the loop by `resolver.rs` when the service file is
+//!   loaded or reloaded (NSS may block on sss or LDAP); a start waits for
+//!   that answer, and one after a failed lookup asks again (an unknown
+//!   user is a start failure, retried per policy).
 //! - Limits the service does not set: `nofile` gets the conventional soft
 //!   limit 1024 ([`SERVICE_NOFILE_SOFT`]; `select()` breaks above it) and
 //!   the restarter's hard limit (init raises the layers' limits to serve
@@ -89,12 +89,13 @@ pub struct SpawnContext<'a> {
 }
 
 /// Resolves `user`/`group` through NSS (`getpwnam`, `getgrnam`,
-/// `getgrouplist`): a blocking call (sss, LDAP, a slow `userdb`), so it is
-/// made when the service file is loaded or reloaded ([`resolve_set`]), never
-/// at a start — unless that lookup failed, then again at each start (a
-/// directory service that was down at boot).
+/// `getgrouplist`): a blocking call (sss, LDAP, a slow `userdb`), so only
+/// the lookup thread of `resolver.rs` makes it, when the service file is
+/// loaded or reloaded and when a start follows a failed lookup.
 pub fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<Identity, SpawnError> {
     use nix::unistd::{Gid, Group, Uid, User};
+    #[cfg(feature = "fault-inject")]
+    nss_stall(user);
     let fail = |message: String| SpawnError {
         errno: None,
         message,
@@ -175,39 +176,38 @@ pub fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<Ident
     Ok(id)
 }
 
-/// Resolves the identity of every spec of a freshly read set (one lookup
-/// per distinct `user`/`group` pair). A failure is kept in the spec and
-/// retried at each start.
-pub fn resolve_set(specs: &mut [ServiceSpec]) {
-    let mut seen: BTreeMap<(Option<String>, Option<String>), Resolution> = BTreeMap::new();
-    for spec in specs {
-        if spec.user.is_none() && spec.group.is_none() {
-            spec.identity = Resolution::Resolved(Identity::default());
-            continue;
-        }
-        let key = (spec.user.clone(), spec.group.clone());
-        let r = seen
-            .entry(key)
-            .or_insert_with(|| {
-                match resolve_identity(spec.user.as_deref(), spec.group.as_deref()) {
-                    Ok(id) => Resolution::Resolved(id),
-                    Err(e) => Resolution::Failed {
-                        errno: e.errno,
-                        message: e.message,
-                    },
-                }
-            })
-            .clone();
-        spec.identity = r;
+/// The identity a start uses: the one resolved off the loop
+/// (`resolver.rs`). No lookup is ever made here: the shell holds a start
+/// until the identity is resolved, so anything else is a start failure.
+fn identity_for(spec: &ServiceSpec) -> Result<Identity, SpawnError> {
+    if spec.user.is_none() && spec.group.is_none() {
+        return Ok(Identity::default());
+    }
+    match &spec.identity {
+        Resolution::Resolved(id) => Ok(id.clone()),
+        Resolution::Failed { errno, message } => Err(SpawnError {
+            errno: *errno,
+            message: message.clone(),
+        }),
+        Resolution::Pending => Err(SpawnError {
+            errno: None,
+            message: "user/group not resolved yet".into(),
+        }),
     }
 }
 
-/// The identity a start uses: the one resolved at load, else a lookup now.
-fn identity_for(spec: &ServiceSpec) -> Result<Identity, SpawnError> {
-    match &spec.identity {
-        Resolution::Resolved(id) => Ok(id.clone()),
-        Resolution::Pending | Resolution::Failed { .. } => {
-            resolve_identity(spec.user.as_deref(), spec.group.as_deref())
+/// Test-only (cargo feature `fault-inject`): with
+/// `TETHER_FAULT_NSS_STALL=NAME:SECS`, the lookup of user NAME blocks for
+/// SECS seconds first, as one against a hung LDAP server would.
+#[cfg(feature = "fault-inject")]
+fn nss_stall(user: Option<&str>) {
+    let (Some(u), Some(v)) = (user, std::env::var_os("TETHER_FAULT_NSS_STALL")) else {
+        return;
+    };
+    let v = v.to_string_lossy().into_owned();
+    if let Some((name, secs)) = v.split_once(':') {
+        if let (true, Ok(s)) = (name == u, secs.parse::<u64>()) {
+            std::thread::sleep(std::time::Duration::from_secs(s));
         }
     }
 }
@@ -273,8 +273,8 @@ pub const EXIT_EXEC: i32 = 127;
 /// Starts the service's process; returns its pid (also its process group
 /// and session id).
 ///
-/// Nothing here can hang on a file system: names were resolved at load
-/// ([`resolve_set`]), and a `working_directory` is entered by the helper
+/// Nothing here can hang on a file system: names were resolved off the
+/// loop (`resolver.rs`), and a `working_directory` is entered by the helper
 /// (see [`exec_in_main`]), a process of its own by then — the spawner's
 /// child shares the restarter's memory until its `execve`, so a `chdir` on
 /// a dead NFS mount there would stop the event loop with it.
@@ -758,10 +758,8 @@ mod tests {
     }
 
     #[test]
-    fn unknown_user_is_a_start_failure() {
-        let mut spec = ServiceSpec::new("x", &["/bin/true"]);
-        spec.user = Some("no-such-user-tether".into());
-        let e = start(&spec, current_nofile()).0.unwrap_err();
+    fn unknown_user_is_a_lookup_failure() {
+        let e = resolve_identity(Some("no-such-user-tether"), None).unwrap_err();
         assert!(e.message.contains("not found"), "{e:?}");
     }
 
@@ -785,13 +783,16 @@ mod tests {
             "{status:?}"
         );
         assert_eq!(text, "65534\n65534\nno-such-user-tether\n");
-        // A lookup that failed at load is tried again at the start.
+        // A lookup that failed (or is not done) is a start failure here,
+        // never a lookup (the shell asks the resolver and holds the start).
         spec.identity = Resolution::Failed {
             errno: None,
             message: "down".into(),
         };
         let e = start(&spec, current_nofile()).0.unwrap_err();
-        assert!(e.message.contains("not found"), "{e:?}");
+        assert_eq!(e.message, "down");
+        spec.identity = Resolution::Pending;
+        assert!(start(&spec, current_nofile()).0.is_err());
     }
 
     #[test]
@@ -805,8 +806,7 @@ mod tests {
             ],
         );
         spec.user = Some("nobody".into());
-        resolve_set(std::slice::from_mut(&mut spec));
-        assert!(matches!(spec.identity, Resolution::Resolved(_)));
+        spec.identity = Resolution::Resolved(resolve_identity(Some("nobody"), None).unwrap());
         let (pid, out) = start(&spec, (20000, 20000));
         let pid = pid.unwrap();
         let (status, text) = run_to_end(pid, out);

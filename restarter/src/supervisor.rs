@@ -835,6 +835,59 @@ impl Supervisor {
         self.take()
     }
 
+    /// The `user`/`group` pair was looked up (off the loop, see
+    /// `resolver.rs`): every service naming it takes the answer (a failure
+    /// never replaces a resolved identity). A running service whose
+    /// resolved identity changed restarts with the new one, as for a
+    /// changed file at a reload.
+    pub fn identity_resolved(
+        &mut self,
+        user: Option<&str>,
+        group: Option<&str>,
+        answer: &crate::service::Resolution,
+        now: MonoTime,
+    ) -> Vec<Action> {
+        use crate::resolver::merge;
+        use crate::service::Resolution;
+        let names =
+            |spec: &ServiceSpec| spec.user.as_deref() == user && spec.group.as_deref() == group;
+        let ids: Vec<ServiceId> = self.ids().collect();
+        for id in ids {
+            let Some(Some(Entry::Valid(s))) = self.slots.get_mut(id.index()) else {
+                continue;
+            };
+            if let Some(next) = s.next_spec.as_mut().filter(|n| names(n)) {
+                next.identity = merge(Some(&next.identity), answer.clone());
+            }
+            if !names(&s.spec) {
+                continue;
+            }
+            let new = merge(Some(&s.spec.identity), answer.clone());
+            if new == s.spec.identity {
+                continue;
+            }
+            let restart = matches!(s.spec.identity, Resolution::Resolved(_))
+                && s.proc_.is_some()
+                && !s.stopping()
+                && s.next_spec.is_none();
+            if !restart {
+                s.spec.identity = new;
+                continue;
+            }
+            let mut spec = s.spec.clone();
+            spec.identity = new;
+            s.next_spec = Some(spec);
+            s.restart_after_stop = true;
+            let line = format!(
+                "service {}: its user or group changed: restarting it",
+                s.spec.name
+            );
+            self.log(Level::Info, line);
+            self.begin_stop(id, StopReason::Reload, now);
+        }
+        self.take()
+    }
+
     /// The service's notify socket was bound again (the runtime directory
     /// had been removed under it): a running watchdog service gets one
     /// fresh `watchdog_timeout` from `now`, since its pings had nowhere to

@@ -276,7 +276,8 @@ impl Shell {
         let Some(mut p) = self.pending.take() else {
             return false;
         };
-        let set = p.set.take().unwrap_or_default();
+        let mut set = p.set.take().unwrap_or_default();
+        self.ask_identities(&mut set.specs, now);
         self.log_fd_budget(&set.specs);
         // Descriptors first, so a service's output is drained from now on.
         let specs = set.specs.clone();
