@@ -410,6 +410,14 @@ pub fn table(config: &Config) -> Vec<BudgetRow> {
 }
 
 /// The table as aligned text: fault, outcome, bound, formula.
+/// From which moment the bounds of [`table`] hold (printed under it by
+/// `tetherctl check`): the hardware is armed by watchdogd's first open of
+/// the device, and nothing bounds a hang before that.
+pub const FROM_WHEN: &str =
+    "These bounds hold from the moment tether-watchdogd first opens the watchdog device \
+(that open arms the hardware); a hang before it is not bounded. Make that moment early: \
+build the driver in or load it from the initramfs, and let init start watchdogd first (it does).";
+
 pub fn render_table(rows: &[BudgetRow]) -> String {
     let header = ["fault", "outcome", "bound", "formula"];
     let cells: Vec<[String; 4]> = rows

@@ -440,6 +440,7 @@ fn check_reports_service_errors_and_the_budget() {
         "init hang",
         "service web crash",
         "service web hang",
+        "first opens the watchdog device",
         "check passed",
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");

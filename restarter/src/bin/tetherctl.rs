@@ -388,6 +388,7 @@ fn check(config_path: &Path, out: &mut impl Write) -> std::io::Result<u8> {
     ));
     writeln!(out, "\ntiming budget (worst case from fault to outcome):")?;
     write!(out, "{}", budget::render_table(&rows))?;
+    writeln!(out, "{}", budget::FROM_WHEN)?;
     if errors > 0 {
         writeln!(out, "\ncheck failed: {errors} error(s)")?;
         Ok(EXIT_ERROR)
