@@ -1331,6 +1331,7 @@ mod tests {
             syslog_socket: d.join("log.sock"),
             kmsg,
             stderr,
+            ..LogSettings::default()
         };
         let mut b = Backend::new("tether-test", 9, settings);
         b.kmsg.path = d.join("kmsg");
@@ -2116,6 +2117,7 @@ mod tests {
                 syslog_socket: d.join("log.sock"),
                 kmsg: false,
                 stderr: false,
+                ..LogSettings::default()
             },
         );
         // What the hook gets: `panicked at FILE:LINE:COL:` and the message.

@@ -419,7 +419,8 @@ impl Daemon {
             .state_dir
             .clone()
             .unwrap_or_else(|| config.paths.state.clone());
-        let records = records::Writer::start(state_dir.clone()).map_err(StartError::Records)?;
+        let records = records::Writer::start(state_dir.clone(), config.state.history)
+            .map_err(StartError::Records)?;
         let d = Daemon {
             config_path,
             args,

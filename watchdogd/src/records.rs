@@ -18,11 +18,20 @@
 //! Jobs are coalesced: only the newest `reset-reason` matters, so a backlog
 //! behind a slow disk is one write, not many. A failing directory is logged
 //! once at ERROR and retried every [`RETRY`]; its recovery is logged.
+//!
+//! Reset history (issue 16): at start, this thread reads the previous
+//! boot's `reset-reason` (the one that logs "previous boot ended: ..."),
+//! and appends it, with the device's boot status, the record's write time
+//! and this boot's number, to `STATE/history` (bounded to `[state]
+//! history` entries, written like every record) before the `unknown`
+//! pre-write replaces it. A failed append is retried with the other
+//! records; a malformed history file is moved aside to `history.bad`
+//! (logged at ERROR, naming file and line) and a new one started.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
-use tether_common::record::{self, ResetRecord};
+use tether_common::record::{self, HistoryEntry, ResetRecord};
 use tether_common::watchdog_dev::{self, WDIOF_CARDRESET};
 
 /// How often a failing state directory is tried again.
@@ -50,12 +59,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread for `dir`.
-    pub fn start(dir: PathBuf) -> std::io::Result<Writer> {
+    /// Starts the thread for `dir`, keeping `history` boots in its reset
+    /// history.
+    pub fn start(dir: PathBuf, history: usize) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("records".into())
-            .spawn(move || run(dir, rx))?;
+            .spawn(move || run(dir, history, rx))?;
         Ok(Writer { tx })
     }
 
@@ -82,15 +92,20 @@ struct State {
     boot: Option<u64>,
     bump_pending: bool,
     reason: Option<ResetRecord>,
+    /// The previous boot, to append to the history (before `reason`).
+    history: Option<HistoryEntry>,
+    keep: usize,
     failing: bool,
 }
 
-fn run(dir: PathBuf, rx: Receiver<Msg>) {
+fn run(dir: PathBuf, keep: usize, rx: Receiver<Msg>) {
     let mut st = State {
         dir,
         boot: None,
         bump_pending: false,
         reason: None,
+        history: None,
+        keep,
         failing: false,
     };
     let mut acks: Vec<(std::time::Instant, mpsc::SyncSender<bool>)> = Vec::new();
@@ -113,7 +128,7 @@ fn run(dir: PathBuf, rx: Receiver<Msg>) {
         for m in msgs {
             match m {
                 Msg::Job(Job::Start { boot_status }) => {
-                    log_previous_boot(&st.dir, boot_status);
+                    st.history = log_previous_boot(&st.dir, boot_status);
                     st.bump_pending = true;
                     st.reason = Some(ResetRecord::unknown(None));
                 }
@@ -145,6 +160,23 @@ impl State {
                     self.bump_pending = false;
                 }
                 Err(e) => err = Some(e),
+            }
+        }
+        if err.is_none() {
+            if let Some(mut h) = self.history.take() {
+                h.next_boot = self.boot;
+                match record::append_history(&self.dir, h.clone(), self.keep) {
+                    Ok(record::Appended::Kept) => {}
+                    Ok(record::Appended::MovedAside(why)) => log::error!(
+                        "reset history unreadable ({}): moved to {}.bad, a new one starts",
+                        why,
+                        record::HISTORY
+                    ),
+                    Err(e) => {
+                        self.history = Some(h);
+                        err = Some(e);
+                    }
+                }
             }
         }
         if err.is_none() {
@@ -182,11 +214,27 @@ impl State {
     }
 }
 
-fn log_previous_boot(dir: &std::path::Path, boot_status: Option<u32>) {
-    let prev = match record::read_reset_reason(dir) {
-        Ok(r) => record::describe_previous(r.as_ref()),
-        Err(e) => format!("previous boot ended: unknown (record unreadable: {})", e),
+/// Logs how the previous boot ended; returns its history entry (`None`
+/// when there was no record: nothing ended that tether saw).
+fn log_previous_boot(dir: &std::path::Path, boot_status: Option<u32>) -> Option<HistoryEntry> {
+    let (prev, rec) = match record::read_reset_reason(dir) {
+        Ok(r) => (record::describe_previous(r.as_ref()), r),
+        Err(e) => {
+            let mut r = ResetRecord::unknown(None);
+            r.detail = Some(format!("record unreadable: {e}"));
+            (
+                format!("previous boot ended: unknown (record unreadable: {})", e),
+                Some(r),
+            )
+        }
     };
+    let entry = rec.map(|record| HistoryEntry {
+        record,
+        recorded: record::reset_reason_written_at(dir),
+        boot_status,
+        seen: Some(record::wall_now()),
+        next_boot: None,
+    });
     match boot_status {
         Some(bits) if bits & WDIOF_CARDRESET != 0 => log::warn!(
             "{}; the device reports the last reset was the watchdog (CARDRESET)",
@@ -199,6 +247,7 @@ fn log_previous_boot(dir: &std::path::Path, boot_status: Option<u32>) {
         ),
         None => log::info!("{}", prev),
     }
+    entry
 }
 
 #[cfg(test)]
@@ -215,7 +264,7 @@ mod tests {
     #[test]
     fn the_stop_record_is_durable_when_write_durable_returns() {
         let dir = scratch("durable");
-        let w = Writer::start(dir.clone()).unwrap();
+        let w = Writer::start(dir.clone(), 32).unwrap();
         w.queue(Job::Start { boot_status: None });
         let stop = ResetRecord::watchdog(None, "init", Duration::from_millis(1500));
         assert!(w.write_durable(Job::Reason(stop), Duration::from_secs(10)));
@@ -231,9 +280,33 @@ mod tests {
         std::fs::create_dir_all(&parent).unwrap();
         let blocker = parent.join("file");
         std::fs::write(&blocker, "not a directory").unwrap();
-        let w = Writer::start(blocker.join("state")).unwrap();
+        let w = Writer::start(blocker.join("state"), 32).unwrap();
         let r = ResetRecord::unknown(None);
         assert!(!w.write_durable(Job::Reason(r), Duration::from_secs(10)));
         let _ = std::fs::remove_dir_all(&parent);
+    }
+
+    #[test]
+    fn the_previous_boot_joins_the_history_before_the_unknown_prewrite() {
+        let dir = scratch("history");
+        std::fs::create_dir_all(&dir).unwrap();
+        record::write_boot_count(&dir, 4).unwrap();
+        let prev = ResetRecord::watchdog(Some(4), "restarter", Duration::from_millis(20_400));
+        record::write_reset_reason(&dir, &prev).unwrap();
+        let w = Writer::start(dir.clone(), 32).unwrap();
+        w.queue(Job::Start {
+            boot_status: Some(WDIOF_CARDRESET),
+        });
+        let r = ResetRecord::unknown(None);
+        assert!(w.write_durable(Job::Reason(r), Duration::from_secs(10)));
+        let h = record::read_history(&dir).unwrap();
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h[0].record, prev);
+        assert_eq!(h[0].boot_status, Some(WDIOF_CARDRESET));
+        assert_eq!(h[0].next_boot, Some(5));
+        assert!(h[0].recorded.is_some() && h[0].seen.is_some());
+        let now = record::read_reset_reason(&dir).unwrap().unwrap();
+        assert_eq!((now.cause, now.boot), (record::Cause::Unknown, Some(5)));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
