@@ -705,6 +705,9 @@ impl Daemon {
                     )
                 };
                 alert!(
+                    layer = layer.as_str(),
+                    state = "stopped",
+                    silent_ms = u64::try_from(silent_for.as_millis()).unwrap_or(u64::MAX);
                     "layer {} silent for {} ({}): STOPPING petting the watchdog; hardware reset in {} unless it recovers",
                     layer,
                     secs(silent_for),
@@ -713,6 +716,9 @@ impl Daemon {
                 );
             }
             Note::Resumed { layer, stopped_for } => log::warn!(
+                target: "state",
+                layer = layer.as_str(),
+                state = "resumed";
                 "layer {} is beating again: resuming petting after {} without",
                 layer,
                 secs(stopped_for)
@@ -928,7 +934,29 @@ impl Daemon {
         } else {
             ", NOT PETTING"
         };
-        log::info!("liveness: {}, {}, {}{}", layers, dev, pet, stopped);
+        let (device, timeout) = match self.device.state() {
+            device::State::Open {
+                armed_secs,
+                simulated: true,
+                ..
+            } => ("simulated", Some(*armed_secs)),
+            device::State::Open { armed_secs, .. } => ("armed", Some(*armed_secs)),
+            device::State::Absent { .. } => ("absent", None),
+            device::State::Disarmed => ("disarmed", None),
+        };
+        let last_pet_ms = self
+            .last_pet
+            .map(|t| u64::try_from(now.saturating_since(t).as_millis()).unwrap_or(u64::MAX));
+        log::info!(
+            target: "liveness",
+            layer = "watchdog",
+            state = if self.gate.is_petting() { "ok" } else { "stopped" },
+            layers = layers.as_str(),
+            device = device,
+            timeout_s = timeout.map_or(String::new(), |t| t.to_string()).as_str(),
+            last_pet_ms = last_pet_ms.map_or(String::new(), |t| t.to_string()).as_str();
+            "liveness: {}, {}, {}{}", layers, dev, pet, stopped
+        );
     }
 
     /// Handles pending signals; `Some(code)` to exit.

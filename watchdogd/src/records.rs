@@ -235,17 +235,34 @@ fn log_previous_boot(dir: &std::path::Path, boot_status: Option<u32>) -> Option<
         seen: Some(record::wall_now()),
         next_boot: None,
     });
+    // RFC 5424: MSGID RESET, the record as structured data.
+    let r = entry.as_ref().map(|e| &e.record);
+    let cause = r.map_or("none", |r| r.cause.as_str());
+    let layer = r.and_then(|r| r.layer.as_deref()).unwrap_or("");
+    let by = r.and_then(|r| r.by.as_deref()).unwrap_or("");
+    let silent_ms = r.and_then(|r| r.silent_ms);
+    let boot = r.and_then(|r| r.boot);
+    let status = boot_status.map(|b| format!("0x{b:x}"));
+    let status = status.as_deref().unwrap_or("");
     match boot_status {
         Some(bits) if bits & WDIOF_CARDRESET != 0 => log::warn!(
+            target: "reset", cause = cause, layer = layer, silent_ms = silent_ms.map_or(String::new(), |t| t.to_string()).as_str(),
+            by = by, boot = boot.map_or(String::new(), |t| t.to_string()).as_str(), boot_status = status;
             "{}; the device reports the last reset was the watchdog (CARDRESET)",
             prev
         ),
         Some(bits) => log::info!(
+            target: "reset", cause = cause, layer = layer, silent_ms = silent_ms.map_or(String::new(), |t| t.to_string()).as_str(),
+            by = by, boot = boot.map_or(String::new(), |t| t.to_string()).as_str(), boot_status = status;
             "{}; device boot status {}",
             prev,
             watchdog_dev::describe_flags(bits)
         ),
-        None => log::info!("{}", prev),
+        None => log::info!(
+            target: "reset", cause = cause, layer = layer, silent_ms = silent_ms.map_or(String::new(), |t| t.to_string()).as_str(),
+            by = by, boot = boot.map_or(String::new(), |t| t.to_string()).as_str();
+            "{}", prev
+        ),
     }
     entry
 }
