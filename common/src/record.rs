@@ -688,6 +688,133 @@ pub fn civil_utc(t: u64) -> (i64, u32, u32, u32, u32, u32) {
     )
 }
 
+// ---------------------------------------------------------------------------
+// watchdogd's published status (for the restarter's metrics)
+// ---------------------------------------------------------------------------
+
+/// watchdogd's status file in the runtime directory (`RUN/watchdog.status`).
+pub const WATCHDOG_STATUS: &str = "watchdog.status";
+
+/// What watchdogd publishes each beat interval for the restarter's metrics
+/// (it alone knows the device and the layers' beats). Times are
+/// `CLOCK_MONOTONIC` milliseconds, the same clock in every process of a
+/// boot, so a reader computes ages with its own `MonoTime::now()`: a
+/// watchdogd that stops publishing (wedged) shows as growing ages, never
+/// as fresh. Written `key=value` per line, atomically (tmp + rename, no
+/// fsync: a runtime file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchdogStatus {
+    pub written_ms: u64,
+    pub petting: bool,
+    /// `armed`, `simulated`, `absent` or `disarmed`.
+    pub device: String,
+    pub timeout_s: Option<u32>,
+    pub last_pet_ms: Option<u64>,
+    /// `WDIOC_GETBOOTSTATUS` bits read at start.
+    pub boot_status: Option<u32>,
+    /// This boot's number (the boot counter).
+    pub boot: Option<u64>,
+    /// How the previous boot ended (`cause`, `layer`), if known.
+    pub prev_cause: Option<String>,
+    pub prev_layer: Option<String>,
+    /// (layer, last beat in ms; `None`: no beat yet).
+    pub layers: Vec<(String, Option<u64>)>,
+}
+
+impl WatchdogStatus {
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "written_ms={}\npetting={}\ndevice={}\n",
+            self.written_ms,
+            u8::from(self.petting),
+            clean(&self.device)
+        );
+        let mut opt = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                s.push_str(&format!("{k}={}\n", clean(&v)));
+            }
+        };
+        opt("timeout_s", self.timeout_s.map(|v| v.to_string()));
+        opt("last_pet_ms", self.last_pet_ms.map(|v| v.to_string()));
+        opt("boot_status", self.boot_status.map(|v| format!("0x{v:x}")));
+        opt("boot", self.boot.map(|v| v.to_string()));
+        opt("prev_cause", self.prev_cause.clone());
+        opt("prev_layer", self.prev_layer.clone());
+        for (name, beat) in &self.layers {
+            let v = beat.map_or("-".to_string(), |b| b.to_string());
+            s.push_str(&format!("layer.{}={}\n", clean(name), v));
+        }
+        s
+    }
+
+    /// Parses the file's text; the error names the line.
+    pub fn parse(text: &str) -> Result<WatchdogStatus, String> {
+        let mut w = WatchdogStatus::default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| format!("line {}: not key=value", i + 1))?;
+            let bad = || format!("line {}: bad `{}`", i + 1, short(k));
+            let num = |v: &str| v.parse::<u64>().map_err(|_| bad());
+            match k {
+                "written_ms" => w.written_ms = num(v)?,
+                "petting" => w.petting = v == "1",
+                "device" => w.device = v.to_string(),
+                "timeout_s" => w.timeout_s = Some(v.parse().map_err(|_| bad())?),
+                "last_pet_ms" => w.last_pet_ms = Some(num(v)?),
+                "boot_status" => {
+                    let h = v.strip_prefix("0x").unwrap_or(v);
+                    w.boot_status = Some(u32::from_str_radix(h, 16).map_err(|_| bad())?)
+                }
+                "boot" => w.boot = Some(num(v)?),
+                "prev_cause" => w.prev_cause = Some(v.to_string()),
+                "prev_layer" => w.prev_layer = Some(v.to_string()),
+                _ => {
+                    if let Some(name) = k.strip_prefix("layer.") {
+                        let beat = if v == "-" { None } else { Some(num(v)?) };
+                        w.layers.push((name.to_string(), beat));
+                    }
+                }
+            }
+        }
+        Ok(w)
+    }
+}
+
+/// Writes `dir/name` atomically without fsync (runtime files on tmpfs:
+/// `name.tmp` in the same directory, then `rename`).
+pub fn write_volatile(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+/// Reads `RUN/watchdog.status`; `Ok(None)` when absent.
+pub fn read_watchdog_status(run: &Path) -> Result<Option<WatchdogStatus>, RecordError> {
+    match read_bounded(run, WATCHDOG_STATUS)? {
+        None => Ok(None),
+        Some(t) => WatchdogStatus::parse(&t)
+            .map(Some)
+            .map_err(|reason| RecordError::Malformed {
+                path: run.join(WATCHDOG_STATUS),
+                reason,
+            }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -926,5 +1053,25 @@ mod tests {
         assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
         assert_eq!(format_utc(1_796_161_545), "2026-12-01 21:45:45");
         assert_eq!(format_utc(4_107_542_399), "2100-02-28 23:59:59");
+    }
+
+    #[test]
+    fn watchdog_status_round_trips() {
+        let w = WatchdogStatus {
+            written_ms: 1000,
+            petting: true,
+            device: "armed".into(),
+            timeout_s: Some(30),
+            last_pet_ms: Some(990),
+            boot_status: Some(0x20),
+            boot: Some(7),
+            prev_cause: Some("watchdog".into()),
+            prev_layer: Some("restarter".into()),
+            layers: vec![("init".into(), Some(995)), ("restarter".into(), None)],
+        };
+        assert_eq!(WatchdogStatus::parse(&w.to_text()).unwrap(), w);
+        assert!(WatchdogStatus::parse("petting=1\nlast_pet_ms=x\n")
+            .unwrap_err()
+            .contains("line 2"));
     }
 }

@@ -61,11 +61,22 @@ pub struct Writer {
 impl Writer {
     /// Starts the thread for `dir`, keeping `history` boots in its reset
     /// history.
+    #[cfg(test)]
     pub fn start(dir: PathBuf, history: usize) -> std::io::Result<Writer> {
+        Writer::start_with(dir, history, None)
+    }
+
+    /// Like [`start`](Writer::start); the boot number and the previous
+    /// boot's end go to `publisher` once known.
+    pub fn start_with(
+        dir: PathBuf,
+        history: usize,
+        publisher: Option<Publisher>,
+    ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("records".into())
-            .spawn(move || run(dir, history, rx))?;
+            .spawn(move || run(dir, history, publisher, rx))?;
         Ok(Writer { tx })
     }
 
@@ -96,9 +107,12 @@ struct State {
     history: Option<HistoryEntry>,
     keep: usize,
     failing: bool,
+    publisher: Option<Publisher>,
+    /// The previous boot's (cause, layer), for the publisher.
+    prev: Option<(String, Option<String>)>,
 }
 
-fn run(dir: PathBuf, keep: usize, rx: Receiver<Msg>) {
+fn run(dir: PathBuf, keep: usize, publisher: Option<Publisher>, rx: Receiver<Msg>) {
     let mut st = State {
         dir,
         boot: None,
@@ -107,6 +121,8 @@ fn run(dir: PathBuf, keep: usize, rx: Receiver<Msg>) {
         history: None,
         keep,
         failing: false,
+        publisher,
+        prev: None,
     };
     let mut acks: Vec<(std::time::Instant, mpsc::SyncSender<bool>)> = Vec::new();
     loop {
@@ -129,6 +145,10 @@ fn run(dir: PathBuf, keep: usize, rx: Receiver<Msg>) {
             match m {
                 Msg::Job(Job::Start { boot_status }) => {
                     st.history = log_previous_boot(&st.dir, boot_status);
+                    st.prev = st
+                        .history
+                        .as_ref()
+                        .map(|h| (h.record.cause.as_str().to_string(), h.record.layer.clone()));
                     st.bump_pending = true;
                     st.reason = Some(ResetRecord::unknown(None));
                 }
@@ -158,6 +178,10 @@ impl State {
                 Ok(n) => {
                     self.boot = Some(n);
                     self.bump_pending = false;
+                    if let Some(p) = &self.publisher {
+                        let (cause, layer) = self.prev.clone().unzip();
+                        p.boot(n, cause, layer.flatten());
+                    }
                 }
                 Err(e) => err = Some(e),
             }
@@ -265,6 +289,93 @@ fn log_previous_boot(dir: &std::path::Path, boot_status: Option<u32>) -> Option<
         ),
     }
     entry
+}
+
+/// Publishes watchdogd's status to `RUN/watchdog.status` for the
+/// restarter's metrics (issue 16; see `record::WatchdogStatus`).
+///
+/// Decision: the restarter renders every metric, so it learns the pet
+/// state from this file, read from the runtime directory (tmpfs) when it
+/// renders. The loop sends a snapshot once per beat interval (a channel
+/// send: never blocks); this thread, not the loop, writes the file (tmp +
+/// rename, no fsync), so neither the petting path nor a slow state disk
+/// can delay it: it is apart from the record writer, which may sit in an
+/// fsync for tens of seconds. A failing directory is logged once, and its
+/// recovery.
+#[derive(Clone)]
+pub struct Publisher {
+    tx: Sender<Pub>,
+}
+
+enum Pub {
+    Snapshot(record::WatchdogStatus),
+    Boot {
+        boot: u64,
+        cause: Option<String>,
+        layer: Option<String>,
+    },
+}
+
+impl Publisher {
+    pub fn start(run: PathBuf) -> std::io::Result<Publisher> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("status".into())
+            .spawn(move || publish(run, rx))?;
+        Ok(Publisher { tx })
+    }
+
+    /// The loop's part: device, pets, beats (boot fields are filled in here).
+    pub fn snapshot(&self, s: record::WatchdogStatus) {
+        let _ = self.tx.send(Pub::Snapshot(s));
+    }
+
+    fn boot(&self, boot: u64, cause: Option<String>, layer: Option<String>) {
+        let _ = self.tx.send(Pub::Boot { boot, cause, layer });
+    }
+}
+
+fn publish(run: PathBuf, rx: Receiver<Pub>) {
+    let mut boot: (Option<u64>, Option<String>, Option<String>) = (None, None, None);
+    let mut failing = false;
+    while let Ok(first) = rx.recv() {
+        let mut last = None;
+        for m in std::iter::once(first).chain(rx.try_iter()) {
+            match m {
+                Pub::Snapshot(s) => last = Some(s),
+                Pub::Boot {
+                    boot: b,
+                    cause,
+                    layer,
+                } => boot = (Some(b), cause, layer),
+            }
+        }
+        let Some(mut s) = last else { continue };
+        s.boot = boot.0;
+        s.prev_cause = boot.1.clone();
+        s.prev_layer = boot.2.clone();
+        let r = std::fs::create_dir_all(&run).and_then(|()| {
+            record::write_volatile(&run, record::WATCHDOG_STATUS, s.to_text().as_bytes())
+        });
+        match r {
+            Err(e) if !failing => {
+                log::warn!(
+                    "cannot write {}: {} (metrics lack the watchdog's state)",
+                    run.join(record::WATCHDOG_STATUS).display(),
+                    e
+                );
+                failing = true;
+            }
+            Ok(()) if failing => {
+                log::info!(
+                    "{} written again",
+                    run.join(record::WATCHDOG_STATUS).display()
+                );
+                failing = false;
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
