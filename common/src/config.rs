@@ -93,6 +93,8 @@ pub struct Config {
     pub paths: Paths,
     pub init: InitSettings,
     pub control: ControlSettings,
+    pub state: StateSettings,
+    pub metrics: MetricsSettings,
 }
 
 /// `[timing]`.
@@ -158,6 +160,47 @@ pub struct LogSettings {
     pub kmsg: bool,
     /// Whether tether's own log lines are also copied to stderr. Default true.
     pub stderr: bool,
+    /// The syslog line format: `rfc3164` (default, `<PRI>TAG[PID]: msg`) or
+    /// `rfc5424` (`<PRI>1 TIME HOST APP PID MSGID [SD] msg`, with a MSGID
+    /// and structured data for a central collector; see `logging`).
+    pub format: LogFormat,
+}
+
+/// `[log] format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Rfc3164,
+    Rfc5424,
+}
+
+/// `[state]`: the persistent records.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateSettings {
+    /// Boots kept in the reset history (`STATE/history`), 0 (off) to
+    /// [`crate::record::HISTORY_MAX`]. Default 32.
+    pub history: usize,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            history: crate::record::HISTORY_DEFAULT,
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus metrics for node_exporter's textfile collector.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Directory the restarter writes `tether.prom` into (node_exporter's
+    /// `--collector.textfile.directory`); `None` (unset or `""`): no
+    /// metrics file.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub textfile_dir: Option<PathBuf>,
 }
 
 /// `[paths]`.
@@ -278,6 +321,8 @@ impl Default for Config {
             paths: Paths::default(),
             init: InitSettings::default(),
             control: ControlSettings::default(),
+            state: StateSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -303,6 +348,7 @@ impl Default for LogSettings {
             syslog_socket: "/dev/log".into(),
             kmsg: true,
             stderr: true,
+            format: LogFormat::Rfc3164,
         }
     }
 }
@@ -404,6 +450,14 @@ impl Config {
                 );
                 return Err((vec!["init", "nofile"], message));
             }
+        }
+        if self.state.history > crate::record::HISTORY_MAX {
+            let message = format!(
+                "must be from 0 (no history) to {}, not {}",
+                crate::record::HISTORY_MAX,
+                self.state.history
+            );
+            return Err((vec!["state", "history"], message));
         }
         for layer in t.stale_timeout_by_layer.keys() {
             if layer.is_empty()
@@ -568,9 +622,12 @@ mod tests {
             LogSettings {
                 syslog_socket: "/dev/log".into(),
                 kmsg: true,
-                stderr: true
+                stderr: true,
+                format: LogFormat::Rfc3164,
             }
         );
+        assert_eq!(c.state.history, 32);
+        assert_eq!(c.metrics.textfile_dir, None);
         assert_eq!(c.paths.services, Path::new("/etc/tether/services"));
         assert_eq!(c.paths.run, Path::new("/run/tether"));
         assert_eq!(c.paths.state, Path::new("/var/lib/tether"));
@@ -634,8 +691,19 @@ nofile = 65536
 
 [control]
 group = "tether"
+
+[state]
+history = 100
+
+[metrics]
+textfile_dir = "/var/lib/node_exporter/textfile_collector"
 "#;
         let c = parse(text).unwrap();
+        assert_eq!(c.state.history, 100);
+        assert_eq!(
+            c.metrics.textfile_dir.as_deref(),
+            Some(Path::new("/var/lib/node_exporter/textfile_collector"))
+        );
         let t = &c.timing;
         assert_eq!(t.beat_interval, Duration::from_millis(500));
         assert_eq!(t.restart_delay, Duration::from_millis(1500));
@@ -657,7 +725,8 @@ group = "tether"
             LogSettings {
                 syslog_socket: "/tmp/t/log.sock".into(),
                 kmsg: false,
-                stderr: false
+                stderr: false,
+                format: LogFormat::Rfc3164,
             }
         );
         assert_eq!(c.paths.bin.as_deref(), Some(Path::new("/opt/tether/bin")));
@@ -683,6 +752,19 @@ group = "tether"
             (c.paths.bin, c.watchdog.device, c.control.group),
             (None, None, None)
         );
+    }
+
+    #[test]
+    fn log_format_history_and_metrics_keys() {
+        let c = parse("[log]\nformat = \"rfc5424\"\n[metrics]\ntextfile_dir = \"\"\n").unwrap();
+        assert_eq!(c.log.format, LogFormat::Rfc5424);
+        assert_eq!(c.metrics.textfile_dir, None, "empty means off");
+        let (line, _, field, message) = parse_error("[log]\nformat = \"json\"\n");
+        assert_eq!((line, field.as_str()), (2, "log.format"), "{message}");
+        assert!(message.contains("rfc5424"), "{message}");
+        let (line, _, field, message) = parse_error("[state]\nhistory = 5000\n");
+        assert_eq!((line, field.as_str()), (2, "state.history"), "{message}");
+        assert!(message.contains("1024"), "{message}");
     }
 
     #[test]

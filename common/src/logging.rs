@@ -22,7 +22,16 @@
 //! - Environment overrides, applied over the settings in [`init`] and
 //!   [`set_settings`], so that a binary running on built-in defaults (a bad
 //!   `tether.toml`) can still be kept off the host's `/dev/log` in tests:
-//!   `TETHER_SYSLOG_SOCKET=PATH`, `TETHER_KMSG=0|1`, `TETHER_STDERR=0|1`.
+//!   `TETHER_SYSLOG_SOCKET=PATH`, `TETHER_KMSG=0|1`, `TETHER_STDERR=0|1`,
+//!   `TETHER_LOG_FORMAT=rfc3164|rfc5424`.
+//! - `[log] format = "rfc5424"`: lines are RFC 5424 with a MSGID from a
+//!   fixed vocabulary ([`MsgId`], chosen by the call site's `log` target)
+//!   and the record's key-value pairs as structured data `[tether@32473
+//!   ...]` ([`SD_ID`]; 32473 is a documentation PEN, a placeholder), `-`
+//!   when it has none. Service output sent by [`Syslog::send`] has MSGID
+//!   `OUTPUT` and the service name as APP-NAME. The timestamp is the wall
+//!   clock at formatting (UTC, microseconds), the hostname read at start
+//!   (and at [`set_settings`]).
 //! - Busy syslog (its queue full, e.g. 1000 services starting at once):
 //!   tether's own messages matter and must not be silently lost, so a record
 //!   syslog refuses as busy joins a backlog: a ring of [`BACKLOG_BYTES`]
@@ -118,7 +127,7 @@
 //!   as one CRIT record through this logger; see `log_panic`.
 
 use crate::clock::MonoTime;
-use crate::config::LogSettings;
+use crate::config::{LogFormat, LogSettings};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -245,6 +254,334 @@ pub fn format_line(buf: &mut Vec<u8>, pri: u8, tag: &str, pid: u32, msg: &[u8]) 
     }));
 }
 
+/// The private enterprise number in tether's SD-ID (`tether@32473`).
+/// 32473 is the PEN RFC 5612 reserves for documentation and examples: a
+/// PLACEHOLDER. A vendor shipping tether puts its own PEN here.
+pub const PEN: u32 = 32473;
+/// The SD-ID of tether's structured data element.
+pub const SD_ID: &str = "tether@32473";
+/// Longest structured data element sent (bytes); parameters that do not
+/// fit whole are left out.
+pub const MAX_SD: usize = 512;
+/// Longest HOSTNAME sent (RFC 5424 allows 255; a longer one is cut).
+pub const MAX_HOST: usize = 64;
+/// Longest MSGID (RFC 5424).
+pub const MAX_MSGID: usize = 32;
+/// Longest APP-NAME (RFC 5424).
+pub const MAX_APP_NAME: usize = 48;
+
+/// The MSGID vocabulary of RFC 5424 lines (`[log] format = "rfc5424"`).
+///
+/// A call site chooses it with the `log` target of the same name in lower
+/// case, e.g. `log::info!(target: "liveness", layer = "init", state = "ok";
+/// "liveness: ...")`; its key-value pairs become the structured data
+/// `[tether@32473 layer="init" state="ok"]`. Records at `Error` with target
+/// `alert` are `ALERT`; any other target is `LOG`. The vocabulary is fixed
+/// (collectors filter on it): adding a word is an interface change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsgId {
+    /// A component (layer or service) starting.
+    Start,
+    /// A component stopping on request.
+    Stop,
+    /// The periodic liveness summary line of a layer.
+    Liveness,
+    /// How the previous boot ended, or a reset reason being recorded.
+    Reset,
+    /// `LOG_ALERT`: petting stopped, a reset is coming.
+    Alert,
+    /// A service or layer exited (code or signal).
+    Exit,
+    /// Any other state change (ready, failed, petting resumed).
+    State,
+    /// Configuration loaded, reloaded or refused.
+    Config,
+    /// A service's output line (sent by the restarter, APP-NAME = service).
+    Output,
+    /// `N log line(s) dropped` notices.
+    Dropped,
+    /// A panic caught by the logger's hook.
+    Panic,
+    /// Everything else.
+    Log,
+}
+
+impl MsgId {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MsgId::Start => "START",
+            MsgId::Stop => "STOP",
+            MsgId::Liveness => "LIVENESS",
+            MsgId::Reset => "RESET",
+            MsgId::Alert => "ALERT",
+            MsgId::Exit => "EXIT",
+            MsgId::State => "STATE",
+            MsgId::Config => "CONFIG",
+            MsgId::Output => "OUTPUT",
+            MsgId::Dropped => "DROPPED",
+            MsgId::Panic => "PANIC",
+            MsgId::Log => "LOG",
+        }
+    }
+
+    /// The MSGID of a record with `target` (see the type's docs).
+    pub fn of(target: &str, severity: Severity) -> MsgId {
+        match target {
+            "start" => MsgId::Start,
+            "stop" => MsgId::Stop,
+            "liveness" => MsgId::Liveness,
+            "reset" => MsgId::Reset,
+            "exit" => MsgId::Exit,
+            "state" => MsgId::State,
+            "config" => MsgId::Config,
+            _ if severity == Severity::Alert => MsgId::Alert,
+            _ => MsgId::Log,
+        }
+    }
+}
+
+static FORMAT_5424: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn set_format(f: LogFormat) {
+    FORMAT_5424.store(
+        f == LogFormat::Rfc5424,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// The process's line format, as last set by [`init`] or [`set_settings`].
+pub fn format() -> LogFormat {
+    if FORMAT_5424.load(std::sync::atomic::Ordering::Relaxed) {
+        LogFormat::Rfc5424
+    } else {
+        LogFormat::Rfc3164
+    }
+}
+
+/// This machine's hostname for RFC 5424 (printable US-ASCII, at most
+/// [`MAX_HOST`] bytes), `-` when unknown. `uname(2)`: no I/O.
+pub fn hostname() -> String {
+    let h = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let h: String = h
+        .bytes()
+        .filter(|b| (33..=126).contains(b))
+        .take(MAX_HOST)
+        .map(char::from)
+        .collect();
+    if h.is_empty() {
+        "-".into()
+    } else {
+        h
+    }
+}
+
+/// A line's format and the fields that do not change per record.
+#[derive(Clone, Debug)]
+pub struct Framing {
+    pub format: LogFormat,
+    pub host: String,
+}
+
+impl Framing {
+    /// `format` with this machine's hostname.
+    pub fn new(format: LogFormat) -> Framing {
+        Framing {
+            format,
+            host: if format == LogFormat::Rfc5424 {
+                hostname()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    /// Appends one line in this format to `buf`; `sd` holds SD-PARAMs as
+    /// [`SdBuf`] writes them (RFC 3164 ignores `msgid` and `sd`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn line(
+        &self,
+        buf: &mut Vec<u8>,
+        severity: Severity,
+        tag: &str,
+        pid: u32,
+        msgid: MsgId,
+        sd: &[u8],
+        msg: &[u8],
+    ) {
+        let pri = severity.pri(FACILITY_DAEMON);
+        match self.format {
+            LogFormat::Rfc3164 => format_line(buf, pri, tag, pid, msg),
+            LogFormat::Rfc5424 => format_line_5424(
+                buf,
+                pri,
+                std::time::SystemTime::now(),
+                &self.host,
+                tag,
+                pid,
+                msgid,
+                sd,
+                msg,
+            ),
+        }
+    }
+}
+
+/// RFC 5424 `PRINTUSASCII` (`%d33-126`).
+fn printusascii(b: u8) -> bool {
+    (33..=126).contains(&b)
+}
+
+/// Appends an RFC 5424 line: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID
+/// MSGID SD [MSG]`. TIMESTAMP is UTC with microseconds (`Z`); APP-NAME is
+/// `app` with bytes outside PRINTUSASCII as `_`, cut at [`MAX_APP_NAME`]
+/// (`-` when empty); SD is `[tether@32473 PARAMS]` or `-` when `sd` is
+/// empty; MSG is sanitised and capped as in [`format_line`] (no BOM: MSG-ANY).
+#[allow(clippy::too_many_arguments)]
+pub fn format_line_5424(
+    buf: &mut Vec<u8>,
+    pri: u8,
+    wall: std::time::SystemTime,
+    host: &str,
+    app: &str,
+    pid: u32,
+    msgid: MsgId,
+    sd: &[u8],
+    msg: &[u8],
+) {
+    use std::io::Write;
+    let d = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (y, mo, day, h, mi, sec) = crate::record::civil_utc(d.as_secs());
+    let _ = write!(
+        buf,
+        "<{}>1 {:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z ",
+        pri,
+        y,
+        mo,
+        day,
+        h,
+        mi,
+        sec,
+        d.subsec_micros()
+    );
+    let host = if host.is_empty() { "-" } else { host };
+    for &b in host.as_bytes().iter().take(MAX_HOST) {
+        buf.push(if printusascii(b) { b } else { b'_' });
+    }
+    buf.push(b' ');
+    if app.is_empty() {
+        buf.push(b'-');
+    }
+    for &b in app.as_bytes().iter().take(MAX_APP_NAME) {
+        buf.push(if printusascii(b) { b } else { b'_' });
+    }
+    let _ = write!(buf, " {} {} ", pid, msgid.as_str());
+    if sd.is_empty() {
+        buf.push(b'-');
+    } else {
+        buf.push(b'[');
+        buf.extend_from_slice(SD_ID.as_bytes());
+        buf.extend_from_slice(sd);
+        buf.push(b']');
+    }
+    let start = buf.len();
+    buf.push(b' ');
+    // The body rules of RFC 3164 lines, without their header.
+    format_line(buf, 0, "", 0, msg);
+    let header = b"<0>[0]: ".len();
+    buf.drain(start + 1..start + 1 + header);
+    if buf.len() == start + 1 {
+        buf.truncate(start); // no MSG: no trailing space
+    }
+}
+
+/// The SD-PARAMs of one record, ` name="value"` each, in a fixed buffer of
+/// [`MAX_SD`] bytes (a parameter that does not fit whole is left out).
+/// PARAM-NAME: bytes outside PRINTUSASCII and `=`, `]`, `"` become `_`,
+/// cut at 32; PARAM-VALUE: `"`, `\` and `]` escaped with `\` (RFC 5424
+/// 6.3.3), control bytes as spaces.
+pub struct SdBuf {
+    buf: [u8; MAX_SD],
+    len: usize,
+}
+
+impl Default for SdBuf {
+    fn default() -> Self {
+        SdBuf::new()
+    }
+}
+
+impl SdBuf {
+    pub fn new() -> SdBuf {
+        SdBuf {
+            buf: [0; MAX_SD],
+            len: 0,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Adds ` name="value"`; false (and nothing added) when it does not fit.
+    /// An empty value is left out (an absent field), and counts as added.
+    pub fn push(&mut self, name: &str, value: &str) -> bool {
+        if value.is_empty() {
+            return true;
+        }
+        let mut tmp = [0u8; MAX_SD];
+        let mut n = 0;
+        let mut put = |b: u8, n: &mut usize| {
+            if *n < MAX_SD {
+                tmp[*n] = b;
+                *n += 1;
+            }
+        };
+        put(b' ', &mut n);
+        for &b in name.as_bytes().iter().take(32) {
+            let ok = printusascii(b) && !matches!(b, b'=' | b']' | b'"');
+            put(if ok { b } else { b'_' }, &mut n);
+        }
+        if name.is_empty() {
+            put(b'_', &mut n);
+        }
+        put(b'=', &mut n);
+        put(b'"', &mut n);
+        for &b in value.as_bytes() {
+            if matches!(b, b'"' | b'\\' | b']') {
+                put(b'\\', &mut n);
+            }
+            put(if b.is_ascii_control() { b' ' } else { b }, &mut n);
+        }
+        put(b'"', &mut n);
+        // `n == MAX_SD` may mean cut: refuse rather than send half a param.
+        if n >= MAX_SD || self.len + n > MAX_SD - 2 {
+            return false;
+        }
+        self.buf[self.len..self.len + n].copy_from_slice(&tmp[..n]);
+        self.len += n;
+        true
+    }
+}
+
+impl<'kvs> log::kv::VisitSource<'kvs> for SdBuf {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        let mut v = StackBuf::new();
+        let _ = fmt::write(&mut v, format_args!("{}", value));
+        let text = String::from_utf8_lossy(v.as_bytes());
+        self.push(key.as_str(), &text);
+        Ok(())
+    }
+}
+
 /// A non-blocking, reconnecting sender to a unix datagram syslog socket.
 #[derive(Debug)]
 pub struct Syslog {
@@ -252,6 +589,10 @@ pub struct Syslog {
     sock: Option<UnixDatagram>,
     last_attempt: Option<MonoTime>,
     buf: Vec<u8>,
+    /// The hostname for RFC 5424 lines, read once here.
+    host: String,
+    /// `None`: the process's [`format`].
+    format: Option<LogFormat>,
 }
 
 impl Syslog {
@@ -261,12 +602,19 @@ impl Syslog {
             path: path.to_path_buf(),
             sock: None,
             last_attempt: None,
-            buf: Vec::with_capacity(MAX_MESSAGE + MAX_TAG + 32),
+            buf: Vec::with_capacity(MAX_LINE),
+            host: hostname(),
+            format: None,
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Fixes this sender's line format (default: the process's [`format`]).
+    pub fn set_format(&mut self, format: Option<LogFormat>) {
+        self.format = format;
     }
 
     /// Whether a connection is open (the last send did not find it down).
@@ -301,7 +649,10 @@ impl Syslog {
         }
     }
 
-    /// Sends `<PRI>TAG[PID]: msg` with facility `daemon`. Never blocks.
+    /// Sends `<PRI>TAG[PID]: msg` with facility `daemon` (in the format of
+    /// the process's `[log] format`, [`format`]: RFC 5424 lines carry
+    /// MSGID `OUTPUT` and no structured data; `tag` is the APP-NAME). Never
+    /// blocks.
     /// When the connection is down it reconnects, at most once per
     /// [`RETRY_INTERVAL`] (measured on `now`).
     pub fn send(
@@ -315,7 +666,12 @@ impl Syslog {
         // Taken out and put back so the buffer (reserved once) is reused.
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        format_line(&mut buf, severity.pri(FACILITY_DAEMON), tag, pid, msg);
+        let framing = Framing {
+            format: self.format.unwrap_or_else(format),
+            host: std::mem::take(&mut self.host),
+        };
+        framing.line(&mut buf, severity, tag, pid, MsgId::Output, &[], msg);
+        self.host = framing.host;
         let r = self.send_line(&buf, now);
         self.buf = buf;
         r
@@ -360,7 +716,10 @@ impl Syslog {
 
 /// Longest line [`format_line`] makes (`<255>`, the tag, `[pid]: `, the
 /// message), rounded up.
-const MAX_LINE: usize = MAX_MESSAGE + MAX_TAG + 32;
+const MAX_LINE: usize = MAX_MESSAGE + MAX_TAG + 32 + RFC5424_HEADER;
+/// What RFC 5424 adds to a line at most: version, timestamp, hostname
+/// ([`MAX_HOST`]), MSGID, structured data ([`MAX_SD`]) and spaces.
+const RFC5424_HEADER: usize = 2 + 27 + MAX_HOST + MAX_MSGID + MAX_SD + 8;
 /// Bytes of the length prefix of each record in the backlog ring.
 const LEN_PREFIX: usize = 2;
 
@@ -477,18 +836,20 @@ impl Backlog {
     }
 
     /// Formats `N log line(s) dropped (syslog busy)` into `scratch`.
-    fn format_notice(&mut self, tag: &str, pid: u32) {
+    fn format_notice(&mut self, framing: &Framing, tag: &str, pid: u32) {
         let mut text = StackBuf::new();
         let _ = fmt::write(
             &mut text,
             format_args!("{} log line(s) dropped (syslog busy)", self.dropped),
         );
         self.scratch.clear();
-        format_line(
+        framing.line(
             &mut self.scratch,
-            Severity::Warning.pri(FACILITY_DAEMON),
+            Severity::Warning,
             tag,
             pid,
+            MsgId::Dropped,
+            &[],
             text.as_bytes(),
         );
     }
@@ -496,8 +857,8 @@ impl Backlog {
     /// Queues the drop notice behind the newest record and clears the
     /// count. The caller checked that it fits (it always does in an empty
     /// ring).
-    fn push_notice(&mut self, tag: &str, pid: u32) {
-        self.format_notice(tag, pid);
+    fn push_notice(&mut self, framing: &Framing, tag: &str, pid: u32) {
+        self.format_notice(framing, tag, pid);
         let notice = std::mem::take(&mut self.scratch);
         if self.push(&notice) {
             self.dropped = 0;
@@ -508,15 +869,15 @@ impl Backlog {
     /// Appends `line` behind the backlog, preceded by the drop notice if
     /// lines were dropped since the last one. When it does not fit, the
     /// line is dropped (the newest goes) and counted; returns false.
-    fn admit(&mut self, line: &[u8], tag: &str, pid: u32) -> bool {
+    fn admit(&mut self, line: &[u8], framing: &Framing, tag: &str, pid: u32) -> bool {
         let need = LEN_PREFIX + line.len().min(MAX_LINE);
         if self.dropped > 0 {
-            self.format_notice(tag, pid);
+            self.format_notice(framing, tag, pid);
             if LEN_PREFIX + self.scratch.len() + need > self.free() {
                 self.dropped = self.dropped.saturating_add(1);
                 return false;
             }
-            self.push_notice(tag, pid);
+            self.push_notice(framing, tag, pid);
         } else if need > self.free() {
             self.dropped = 1;
             return false;
@@ -815,6 +1176,8 @@ struct Backend {
     copy: ConsoleCopy,
     /// The record being routed, formatted once. Capacity reserved once.
     line: Vec<u8>,
+    /// Line format and hostname (`[log] format`).
+    framing: Framing,
 }
 
 impl Backend {
@@ -823,13 +1186,14 @@ impl Backend {
             tag,
             pid,
             syslog: Syslog::new(&settings.syslog_socket),
-            settings,
             kmsg: Kmsg::new(),
             backlog: None,
             err_sink: ErrSink::Stderr,
             console: Console::Unresolved,
             copy: ConsoleCopy::new(),
             line: Vec::with_capacity(MAX_LINE),
+            framing: Framing::new(settings.format),
+            settings,
         }
     }
 
@@ -846,18 +1210,28 @@ impl Backend {
             // Closed; looked at again when the copy is switched back on.
             self.console = Console::Unresolved;
         }
+        self.framing = Framing::new(settings.format);
         self.settings = settings;
     }
 
+    #[cfg(test)]
     fn emit(&mut self, severity: Severity, msg: &[u8], now: MonoTime) {
+        self.emit_event(severity, MsgId::of("", severity), &[], msg, now);
+    }
+
+    /// `sd`: the structured data's SD-PARAMs as written by [`SdBuf`]
+    /// (empty: none).
+    fn emit_event(
+        &mut self,
+        severity: Severity,
+        msgid: MsgId,
+        sd: &[u8],
+        msg: &[u8],
+        now: MonoTime,
+    ) {
         self.line.clear();
-        format_line(
-            &mut self.line,
-            severity.pri(FACILITY_DAEMON),
-            self.tag,
-            self.pid,
-            msg,
-        );
+        self.framing
+            .line(&mut self.line, severity, self.tag, self.pid, msgid, sd, msg);
         self.route_line(now);
         if self.settings.stderr {
             self.write_stderr(severity, msg, now);
@@ -885,7 +1259,7 @@ impl Backend {
     /// kmsg when enabled.
     fn enqueue_line(&mut self, now: MonoTime) {
         let backlog = self.backlog.get_or_insert_with(Backlog::new);
-        if !backlog.admit(&self.line, self.tag, self.pid) && self.settings.kmsg {
+        if !backlog.admit(&self.line, &self.framing, self.tag, self.pid) && self.settings.kmsg {
             self.kmsg.write(&self.line, now);
         }
     }
@@ -902,7 +1276,7 @@ impl Backend {
                     return false;
                 }
                 // Drained up to the gap: its notice comes next.
-                backlog.push_notice(self.tag, self.pid);
+                backlog.push_notice(&self.framing, self.tag, self.pid);
             }
             if !backlog.load_front() {
                 // Only if the notice did not fit an empty ring (it is far
@@ -925,7 +1299,7 @@ impl Backend {
                         backlog.pop_front();
                     }
                     if backlog.dropped > 0 {
-                        backlog.format_notice(self.tag, self.pid);
+                        backlog.format_notice(&self.framing, self.tag, self.pid);
                         self.kmsg.write(&backlog.scratch, now);
                         backlog.dropped = 0;
                     }
@@ -1030,14 +1404,17 @@ impl log::Log for Logger {
             return;
         }
         let severity = Severity::of(record.level(), record.target());
+        let msgid = MsgId::of(record.target(), severity);
         // Formatted before taking the lock, so a Display impl that logs
         // cannot deadlock us.
         let mut text = StackBuf::new();
         let _ = fmt::write(&mut text, *record.args());
+        let mut sd = SdBuf::new();
+        let _ = record.key_values().visit(&mut sd);
         let now = MonoTime::now();
         let mut guard = self.backend.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = guard.as_mut() {
-            b.emit(severity, text.as_bytes(), now);
+            b.emit_event(severity, msgid, sd.as_bytes(), text.as_bytes(), now);
         }
     }
 
@@ -1072,6 +1449,11 @@ pub fn effective_settings(settings: &LogSettings) -> LogSettings {
     if let Some(e) = env_flag("TETHER_STDERR") {
         s.stderr = e;
     }
+    match std::env::var("TETHER_LOG_FORMAT").as_deref() {
+        Ok("rfc5424") => s.format = LogFormat::Rfc5424,
+        Ok("rfc3164") => s.format = LogFormat::Rfc3164,
+        _ => {}
+    }
     s
 }
 
@@ -1086,6 +1468,7 @@ pub fn level_from_env() -> log::LevelFilter {
 /// Installs the global logger for a binary tagged `tag` (e.g.
 /// `tether-watchdogd`). Calling it again only changes the settings.
 pub fn init(tag: &'static str, settings: &LogSettings) {
+    set_format(effective_settings(settings).format);
     {
         let mut guard = LOGGER.backend.lock().unwrap_or_else(|e| e.into_inner());
         match guard.as_mut() {
@@ -1123,13 +1506,14 @@ fn log_panic(info: &dyn fmt::Display) {
         Err(std::sync::TryLockError::WouldBlock) => return,
     };
     if let Some(b) = guard.as_mut() {
-        b.emit(Severity::Crit, text.as_bytes(), now);
+        b.emit_event(Severity::Crit, MsgId::Panic, &[], text.as_bytes(), now);
     }
 }
 
 /// Switches the targets (after a config reload or a fall-back to defaults).
 /// Does nothing before [`init`].
 pub fn set_settings(settings: &LogSettings) {
+    set_format(effective_settings(settings).format);
     let mut guard = LOGGER.backend.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(b) = guard.as_mut() {
         b.set_settings(effective_settings(settings));
@@ -1331,6 +1715,7 @@ mod tests {
             syslog_socket: d.join("log.sock"),
             kmsg,
             stderr,
+            ..LogSettings::default()
         };
         let mut b = Backend::new("tether-test", 9, settings);
         b.kmsg.path = d.join("kmsg");
@@ -2116,6 +2501,7 @@ mod tests {
                 syslog_socket: d.join("log.sock"),
                 kmsg: false,
                 stderr: false,
+                ..LogSettings::default()
             },
         );
         // What the hook gets: `panicked at FILE:LINE:COL:` and the message.
@@ -2142,5 +2528,241 @@ mod tests {
         );
         // The default hook back, for the other tests' failure messages.
         drop(std::panic::take_hook());
+    }
+
+    /// A checker of RFC 5424's grammar (section 6) for what tether sends:
+    /// returns (pri, app, procid, msgid, sd params, msg) or why not.
+    #[allow(clippy::type_complexity)]
+    fn parse_5424(
+        line: &str,
+    ) -> Result<(u8, String, String, String, Vec<(String, String)>, String), String> {
+        let b = line.as_bytes();
+        let close = line.find('>').ok_or("no PRI")?;
+        if b[0] != b'<' || !(2..=4).contains(&close) {
+            return Err("PRI".into());
+        }
+        let pri: u8 = line[1..close].parse().map_err(|_| "PRI value")?;
+        let rest = line[close + 1..].strip_prefix("1 ").ok_or("VERSION")?;
+        let mut it = rest.splitn(6, ' ');
+        let ts = it.next().ok_or("TIMESTAMP")?;
+        // FULL-DATE "T" PARTIAL-TIME with SECFRAC and "Z".
+        let tb = ts.as_bytes();
+        if ts.len() != 27
+            || tb[4] != b'-'
+            || tb[7] != b'-'
+            || tb[10] != b'T'
+            || tb[13] != b':'
+            || tb[16] != b':'
+            || tb[19] != b'.'
+            || tb[26] != b'Z'
+        {
+            return Err(format!("TIMESTAMP {ts}"));
+        }
+        let field = |v: Option<&str>, what: &str, max: usize| -> Result<String, String> {
+            let v = v.ok_or(format!("{what} missing"))?;
+            if v.is_empty() || v.len() > max || !v.bytes().all(printusascii) {
+                return Err(format!("{what} {v:?}"));
+            }
+            Ok(v.to_string())
+        };
+        field(it.next(), "HOSTNAME", 255)?;
+        let app = field(it.next(), "APP-NAME", 48)?;
+        let procid = field(it.next(), "PROCID", 128)?;
+        let msgid = field(it.next(), "MSGID", 32)?;
+        let tail = it.next().ok_or("STRUCTURED-DATA missing")?;
+        let mut params = Vec::new();
+        let msg;
+        if let Some(m) = tail.strip_prefix('-') {
+            msg = m;
+        } else {
+            let tb = tail.as_bytes();
+            if tb.first() != Some(&b'[') {
+                return Err("SD-ELEMENT".into());
+            }
+            let mut i = 1;
+            let id_end = tail[i..].find([' ', ']']).ok_or("SD-ID")? + i;
+            let id = &tail[i..id_end];
+            if id.is_empty() || id.len() > 32 || id.bytes().any(|c| matches!(c, b'=' | b'"')) {
+                return Err(format!("SD-ID {id}"));
+            }
+            i = id_end;
+            while tb[i] == b' ' {
+                i += 1;
+                let eq = tail[i..].find('=').ok_or("PARAM-NAME")? + i;
+                let name = &tail[i..eq];
+                if name.is_empty()
+                    || name.len() > 32
+                    || !name
+                        .bytes()
+                        .all(|c| printusascii(c) && !matches!(c, b'=' | b' ' | b']' | b'"'))
+                {
+                    return Err(format!("PARAM-NAME {name:?}"));
+                }
+                i = eq + 1;
+                if tb[i] != b'"' {
+                    return Err("PARAM-VALUE quote".into());
+                }
+                i += 1;
+                let mut v = Vec::new();
+                loop {
+                    match tb.get(i) {
+                        None => return Err("PARAM-VALUE unterminated".into()),
+                        Some(b'\\') if matches!(tb.get(i + 1), Some(b'"' | b'\\' | b']')) => {
+                            v.push(tb[i + 1]);
+                            i += 2;
+                        }
+                        Some(b'"') => break,
+                        Some(b']') => return Err("unescaped ] in PARAM-VALUE".into()),
+                        Some(&c) => {
+                            v.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                i += 1;
+                params.push((name.to_string(), String::from_utf8(v).unwrap()));
+            }
+            if tb.get(i) != Some(&b']') {
+                return Err("SD-ELEMENT close".into());
+            }
+            assert_eq!(id, SD_ID);
+            msg = &tail[i + 1..];
+        }
+        let msg = match msg.strip_prefix(' ') {
+            Some(m) => m,
+            None if msg.is_empty() => "",
+            None => return Err("SP before MSG".into()),
+        };
+        Ok((pri, app, procid, msgid, params, msg.to_string()))
+    }
+
+    #[test]
+    fn rfc5424_lines_follow_the_grammar_and_escape_sd_values() {
+        let mut sd = SdBuf::new();
+        assert!(sd.push("layer", "init"));
+        assert!(sd.push("detail", r#"a "quoted" \path] end"#));
+        let mut buf = Vec::new();
+        let t = std::time::UNIX_EPOCH + Duration::from_micros(1_796_161_545_000_042);
+        format_line_5424(
+            &mut buf,
+            Severity::Info.pri(FACILITY_DAEMON),
+            t,
+            "box-17",
+            "tether-watchdogd",
+            42,
+            MsgId::Liveness,
+            sd.as_bytes(),
+            b"liveness: init ok\n",
+        );
+        let line = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            line,
+            r#"<30>1 2026-12-01T21:45:45.000042Z box-17 tether-watchdogd 42 LIVENESS [tether@32473 layer="init" detail="a \"quoted\" \\path\] end"] liveness: init ok"#
+        );
+        let (pri, app, pid, msgid, params, msg) = parse_5424(&line).unwrap();
+        assert_eq!(
+            (pri, app.as_str(), pid.as_str(), msgid.as_str()),
+            (30, "tether-watchdogd", "42", "LIVENESS")
+        );
+        assert_eq!(
+            params[1].1, r#"a "quoted" \path] end"#,
+            "escapes undone by a parser"
+        );
+        assert_eq!(msg, "liveness: init ok");
+    }
+
+    #[test]
+    fn rfc5424_empty_sd_is_a_dash_and_bad_fields_are_made_legal() {
+        let mut buf = Vec::new();
+        format_line_5424(
+            &mut buf,
+            Severity::Warning.pri(FACILITY_DAEMON),
+            std::time::SystemTime::now(),
+            "",
+            "my service:1",
+            7,
+            MsgId::Output,
+            &[],
+            b"",
+        );
+        let line = String::from_utf8(buf).unwrap();
+        let (_, app, _, msgid, params, msg) =
+            parse_5424(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!((app.as_str(), msgid.as_str()), ("my_service:1", "OUTPUT"));
+        assert!(params.is_empty() && msg.is_empty(), "{line}");
+        assert!(line.ends_with(" OUTPUT -"), "no trailing space: {line:?}");
+        // Names are made legal; a parameter that does not fit is left out whole.
+        let mut sd = SdBuf::new();
+        assert!(sd.push("a b=\"]", "x"));
+        assert!(sd.push("absent", ""));
+        assert!(!sd.push("big", &"v".repeat(MAX_SD)));
+        assert_eq!(sd.as_bytes(), b" a_b___=\"x\"");
+    }
+
+    #[test]
+    fn msgids_come_from_the_target_not_the_text() {
+        assert_eq!(MsgId::of("liveness", Severity::Info), MsgId::Liveness);
+        assert_eq!(MsgId::of("reset", Severity::Warning), MsgId::Reset);
+        assert_eq!(MsgId::of(ALERT_TARGET, Severity::Alert), MsgId::Alert);
+        assert_eq!(MsgId::of("exit", Severity::Info), MsgId::Exit);
+        assert_eq!(
+            MsgId::of("tether_watchdogd::main", Severity::Info),
+            MsgId::Log
+        );
+        // key-values of a `log` record become SD-PARAMs.
+        let kvs = [("layer", "restarter"), ("silent_ms", "20400")];
+        let rec = log::Record::builder()
+            .args(format_args!("x"))
+            .key_values(&kvs)
+            .build();
+        let mut sd = SdBuf::new();
+        rec.key_values().visit(&mut sd).unwrap();
+        assert_eq!(sd.as_bytes(), br#" layer="restarter" silent_ms="20400""#);
+    }
+
+    #[test]
+    fn rfc5424_backend_and_service_output_lines_reach_the_socket() {
+        let d = tmpdir("rfc5424");
+        let path = d.join("log.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let settings = LogSettings {
+            syslog_socket: path.clone(),
+            kmsg: false,
+            stderr: false,
+            format: LogFormat::Rfc5424,
+        };
+        let mut b = Backend::new("tether-test", 9, settings);
+        let mut sd = SdBuf::new();
+        sd.push("cause", "watchdog");
+        b.emit_event(
+            Severity::Warning,
+            MsgId::Reset,
+            sd.as_bytes(),
+            b"previous boot ended",
+            at(0),
+        );
+        let line = recv(&server).unwrap();
+        let (pri, app, pid, msgid, params, msg) =
+            parse_5424(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(
+            (pri, app.as_str(), pid.as_str(), msgid.as_str()),
+            (28, "tether-test", "9", "RESET")
+        );
+        assert_eq!(params, [("cause".to_string(), "watchdog".to_string())]);
+        assert_eq!(msg, "previous boot ended");
+        let mut s = Syslog::new(&path);
+        s.set_format(Some(LogFormat::Rfc5424));
+        s.send(Severity::Err, "sensor", 77, b"disk full", at(0))
+            .unwrap();
+        let line = recv(&server).unwrap();
+        let (_, app, pid, msgid, params, msg) =
+            parse_5424(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(
+            (app.as_str(), pid.as_str(), msgid.as_str(), msg.as_str()),
+            ("sensor", "77", "OUTPUT", "disk full")
+        );
+        assert!(params.is_empty());
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

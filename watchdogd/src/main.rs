@@ -308,6 +308,9 @@ struct Daemon {
     next_beat: MonoTime,
     next_liveness: MonoTime,
     records: records::Writer,
+    /// `RUN/watchdog.status` for the restarter's metrics (`None`: its
+    /// thread could not start; logged).
+    publisher: Option<records::Publisher>,
     state_dir: PathBuf,
     boot_status: Option<u32>,
     unusable: Option<String>,
@@ -419,7 +422,10 @@ impl Daemon {
             .state_dir
             .clone()
             .unwrap_or_else(|| config.paths.state.clone());
-        let records = records::Writer::start(state_dir.clone()).map_err(StartError::Records)?;
+        let publisher = records::Publisher::start(config.paths.run.clone()).ok();
+        let records =
+            records::Writer::start_with(state_dir.clone(), config.state.history, publisher.clone())
+                .map_err(StartError::Records)?;
         let d = Daemon {
             config_path,
             args,
@@ -441,6 +447,7 @@ impl Daemon {
             records,
             state_dir,
             boot_status: None,
+            publisher,
             unusable: inputs.unusable,
             pending: Vec::new(),
             turn_start: now,
@@ -560,6 +567,7 @@ impl Daemon {
                 }
             }
             self.next_beat = advance(self.next_beat, self.config.timing.beat_interval, now);
+            self.publish_status(now);
         }
         if self.next_liveness <= now {
             self.log_liveness(now);
@@ -704,6 +712,9 @@ impl Daemon {
                     )
                 };
                 alert!(
+                    layer = layer.as_str(),
+                    state = "stopped",
+                    silent_ms = u64::try_from(silent_for.as_millis()).unwrap_or(u64::MAX);
                     "layer {} silent for {} ({}): STOPPING petting the watchdog; hardware reset in {} unless it recovers",
                     layer,
                     secs(silent_for),
@@ -712,6 +723,9 @@ impl Daemon {
                 );
             }
             Note::Resumed { layer, stopped_for } => log::warn!(
+                target: "state",
+                layer = layer.as_str(),
+                state = "resumed";
                 "layer {} is beating again: resuming petting after {} without",
                 layer,
                 secs(stopped_for)
@@ -903,6 +917,49 @@ impl Daemon {
         t
     }
 
+    /// Once per beat interval: the status the restarter's metrics read.
+    fn publish_status(&self, _now: MonoTime) {
+        let Some(p) = &self.publisher else { return };
+        let ms = |t: MonoTime| u64::try_from(t.as_duration().as_millis()).unwrap_or(u64::MAX);
+        let now = MonoTime::now();
+        let (device, timeout_s) = match self.device.state() {
+            device::State::Open {
+                armed_secs,
+                simulated: true,
+                ..
+            } => ("simulated", Some(*armed_secs)),
+            device::State::Open { armed_secs, .. } => ("armed", Some(*armed_secs)),
+            device::State::Absent { .. } => ("absent", None),
+            device::State::Disarmed => ("disarmed", None),
+        };
+        let layers = self
+            .gate
+            .names()
+            .map(|n| {
+                let beat = if self.gate.has_beaten(n) {
+                    self.gate.silence(n, now).map(|s| {
+                        ms(now).saturating_sub(u64::try_from(s.as_millis()).unwrap_or(u64::MAX))
+                    })
+                } else {
+                    None
+                };
+                (n.to_string(), beat)
+            })
+            .collect();
+        p.snapshot(tether_common::record::WatchdogStatus {
+            written_ms: ms(now),
+            petting: self.gate.is_petting(),
+            device: device.into(),
+            timeout_s,
+            last_pet_ms: self.last_pet.map(ms),
+            boot_status: self.boot_status,
+            boot: None,
+            prev_cause: None,
+            prev_layer: None,
+            layers,
+        });
+    }
+
     fn log_liveness(&self, now: MonoTime) {
         let layers = self.gate.summary(now, self.config.timing.beat_interval);
         let dev = match self.device.state() {
@@ -927,7 +984,29 @@ impl Daemon {
         } else {
             ", NOT PETTING"
         };
-        log::info!("liveness: {}, {}, {}{}", layers, dev, pet, stopped);
+        let (device, timeout) = match self.device.state() {
+            device::State::Open {
+                armed_secs,
+                simulated: true,
+                ..
+            } => ("simulated", Some(*armed_secs)),
+            device::State::Open { armed_secs, .. } => ("armed", Some(*armed_secs)),
+            device::State::Absent { .. } => ("absent", None),
+            device::State::Disarmed => ("disarmed", None),
+        };
+        let last_pet_ms = self
+            .last_pet
+            .map(|t| u64::try_from(now.saturating_since(t).as_millis()).unwrap_or(u64::MAX));
+        log::info!(
+            target: "liveness",
+            layer = "watchdog",
+            state = if self.gate.is_petting() { "ok" } else { "stopped" },
+            layers = layers.as_str(),
+            device = device,
+            timeout_s = timeout.map_or(String::new(), |t| t.to_string()).as_str(),
+            last_pet_ms = last_pet_ms.map_or(String::new(), |t| t.to_string()).as_str();
+            "liveness: {}, {}, {}{}", layers, dev, pet, stopped
+        );
     }
 
     /// Handles pending signals; `Some(code)` to exit.

@@ -58,6 +58,8 @@ commands:
   upgrade watchdogd        init restarts watchdogd (the hardware stays armed)
   check [--config FILE]    check tether.toml (default /etc/tether/tether.toml)
                            and the service files offline, print the timing budget
+  history [--json] [--config FILE | --state-dir DIR]
+                           the last boots and how each ended (reset history)
 
 All but status and check need root or the group of [control] group.
 
@@ -79,7 +81,15 @@ exit codes:
 #[derive(Debug, PartialEq)]
 enum Command {
     Remote(Request),
-    Check { config: PathBuf },
+    Check {
+        config: PathBuf,
+    },
+    /// `history [--json]`: the reset history in the state directory.
+    History {
+        config: PathBuf,
+        state_dir: Option<PathBuf>,
+        json: bool,
+    },
     Help,
     Version,
 }
@@ -94,6 +104,7 @@ struct Args {
 fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut run_dir = PathBuf::from(DEFAULT_RUN_DIR);
     let mut config = None;
+    let mut state_dir: Option<PathBuf> = None;
     let mut json = false;
     let mut words: Vec<&str> = Vec::new();
     let mut it = args.iter();
@@ -134,6 +145,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             }
             "--run-dir" => run_dir = PathBuf::from(value("directory")?),
             "--config" => config = Some(PathBuf::from(value("file")?)),
+            "--state-dir" => state_dir = Some(PathBuf::from(value("directory")?)),
             "--json" if inline.is_none() => json = true,
             _ => return Err(format!("unknown option {arg:?}")),
         }
@@ -146,6 +158,23 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             run_dir,
             command: Command::Help,
         });
+    }
+    if command == "history" {
+        if let Some(extra) = rest.first() {
+            return Err(format!("history: unexpected argument {extra:?}"));
+        }
+        let config = config.unwrap_or_else(|| PathBuf::from(tether_common::config::DEFAULT_CONFIG));
+        return Ok(Args {
+            run_dir,
+            command: Command::History {
+                config,
+                state_dir,
+                json,
+            },
+        });
+    }
+    if state_dir.is_some() {
+        return Err("--state-dir goes with history only".into());
     }
     if command == "check" {
         if let Some(extra) = rest.first() {
@@ -343,6 +372,128 @@ fn remote(run_dir: &Path, request: &Request) -> u8 {
     }
 }
 
+/// `history`: the reset history, oldest first. The state directory is
+/// `--state-dir`, else `[paths] state` of `--config` (default
+/// `/etc/tether/tether.toml`; a missing or bad file means the default
+/// `/var/lib/tether`, said on stderr).
+fn history(
+    config_path: &Path,
+    state_dir: Option<&Path>,
+    json: bool,
+    out: &mut impl Write,
+) -> std::io::Result<u8> {
+    use tether_common::record;
+    let dir = match state_dir {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let (c, err) = tether_common::config::Config::load_or_default(config_path);
+            if let Some(e) = err {
+                eprintln!("tetherctl: {e}; using the default state directory");
+            }
+            c.paths.state
+        }
+    };
+    let entries = match record::read_history(&dir) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("tetherctl: {e}");
+            return Ok(EXIT_ERROR);
+        }
+    };
+    if json {
+        out.write_all(history_json(&entries).as_bytes())?;
+        return Ok(EXIT_OK);
+    }
+    if entries.is_empty() {
+        writeln!(out, "no reset history in {}", dir.display())?;
+        return Ok(EXIT_OK);
+    }
+    writeln!(
+        out,
+        "BOOT  ENDED (UTC, recorded)   CAUSE     LAYER      SILENT   DEVICE      DETAIL"
+    )?;
+    for e in &entries {
+        let r = &e.record;
+        let when = e.recorded.map_or("-".to_string(), record::format_utc);
+        let silent = r
+            .silent_ms
+            .map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        let device = match e.boot_status {
+            None => "-".to_string(),
+            Some(b) if b & tether_common::watchdog_dev::WDIOF_CARDRESET != 0 => {
+                "CARDRESET".to_string()
+            }
+            Some(b) => format!("0x{b:x}"),
+        };
+        let mut detail = String::new();
+        if let Some(by) = &r.by {
+            detail.push_str(&format!("by {by}"));
+        }
+        if let Some(d) = &r.detail {
+            if !detail.is_empty() {
+                detail.push_str(": ");
+            }
+            detail.push_str(d);
+        }
+        writeln!(
+            out,
+            "{:<5} {:<23} {:<9} {:<10} {:<8} {:<11} {}",
+            r.boot.map_or("-".to_string(), |b| b.to_string()),
+            when,
+            r.cause.as_str(),
+            r.layer.as_deref().unwrap_or("-"),
+            silent,
+            device,
+            detail
+        )?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// `history --json`: an array, oldest first; absent values are `null`.
+fn history_json(entries: &[tether_common::record::HistoryEntry]) -> String {
+    let num = |v: Option<u64>| v.map_or("null".to_string(), |n| n.to_string());
+    let text = |v: &Option<String>| v.as_deref().map_or("null".to_string(), json_str);
+    let mut s = String::from("[");
+    for (i, e) in entries.iter().enumerate() {
+        let r = &e.record;
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!(
+            "\n{{\"boot\":{},\"cause\":{},\"layer\":{},\"silent_ms\":{},\"by\":{},\"detail\":{},\"recorded\":{},\"recorded_utc\":{},\"boot_status\":{},\"cardreset\":{},\"seen\":{},\"next_boot\":{}}}",
+            num(r.boot),
+            json_str(r.cause.as_str()),
+            text(&r.layer),
+            num(r.silent_ms),
+            text(&r.by),
+            text(&r.detail),
+            num(e.recorded),
+            e.recorded.map_or("null".to_string(), |t| json_str(&tether_common::record::format_utc(t))),
+            num(e.boot_status.map(u64::from)),
+            e.boot_status.map_or("null", |b| if b & tether_common::watchdog_dev::WDIOF_CARDRESET != 0 { "true" } else { "false" }),
+            num(e.seen),
+            num(e.next_boot),
+        ));
+    }
+    s.push_str("\n]\n");
+    s
+}
+
 /// `check`: the configuration, the service files, the timing budget.
 fn check(config_path: &Path, out: &mut impl Write) -> std::io::Result<u8> {
     use tether_common::budget;
@@ -423,6 +574,12 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(HELP.as_bytes());
             EXIT_OK
         }
+        Command::History {
+            config,
+            state_dir,
+            json,
+        } => history(&config, state_dir.as_deref(), json, &mut std::io::stdout())
+            .unwrap_or(EXIT_ERROR),
         Command::Version => {
             println!("tetherctl {}", env!("CARGO_PKG_VERSION"));
             EXIT_OK
