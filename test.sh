@@ -17,6 +17,7 @@ have mkfs.ext4 || missing+=(e2fsprogs)
 have debugfs || missing+=(e2fsprogs)
 have xz || missing+=(xz-utils)
 have cc || missing+=(gcc)
+have rsyslogd || missing+=(rsyslog)
 have dumpe2fs || missing+=(e2fsprogs)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -840,10 +840,19 @@ impl WatchdogdRig {
                     "\n[log]\nsyslog_socket = {:?}\nkmsg = false\nstderr = true\n",
                     log.socket_path().display().to_string()
                 ));
+                // The runtime directory (watchdogd's status file) is the
+                // test's own, never the host's /run/tether.
+                let run_dir = dir.path().join("run");
                 if !opts.paths_as_flags {
                     t.push_str(&format!(
-                        "\n[paths]\nstate = {:?}\n",
-                        state_dir.display().to_string()
+                        "\n[paths]\nstate = {:?}\nrun = {:?}\n",
+                        state_dir.display().to_string(),
+                        run_dir.display().to_string()
+                    ));
+                } else {
+                    t.push_str(&format!(
+                        "\n[paths]\nrun = {:?}\n",
+                        run_dir.display().to_string()
                     ));
                 }
                 t

@@ -340,10 +340,11 @@ fn watchdogd_keeps_petting_and_beating_with_stderr_a_full_pipe() {
     let config = dir.join("tether.toml");
     let mut text = timings.toml();
     text.push_str(&format!(
-        "\n[watchdog]\ndevice = {:?}\n\n[log]\nsyslog_socket = {:?}\nkmsg = false\nstderr = true\n\n[paths]\nstate = {:?}\n",
+        "\n[watchdog]\ndevice = {:?}\n\n[log]\nsyslog_socket = {:?}\nkmsg = false\nstderr = true\n\n[paths]\nstate = {:?}\nrun = {:?}\n",
         device.display().to_string(),
         log.socket_path().display().to_string(),
-        dir.join("state").display().to_string()
+        dir.join("state").display().to_string(),
+        dir.join("run").display().to_string()
     ));
     std::fs::write(&config, text).expect("write tether.toml");
     let sim = SimWatchdog::new(&device, timings.hardware_timeout);
