@@ -563,7 +563,21 @@ impl NotifySocket {
     /// [`prepare_dir`]) and replaces a stale file at `path`.
     pub fn bind(path: &Path, owner: u32) -> std::io::Result<NotifySocket> {
         let (fd, pidfd, identity) = bound_socket(path, owner)?;
-        Ok(NotifySocket {
+        Ok(NotifySocket::with_counters_at_zero(
+            fd, path, owner, identity, pidfd,
+        ))
+    }
+
+    /// A socket with no datagram counted yet (a new bind, or one adopted
+    /// from the fd store).
+    fn with_counters_at_zero(
+        fd: OwnedFd,
+        path: &Path,
+        owner: u32,
+        identity: Option<(u64, u64)>,
+        pidfd: bool,
+    ) -> NotifySocket {
+        NotifySocket {
             fd,
             path: path.to_path_buf(),
             owner,
@@ -575,7 +589,7 @@ impl NotifySocket {
             last_refusal: None,
             refused_reported: 0,
             next_refusal_report: None,
-        })
+        }
     }
 
     /// A socket bound by a previous restarter, taken back from the fd store
@@ -590,19 +604,7 @@ impl NotifySocket {
             .ok()
             .map(|m| (m.dev(), m.ino()));
         let pidfd = notify_creds::enable_pass_pidfd(fd.as_fd()).unwrap_or(false);
-        NotifySocket {
-            fd,
-            path: path.to_path_buf(),
-            owner,
-            identity,
-            pidfd,
-            rejected: 0,
-            last_rejection: None,
-            refused: 0,
-            last_refusal: None,
-            refused_reported: 0,
-            next_refusal_report: None,
-        }
+        NotifySocket::with_counters_at_zero(fd, path, owner, identity, pidfd)
     }
 
     /// Binds a fresh socket at the same path and owner (the file was

@@ -83,6 +83,24 @@ pub enum State {
     Disarmed,
 }
 
+impl State {
+    /// The device's state in one word (`simulated`, `armed`, `absent`,
+    /// `disarmed`) and, when open, the timeout the driver applied (seconds):
+    /// what the liveness line and the status file report.
+    pub fn word(&self) -> (&'static str, Option<u32>) {
+        match self {
+            State::Open {
+                armed_secs,
+                simulated: true,
+                ..
+            } => ("simulated", Some(*armed_secs)),
+            State::Open { armed_secs, .. } => ("armed", Some(*armed_secs)),
+            State::Absent { .. } => ("absent", None),
+            State::Disarmed => ("disarmed", None),
+        }
+    }
+}
+
 impl std::hash::Hash for State {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         std::mem::discriminant(self).hash(h);

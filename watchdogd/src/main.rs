@@ -922,16 +922,7 @@ impl Daemon {
         let Some(p) = &self.publisher else { return };
         let ms = |t: MonoTime| u64::try_from(t.as_duration().as_millis()).unwrap_or(u64::MAX);
         let now = MonoTime::now();
-        let (device, timeout_s) = match self.device.state() {
-            device::State::Open {
-                armed_secs,
-                simulated: true,
-                ..
-            } => ("simulated", Some(*armed_secs)),
-            device::State::Open { armed_secs, .. } => ("armed", Some(*armed_secs)),
-            device::State::Absent { .. } => ("absent", None),
-            device::State::Disarmed => ("disarmed", None),
-        };
+        let (device, timeout_s) = self.device.state().word();
         let layers = self
             .gate
             .names()
@@ -984,16 +975,7 @@ impl Daemon {
         } else {
             ", NOT PETTING"
         };
-        let (device, timeout) = match self.device.state() {
-            device::State::Open {
-                armed_secs,
-                simulated: true,
-                ..
-            } => ("simulated", Some(*armed_secs)),
-            device::State::Open { armed_secs, .. } => ("armed", Some(*armed_secs)),
-            device::State::Absent { .. } => ("absent", None),
-            device::State::Disarmed => ("disarmed", None),
-        };
+        let (device, timeout) = self.device.state().word();
         let last_pet_ms = self
             .last_pet
             .map(|t| u64::try_from(now.saturating_since(t).as_millis()).unwrap_or(u64::MAX));
