@@ -20,6 +20,9 @@ use tether_integration::bins::{bin, TempDir};
 use tether_integration::svc::{self, Restarter};
 
 const BEAT: Duration = Duration::from_millis(100);
+/// Half the control request deadline: a heartbeat gap this long means the
+/// loop waited on a client.
+const STALL: Duration = Duration::from_secs(1);
 const NOBODY: u32 = 65534;
 const T: Duration = Duration::from_secs(10);
 /// Pause between two requests of one storm client.
@@ -396,8 +399,12 @@ fn storm_of_clients_and_stuck_clients_does_not_delay_heartbeats() {
         storm_end - storm_start,
         beats.len()
     );
+    // The figure is printed above; the bound separates a loop that waited
+    // on a client (a stuck client holds for the 2 s request deadline, so
+    // such a loop shows a gap of 2 s or more) from scheduler noise on a
+    // loaded 2-core machine (a 203 ms gap was seen once against 2 x BEAT).
     assert!(
-        max_gap < 2 * BEAT,
+        max_gap < STALL,
         "heartbeat delayed: max gap {max_gap:?}, starting {gap_at:?} into the storm"
     );
     // The gap after the storm, too: the loop did not stall.
