@@ -10,10 +10,14 @@
 //! shown by `readlink /proc/self/ns/pid` as `pid:[4026531836]`.
 //!
 //! Mounts ([`API_FILESYSTEMS`]): `/proc` (proc), `/sys` (sysfs), `/dev`
-//! (devtmpfs), `/run` (tmpfs, mode 0755), each only when absent. Absent
+//! (devtmpfs), `/dev/pts` (devpts, `gid=5,mode=620`: the pseudo-terminals
+//! sshd and `script` allocate), `/dev/shm` (tmpfs, mode 1777: POSIX shared
+//! memory), `/run` (tmpfs, mode 0755), each only when absent. Absent
 //! means: `/proc` and `/sys` do not carry their filesystem's magic number
-//! (`statfs`); `/dev` and `/run` are not a mount point (same device as `/`),
-//! so a container's tmpfs `/dev` counts as present.
+//! (`statfs`); the others are not a mount point (same device as the
+//! directory they sit in), so a container's tmpfs `/dev` counts as present.
+//! gid 5 is `tty` in Debian's base-passwd (and systemd's default); a
+//! system without that group still gets working terminals, owned by gid 5.
 //!
 //! Decisions:
 //! - [`MountMode::Auto`] (the default) mounts only as PID 1 of the machine,
@@ -95,7 +99,7 @@ pub fn probe_initial_pid_ns() -> Option<bool> {
 pub enum Presence {
     /// `statfs` reports this magic.
     Magic(FsType),
-    /// Anything mounted there (another device than `/`).
+    /// Anything mounted there (another device than its parent directory).
     MountPoint,
 }
 
@@ -109,8 +113,8 @@ pub struct ApiFs {
     pub presence: Presence,
 }
 
-/// `/proc`, `/sys`, `/dev`, `/run`, in mount order.
-pub const API_FILESYSTEMS: [ApiFs; 4] = [
+/// `/proc`, `/sys`, `/dev`, `/dev/pts`, `/dev/shm`, `/run`, in mount order.
+pub const API_FILESYSTEMS: [ApiFs; 6] = [
     ApiFs {
         target: "/proc",
         fstype: "proc",
@@ -137,6 +141,20 @@ pub const API_FILESYSTEMS: [ApiFs; 4] = [
         presence: Presence::MountPoint,
     },
     ApiFs {
+        target: "/dev/pts",
+        fstype: "devpts",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        data: Some("gid=5,mode=620,ptmxmode=000"),
+        presence: Presence::MountPoint,
+    },
+    ApiFs {
+        target: "/dev/shm",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: Some("mode=1777"),
+        presence: Presence::MountPoint,
+    },
+    ApiFs {
         target: "/run",
         fstype: "tmpfs",
         flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
@@ -157,13 +175,18 @@ pub enum Outcome {
 pub fn is_present(fs: &ApiFs) -> bool {
     match fs.presence {
         Presence::Magic(magic) => statfs(fs.target).is_ok_and(|s| s.filesystem_type() == magic),
-        Presence::MountPoint => {
-            let dev = |p: &str| nix::sys::stat::stat(p).map(|s| s.st_dev);
-            match (dev(fs.target), dev("/")) {
-                (Ok(a), Ok(b)) => a != b,
-                _ => false,
-            }
-        }
+        Presence::MountPoint => is_mount_point(Path::new(fs.target)),
+    }
+}
+
+/// Whether `dir` is on another device than the directory it sits in
+/// (`/` for `/dev`, `/dev` for `/dev/pts`).
+pub fn is_mount_point(dir: &Path) -> bool {
+    let dev = |p: &Path| nix::sys::stat::stat(p).map(|s| s.st_dev);
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    match (dev(dir), dev(parent)) {
+        (Ok(a), Ok(b)) => a != b,
+        _ => false,
     }
 }
 
@@ -277,5 +300,19 @@ mod tests {
         assert!(is_present(proc_fs));
         assert!(matches!(ensure(proc_fs), Outcome::Present));
         assert!(is_present(sys_fs));
+    }
+
+    #[test]
+    fn a_mount_point_is_told_from_its_parent_not_from_the_root() {
+        // /proc/self sits in /proc (same device): not a mount point, though
+        // it is on another device than `/`, which the old check compared.
+        assert!(is_mount_point(Path::new("/proc")));
+        assert!(!is_mount_point(Path::new("/proc/self")));
+        let [_, _, dev, pts, shm, run] = &API_FILESYSTEMS;
+        assert_eq!(
+            [dev.target, pts.target, shm.target, run.target],
+            ["/dev", "/dev/pts", "/dev/shm", "/run"]
+        );
+        assert!(pts.target.starts_with(dev.target) && shm.target.starts_with(dev.target));
     }
 }
