@@ -3,7 +3,7 @@
 //! messages are injected, deadlines are fired in order.
 
 use super::*;
-use crate::service::{RestartLimit, RestartMode};
+use crate::service::{OnExhausted, RestartLimit, RestartMode};
 use std::collections::BTreeSet;
 
 fn ms(n: u64) -> Duration {
