@@ -1,0 +1,170 @@
+//! The control socket's requests answered, the status report, and the
+//! liveness line (`liveness` is the hook of the periodic status tick).
+
+use super::*;
+
+impl Shell {
+    pub(super) fn on_control(&mut self, now: MonoTime) {
+        let Some(server) = self.control.as_mut() else {
+            return;
+        };
+        let incoming = server.poll(now);
+        for req in incoming {
+            let response = self.answer(&req, now);
+            if let Some(server) = self.control.as_mut() {
+                server.reply(req.client, response);
+            }
+        }
+    }
+
+    pub(super) fn answer(&mut self, req: &Incoming, now: MonoTime) -> Response {
+        let by = format!("by uid {} (pid {})", req.peer.uid, req.peer.pid);
+        if req.request.changes_state() {
+            info!("control: {} {by}", req.request);
+        }
+        if !self.loaded && !matches!(req.request, Request::Status { .. }) {
+            return Response::Error("starting: stopping leftovers of a previous restarter".into());
+        }
+        let done = |r: Result<(String, Vec<Action>), String>, shell: &mut Shell| match r {
+            Ok((note, actions)) => {
+                shell.execute(actions, now);
+                Response::Ok(note)
+            }
+            Err(e) => Response::Error(e),
+        };
+        match &req.request {
+            Request::Status { name, json } => {
+                let mut report = self.status(now);
+                if let Some(n) = name {
+                    if !report.retain_service(n) {
+                        return Response::Error(format!("no service named {n:?}"));
+                    }
+                }
+                Response::Status(report, *json)
+            }
+            Request::Start(n) => {
+                let r = self.sup.start(n, now);
+                done(r, self)
+            }
+            Request::Stop(n) => {
+                let r = self.sup.stop(n, now);
+                done(r, self)
+            }
+            Request::Restart(n) => {
+                let r = self.sup.restart(n, now);
+                done(r, self)
+            }
+            Request::Signal(n, sig) => match self.sup.signal(n, *sig) {
+                Ok(actions) => {
+                    self.execute(actions, now);
+                    Response::Ok(String::new())
+                }
+                Err(e) => Response::Error(e),
+            },
+            Request::Reload => match self.reload(now) {
+                Ok(body) => Response::Ok(body),
+                Err(e) => {
+                    error!("reload refused, nothing changed: {e}");
+                    Response::Error(format!(
+                        "reload refused, nothing changed: {}",
+                        e.replace('\n', "; ")
+                    ))
+                }
+            },
+            Request::Upgrade(layer) => self.upgrade(*layer, now),
+            Request::Reboot | Request::Poweroff | Request::Halt => {
+                let (code, what) = match req.request {
+                    Request::Reboot => (Code::Reboot, "reboot"),
+                    Request::Poweroff => (Code::Poweroff, "poweroff"),
+                    _ => (Code::Halt, "halt"),
+                };
+                match self.request_shutdown(code, &format!("tetherctl {what} {by}")) {
+                    Ok(()) => Response::Ok(String::new()),
+                    Err(e) => {
+                        error!("{e}");
+                        Response::Error(e)
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn status(&self, now: MonoTime) -> StatusReport {
+        let services = self
+            .sup
+            .rows(now)
+            .into_iter()
+            .map(|r| {
+                let rt = self.rt.get(r.id);
+                let dropped = rt
+                    .and_then(|x| x.output.as_ref())
+                    .map_or(0, |o| o.dropped());
+                let sock = rt.and_then(|x| x.notify.as_ref());
+                let sock_rejected = sock.map_or(0, |s| s.rejected());
+                ServiceStatus {
+                    name: r.name,
+                    state: r.state.to_string(),
+                    pid: r.pid,
+                    uptime_ms: r.uptime.map(|d| d.as_millis() as u64),
+                    restarts: r.restarts,
+                    last_exit: r.last_exit,
+                    ready: r.ready,
+                    watchdog_deadline_ms: r.watchdog_left.map(|d| d.as_millis() as u64),
+                    dropped_lines: dropped,
+                    notify_rejected: r.notify_rejected + sock_rejected,
+                    notify_refused: r.notify_rejected + sock.map_or(0, |s| s.refused()),
+                    notify_last_refusal: sock.and_then(|s| s.last_refusal()).map(|r| r.to_string()),
+                    status_text: match self.awaiting.get(&r.id) {
+                        Some(key) => Some(format!("resolving {}", resolver::describe(key))),
+                        None => r.status_text,
+                    },
+                    error: r.error,
+                }
+            })
+            .collect::<Vec<_>>();
+        let mut config_errors = self.config_errors.clone();
+        config_errors.extend(
+            services
+                .iter()
+                .filter(|s| s.state == "config-error")
+                .filter_map(|s| s.error.clone()),
+        );
+        config_errors.extend(
+            self.reload_errors
+                .iter()
+                .map(|e| format!("reload refused: {e}")),
+        );
+        StatusReport {
+            restarter_pid: std::process::id() as i32,
+            uptime_ms: now.saturating_since(self.started).as_millis() as u64,
+            services,
+            config_errors,
+            syslog_up: self.syslog.is_up(),
+            control_rejected: self.control.as_ref().map_or(0, |c| c.rejected()),
+        }
+    }
+
+    pub(super) fn liveness(&mut self, _now: MonoTime) {
+        let s = self.sup.summary();
+        let dropped: u64 = self
+            .rt
+            .iter()
+            .filter_map(|r| r.output.as_ref())
+            .map(|o| o.dropped())
+            .sum();
+        let word = if s.up < s.expected || s.failed > 0 {
+            "degraded"
+        } else {
+            "ok"
+        };
+        log::log!(
+            Level::Info,
+            "liveness: restarter {word} {}/{} up, {} failed, {} config errors, syslog {}, {dropped} lines dropped",
+            s.up,
+            s.expected,
+            s.failed,
+            s.broken,
+            if self.syslog.is_up() { "up" } else { "down" }
+        );
+    }
+}
