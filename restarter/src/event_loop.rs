@@ -50,7 +50,8 @@ use repair::RunRepair;
 use setup::take_heartbeats;
 
 use crate::cgroup::Cgroups;
-use crate::control::{self, Incoming, Request, Response, Server, ServiceStatus, StatusReport};
+use crate::control::map::{self, Mapped, Sig};
+use crate::control::{self, Incoming, Response, Server, ServiceStatus, StatusReport};
 use crate::notify::{self, NotifySocket};
 use crate::output::ServiceOutput;
 use crate::resolver::{self, Resolver};
@@ -389,25 +390,24 @@ impl Shell {
         if chld {
             self.reap(now);
         }
-        if hup && !self.loaded {
-            info!("SIGHUP before the services were loaded: ignored (they are read when the leftover sweep ends)");
-        } else if hup {
-            info!("SIGHUP: reloading service files");
-            if let Err(e) = self.reload(now) {
-                error!("reload refused, nothing changed: {e}");
+        if hup {
+            match map::signal(Sig::Hup, self.context()) {
+                Mapped::Run(command) => {
+                    info!("SIGHUP: reloading service files");
+                    self.run_command(command, "SIGHUP", now);
+                }
+                Mapped::Refuse(note) => info!("{note}"),
+                Mapped::Ignore(note) => info!("{note}"),
             }
         }
         if let Some(s) = term {
-            if !self.sup.shutting_down() {
-                info!("{}: stopping every service, then exiting", s.as_str());
-                if self.sweep.take().is_some() {
-                    info!("leftover sweep abandoned: shutting down");
+            match map::signal(Sig::Term(s.as_str()), self.context()) {
+                Mapped::Run(command) => {
+                    info!("{}: stopping every service, then exiting", s.as_str());
+                    self.run_command(command, s.as_str(), now);
                 }
-                self.loaded = true;
-                let actions = self.sup.shutdown(now);
-                self.execute(actions, now);
-            } else {
-                info!("{}: already shutting down", s.as_str());
+                Mapped::Refuse(note) => info!("{note}"),
+                Mapped::Ignore(note) => info!("{note}"),
             }
         }
     }

@@ -2,6 +2,7 @@
 //! liveness line (`liveness` is the hook of the periodic status tick).
 
 use super::*;
+use crate::control::map::{self, Command, Mapped, Want};
 
 impl Shell {
     pub(super) fn on_control(&mut self, now: MonoTime) {
@@ -22,9 +23,27 @@ impl Shell {
         if req.request.changes_state() {
             info!("control: {} {by}", req.request);
         }
-        if !self.loaded && !matches!(req.request, Request::Status { .. }) {
-            return Response::Error("starting: stopping leftovers of a previous restarter".into());
+        match map::request(&req.request, self.context()) {
+            Mapped::Run(command) => self.run_command(command, &by, now),
+            Mapped::Refuse(e) => Response::Error(e.into()),
+            Mapped::Ignore(note) => {
+                info!("{note}");
+                Response::Ok(String::new())
+            }
         }
+    }
+
+    /// What the restarter's state allows (`control::map`).
+    pub(super) fn context(&self) -> map::Context {
+        map::Context {
+            loaded: self.loaded,
+            shutting_down: self.sup.shutting_down(),
+        }
+    }
+
+    /// Carries out a command of a request (`by` names its sender) or a
+    /// signal.
+    pub(super) fn run_command(&mut self, command: Command, by: &str, now: MonoTime) -> Response {
         let done = |r: Result<(String, Vec<Action>), String>, shell: &mut Shell| match r {
             Ok((note, actions)) => {
                 shell.execute(actions, now);
@@ -32,36 +51,32 @@ impl Shell {
             }
             Err(e) => Response::Error(e),
         };
-        match &req.request {
-            Request::Status { name, json } => {
+        match command {
+            Command::Status { name, json } => {
                 let mut report = self.status(now);
                 if let Some(n) = name {
-                    if !report.retain_service(n) {
+                    if !report.retain_service(&n) {
                         return Response::Error(format!("no service named {n:?}"));
                     }
                 }
-                Response::Status(report, *json)
+                Response::Status(report, json)
             }
-            Request::Start(n) => {
-                let r = self.sup.start(n, now);
+            Command::Service { name, want } => {
+                let r = match want {
+                    Want::Start => self.sup.start(&name, now),
+                    Want::Stop => self.sup.stop(&name, now),
+                    Want::Restart => self.sup.restart(&name, now),
+                };
                 done(r, self)
             }
-            Request::Stop(n) => {
-                let r = self.sup.stop(n, now);
-                done(r, self)
-            }
-            Request::Restart(n) => {
-                let r = self.sup.restart(n, now);
-                done(r, self)
-            }
-            Request::Signal(n, sig) => match self.sup.signal(n, *sig) {
+            Command::Signal { name, signal } => match self.sup.signal(&name, signal) {
                 Ok(actions) => {
                     self.execute(actions, now);
                     Response::Ok(String::new())
                 }
                 Err(e) => Response::Error(e),
             },
-            Request::Reload => match self.reload(now) {
+            Command::Reload => match self.reload(now) {
                 Ok(body) => Response::Ok(body),
                 Err(e) => {
                     error!("reload refused, nothing changed: {e}");
@@ -71,20 +86,24 @@ impl Shell {
                     ))
                 }
             },
-            Request::Upgrade(layer) => self.upgrade(*layer, now),
-            Request::Reboot | Request::Poweroff | Request::Halt => {
-                let (code, what) = match req.request {
-                    Request::Reboot => (Code::Reboot, "reboot"),
-                    Request::Poweroff => (Code::Poweroff, "poweroff"),
-                    _ => (Code::Halt, "halt"),
-                };
-                match self.request_shutdown(code, &format!("tetherctl {what} {by}")) {
+            Command::Upgrade(layer) => self.upgrade(layer, now),
+            Command::Shutdown { code, word } => {
+                match self.request_shutdown(code, &format!("tetherctl {word} {by}")) {
                     Ok(()) => Response::Ok(String::new()),
                     Err(e) => {
                         error!("{e}");
                         Response::Error(e)
                     }
                 }
+            }
+            Command::Terminate => {
+                if self.sweep.take().is_some() {
+                    info!("leftover sweep abandoned: shutting down");
+                }
+                self.loaded = true;
+                let actions = self.sup.shutdown(now);
+                self.execute(actions, now);
+                Response::Ok(String::new())
             }
         }
     }
