@@ -282,7 +282,11 @@ impl Supervisor {
             );
             self.log(Level::Info, line);
             self.begin_stop(id, StopReason::Reload, now);
+            // A stop begun: its `SIGKILL` timer armed, and whoever reads
+            // its readiness looked at again.
+            self.touch(id);
         }
+        self.reconcile(now);
         self.take()
     }
 

@@ -1676,3 +1676,32 @@ fn rebase_shifts_every_deadline_and_keeps_the_decisions() {
     original.rebase(by, now, Duration::from_secs(3600));
     assert_eq!(original, shifted);
 }
+
+#[test]
+fn a_stop_for_a_changed_identity_ends_in_sigkill_after_stop_timeout() {
+    use crate::service::{Identity, Resolution};
+    let ident = |uid| {
+        Resolution::Resolved(Identity {
+            uid: Some(uid),
+            ..Identity::default()
+        })
+    };
+    let mut a = svc("a");
+    a.user = Some("u".into());
+    a.identity = ident(1);
+    let mut sim = Sim::new(vec![a]);
+    let pid = sim.pid("a").unwrap();
+    sim.take_actions();
+    let actions = sim
+        .sup
+        .identity_resolved(Some("u"), None, &ident(2), sim.now);
+    sim.run(actions);
+    assert_eq!(sim.kills("a").len(), 2, "SIGTERM and SIGCONT");
+    sim.advance(ms(5000 + 1));
+    let kills = sim.kills("a");
+    assert_eq!(
+        kills.last().map(|k| (k.1, k.2, k.3)),
+        Some((pid, true, libc::SIGKILL)),
+        "{kills:?}"
+    );
+}
