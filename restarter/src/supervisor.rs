@@ -264,6 +264,9 @@ struct Service {
     backoff: bool,
     /// Start again as soon as the current process is gone.
     restart_after_stop: bool,
+    /// The last [`Action::Provision`] failed: the next start provisions
+    /// first.
+    provision_due: bool,
     history: History,
     /// "waits for" was logged for the current wait.
     waiting_logged: bool,
@@ -286,6 +289,7 @@ impl Service {
             start_at: None,
             backoff: false,
             restart_after_stop: false,
+            provision_due: false,
             history: History::new(),
             waiting_logged: false,
             last_start: None,
@@ -381,7 +385,8 @@ impl Supervisor {
         // move a deadline later: no reconcile, the timer is moved.
         // Whether it should run changes only with a spawn result or an exit
         // (the restart policy), never with a notify message.
-        let desired_before = (!matches!(event, Event::Notify { .. })).then(|| self.desired(id, 0));
+        let desired_before = (!matches!(event, Event::Notify { .. } | Event::ProvisionFailed))
+            .then(|| self.desired(id, 0));
         let significant = match event {
             Event::Spawned { pid } => {
                 self.on_spawned(id, pid, now);
@@ -394,6 +399,10 @@ impl Supervisor {
             Event::Exited { pid, status } => {
                 self.on_exit(id, pid, status, now);
                 true
+            }
+            Event::ProvisionFailed => {
+                self.service_mut(id).provision_due = true;
+                false
             }
             Event::Notify {
                 sender_pid,
@@ -564,6 +573,9 @@ impl Supervisor {
             s.start_at = None;
             s.backoff = false;
             s.spawning = true;
+            if std::mem::take(&mut s.provision_due) {
+                self.out.push(Action::Provision { id });
+            }
             self.out.push(Action::Spawn { id });
         }
         for &id in &ids {
@@ -642,6 +654,15 @@ impl Supervisor {
         match self.slots[id.index()].as_mut() {
             Some(Entry::Valid(s)) => s,
             _ => panic!("service id {id:?} is not a valid service"),
+        }
+    }
+
+    /// [`Action::Provision`] of a valid service (its spec entered or
+    /// changed, or the last provision failed).
+    fn provision(&mut self, id: ServiceId) {
+        if let Some(Some(Entry::Valid(s))) = self.slots.get_mut(id.index()) {
+            s.provision_due = false;
+            self.out.push(Action::Provision { id });
         }
     }
 

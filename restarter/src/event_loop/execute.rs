@@ -14,8 +14,7 @@ impl Shell {
                     if self.hold_for_identity(id, now) {
                         continue;
                     }
-                    let event = self.spawn(id);
-                    queue.extend(self.sup.handle(id, event, now));
+                    queue.extend(self.spawn_and_report(id, now));
                     self.maybe_beat();
                 }
                 Action::Kill {
@@ -36,6 +35,7 @@ impl Shell {
                     if let Err(Event::SpawnFailed { message, .. }) = self.provision(id) {
                         let name = self.sup.name(id).unwrap_or("?");
                         warn!("service {name}: resources: {message} (tried again at its start)");
+                        queue.extend(self.sup.handle(id, Event::ProvisionFailed, now));
                     }
                 }
                 Action::Release { id } => {
@@ -68,7 +68,7 @@ impl Shell {
         }
         let row = self.rt.row(id);
         row.provision_error = match &r {
-            Err(Event::SpawnFailed { message, .. }) => Some(message.clone()),
+            Err(Event::SpawnFailed { errno, message }) => Some((*errno, message.clone())),
             _ => None,
         };
         r
@@ -172,8 +172,35 @@ impl Shell {
         Ok(())
     }
 
+    /// Spawns service `id` and reports the result to the supervisor. A
+    /// start that found its resources missing reports
+    /// `Event::ProvisionFailed` first, so the next start provisions again.
+    pub(super) fn spawn_and_report(&mut self, id: ServiceId, now: MonoTime) -> Vec<Action> {
+        let event = self.spawn(id);
+        let mut actions = Vec::new();
+        if matches!(event, Event::SpawnFailed { .. }) && self.unprovisioned(id) {
+            actions.extend(self.sup.handle(id, Event::ProvisionFailed, now));
+        }
+        actions.extend(self.sup.handle(id, event, now));
+        actions
+    }
+
+    /// Whether service `id`'s row lacks what its spec needs (or its last
+    /// provision failed).
+    fn unprovisioned(&self, id: ServiceId) -> bool {
+        let Some(spec) = self.sup.spec(id) else {
+            return false;
+        };
+        self.rt.get(id).is_none_or(|r| {
+            r.provision_error.is_some()
+                || r.output.is_none()
+                || (spec.notify != NotifyMode::None) != r.notify.is_some()
+        })
+    }
+
     /// `Action::Spawn`: starts the process with what the service's row
-    /// holds (a provision that had failed is tried again first).
+    /// holds; it creates nothing (a row left incomplete by a failed
+    /// provision fails the start with that provision's error).
     pub(super) fn spawn(&mut self, id: ServiceId) -> Event {
         let Some(spec) = self.sup.spec(id).cloned() else {
             return Event::SpawnFailed {
@@ -181,15 +208,15 @@ impl Shell {
                 message: "unknown service".into(),
             };
         };
-        let incomplete = self.rt.get(id).is_none_or(|r| {
-            r.provision_error.is_some()
-                || r.output.is_none()
-                || (spec.notify != NotifyMode::None) != r.notify.is_some()
-        });
-        if incomplete {
-            if let Err(e) = self.provision(id) {
-                return e;
-            }
+        if self.unprovisioned(id) {
+            // The supervisor provisioned again just before (it does after
+            // a failed provision): that failed too, or never happened.
+            let (errno, message) = self
+                .rt
+                .get(id)
+                .and_then(|r| r.provision_error.clone())
+                .unwrap_or((None, "resources not provisioned".into()));
+            return Event::SpawnFailed { errno, message };
         }
         let Some(r) = self.rt.get_mut(id) else {
             return Event::SpawnFailed {

@@ -63,14 +63,16 @@ impl Shell {
                 .collect();
             for id in held {
                 self.awaiting.remove(&id);
-                let event = match &r {
-                    Resolution::Failed { errno, message } => Event::SpawnFailed {
-                        errno: *errno,
-                        message: message.clone(),
-                    },
-                    _ => self.spawn(id),
+                let actions = match &r {
+                    Resolution::Failed { errno, message } => {
+                        let event = Event::SpawnFailed {
+                            errno: *errno,
+                            message: message.clone(),
+                        };
+                        self.sup.handle(id, event, now)
+                    }
+                    _ => self.spawn_and_report(id, now),
                 };
-                let actions = self.sup.handle(id, event, now);
                 self.execute(actions, now);
                 self.maybe_beat();
             }

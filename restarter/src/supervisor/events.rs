@@ -73,6 +73,10 @@ pub enum Event {
     /// An [`Action::Spawn`] failed: `errno` when the system said so, and a
     /// message (e.g. `/bin/nope: No such file or directory (os error 2)`).
     SpawnFailed { errno: Option<i32>, message: String },
+    /// An [`Action::Provision`] failed (the shell keeps the error): the
+    /// next start provisions again first, and the start fails with the
+    /// error if that fails too.
+    ProvisionFailed,
     /// The main process was reaped (its output already drained).
     Exited { pid: i32, status: ExitStatus },
     /// A datagram arrived on the service's notify socket. `in_group`: the

@@ -153,7 +153,7 @@ impl Supervisor {
             s.restart_after_stop = false;
             if let Some(spec) = s.next_spec.take() {
                 apply_spec(s, spec);
-                self.out.push(Action::Provision { id });
+                self.provision(id);
                 // Its dependencies may have changed.
                 self.rebuild_dependents();
                 self.mark_all();

@@ -33,7 +33,7 @@ impl Supervisor {
             match self.by_name.get(&spec.name).copied() {
                 Some(id) => {
                     self.slots[id.index()] = Some(Entry::Valid(Box::new(Service::new(spec))));
-                    self.out.push(Action::Provision { id });
+                    self.provision(id);
                 }
                 None => {
                     self.insert(Entry::Valid(Box::new(Service::new(spec))));
@@ -219,7 +219,7 @@ impl Supervisor {
                 }
             } else {
                 apply_spec(s, Spec::new(spec));
-                self.out.push(Action::Provision { id });
+                self.provision(id);
                 self.log(Level::Info, format!("service {name} changed"));
             }
         }
@@ -270,6 +270,11 @@ impl Supervisor {
                 && s.next_spec.is_none();
             if !restart {
                 s.spec.make_mut().identity = new;
+                // A spec changed: what it needs (a notify socket owned by
+                // the resolved user) is made before the held start.
+                if s.proc_.is_none() {
+                    self.provision(id);
+                }
                 continue;
             }
             let mut spec = s.spec.clone();
@@ -304,7 +309,7 @@ impl Supervisor {
             }
         };
         if matches!(self.slots[id.index()], Some(Entry::Valid(_))) {
-            self.out.push(Action::Provision { id });
+            self.provision(id);
         }
         self.by_name.insert(name, id);
         self.mark_all();

@@ -1705,3 +1705,27 @@ fn a_stop_for_a_changed_identity_ends_in_sigkill_after_stop_timeout() {
         "{kills:?}"
     );
 }
+
+#[test]
+fn a_failed_provision_is_provisioned_again_before_the_next_start_only() {
+    let mut sim = Sim::new(vec![svc("a")]);
+    let id = sim.id("a");
+    sim.take_actions();
+    // The shell could not make the resources (say, out of descriptors).
+    assert!(sim
+        .sup
+        .handle(id, Event::ProvisionFailed, sim.now)
+        .is_empty());
+    sim.advance(ms(5000));
+    sim.exit("a", crash());
+    let log = sim.take_actions();
+    let prov = log.iter().position(|a| *a == Action::Provision { id });
+    let spawn = log.iter().position(|a| *a == Action::Spawn { id });
+    assert!(prov.is_some() && prov < spawn, "{log:?}");
+    // Provisioned: the next restart provisions nothing.
+    sim.advance(ms(5000));
+    sim.exit("a", crash());
+    let log = sim.take_actions();
+    assert!(log.contains(&Action::Spawn { id }), "{log:?}");
+    assert!(!log.contains(&Action::Provision { id }), "{log:?}");
+}
