@@ -20,14 +20,15 @@
 //!   of each. Slot order among the dirty services gives the same actions in
 //!   the same order as the full scan it replaces, because a service outside
 //!   the set would produce nothing (the invariant below).
-//! - Deadlines sit in two ordered sets of `(time, id)`, one entry at most
-//!   per service and set (the slot remembers its entry, so a moved deadline
-//!   is removed and reinserted): *start timers* (`start_at` of a service
-//!   without a process) and *process timers* (the watchdog deadline, or
-//!   the `SIGKILL` time of a stop). `next_deadline` reads the two first
-//!   entries; `tick` pops only the due process timers; every reconcile
-//!   pops the due start timers into the dirty set (as the full scan would
-//!   have started a due service on any event, not only on a tick).
+//! - Deadlines sit in one ordered table of `(time, (id, timer))`
+//!   (`tether_common::deadlines::Deadlines`), one entry at most per
+//!   service, which remembers its entry, so a moved deadline is removed and
+//!   reinserted: a *start timer* (`start_at` of a service without a
+//!   process) or a *process timer* (the watchdog deadline, or the `SIGKILL`
+//!   time of a stop). `next_deadline` reads the first entry; `tick` takes
+//!   only the due process timers; every reconcile takes the due start
+//!   timers into the dirty set (as the full scan would have started a due
+//!   service on any event, not only on a tick).
 //! - Invariant: after every public call, each service is a fixed point of
 //!   its own stop and start steps (running them again with the same `now`
 //!   changes nothing and emits nothing), except for the time-driven parts,
