@@ -72,6 +72,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tether_common::clock::MonoTime;
 use tether_common::config::Config;
+use tether_common::deadlines::Deadlines;
 use tether_common::fdlist::{FdList, ENV_FDS};
 use tether_common::heartbeat::{Code, Sent, Writer};
 use tether_common::logging::{self, Syslog};
@@ -97,6 +98,28 @@ const TOKEN_OUTPUT: u64 = 4 << TOKEN_KIND_SHIFT;
 // 5 and 6: adoption::TOKEN_PIDFD, adoption::TOKEN_RELAY.
 const TOKEN_RESOLVER: u64 = 7 << TOKEN_KIND_SHIFT;
 
+/// What the shell wakes for on its own (STYLE.md 4), handled by `on_time`
+/// in this order. The supervisor, the leftover sweep, the control server,
+/// adoption watches and the resolver keep their own deadlines, folded in by
+/// `timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Wake {
+    /// Heartbeats (always armed).
+    Beat,
+    /// Service output buffered while syslog is down, retried.
+    Flush,
+    /// Drop counts of service output, logged.
+    DropReport,
+    /// `restarter.state` written again after a failure.
+    StateRetry,
+    /// The restarter's own lines syslog refused, sent again.
+    LogBacklog,
+    /// The runtime directory checked for removal (when watched).
+    RunCheck,
+    /// The liveness line (always armed).
+    Liveness,
+}
+
 struct Shell {
     config: Config,
     /// Starts services' processes (made before any service descriptor).
@@ -117,24 +140,20 @@ struct Shell {
     cgroup_warned: bool,
     base_nofile: (u64, u64),
     started: MonoTime,
-    next_beat: MonoTime,
-    next_liveness: MonoTime,
-    flush_at: Option<MonoTime>,
-    drop_check_at: Option<MonoTime>,
+    /// The shell's own deadlines (`Wake`).
+    wakes: Deadlines<Wake>,
     sweep: Option<Sweep>,
     /// `RUN/restarter.journal`: each started process records itself.
     journal: state_file::Journal,
     loaded: bool,
     state_dirty: bool,
-    /// Set while `restarter.state` cannot be written (e.g. `ENOSPC`): when
-    /// to try again. The failure is logged once, the recovery too.
-    state_retry_at: Option<MonoTime>,
-    /// When to retry sending log lines syslog refused (busy).
-    log_retry_at: Option<MonoTime>,
+    /// Set while `restarter.state` cannot be written (e.g. `ENOSPC`;
+    /// retried at `Wake::StateRetry`). The failure is logged once, the
+    /// recovery too.
+    state_failing: bool,
     /// The runtime directory, checked every `run_dir::CHECK_INTERVAL`
     /// for being removed (issue 12); `None` if it could not be opened.
     run_watch: Option<RunDir>,
-    next_run_check: MonoTime,
     /// A repair of the runtime directory under way.
     run_repair: Option<RunRepair>,
     /// Set while a repair of the runtime directory fails (logged once).
@@ -232,7 +251,8 @@ impl Shell {
                 self.write_state();
             }
             // Our own lines syslog refused while busy, in order.
-            self.log_retry_at = logging::flush_pending(MonoTime::now());
+            self.wakes
+                .set(Wake::LogBacklog, logging::flush_pending(MonoTime::now()));
             let timeout = self.timeout(MonoTime::now());
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -252,7 +272,7 @@ impl Shell {
     }
 
     fn timeout(&self, now: MonoTime) -> EpollTimeout {
-        let mut next = self.next_beat.min(self.next_liveness);
+        let mut next = self.wakes.first().map_or(now, |(t, _)| t);
         let mut consider = |t: Option<MonoTime>| {
             if let Some(t) = t {
                 next = next.min(t);
@@ -262,11 +282,6 @@ impl Shell {
         consider(self.watch_deadline());
         consider(self.sweep.as_ref().and_then(|s| s.next_deadline(now)));
         consider(self.control.as_ref().and_then(|c| c.next_deadline()));
-        consider(self.flush_at);
-        consider(self.drop_check_at);
-        consider(self.state_retry_at);
-        consider(self.log_retry_at);
-        consider(self.run_watch.as_ref().map(|_| self.next_run_check));
         consider(self.resolver.next_deadline());
         let wait = next.saturating_since(now);
         // Round up: waking a little late beats spinning until the deadline.
@@ -276,7 +291,11 @@ impl Shell {
 
     /// Everything whose time has come.
     fn on_time(&mut self, now: MonoTime) {
-        if now >= self.next_beat {
+        let mut due = std::collections::BTreeSet::new();
+        while let Some((_, wake)) = self.wakes.pop_due(now) {
+            due.insert(wake);
+        }
+        if due.remove(&Wake::Beat) {
             self.beat(now);
         }
         if let Some(sweep) = self.sweep.as_mut() {
@@ -300,23 +319,29 @@ impl Shell {
                 c.expire(now);
             }
         }
-        if self.flush_at.is_some_and(|t| t <= now) {
-            self.flush_outputs(now);
-        }
-        if self.drop_check_at.is_some_and(|t| t <= now) {
-            self.report_drops(now);
-        }
-        if self.state_retry_at.is_some_and(|t| t <= now) {
-            self.state_dirty = true;
-        }
-        if self.run_watch.is_some() && now >= self.next_run_check {
-            self.next_run_check = now + run_dir::CHECK_INTERVAL;
-            self.check_run_dir(now);
-        }
         self.identity_timers(now);
-        if now >= self.next_liveness {
-            self.liveness(now);
-            self.next_liveness = now + self.config.timing.liveness_interval;
+        // In `Wake` order.
+        for wake in due {
+            match wake {
+                Wake::Beat => {}
+                Wake::Flush => self.flush_outputs(now),
+                Wake::DropReport => self.report_drops(now),
+                Wake::StateRetry => self.state_dirty = true,
+                // Only wakes the loop: `flush_pending` runs every turn.
+                Wake::LogBacklog => {}
+                Wake::RunCheck => {
+                    self.wakes
+                        .set(Wake::RunCheck, Some(now + run_dir::CHECK_INTERVAL));
+                    self.check_run_dir(now);
+                }
+                Wake::Liveness => {
+                    self.liveness(now);
+                    self.wakes.set(
+                        Wake::Liveness,
+                        Some(now + self.config.timing.liveness_interval),
+                    );
+                }
+            }
         }
     }
 
@@ -339,13 +364,14 @@ impl Shell {
                 debug!("heartbeat {}: {e}", w.name());
             }
         }
-        self.next_beat = now + self.config.timing.beat_interval;
+        self.wakes
+            .set(Wake::Beat, Some(now + self.config.timing.beat_interval));
     }
 
     /// Beats if one is due (between spawns of a long loop turn).
     fn maybe_beat(&mut self) {
         let now = MonoTime::now();
-        if now >= self.next_beat {
+        if self.wakes.get(Wake::Beat).is_none_or(|t| now >= t) {
             self.beat(now);
         }
     }
@@ -505,16 +531,17 @@ impl Shell {
         let Some(out) = self.rt.get(id).and_then(|r| r.output.as_ref()) else {
             return;
         };
-        if out.buffered() > 0 && self.flush_at.is_none() {
-            self.flush_at = Some(now + FLUSH_INTERVAL);
+        if out.buffered() > 0 && self.wakes.get(Wake::Flush).is_none() {
+            self.wakes.set(Wake::Flush, Some(now + FLUSH_INTERVAL));
         }
         if let Some(t) = out.next_drop_report() {
-            self.drop_check_at = Some(self.drop_check_at.map_or(t, |d| d.min(t)));
+            let at = self.wakes.get(Wake::DropReport).map_or(t, |d| d.min(t));
+            self.wakes.set(Wake::DropReport, Some(at));
         }
     }
 
     fn flush_outputs(&mut self, now: MonoTime) {
-        self.flush_at = None;
+        self.wakes.set(Wake::Flush, None);
         let mut left = false;
         for r in self.rt.iter_mut() {
             if let Some(out) = r.output.as_mut() {
@@ -524,12 +551,12 @@ impl Shell {
             }
         }
         if left {
-            self.flush_at = Some(now + FLUSH_INTERVAL);
+            self.wakes.set(Wake::Flush, Some(now + FLUSH_INTERVAL));
         }
     }
 
     fn report_drops(&mut self, now: MonoTime) {
-        self.drop_check_at = None;
+        self.wakes.set(Wake::DropReport, None);
         let mut next: Option<MonoTime> = None;
         for (i, r) in self.rt.iter_mut().enumerate() {
             let Some(out) = r.output.as_mut() else {
@@ -547,7 +574,7 @@ impl Shell {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         }
-        self.drop_check_at = next;
+        self.wakes.set(Wake::DropReport, next);
     }
 
     // ---- actions ------------------------------------------------------------

@@ -356,19 +356,21 @@ impl Shell {
                 if let Err(e) = self.journal.clear() {
                     debug!("emptying {}: {e}", state_file::JOURNAL_NAME);
                 }
-                if self.state_retry_at.take().is_some() {
+                self.wakes.set(Wake::StateRetry, None);
+                if std::mem::take(&mut self.state_failing) {
                     info!("writing {} works again", path.display());
                 }
             }
             Err(e) => {
-                if self.state_retry_at.is_none() {
+                if !std::mem::replace(&mut self.state_failing, true) {
                     error!(
                         "writing {}: {e} (supervision goes on; retrying every {}s)",
                         path.display(),
                         STATE_RETRY.as_secs()
                     );
                 }
-                self.state_retry_at = Some(MonoTime::now() + STATE_RETRY);
+                self.wakes
+                    .set(Wake::StateRetry, Some(MonoTime::now() + STATE_RETRY));
             }
         }
     }

@@ -59,7 +59,7 @@ impl Shell {
             r.turns += 1;
         }
         match step {
-            Ok(false) => self.next_run_check = now,
+            Ok(false) => self.wakes.set(Wake::RunCheck, Some(now)),
             Ok(true) => {
                 let Some(done) = self.run_repair.take() else {
                     return;

@@ -116,18 +116,18 @@ impl Shell {
             cgroup_warned: false,
             base_nofile,
             started: now,
-            next_beat: now,
-            next_liveness: now + config.timing.liveness_interval,
-            flush_at: None,
-            drop_check_at: None,
+            wakes: {
+                let mut w = Deadlines::new();
+                w.set(Wake::Beat, Some(now));
+                w.set(Wake::Liveness, Some(now + config.timing.liveness_interval));
+                w
+            },
             sweep: None,
             journal,
             loaded: false,
             state_dirty: false,
-            state_retry_at: None,
-            log_retry_at: None,
+            state_failing: false,
             run_watch: None,
-            next_run_check: now + run_dir::CHECK_INTERVAL,
             run_repair: None,
             run_repair_failing: false,
             config_errors,
@@ -155,7 +155,12 @@ impl Shell {
         shell.log_sweep_messages();
         shell.bind_control();
         match RunDir::open(&shell.run_dir, shell.control.is_some()) {
-            Ok(rd) => shell.run_watch = Some(rd),
+            Ok(rd) => {
+                shell.run_watch = Some(rd);
+                shell
+                    .wakes
+                    .set(Wake::RunCheck, Some(now + run_dir::CHECK_INTERVAL));
+            }
             Err(e) => warn!(
                 "{}: {e}; a removed runtime directory will not be noticed",
                 shell.run_dir.display()
