@@ -131,6 +131,7 @@ use tether_common::duration;
 mod events;
 mod lifecycle;
 mod notify;
+mod phase;
 mod requests;
 mod sched;
 mod set;
@@ -138,6 +139,7 @@ mod status;
 
 pub use crate::policy::service_budget_rows;
 pub use events::{Action, Event, ExitStatus, Resume, StopReason};
+use phase::{step, Input, Phase, Proc, Step, Stopping};
 use sched::{SlotMeta, Timer};
 pub use status::{ServiceRow, Summary};
 
@@ -228,24 +230,6 @@ struct Stats {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Stopping {
-    kill_at: MonoTime,
-    killed: bool,
-    reason: StopReason,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Proc {
-    pid: i32,
-    started: MonoTime,
-    ready: bool,
-    watchdog_timeout: Option<Duration>,
-    watchdog_deadline: Option<MonoTime>,
-    stopping: Option<Stopping>,
-    main_pid: Option<i32>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Service {
     spec: Spec,
     /// A changed spec from a reload, applied when the process has stopped.
@@ -255,9 +239,8 @@ struct Service {
     /// Enabled and not stopped by hand, not failed.
     wanted: bool,
     failed: bool,
-    /// A [`Action::Spawn`] is out; its result has not come back.
-    spawning: bool,
-    proc_: Option<Proc>,
+    /// A spawn out, a process running or stopping (`phase::step`).
+    phase: Phase,
     /// Earliest next start (policy delay or throttle), always in the future
     /// after a reconcile.
     start_at: Option<MonoTime>,
@@ -285,8 +268,7 @@ impl Service {
             next_spec: None,
             removing: false,
             failed: false,
-            spawning: false,
-            proc_: None,
+            phase: Phase::Down,
             start_at: None,
             backoff: false,
             restart_after_stop: false,
@@ -299,14 +281,12 @@ impl Service {
     }
 
     fn stopping(&self) -> bool {
-        self.proc_.as_ref().is_some_and(|p| p.stopping.is_some())
+        self.phase.stopping()
     }
 
     /// Up and ready, not on its way down.
     fn ready(&self) -> bool {
-        self.proc_
-            .as_ref()
-            .is_some_and(|p| p.ready && p.stopping.is_none())
+        matches!(&self.phase, Phase::Up(p) if p.ready)
     }
 }
 
@@ -473,9 +453,7 @@ impl Supervisor {
         let name = self.entry(id).name();
         self.dependents.get(name).is_some_and(|ds| {
             ds.iter().any(|&d| match self.slots.get(d.index()) {
-                Some(Some(Entry::Valid(s))) => {
-                    (s.proc_.is_some() || s.spawning) && !self.desired(d, 0)
-                }
+                Some(Some(Entry::Valid(s))) => s.phase.active() && !self.desired(d, 0),
                 _ => false,
             })
         })
@@ -505,7 +483,7 @@ impl Supervisor {
             let Some(Entry::Valid(s)) = self.slots[id.index()].as_ref() else {
                 continue;
             };
-            if s.proc_.is_none()
+            if s.phase.proc_().is_none()
                 || s.stopping()
                 || self.desired(id, 0)
                 || self.dependents_still_up(id)
@@ -537,7 +515,7 @@ impl Supervisor {
             let Some(Entry::Valid(s)) = self.slots[id.index()].as_mut() else {
                 continue;
             };
-            if s.proc_.is_some() || s.spawning {
+            if s.phase.active() {
                 continue;
             }
             if !desired {
@@ -573,7 +551,7 @@ impl Supervisor {
             }
             s.start_at = None;
             s.backoff = false;
-            s.spawning = true;
+            step(&mut s.phase, Input::Spawn);
             if std::mem::take(&mut s.provision_due) {
                 self.out.push(Action::Provision { id });
             }
@@ -594,7 +572,7 @@ impl Supervisor {
 
     /// No process and no spawn outstanding.
     pub fn is_idle(&self) -> bool {
-        self.valid().all(|s| s.proc_.is_none() && !s.spawning)
+        self.valid().all(|s| !s.phase.active())
     }
 
     // ---- queries -----------------------------------------------------------
@@ -625,7 +603,7 @@ impl Supervisor {
     /// The process group (= pid) of a running service.
     pub fn pgid(&self, id: ServiceId) -> Option<i32> {
         match self.slots.get(id.index()) {
-            Some(Some(Entry::Valid(s))) => s.proc_.as_ref().map(|p| p.pid),
+            Some(Some(Entry::Valid(s))) => s.phase.proc_().map(|p| p.pid),
             _ => None,
         }
     }

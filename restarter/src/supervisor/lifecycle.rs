@@ -21,11 +21,15 @@ impl Supervisor {
             let Some(Entry::Valid(s)) = self.slots[id.index()].as_mut() else {
                 continue;
             };
-            let Some(p) = s.proc_.as_mut() else { continue };
-            if let Some(st) = p.stopping.as_mut() {
-                if !st.killed && st.kill_at <= now {
-                    st.killed = true;
-                    let (pid, name, t) = (p.pid, s.spec.name.clone(), s.spec.stop_timeout);
+            let kill_due = matches!(&s.phase, Phase::Stopping(_, st) if st.kill_at <= now);
+            let missed = matches!(
+                &s.phase,
+                Phase::Up(p) if p.watchdog_deadline.is_some_and(|d| d <= now)
+            );
+            if kill_due {
+                if step(&mut s.phase, Input::KillDue) == Step::Changed {
+                    let pid = s.phase.proc_().map_or(0, |p| p.pid);
+                    let (name, t) = (s.spec.name.clone(), s.spec.stop_timeout);
                     self.out.push(Action::Kill {
                         id,
                         pid,
@@ -40,7 +44,7 @@ impl Supervisor {
                         ),
                     );
                 }
-            } else if p.watchdog_deadline.is_some_and(|d| d <= now) {
+            } else if missed {
                 self.watchdog_miss(id, now);
                 // No longer ready.
                 self.touch(id);
@@ -52,22 +56,21 @@ impl Supervisor {
 
     pub(super) fn on_spawned(&mut self, id: ServiceId, pid: i32, now: MonoTime) {
         let s = self.service_mut(id);
-        s.spawning = false;
         s.last_start = Some(now);
         s.stats.last_error = None;
         s.stats.status_text = None;
         let watchdog_timeout = (s.spec.notify == NotifyMode::Watchdog)
             .then_some(s.spec.watchdog_timeout)
             .flatten();
-        s.proc_ = Some(Proc {
+        let started = Proc {
             pid,
             started: now,
             ready: s.spec.notify == NotifyMode::None,
             watchdog_timeout,
             watchdog_deadline: watchdog_timeout.map(|t| now + t),
-            stopping: None,
             main_pid: None,
-        });
+        };
+        step(&mut s.phase, Input::Started(started));
         let name = s.spec.name.clone();
         self.by_pid.insert(pid, id);
         if let Some(n) = self.descriptors_out.0.take() {
@@ -90,7 +93,7 @@ impl Supervisor {
         now: MonoTime,
     ) {
         let s = self.service_mut(id);
-        s.spawning = false;
+        step(&mut s.phase, Input::SpawnFailed);
         s.last_start = Some(now);
         let errno_text = errno
             .map(|e| format!(" [{:?}]", nix::errno::Errno::from_raw(e)))
@@ -120,7 +123,9 @@ impl Supervisor {
     }
 
     pub(super) fn on_exit(&mut self, id: ServiceId, pid: i32, status: ExitStatus, now: MonoTime) {
-        let Some(p) = self.service_mut(id).proc_.take_if(|p| p.pid == pid) else {
+        let Step::Ended { proc_: p, reason } =
+            step(&mut self.service_mut(id).phase, Input::Exited { pid })
+        else {
             return;
         };
         self.by_pid.remove(&pid);
@@ -133,7 +138,6 @@ impl Supervisor {
         });
         self.out.push(Action::WriteState);
         let ran = fmt_dur(now.saturating_since(p.started));
-        let reason = p.stopping.as_ref().map(|st| st.reason);
         let how = match reason {
             Some(StopReason::Watchdog) => format!("{status} (watchdog)"),
             _ => status.to_string(),
@@ -273,15 +277,16 @@ impl Supervisor {
         let s = self.service_mut(id);
         let name = s.spec.name.clone();
         let stop_timeout = s.spec.stop_timeout;
-        let Some(p) = s.proc_.as_mut() else { return };
-        let timeout = p.watchdog_timeout.unwrap_or_default();
-        p.watchdog_deadline = None;
-        p.stopping = Some(Stopping {
+        let Some(p) = s.phase.proc_() else { return };
+        let (timeout, pid) = (p.watchdog_timeout.unwrap_or_default(), p.pid);
+        let stop = Stopping {
             kill_at: now + stop_timeout,
             killed: false,
             reason: StopReason::Watchdog,
-        });
-        let pid = p.pid;
+        };
+        if step(&mut s.phase, Input::Stop(stop)) != Step::Changed {
+            return;
+        }
         self.out.push(Action::Kill {
             id,
             pid,
@@ -302,17 +307,17 @@ impl Supervisor {
         let s = self.service_mut(id);
         let name = s.spec.name.clone();
         let (signal, timeout) = (s.spec.stop_signal, s.spec.stop_timeout);
-        let Some(p) = s.proc_.as_mut() else { return };
-        if p.stopping.is_some() {
+        let Some(pid) = s.phase.proc_().map(|p| p.pid) else {
             return;
-        }
-        p.watchdog_deadline = None;
-        p.stopping = Some(Stopping {
+        };
+        let stop = Stopping {
             kill_at: now + timeout,
             killed: false,
             reason,
-        });
-        let pid = p.pid;
+        };
+        if step(&mut s.phase, Input::Stop(stop)) != Step::Changed {
+            return;
+        }
         self.out.push(Action::Kill {
             id,
             pid,

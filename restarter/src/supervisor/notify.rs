@@ -27,7 +27,7 @@ impl Supervisor {
             sender_pid.map_or("?".to_string(), |p| p.to_string()),
             sender_uid.map_or("?".to_string(), |u| u.to_string())
         );
-        if s.proc_.is_none() {
+        if s.phase.proc_().is_none() {
             self.log(
                 Level::Debug,
                 format!("service {name}: notify from {from} while not running: ignored"),
@@ -47,7 +47,10 @@ impl Supervisor {
         let mut lines = Vec::new();
         {
             let watchdog_mode = s.spec.notify == NotifyMode::Watchdog;
-            let p = s.proc_.as_mut().expect("checked above");
+            let stopping = s.phase.stopping();
+            let Some(p) = s.phase.proc_mut() else {
+                return false;
+            };
             for m in messages {
                 match m {
                     NotifyMsg::Ready => {
@@ -70,12 +73,12 @@ impl Supervisor {
                         format!("service {name} stopping (from {from})"),
                     )),
                     NotifyMsg::Watchdog => {
-                        if let (Some(t), None) = (p.watchdog_timeout, &p.stopping) {
+                        if let (Some(t), false) = (p.watchdog_timeout, stopping) {
                             p.watchdog_deadline = Some(now + t);
                         }
                     }
                     NotifyMsg::WatchdogTrigger => {
-                        if watchdog_mode && p.stopping.is_none() {
+                        if watchdog_mode && !stopping {
                             lines.push((
                                 Level::Warn,
                                 format!("service {name}: WATCHDOG=trigger from {from}"),
@@ -84,7 +87,7 @@ impl Supervisor {
                         }
                     }
                     NotifyMsg::WatchdogUsec(us) => {
-                        if watchdog_mode && us > 0 && p.stopping.is_none() {
+                        if watchdog_mode && us > 0 && !stopping {
                             let t = Duration::from_micros(us);
                             p.watchdog_timeout = Some(t);
                             p.watchdog_deadline = Some(now + t);
@@ -133,8 +136,9 @@ impl Supervisor {
         let Some(Some(Entry::Valid(s))) = self.slots.get_mut(id.index()) else {
             return;
         };
-        if let Some(p) = s.proc_.as_mut() {
-            if let (Some(t), None) = (p.watchdog_timeout, &p.stopping) {
+        let stopping = s.phase.stopping();
+        if let Some(p) = s.phase.proc_mut() {
+            if let (Some(t), false) = (p.watchdog_timeout, stopping) {
                 p.watchdog_deadline = Some(now + t);
             }
         }

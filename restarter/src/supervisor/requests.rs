@@ -24,7 +24,7 @@ impl Supervisor {
         let id = self.lookup(name)?;
         let s = self.service_mut(id);
         let note;
-        if s.proc_.is_some() && !s.stopping() {
+        if s.phase.proc_().is_some() && !s.stopping() {
             note = format!("{name} is already running");
             s.wanted = true;
         } else {
@@ -54,7 +54,7 @@ impl Supervisor {
     pub fn stop(&mut self, name: &str, now: MonoTime) -> Result<(String, Vec<Action>), String> {
         let id = self.lookup(name)?;
         let s = self.service_mut(id);
-        let was_up = s.proc_.is_some();
+        let was_up = s.phase.proc_().is_some();
         s.wanted = false;
         s.failed = false;
         s.restart_after_stop = false;
@@ -79,7 +79,7 @@ impl Supervisor {
         s.history.reset();
         s.start_at = None;
         s.last_start = None;
-        let running = s.proc_.is_some();
+        let running = s.phase.proc_().is_some();
         if running {
             s.restart_after_stop = true;
         }
@@ -96,7 +96,7 @@ impl Supervisor {
     pub fn signal(&mut self, name: &str, signal: i32) -> Result<Vec<Action>, String> {
         let id = self.lookup(name)?;
         let s = self.service_mut(id);
-        let Some(p) = s.proc_.as_ref() else {
+        let Some(p) = s.phase.proc_() else {
             return Err(format!("service {name} is not running"));
         };
         let pid = p.pid;

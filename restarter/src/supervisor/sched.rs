@@ -62,13 +62,7 @@ impl Supervisor {
             s.start_at = s.start_at.map(r);
             s.last_start = s.last_start.map(r);
             s.history.rebase(by, now, horizon);
-            if let Some(p) = s.proc_.as_mut() {
-                p.started = r(p.started);
-                p.watchdog_deadline = p.watchdog_deadline.map(r);
-                if let Some(st) = p.stopping.as_mut() {
-                    st.kill_at = r(st.kill_at);
-                }
-            }
+            s.phase.rebase(r);
         }
         self.timers.rebase(by, now, horizon);
     }
@@ -77,16 +71,10 @@ impl Supervisor {
     /// the slot may be empty).
     pub(super) fn rearm(&mut self, id: ServiceId) {
         let (start, proc_) = match self.slots.get(id.index()) {
-            Some(Some(Entry::Valid(s))) => match &s.proc_ {
-                Some(p) => (
-                    None,
-                    match &p.stopping {
-                        Some(st) if !st.killed => Some(st.kill_at),
-                        Some(_) => None,
-                        None => p.watchdog_deadline,
-                    },
-                ),
-                None => (s.start_at, None),
+            Some(Some(Entry::Valid(s))) => match &s.phase {
+                Phase::Up(p) => (None, p.watchdog_deadline),
+                Phase::Stopping(_, st) => (None, (!st.killed).then_some(st.kill_at)),
+                Phase::Down | Phase::Spawning => (s.start_at, None),
             },
             _ => (None, None),
         };

@@ -104,15 +104,15 @@ impl Supervisor {
                 .then(|| r.watchdog_timeout.or(s.spec.watchdog_timeout))
                 .flatten();
             s.last_start = Some(started);
-            s.proc_ = Some(Proc {
+            let adopted = Proc {
                 pid,
                 started,
                 ready: r.ready || s.spec.notify == NotifyMode::None,
                 watchdog_timeout,
                 watchdog_deadline: watchdog_timeout.map(|t| now + t),
-                stopping: None,
                 main_pid: None,
-            });
+            };
+            step(&mut s.phase, Input::Started(adopted));
             self.by_pid.insert(pid, id);
             if let Some(status) = r.exited {
                 self.log(
@@ -168,7 +168,7 @@ impl Supervisor {
                     s.wanted = false;
                     s.next_spec = None;
                     s.restart_after_stop = false;
-                    if s.proc_.is_none() && !s.spawning {
+                    if !s.phase.active() {
                         self.log(Level::Info, format!("service {name} removed"));
                         self.forget(id);
                     } else {
@@ -206,10 +206,10 @@ impl Supervisor {
                 continue;
             }
             changed += 1;
-            if s.proc_.is_some() || s.spawning {
+            if s.phase.active() {
                 s.next_spec = Some(Spec::new(spec));
                 s.restart_after_stop = true;
-                let running = s.proc_.is_some() && !s.stopping();
+                let running = s.phase.proc_().is_some() && !s.stopping();
                 self.log(
                     Level::Info,
                     format!("service {name} changed: restarting it"),
@@ -265,14 +265,14 @@ impl Supervisor {
                 continue;
             }
             let restart = matches!(s.spec.identity, Resolution::Resolved(_))
-                && s.proc_.is_some()
+                && s.phase.proc_().is_some()
                 && !s.stopping()
                 && s.next_spec.is_none();
             if !restart {
                 s.spec.make_mut().identity = new;
                 // A spec changed: what it needs (a notify socket owned by
                 // the resolved user) is made before the held start.
-                if s.proc_.is_none() {
+                if s.phase.proc_().is_none() {
                     self.provision(id);
                 }
                 continue;

@@ -41,8 +41,8 @@ impl Supervisor {
         self.ids()
             .filter_map(|id| match self.slots[id.index()].as_ref() {
                 Some(Entry::Valid(s)) => s
-                    .proc_
-                    .as_ref()
+                    .phase
+                    .proc_()
                     .map(|p| (id, s.spec.name.as_str(), p.pid, s.spec.stop_timeout)),
                 _ => None,
             })
@@ -80,14 +80,14 @@ impl Supervisor {
                 id,
                 name: s.spec.name.clone(),
                 state: self.state_of(id, s),
-                pid: s.proc_.as_ref().map(|p| p.pid),
-                uptime: s.proc_.as_ref().map(|p| now.saturating_since(p.started)),
+                pid: s.phase.proc_().map(|p| p.pid),
+                uptime: s.phase.proc_().map(|p| now.saturating_since(p.started)),
                 restarts: s.stats.restarts,
                 last_exit: s.stats.last_exit.clone(),
                 ready: s.ready(),
                 watchdog_left: s
-                    .proc_
-                    .as_ref()
+                    .phase
+                    .proc_()
                     .and_then(|p| p.watchdog_deadline)
                     .map(|d| d.saturating_since(now)),
                 status_text: s.stats.status_text.clone(),
@@ -98,19 +98,12 @@ impl Supervisor {
     }
 
     pub(super) fn state_of(&self, id: ServiceId, s: &Service) -> &'static str {
-        if let Some(p) = &s.proc_ {
-            return if p.stopping.is_some() {
-                "stopping"
-            } else if s.spec.notify == NotifyMode::None {
-                "running"
-            } else if p.ready {
-                "ready"
-            } else {
-                "starting"
-            };
-        }
-        if s.spawning {
-            return "starting";
+        match &s.phase {
+            Phase::Stopping(..) => return "stopping",
+            Phase::Up(_) if s.spec.notify == NotifyMode::None => return "running",
+            Phase::Up(p) if p.ready => return "ready",
+            Phase::Up(_) | Phase::Spawning => return "starting",
+            Phase::Down => {}
         }
         if s.failed {
             return "failed";
@@ -164,10 +157,10 @@ impl Supervisor {
             .filter_map(|id| match self.slots[id.index()].as_ref() {
                 Some(Entry::Valid(s)) => {
                     let r = Resume {
-                        pid: s.proc_.as_ref().map(|p| p.pid),
-                        started: s.proc_.as_ref().map(|p| p.started),
-                        ready: s.proc_.as_ref().is_some_and(|p| p.ready),
-                        watchdog_timeout: s.proc_.as_ref().and_then(|p| p.watchdog_timeout),
+                        pid: s.phase.proc_().map(|p| p.pid),
+                        started: s.phase.proc_().map(|p| p.started),
+                        ready: s.phase.proc_().is_some_and(|p| p.ready),
+                        watchdog_timeout: s.phase.proc_().and_then(|p| p.watchdog_timeout),
                         restarts: s.stats.restarts,
                         history: s.history.clone(),
                         wanted: s.wanted,
