@@ -51,7 +51,7 @@ use setup::take_heartbeats;
 
 use crate::cgroup::Cgroups;
 use crate::control::map::{self, Mapped, Sig};
-use crate::control::{self, Incoming, Response, Server, ServiceStatus, StatusReport};
+use crate::control::{self, Incoming, Response, Server, StatusReport};
 use crate::notify::{self, NotifySocket};
 use crate::output::ServiceOutput;
 use crate::resolver::{self, Resolver};

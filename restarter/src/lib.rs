@@ -35,4 +35,5 @@ pub mod run_dir;
 pub mod service;
 pub mod spawn;
 pub mod state_file;
+pub mod status;
 pub mod supervisor;

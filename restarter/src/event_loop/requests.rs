@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::control::map::{self, Command, Mapped, Want};
+use crate::status;
 
 impl Shell {
     pub(super) fn on_control(&mut self, now: MonoTime) {
@@ -115,44 +116,21 @@ impl Shell {
             .into_iter()
             .map(|r| {
                 let rt = self.rt.get(r.id);
-                let dropped = rt
-                    .and_then(|x| x.output.as_ref())
-                    .map_or(0, |o| o.dropped());
                 let sock = rt.and_then(|x| x.notify.as_ref());
-                let sock_rejected = sock.map_or(0, |s| s.rejected());
-                ServiceStatus {
-                    name: r.name,
-                    state: r.state.to_string(),
-                    pid: r.pid,
-                    uptime_ms: r.uptime.map(|d| d.as_millis() as u64),
-                    restarts: r.restarts,
-                    last_exit: r.last_exit,
-                    ready: r.ready,
-                    watchdog_deadline_ms: r.watchdog_left.map(|d| d.as_millis() as u64),
-                    dropped_lines: dropped,
-                    notify_rejected: r.notify_rejected + sock_rejected,
-                    notify_refused: r.notify_rejected + sock.map_or(0, |s| s.refused()),
-                    notify_last_refusal: sock.and_then(|s| s.last_refusal()).map(|r| r.to_string()),
-                    status_text: match self.awaiting.get(&r.id) {
-                        Some(key) => Some(format!("resolving {}", resolver::describe(key))),
-                        None => r.status_text,
-                    },
-                    error: r.error,
-                }
+                let counters = status::Counters {
+                    dropped_lines: rt
+                        .and_then(|x| x.output.as_ref())
+                        .map_or(0, |o| o.dropped()),
+                    socket_rejected: sock.map_or(0, |s| s.rejected()),
+                    socket_refused: sock.map_or(0, |s| s.refused()),
+                    last_refusal: sock.and_then(|s| s.last_refusal()).map(|r| r.to_string()),
+                    resolving: self.awaiting.get(&r.id).map(resolver::describe),
+                };
+                status::service_status(r, counters)
             })
             .collect::<Vec<_>>();
-        let mut config_errors = self.config_errors.clone();
-        config_errors.extend(
-            services
-                .iter()
-                .filter(|s| s.state == "config-error")
-                .filter_map(|s| s.error.clone()),
-        );
-        config_errors.extend(
-            self.reload_errors
-                .iter()
-                .map(|e| format!("reload refused: {e}")),
-        );
+        let config_errors =
+            status::config_errors(&self.config_errors, &services, &self.reload_errors);
         StatusReport {
             restarter_pid: std::process::id() as i32,
             uptime_ms: now.saturating_since(self.started).as_millis() as u64,
@@ -163,27 +141,18 @@ impl Shell {
         }
     }
 
+    /// The periodic liveness line (`Wake::Liveness`).
     pub(super) fn liveness(&mut self, _now: MonoTime) {
-        let s = self.sup.summary();
-        let dropped: u64 = self
-            .rt
-            .iter()
-            .filter_map(|r| r.output.as_ref())
-            .map(|o| o.dropped())
-            .sum();
-        let word = if s.up < s.expected || s.failed > 0 {
-            "degraded"
-        } else {
-            "ok"
+        let line = status::Liveness {
+            summary: self.sup.summary(),
+            syslog_up: self.syslog.is_up(),
+            dropped_lines: self
+                .rt
+                .iter()
+                .filter_map(|r| r.output.as_ref())
+                .map(|o| o.dropped())
+                .sum(),
         };
-        log::log!(
-            Level::Info,
-            "liveness: restarter {word} {}/{} up, {} failed, {} config errors, syslog {}, {dropped} lines dropped",
-            s.up,
-            s.expected,
-            s.failed,
-            s.broken,
-            if self.syslog.is_up() { "up" } else { "down" }
-        );
+        log::log!(Level::Info, "liveness: {line}");
     }
 }
