@@ -3,7 +3,9 @@
 //! Pure cores, tested with a fake clock and no processes:
 //! - [`service`]: service files → [`service::ServiceSpec`];
 //! - [`policy`]: restart decisions;
-//! - [`supervisor`]: the service state machine (events in, actions out).
+//! - [`supervisor`]: the service state machine (events in, actions out;
+//!   its files are listed in `docs/RESTARTER-CORE.md`);
+//! - [`control::map`]: control requests and signals → commands.
 //!
 //! The shell around them, one thread and one epoll loop ([`event_loop`]):
 //! - [`spawn`]: starting a service's process (session, limits, user,
@@ -33,4 +35,5 @@ pub mod run_dir;
 pub mod service;
 pub mod spawn;
 pub mod state_file;
+pub mod status;
 pub mod supervisor;

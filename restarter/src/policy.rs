@@ -16,9 +16,10 @@
 //!   oscillate between bursts of quick restarts and long waits. A start
 //!   asked for by hand (`tetherctl start/restart`) clears the history.
 
-use crate::service::{OnExhausted, RestartMode, ServiceSpec};
+use crate::service::{NotifyMode, OnExhausted, RestartMode, ServiceSpec};
 use std::collections::VecDeque;
 use std::time::Duration;
+use tether_common::budget::{BudgetRow, Outcome};
 use tether_common::clock::MonoTime;
 
 /// The smallest backoff base, so that `restart_delay = "0s"` still backs off.
@@ -42,7 +43,7 @@ pub enum Decision {
 }
 
 /// A service's recent automatic restarts and backoff level.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct History {
     /// Planned times of automatic restarts still inside the window (at
     /// most `max_restarts + 1` kept).
@@ -79,6 +80,14 @@ impl History {
     /// file (a re-adopting restarter resumes the same window).
     pub fn parts(&self) -> (Vec<MonoTime>, u32) {
         (self.restarts.iter().copied().collect(), self.level)
+    }
+
+    /// Every time moved as [`MonoTime::rebased`] moves one (a model
+    /// checker's canonical clock; see `Supervisor::rebase`).
+    pub fn rebase(&mut self, by: Duration, now: MonoTime, horizon: Duration) {
+        for t in self.restarts.iter_mut() {
+            *t = t.rebased(by, now, horizon);
+        }
     }
 
     /// A history saved by [`History::parts`].
@@ -158,6 +167,52 @@ pub fn backoff_delay(spec: &ServiceSpec, level: u32) -> Duration {
         .unwrap_or(Duration::MAX)
         .min(spec.max_delay)
         .max(spec.restart_delay)
+}
+
+/// Per service, the worst-case time from a fault to the service running
+/// again (for `tetherctl check`): a crash costs at most `restart_delay`
+/// (or `max_delay` once backing off); a hang, with `notify = "watchdog"`,
+/// `watchdog_timeout + stop_timeout + restart_delay`. With
+/// `on_exhausted = "reboot"` a crash loop ends in an orderly reboot.
+pub fn service_budget_rows(specs: &[ServiceSpec]) -> Vec<BudgetRow> {
+    let mut rows = Vec::new();
+    for s in specs {
+        let (crash_bound, crash_formula) = match (s.limit, s.on_exhausted) {
+            (Some(_), OnExhausted::Backoff) => (
+                s.restart_delay.max(s.max_delay),
+                "max_delay (backing off)".to_string(),
+            ),
+            _ => (s.restart_delay, "restart_delay".to_string()),
+        };
+        rows.push(BudgetRow {
+            fault: format!("service {} crash", s.name),
+            outcome: Outcome::Restart,
+            bound: crash_bound,
+            formula: crash_formula,
+        });
+        if let (NotifyMode::Watchdog, Some(wd)) = (s.notify, s.watchdog_timeout) {
+            let restart = if s.limit.is_some() && s.on_exhausted == OnExhausted::Backoff {
+                s.restart_delay.max(s.max_delay)
+            } else {
+                s.restart_delay
+            };
+            rows.push(BudgetRow {
+                fault: format!("service {} hang", s.name),
+                outcome: Outcome::Restart,
+                bound: wd.saturating_add(s.stop_timeout).saturating_add(restart),
+                formula: "watchdog_timeout + stop_timeout + restart_delay".to_string(),
+            });
+        }
+        if let (Some(limit), OnExhausted::Reboot) = (s.limit, s.on_exhausted) {
+            rows.push(BudgetRow {
+                fault: format!("service {} crash loop", s.name),
+                outcome: Outcome::Reboot,
+                bound: limit.window,
+                formula: "window (then init's orderly reboot)".to_string(),
+            });
+        }
+    }
+    rows
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //! from init's fd store (re-adoption); it is emptied only on
 //! `Action::Release` (the service left the set). Starting a process uses
 //! what the row holds; it creates nothing (a provision that failed, e.g.
-//! out of descriptors, is retried when a start is due and reported as that
-//! start's failure).
+//! out of descriptors, goes back to the supervisor as
+//! `Event::ProvisionFailed`: it provisions again before the next start,
+//! whose failure reports the error if that fails too).
 
 use crate::cgroup::ServiceCgroup;
 use crate::notify::NotifySocket;
@@ -25,8 +26,10 @@ pub struct Resources {
     pub cgroup: Option<ServiceCgroup>,
     /// `/proc/PID/stat` start time of the current process.
     pub start_time: u64,
-    /// The last provision failed (why): the next start provisions again.
-    pub provision_error: Option<String>,
+    /// The last provision failed (errno, why): the supervisor provisions
+    /// again before the next start, which fails with this if that fails
+    /// too.
+    pub provision_error: Option<(Option<i32>, String)>,
 }
 
 /// The table: one row per slot, empty rows for free slots.

@@ -20,14 +20,15 @@
 //!   of each. Slot order among the dirty services gives the same actions in
 //!   the same order as the full scan it replaces, because a service outside
 //!   the set would produce nothing (the invariant below).
-//! - Deadlines sit in two ordered sets of `(time, id)`, one entry at most
-//!   per service and set (the slot remembers its entry, so a moved deadline
-//!   is removed and reinserted): *start timers* (`start_at` of a service
-//!   without a process) and *process timers* (the watchdog deadline, or
-//!   the `SIGKILL` time of a stop). `next_deadline` reads the two first
-//!   entries; `tick` pops only the due process timers; every reconcile
-//!   pops the due start timers into the dirty set (as the full scan would
-//!   have started a due service on any event, not only on a tick).
+//! - Deadlines sit in one ordered table of `(time, (id, timer))`
+//!   (`tether_common::deadlines::Deadlines`), one entry at most per
+//!   service, which remembers its entry, so a moved deadline is removed and
+//!   reinserted: a *start timer* (`start_at` of a service without a
+//!   process) or a *process timer* (the watchdog deadline, or the `SIGKILL`
+//!   time of a stop). `next_deadline` reads the first entry; `tick` takes
+//!   only the due process timers; every reconcile takes the due start
+//!   timers into the dirty set (as the full scan would have started a due
+//!   service on any event, not only on a tick).
 //! - Invariant: after every public call, each service is a fixed point of
 //!   its own stop and start steps (running them again with the same `now`
 //!   changes nothing and emits nothing), except for the time-driven parts,
@@ -117,14 +118,30 @@
 
 use crate::notify::NotifyMsg;
 use crate::policy::{Decision, History};
-use crate::service::{signal_name, LoadedSet, NotifyMode, OnExhausted, ServiceSpec};
+use crate::service::{signal_name, LoadedSet, NotifyMode, ServiceSpec};
 use log::Level;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fmt;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
-use tether_common::budget::{BudgetRow, Outcome};
 use tether_common::clock::MonoTime;
+use tether_common::deadlines::Deadlines;
 use tether_common::duration;
+
+mod events;
+mod lifecycle;
+mod notify;
+mod phase;
+mod requests;
+mod sched;
+mod set;
+mod status;
+
+pub use crate::policy::service_budget_rows;
+pub use events::{Action, Event, ExitStatus, Resume, StopReason};
+use phase::{step, Input, Phase, Proc, Step, Stopping};
+use sched::{SlotMeta, Timer};
+pub use status::{ServiceRow, Summary};
 
 /// Depth bound of dependency walks (cycles are refused at load; this only
 /// guards against a bug turning into a stack overflow).
@@ -140,194 +157,90 @@ impl ServiceId {
     }
 }
 
-/// How a process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExitStatus {
-    Code(i32),
-    Signal {
-        signal: i32,
-        core: bool,
-    },
-    /// An adopted process ended while its status was not learnt (init's
-    /// relay pipe was full, or no record came within the grace): counted
-    /// as a failure.
-    Unknown,
-}
+/// A service's configuration as the supervisor holds it: shared (a clone
+/// of the [`Supervisor`] copies a pointer), compared by value, hashed by
+/// name (equal specs have equal names, so `Hash` agrees with `Eq`; a model
+/// checker's configuration is fixed, so the name suffices to tell states
+/// apart). Changing one (`identity_resolved`) copies it on write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec(Arc<ServiceSpec>);
 
-impl ExitStatus {
-    pub fn success(self) -> bool {
-        self == ExitStatus::Code(0)
+impl Spec {
+    pub fn new(spec: ServiceSpec) -> Spec {
+        Spec(Arc::new(spec))
     }
 
-    /// A raw `waitpid` status word (init's relay records), `None` when it
-    /// says stopped/continued rather than ended.
-    pub fn from_raw(status: i32) -> Option<ExitStatus> {
-        let sig = status & 0x7f;
-        if sig == 0 {
-            Some(ExitStatus::Code((status >> 8) & 0xff))
-        } else if sig != 0x7f && status & 0xff != 0x7f && status != 0xffff {
-            Some(ExitStatus::Signal {
-                signal: sig,
-                core: status & 0x80 != 0,
-            })
-        } else {
-            None
-        }
+    fn make_mut(&mut self) -> &mut ServiceSpec {
+        Arc::make_mut(&mut self.0)
     }
 }
 
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            ExitStatus::Code(c) => write!(f, "exit {c}"),
-            ExitStatus::Unknown => write!(f, "exit status unknown"),
-            ExitStatus::Signal { signal, core } => {
-                write!(f, "signal {}", signal_name(signal))?;
-                if core {
-                    write!(f, " (core dumped)")?;
-                }
-                Ok(())
-            }
-        }
+impl std::ops::Deref for Spec {
+    type Target = ServiceSpec;
+    fn deref(&self) -> &ServiceSpec {
+        &self.0
     }
 }
 
-/// Something that happened to one service.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// The process of an [`Action::Spawn`] runs; it leads its own session
-    /// and process group (`pgid == pid`).
-    Spawned { pid: i32 },
-    /// An [`Action::Spawn`] failed: `errno` when the system said so, and a
-    /// message (e.g. `/bin/nope: No such file or directory (os error 2)`).
-    SpawnFailed { errno: Option<i32>, message: String },
-    /// The main process was reaped (its output already drained).
-    Exited { pid: i32, status: ExitStatus },
-    /// A datagram arrived on the service's notify socket. `in_group`: the
-    /// sender still exists and is (not) in the service's process group;
-    /// `None` when it is gone or unknown.
-    Notify {
-        sender_pid: Option<i32>,
-        sender_uid: Option<u32>,
-        in_group: Option<bool>,
-        messages: Vec<NotifyMsg>,
-    },
+impl Hash for Spec {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.name.hash(h);
+    }
 }
 
-/// What the shell must do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Start the service's process, then report [`Event::Spawned`] or
-    /// [`Event::SpawnFailed`].
-    Spawn {
-        id: ServiceId,
-    },
-    /// Send `signal` to `pid`, or with `group` to the process group `pid`
-    /// (and for `SIGKILL`, to the service's cgroup when it has one; for
-    /// another signal, to each process of that cgroup).
-    Kill {
-        id: ServiceId,
-        pid: i32,
-        group: bool,
-        signal: i32,
-    },
-    Log {
-        level: Level,
-        message: String,
-    },
-    /// Ask init for an orderly reboot (write `RUN/shutdown-request`, send
-    /// `R`), or log that it is impossible.
-    RequestReboot {
-        reason: String,
-    },
-    /// The set of running processes changed: rewrite `RUN/restarter.state`.
-    WriteState,
-    /// The process `pid` of an adopted service is not the restarter's
-    /// child: watch it (a pidfd, init's relay) and report its end as
-    /// [`Event::Exited`].
-    Watch {
-        id: ServiceId,
-        pid: i32,
-    },
-    /// The service's spec entered the set or changed: make what it needs
-    /// (output pipes if it has none; a notify socket for a notify service,
-    /// none otherwise; its cgroup) in the shell's resource table
-    /// (`resources`). Always before the [`Action::Spawn`] that uses them.
-    Provision {
-        id: ServiceId,
-    },
-    /// The service is gone (removed by a reload): release its resources
-    /// (notify socket, output pipes, cgroup). The id may be reused.
-    Release {
-        id: ServiceId,
-    },
+/// A status-only value (texts, counters that only grow): shown by status
+/// and the state file, read by no decision, and skipped by `Eq` and
+/// `Hash`, so a model checker's state space stays finite.
+#[derive(Clone, Debug, Default)]
+pub struct Side<T>(pub T);
+
+impl<T> PartialEq for Side<T> {
+    fn eq(&self, _: &Side<T>) -> bool {
+        true
+    }
 }
 
-/// What a previous restarter's state file says of one service, to resume
-/// its supervision (issue 13). `pid`: its process, checked by the shell to
-/// be the same process (start time) and still running; `None` for a
-/// service without a process, or whose process is gone (then `exited`
-/// says how it ended, when known).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Resume {
-    pub pid: Option<i32>,
-    /// When the run began (`CLOCK_MONOTONIC`, the machine's).
-    pub started: Option<MonoTime>,
-    pub ready: bool,
-    pub watchdog_timeout: Option<Duration>,
-    pub restarts: u64,
-    pub history: History,
-    pub wanted: bool,
-    pub failed: bool,
-    /// The process named by `pid` ended while no restarter ran (init's
-    /// relay said how, or [`ExitStatus::Unknown`]): it is taken back as it
-    /// was, then its exit handled as any other (restart per policy).
-    pub exited: Option<ExitStatus>,
+impl<T> Eq for Side<T> {}
+
+impl<T> Hash for Side<T> {
+    fn hash<H: Hasher>(&self, _: &mut H) {}
 }
 
-/// Why a service is being stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    Admin,
-    Shutdown,
-    Dependency,
-    Restart,
-    Reload,
-    Removed,
-    Watchdog,
+impl<T> std::ops::Deref for Side<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
-#[derive(Clone, Debug)]
-struct Stopping {
-    kill_at: MonoTime,
-    killed: bool,
-    reason: StopReason,
+impl<T> std::ops::DerefMut for Side<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
 }
 
-#[derive(Clone, Debug)]
-struct Proc {
-    pid: i32,
-    started: MonoTime,
-    ready: bool,
-    watchdog_timeout: Option<Duration>,
-    watchdog_deadline: Option<MonoTime>,
-    stopping: Option<Stopping>,
-    main_pid: Option<i32>,
+/// A service's status-only fields.
+#[derive(Clone, Debug, Default)]
+struct Stats {
+    restarts: u64,
+    last_exit: Option<String>,
+    last_error: Option<String>,
+    status_text: Option<String>,
+    notify_rejected: u64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Service {
-    spec: ServiceSpec,
+    spec: Spec,
     /// A changed spec from a reload, applied when the process has stopped.
-    next_spec: Option<ServiceSpec>,
+    next_spec: Option<Spec>,
     /// Removed by a reload; forgotten when its process has stopped.
     removing: bool,
     /// Enabled and not stopped by hand, not failed.
     wanted: bool,
     failed: bool,
-    /// A [`Action::Spawn`] is out; its result has not come back.
-    spawning: bool,
-    proc_: Option<Proc>,
+    /// A spawn out, a process running or stopping (`phase::step`).
+    phase: Phase,
     /// Earliest next start (policy delay or throttle), always in the future
     /// after a reconcile.
     start_at: Option<MonoTime>,
@@ -335,56 +248,60 @@ struct Service {
     backoff: bool,
     /// Start again as soon as the current process is gone.
     restart_after_stop: bool,
+    /// The last [`Action::Provision`] failed: the next start provisions
+    /// first.
+    provision_due: bool,
     history: History,
-    restarts: u64,
     /// "waits for" was logged for the current wait.
     waiting_logged: bool,
     /// Last start (spawn or attempt), for `restart_delay`; `None` lets the
     /// next start happen at once.
     last_start: Option<MonoTime>,
-    last_exit: Option<String>,
-    last_error: Option<String>,
-    status_text: Option<String>,
-    notify_rejected: u64,
+    stats: Side<Stats>,
 }
 
 impl Service {
     fn new(spec: ServiceSpec) -> Service {
         Service {
             wanted: !spec.disabled,
-            spec,
+            spec: Spec::new(spec),
             next_spec: None,
             removing: false,
             failed: false,
-            spawning: false,
-            proc_: None,
+            phase: Phase::Down,
             start_at: None,
             backoff: false,
             restart_after_stop: false,
+            provision_due: false,
             history: History::new(),
-            restarts: 0,
             waiting_logged: false,
             last_start: None,
-            last_exit: None,
-            last_error: None,
-            status_text: None,
-            notify_rejected: 0,
+            stats: Side::default(),
         }
     }
 
     fn stopping(&self) -> bool {
-        self.proc_.as_ref().is_some_and(|p| p.stopping.is_some())
+        self.phase.stopping()
     }
 
     /// Up and ready, not on its way down.
     fn ready(&self) -> bool {
-        self.proc_
-            .as_ref()
-            .is_some_and(|p| p.ready && p.stopping.is_none())
+        matches!(&self.phase, Phase::Up(p) if p.ready)
     }
 }
 
-#[derive(Clone, Debug)]
+/// Installs a changed spec on a service without a process.
+fn apply_spec(s: &mut Service, spec: Spec) {
+    s.wanted = !spec.disabled;
+    s.spec = spec;
+    s.failed = false;
+    s.history.reset();
+    s.start_at = None;
+    s.backoff = false;
+    s.last_start = None;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Entry {
     Valid(Box<Service>),
     /// A service whose file is invalid: shown in status, never started.
@@ -403,394 +320,42 @@ impl Entry {
     }
 }
 
-/// One line of status, before the shell adds output and socket counters.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceRow {
-    pub id: ServiceId,
-    pub name: String,
-    /// starting | running | ready | stopping | stopped | failed | backoff |
-    /// waiting | disabled | config-error
-    pub state: &'static str,
-    pub pid: Option<i32>,
-    pub uptime: Option<Duration>,
-    pub restarts: u64,
-    pub last_exit: Option<String>,
-    pub ready: bool,
-    pub watchdog_left: Option<Duration>,
-    pub status_text: Option<String>,
-    pub error: Option<String>,
-    pub notify_rejected: u64,
-}
-
-/// Counts for the liveness line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Services that should run.
-    pub expected: usize,
-    /// Of those, up and ready.
-    pub up: usize,
-    pub failed: usize,
-    pub broken: usize,
-}
-
-/// Per slot bookkeeping of the incremental reconcile (see the module
-/// documentation); kept beside `slots`, same length.
-#[derive(Clone, Copy, Debug, Default)]
-struct SlotMeta {
-    /// The slot is in `Supervisor::dirty`.
-    queued: bool,
-    /// This slot's entry in `Supervisor::start_timers`.
-    start_timer: Option<MonoTime>,
-    /// This slot's entry in `Supervisor::proc_timers`.
-    proc_timer: Option<MonoTime>,
-}
-
 /// Every service and its state. See the module documentation.
-#[derive(Debug, Default)]
+///
+/// `Clone + Eq + Hash` for a model checker (issue 14): status-only fields
+/// (texts, counters that only grow) sit in [`Side`] cells, which every
+/// comparison and hash skips; specs are shared [`Spec`]s (a pointer to
+/// clone, a name to hash); `out` is empty between calls (actions are
+/// returned). [`Supervisor::rebase`] shifts every stored time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Supervisor {
     slots: Vec<Option<Entry>>,
     meta: Vec<SlotMeta>,
     free: Vec<u32>,
-    by_name: HashMap<String, ServiceId>,
-    by_pid: HashMap<i32, ServiceId>,
+    by_name: BTreeMap<String, ServiceId>,
+    by_pid: BTreeMap<i32, ServiceId>,
     /// Dependency name → the services that name it in `after`/`requires`.
-    dependents: HashMap<String, Vec<ServiceId>>,
+    dependents: BTreeMap<String, Vec<ServiceId>>,
     shutting_down: bool,
     out: Vec<Action>,
     /// Services the next reconcile looks at (no duplicates: `queued`).
     dirty: Vec<ServiceId>,
     /// The next reconcile looks at every service.
     all_dirty: bool,
-    /// `start_at` of each service without a process.
-    start_timers: BTreeSet<(MonoTime, ServiceId)>,
-    /// Watchdog deadline, or `SIGKILL` time while stopping, of each
-    /// service with a process.
-    proc_timers: BTreeSet<(MonoTime, ServiceId)>,
+    /// Per service, at most one of: [`Timer::Start`], `start_at` of a
+    /// service without a process; [`Timer::Proc`], the watchdog deadline,
+    /// or `SIGKILL` time while stopping, of a service with a process.
+    timers: Deadlines<(ServiceId, Timer)>,
     /// While starts fail for want of descriptors (`EMFILE`/`ENFILE`): how
     /// many such failures were not logged. The first of an episode is
     /// logged (with what to do), the rest at debug until a start succeeds.
-    descriptors_out: Option<u64>,
-}
-
-/// Whether a start failure is the process or system running out of
-/// descriptors.
-fn out_of_descriptors(errno: Option<i32>) -> bool {
-    matches!(errno, Some(libc::EMFILE) | Some(libc::ENFILE))
+    descriptors_out: Side<Option<u64>>,
 }
 
 impl Supervisor {
     pub fn new() -> Supervisor {
         Supervisor::default()
     }
-
-    // ---- the set of services ------------------------------------------
-
-    /// Installs the services of a first load: valid ones are started (as
-    /// their dependencies allow), invalid ones are kept as `config-error`.
-    pub fn load(&mut self, set: LoadedSet, now: MonoTime) -> Vec<Action> {
-        for (name, error) in set.errors {
-            let message = error.to_string();
-            self.log(
-                Level::Error,
-                format!("service {name}: configuration error: {message}"),
-            );
-            match self.by_name.get(&name).copied() {
-                Some(id) => {
-                    self.slots[id.index()] = Some(Entry::Broken {
-                        name,
-                        error: message,
-                    })
-                }
-                None => {
-                    self.insert(Entry::Broken {
-                        name,
-                        error: message,
-                    });
-                }
-            }
-        }
-        for spec in set.specs {
-            match self.by_name.get(&spec.name).copied() {
-                Some(id) => {
-                    self.slots[id.index()] = Some(Entry::Valid(Box::new(Service::new(spec))));
-                    self.out.push(Action::Provision { id });
-                }
-                None => {
-                    self.insert(Entry::Valid(Box::new(Service::new(spec))));
-                }
-            }
-        }
-        self.rebuild_dependents();
-        self.mark_all();
-        self.reconcile(now);
-        self.take()
-    }
-
-    /// [`Supervisor::load`], resuming what a previous restarter's state file
-    /// says (issue 13): restart counts, sliding windows, operator-stopped,
-    /// disabled and failed states; a service with a live process is
-    /// adopted (same pid, uptime continuing, readiness as it was) instead of
-    /// started, and watched ([`Action::Watch`]). Decision: an adopted
-    /// watchdog-mode service gets a fresh `watchdog_timeout` from `now`
-    /// (its pings had nowhere to go while no restarter ran; its own
-    /// `WATCHDOG_USEC=` is kept). A resume naming no valid service is
-    /// ignored (the shell stops such a process as a leftover).
-    pub fn load_adopting(
-        &mut self,
-        set: LoadedSet,
-        resumes: HashMap<String, Resume>,
-        now: MonoTime,
-    ) -> Vec<Action> {
-        // Installed first, with nothing reconciled yet.
-        let specs: Vec<String> = set.specs.iter().map(|s| s.name.clone()).collect();
-        let mut start = set;
-        let specs_set: HashSet<String> = specs.into_iter().collect();
-        let errors = std::mem::take(&mut start.errors);
-        for (name, error) in errors {
-            let message = error.to_string();
-            self.log(
-                Level::Error,
-                format!("service {name}: configuration error: {message}"),
-            );
-            if !self.by_name.contains_key(&name) {
-                self.insert(Entry::Broken {
-                    name,
-                    error: message,
-                });
-            }
-        }
-        for spec in std::mem::take(&mut start.specs) {
-            if !self.by_name.contains_key(&spec.name) {
-                self.insert(Entry::Valid(Box::new(Service::new(spec))));
-            }
-        }
-        for (name, r) in resumes {
-            if !specs_set.contains(&name) {
-                continue;
-            }
-            let Some(id) = self.by_name.get(&name).copied() else {
-                continue;
-            };
-            let s = self.service_mut(id);
-            s.restarts = r.restarts;
-            s.history = r.history;
-            s.wanted = r.wanted;
-            s.failed = r.failed;
-            let Some(pid) = r.pid else {
-                continue;
-            };
-            let started = r.started.unwrap_or(now).min(now);
-            let watchdog_timeout = (s.spec.notify == NotifyMode::Watchdog)
-                .then(|| r.watchdog_timeout.or(s.spec.watchdog_timeout))
-                .flatten();
-            s.last_start = Some(started);
-            s.proc_ = Some(Proc {
-                pid,
-                started,
-                ready: r.ready || s.spec.notify == NotifyMode::None,
-                watchdog_timeout,
-                watchdog_deadline: watchdog_timeout.map(|t| now + t),
-                stopping: None,
-                main_pid: None,
-            });
-            self.by_pid.insert(pid, id);
-            if let Some(status) = r.exited {
-                self.log(
-                    Level::Warn,
-                    format!("service {name}: pid {pid} ended while no restarter ran"),
-                );
-                self.on_exit(id, pid, status, now);
-                // Its group is the sweep's (the shell's leftover stop):
-                // the pid is long gone and may be reused.
-                self.out
-                    .retain(|a| !matches!(a, Action::Kill { pid: p, .. } if *p == pid));
-                continue;
-            }
-            self.out.push(Action::Watch { id, pid });
-            self.log(
-                Level::Info,
-                format!(
-                    "service {name} adopted (pid {pid}, up {}, {} restart(s))",
-                    fmt_dur(now.saturating_since(started)),
-                    r.restarts
-                ),
-            );
-        }
-        self.rebuild_dependents();
-        self.mark_all();
-        self.reconcile(now);
-        self.out.push(Action::WriteState);
-        self.take()
-    }
-
-    /// What the state file needs of every service worth a line: each with
-    /// a process, and each without one whose state is not a fresh
-    /// service's (stopped by hand, failed, restarted before).
-    pub fn resumes(&self) -> Vec<(ServiceId, &str, Duration, Resume)> {
-        self.ids()
-            .filter_map(|id| match self.slots[id.index()].as_ref() {
-                Some(Entry::Valid(s)) => {
-                    let r = Resume {
-                        pid: s.proc_.as_ref().map(|p| p.pid),
-                        started: s.proc_.as_ref().map(|p| p.started),
-                        ready: s.proc_.as_ref().is_some_and(|p| p.ready),
-                        watchdog_timeout: s.proc_.as_ref().and_then(|p| p.watchdog_timeout),
-                        restarts: s.restarts,
-                        history: s.history.clone(),
-                        wanted: s.wanted,
-                        failed: s.failed,
-                        exited: None,
-                    };
-                    let plain = r.pid.is_none()
-                        && !r.failed
-                        && r.wanted != s.spec.disabled
-                        && r.restarts == 0
-                        && r.history == History::new();
-                    (!plain).then_some((id, s.spec.name.as_str(), s.spec.stop_timeout, r))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Applies a reloaded set: new services start, removed ones stop and
-    /// go, changed ones restart with their new spec, unchanged ones are
-    /// left alone. A set with any error changes nothing: `Err` lists the
-    /// errors (file:line:column).
-    pub fn reload(&mut self, set: LoadedSet, now: MonoTime) -> Result<Vec<Action>, String> {
-        crate::reload::validate(&set)?;
-        if self.shutting_down {
-            return Err("shutting down".into());
-        }
-        let new: BTreeMap<String, ServiceSpec> =
-            set.specs.into_iter().map(|s| (s.name.clone(), s)).collect();
-        let (mut added, mut changed, mut removed) = (0, 0, 0);
-        let existing: Vec<ServiceId> = self.ids().collect();
-        for id in existing {
-            let name = self.entry(id).name().to_string();
-            if new.contains_key(&name) {
-                continue;
-            }
-            removed += 1;
-            match self.slots[id.index()].as_mut() {
-                Some(Entry::Valid(s)) => {
-                    s.removing = true;
-                    s.wanted = false;
-                    s.next_spec = None;
-                    s.restart_after_stop = false;
-                    if s.proc_.is_none() && !s.spawning {
-                        self.log(Level::Info, format!("service {name} removed"));
-                        self.forget(id);
-                    } else {
-                        self.log(Level::Info, format!("service {name} removed: stopping it"));
-                    }
-                }
-                _ => self.forget(id),
-            }
-        }
-        for (name, spec) in new {
-            let Some(id) = self.by_name.get(&name).copied() else {
-                added += 1;
-                self.log(Level::Info, format!("service {name} added"));
-                self.insert(Entry::Valid(Box::new(Service::new(spec))));
-                continue;
-            };
-            let slot = self.slots[id.index()]
-                .as_mut()
-                .expect("indexed slot is occupied");
-            let s = match slot {
-                Entry::Broken { .. } => {
-                    added += 1;
-                    *slot = Entry::Valid(Box::new(Service::new(spec)));
-                    self.out.push(Action::Log {
-                        level: Level::Info,
-                        message: format!("service {name}: configuration fixed"),
-                    });
-                    continue;
-                }
-                Entry::Valid(s) => s,
-            };
-            let was_removing = std::mem::replace(&mut s.removing, false);
-            let pending = s.next_spec.as_ref().unwrap_or(&s.spec);
-            if *pending == spec && !was_removing {
-                continue;
-            }
-            changed += 1;
-            if s.proc_.is_some() || s.spawning {
-                s.next_spec = Some(spec);
-                s.restart_after_stop = true;
-                let running = s.proc_.is_some() && !s.stopping();
-                self.log(
-                    Level::Info,
-                    format!("service {name} changed: restarting it"),
-                );
-                if running {
-                    self.begin_stop(id, StopReason::Reload, now);
-                }
-            } else {
-                apply_spec(s, spec);
-                self.out.push(Action::Provision { id });
-                self.log(Level::Info, format!("service {name} changed"));
-            }
-        }
-        self.log(
-            Level::Info,
-            format!("reload: {added} added, {changed} changed, {removed} removed"),
-        );
-        self.rebuild_dependents();
-        self.mark_all();
-        self.reconcile(now);
-        Ok(self.take())
-    }
-
-    fn insert(&mut self, entry: Entry) -> ServiceId {
-        let name = entry.name().to_string();
-        let id = match self.free.pop() {
-            Some(i) => {
-                self.slots[i as usize] = Some(entry);
-                ServiceId(i)
-            }
-            None => {
-                self.slots.push(Some(entry));
-                self.meta.push(SlotMeta::default());
-                ServiceId((self.slots.len() - 1) as u32)
-            }
-        };
-        if matches!(self.slots[id.index()], Some(Entry::Valid(_))) {
-            self.out.push(Action::Provision { id });
-        }
-        self.by_name.insert(name, id);
-        self.mark_all();
-        id
-    }
-
-    fn forget(&mut self, id: ServiceId) {
-        if let Some(entry) = self.slots[id.index()].take() {
-            self.by_name.remove(entry.name());
-            self.free.push(id.0);
-            self.out.push(Action::Release { id });
-            // Disarms its timers: the slot may be reused.
-            self.rearm(id);
-            self.rebuild_dependents();
-            self.mark_all();
-        }
-    }
-
-    fn rebuild_dependents(&mut self) {
-        self.dependents.clear();
-        for (i, slot) in self.slots.iter().enumerate() {
-            if let Some(Entry::Valid(s)) = slot {
-                for dep in s.spec.dependencies() {
-                    self.dependents
-                        .entry(dep.clone())
-                        .or_default()
-                        .push(ServiceId(i as u32));
-                }
-            }
-        }
-    }
-
-    // ---- events ----------------------------------------------------------
 
     /// Feeds one event of service `id`.
     pub fn handle(&mut self, id: ServiceId, event: Event, now: MonoTime) -> Vec<Action> {
@@ -801,7 +366,8 @@ impl Supervisor {
         // move a deadline later: no reconcile, the timer is moved.
         // Whether it should run changes only with a spawn result or an exit
         // (the restart policy), never with a notify message.
-        let desired_before = (!matches!(event, Event::Notify { .. })).then(|| self.desired(id, 0));
+        let desired_before = (!matches!(event, Event::Notify { .. } | Event::ProvisionFailed))
+            .then(|| self.desired(id, 0));
         let significant = match event {
             Event::Spawned { pid } => {
                 self.on_spawned(id, pid, now);
@@ -814,6 +380,10 @@ impl Supervisor {
             Event::Exited { pid, status } => {
                 self.on_exit(id, pid, status, now);
                 true
+            }
+            Event::ProvisionFailed => {
+                self.service_mut(id).provision_due = true;
+                false
             }
             Event::Notify {
                 sender_pid,
@@ -833,644 +403,6 @@ impl Supervisor {
             self.rearm(id);
         }
         self.take()
-    }
-
-    /// The `user`/`group` pair was looked up (off the loop, see
-    /// `resolver.rs`): every service naming it takes the answer (a failure
-    /// never replaces a resolved identity). A running service whose
-    /// resolved identity changed restarts with the new one, as for a
-    /// changed file at a reload.
-    pub fn identity_resolved(
-        &mut self,
-        user: Option<&str>,
-        group: Option<&str>,
-        answer: &crate::service::Resolution,
-        now: MonoTime,
-    ) -> Vec<Action> {
-        use crate::resolver::merge;
-        use crate::service::Resolution;
-        let names =
-            |spec: &ServiceSpec| spec.user.as_deref() == user && spec.group.as_deref() == group;
-        let ids: Vec<ServiceId> = self.ids().collect();
-        for id in ids {
-            let Some(Some(Entry::Valid(s))) = self.slots.get_mut(id.index()) else {
-                continue;
-            };
-            if let Some(next) = s.next_spec.as_mut().filter(|n| names(n)) {
-                next.identity = merge(Some(&next.identity), answer.clone());
-            }
-            if !names(&s.spec) {
-                continue;
-            }
-            let new = merge(Some(&s.spec.identity), answer.clone());
-            if new == s.spec.identity {
-                continue;
-            }
-            let restart = matches!(s.spec.identity, Resolution::Resolved(_))
-                && s.proc_.is_some()
-                && !s.stopping()
-                && s.next_spec.is_none();
-            if !restart {
-                s.spec.identity = new;
-                continue;
-            }
-            let mut spec = s.spec.clone();
-            spec.identity = new;
-            s.next_spec = Some(spec);
-            s.restart_after_stop = true;
-            let line = format!(
-                "service {}: its user or group changed: restarting it",
-                s.spec.name
-            );
-            self.log(Level::Info, line);
-            self.begin_stop(id, StopReason::Reload, now);
-        }
-        self.take()
-    }
-
-    /// The service's notify socket was bound again (the runtime directory
-    /// had been removed under it): a running watchdog service gets one
-    /// fresh `watchdog_timeout` from `now`, since its pings had nowhere to
-    /// go meanwhile. Nothing else changes; no action results.
-    pub fn notify_socket_restored(&mut self, id: ServiceId, now: MonoTime) {
-        let Some(Some(Entry::Valid(s))) = self.slots.get_mut(id.index()) else {
-            return;
-        };
-        if let Some(p) = s.proc_.as_mut() {
-            if let (Some(t), None) = (p.watchdog_timeout, &p.stopping) {
-                p.watchdog_deadline = Some(now + t);
-            }
-        }
-        self.rearm(id);
-    }
-
-    fn on_spawned(&mut self, id: ServiceId, pid: i32, now: MonoTime) {
-        let s = self.service_mut(id);
-        s.spawning = false;
-        s.last_start = Some(now);
-        s.last_error = None;
-        s.status_text = None;
-        let watchdog_timeout = (s.spec.notify == NotifyMode::Watchdog)
-            .then_some(s.spec.watchdog_timeout)
-            .flatten();
-        s.proc_ = Some(Proc {
-            pid,
-            started: now,
-            ready: s.spec.notify == NotifyMode::None,
-            watchdog_timeout,
-            watchdog_deadline: watchdog_timeout.map(|t| now + t),
-            stopping: None,
-            main_pid: None,
-        });
-        let name = s.spec.name.clone();
-        self.by_pid.insert(pid, id);
-        if let Some(n) = self.descriptors_out.take() {
-            self.log(
-                Level::Warn,
-                format!(
-                    "descriptors available again ({n} more start(s) had failed with EMFILE/ENFILE)"
-                ),
-            );
-        }
-        self.log(Level::Info, format!("service {name} started (pid {pid})"));
-        self.out.push(Action::WriteState);
-    }
-
-    fn on_spawn_failed(
-        &mut self,
-        id: ServiceId,
-        errno: Option<i32>,
-        message: String,
-        now: MonoTime,
-    ) {
-        let s = self.service_mut(id);
-        s.spawning = false;
-        s.last_start = Some(now);
-        let errno_text = errno
-            .map(|e| format!(" [{:?}]", nix::errno::Errno::from_raw(e)))
-            .unwrap_or_default();
-        s.last_error = Some(format!("cannot start: {message}{errno_text}"));
-        let line = format!(
-            "service {}: cannot start: {message}{errno_text}",
-            s.spec.name
-        );
-        match (out_of_descriptors(errno), self.descriptors_out) {
-            (true, Some(n)) => {
-                self.descriptors_out = Some(n + 1);
-                self.log(Level::Debug, line);
-            }
-            (true, None) => {
-                self.descriptors_out = Some(0);
-                self.log(
-                    Level::Error,
-                    format!(
-                        "{line}; out of descriptors: further starts failing so are retried per policy but not logged until one succeeds (raise RLIMIT_NOFILE: [init] nofile)"
-                    ),
-                );
-            }
-            (false, _) => self.log(Level::Error, line),
-        }
-        self.after_end(id, true, now, now);
-    }
-
-    fn on_exit(&mut self, id: ServiceId, pid: i32, status: ExitStatus, now: MonoTime) {
-        let Some(p) = self.service_mut(id).proc_.take_if(|p| p.pid == pid) else {
-            return;
-        };
-        self.by_pid.remove(&pid);
-        // Whatever is left of the group goes with it.
-        self.out.push(Action::Kill {
-            id,
-            pid,
-            group: true,
-            signal: libc::SIGKILL,
-        });
-        self.out.push(Action::WriteState);
-        let ran = fmt_dur(now.saturating_since(p.started));
-        let reason = p.stopping.as_ref().map(|st| st.reason);
-        let how = match reason {
-            Some(StopReason::Watchdog) => format!("{status} (watchdog)"),
-            _ => status.to_string(),
-        };
-        let s = self.service_mut(id);
-        s.last_exit = Some(how.clone());
-        let name = s.spec.name.clone();
-        if s.removing {
-            self.log(
-                Level::Info,
-                format!("service {name} stopped: {how} after {ran}; removed"),
-            );
-            self.forget(id);
-            return;
-        }
-        if s.restart_after_stop {
-            s.restart_after_stop = false;
-            if let Some(spec) = s.next_spec.take() {
-                apply_spec(s, spec);
-                self.out.push(Action::Provision { id });
-                // Its dependencies may have changed.
-                self.rebuild_dependents();
-                self.mark_all();
-            } else {
-                s.wanted = true;
-                s.failed = false;
-                s.history.reset();
-                s.last_start = None;
-                s.start_at = None;
-            }
-            self.log(
-                Level::Info,
-                format!("service {name} stopped: {how} after {ran}; starting it again"),
-            );
-            return;
-        }
-        match reason {
-            None => {
-                let level = if status.success() {
-                    Level::Info
-                } else {
-                    Level::Warn
-                };
-                self.log(level, format!("service {name} exited: {how} after {ran}"));
-                self.after_end(id, !status.success(), p.started, now);
-            }
-            Some(StopReason::Watchdog) => {
-                self.log(
-                    Level::Error,
-                    format!("service {name} exited: {how} after {ran}"),
-                );
-                self.after_end(id, true, p.started, now);
-            }
-            Some(_) => self.log(
-                Level::Info,
-                format!("service {name} stopped: {how} after {ran}"),
-            ),
-        }
-    }
-
-    /// The policy after a run that ended on its own (or a start that
-    /// failed): restart, back off, fail, or ask for a reboot.
-    fn after_end(&mut self, id: ServiceId, failed: bool, started: MonoTime, now: MonoTime) {
-        if !self.desired(id, 0) {
-            return;
-        }
-        let s = self.service_mut(id);
-        let name = s.spec.name.clone();
-        let decision = s.history.decide(&s.spec, failed, started, now);
-        match decision {
-            Decision::RestartAt(at) => {
-                s.start_at = Some(at);
-                s.backoff = false;
-                s.restarts += 1;
-                let wait = at.saturating_since(now);
-                if !wait.is_zero() {
-                    self.log(
-                        Level::Info,
-                        format!("service {name}: restarting in {}", fmt_dur(wait)),
-                    );
-                }
-            }
-            Decision::Backoff { at, delay } => {
-                s.start_at = Some(at);
-                s.backoff = true;
-                s.restarts += 1;
-                let limit = s.spec.limit.expect("backoff needs a window");
-                self.log(
-                    Level::Warn,
-                    format!(
-                        "service {name}: more than {} restarts within {}: backing off, restarting in {}",
-                        limit.max_restarts,
-                        duration::format(limit.window),
-                        fmt_dur(delay)
-                    ),
-                );
-            }
-            Decision::Failed | Decision::Reboot => {
-                s.failed = true;
-                s.wanted = false;
-                s.start_at = None;
-                let limit = s.spec.limit.expect("exhaustion needs a window");
-                let what = format!(
-                    "service {name} exhausted its restart budget ({} restarts within {})",
-                    limit.max_restarts,
-                    duration::format(limit.window)
-                );
-                if decision == Decision::Reboot {
-                    self.log(
-                        Level::Error,
-                        format!("{what}: requesting an orderly reboot"),
-                    );
-                    self.out.push(Action::RequestReboot { reason: what });
-                } else {
-                    self.log(Level::Error, format!("{what}: failed, not restarted"));
-                }
-            }
-            Decision::NoRestart => {
-                s.wanted = false;
-                s.start_at = None;
-                let why = format!("restart = \"{}\"", restart_mode_name(s.spec.restart));
-                self.log(
-                    Level::Info,
-                    format!("service {name}: not restarted ({why})"),
-                );
-            }
-        }
-    }
-
-    fn on_notify(
-        &mut self,
-        id: ServiceId,
-        sender_pid: Option<i32>,
-        sender_uid: Option<u32>,
-        in_group: Option<bool>,
-        messages: Vec<NotifyMsg>,
-        now: MonoTime,
-    ) -> bool {
-        let significant = messages.iter().any(|m| {
-            !matches!(
-                m,
-                NotifyMsg::Watchdog | NotifyMsg::Status(_) | NotifyMsg::Other(_)
-            )
-        });
-        let s = self.service_mut(id);
-        let name = s.spec.name.clone();
-        let from = format!(
-            "pid {} uid {}",
-            sender_pid.map_or("?".to_string(), |p| p.to_string()),
-            sender_uid.map_or("?".to_string(), |u| u.to_string())
-        );
-        if s.proc_.is_none() {
-            self.log(
-                Level::Debug,
-                format!("service {name}: notify from {from} while not running: ignored"),
-            );
-            return false;
-        }
-        if in_group == Some(false) {
-            s.notify_rejected += 1;
-            self.log(
-                Level::Warn,
-                format!("service {name}: notify from {from}, not in the service's process group: ignored"),
-            );
-            return false;
-        }
-        let mut miss = false;
-        let mut persist = false;
-        let mut lines = Vec::new();
-        {
-            let watchdog_mode = s.spec.notify == NotifyMode::Watchdog;
-            let p = s.proc_.as_mut().expect("checked above");
-            for m in messages {
-                match m {
-                    NotifyMsg::Ready => {
-                        if !p.ready {
-                            p.ready = true;
-                            // Readiness is carried over a restarter crash.
-                            persist = true;
-                            lines.push((
-                                Level::Info,
-                                format!("service {name} ready (READY=1 from {from})"),
-                            ));
-                        }
-                    }
-                    NotifyMsg::Reloading => lines.push((
-                        Level::Info,
-                        format!("service {name} reloading (from {from})"),
-                    )),
-                    NotifyMsg::Stopping => lines.push((
-                        Level::Info,
-                        format!("service {name} stopping (from {from})"),
-                    )),
-                    NotifyMsg::Watchdog => {
-                        if let (Some(t), None) = (p.watchdog_timeout, &p.stopping) {
-                            p.watchdog_deadline = Some(now + t);
-                        }
-                    }
-                    NotifyMsg::WatchdogTrigger => {
-                        if watchdog_mode && p.stopping.is_none() {
-                            lines.push((
-                                Level::Warn,
-                                format!("service {name}: WATCHDOG=trigger from {from}"),
-                            ));
-                            miss = true;
-                        }
-                    }
-                    NotifyMsg::WatchdogUsec(us) => {
-                        if watchdog_mode && us > 0 && p.stopping.is_none() {
-                            let t = Duration::from_micros(us);
-                            p.watchdog_timeout = Some(t);
-                            p.watchdog_deadline = Some(now + t);
-                            persist = true;
-                            lines.push((
-                                Level::Info,
-                                format!(
-                                    "service {name}: watchdog timeout set to {} (from {from})",
-                                    fmt_dur(t)
-                                ),
-                            ));
-                        }
-                    }
-                    NotifyMsg::Status(text) => {
-                        lines.push((Level::Debug, format!("service {name} status: {text}")));
-                        s.status_text = Some(text);
-                    }
-                    NotifyMsg::MainPid(pid) => {
-                        p.main_pid = Some(pid);
-                        lines.push((
-                            Level::Info,
-                            format!("service {name}: MAINPID={pid} (from {from})"),
-                        ));
-                    }
-                    NotifyMsg::Other(_) => {}
-                }
-            }
-        }
-        for (level, line) in lines {
-            self.log(level, line);
-        }
-        if persist {
-            self.out.push(Action::WriteState);
-        }
-        if miss {
-            self.watchdog_miss(id, now);
-        }
-        significant
-    }
-
-    // ---- time ------------------------------------------------------------
-
-    /// Acts on every deadline that has passed at `now`.
-    pub fn tick(&mut self, now: MonoTime) -> Vec<Action> {
-        let mut due = Vec::new();
-        while let Some(id) = pop_due(&mut self.proc_timers, now) {
-            self.meta[id.index()].proc_timer = None;
-            due.push(id);
-        }
-        // Slot order, as the full scan this replaces.
-        due.sort_unstable();
-        for id in due {
-            // Rearmed by the reconcile below.
-            self.mark(id);
-            let Some(Entry::Valid(s)) = self.slots[id.index()].as_mut() else {
-                continue;
-            };
-            let Some(p) = s.proc_.as_mut() else { continue };
-            if let Some(st) = p.stopping.as_mut() {
-                if !st.killed && st.kill_at <= now {
-                    st.killed = true;
-                    let (pid, name, t) = (p.pid, s.spec.name.clone(), s.spec.stop_timeout);
-                    self.out.push(Action::Kill {
-                        id,
-                        pid,
-                        group: true,
-                        signal: libc::SIGKILL,
-                    });
-                    self.log(
-                        Level::Warn,
-                        format!(
-                            "service {name} did not stop within {}: SIGKILL to its process group",
-                            fmt_dur(t)
-                        ),
-                    );
-                }
-            } else if p.watchdog_deadline.is_some_and(|d| d <= now) {
-                self.watchdog_miss(id, now);
-                // No longer ready.
-                self.touch(id);
-            }
-        }
-        self.reconcile(now);
-        self.take()
-    }
-
-    /// The earliest time [`tick`](Self::tick) has something to do (a
-    /// restart, a watchdog deadline, a stop timeout).
-    pub fn next_deadline(&self) -> Option<MonoTime> {
-        let start = self.start_timers.first().map(|&(t, _)| t);
-        let proc_ = self.proc_timers.first().map(|&(t, _)| t);
-        match (start, proc_) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Puts service `id`'s timers where its state says (or removes them:
-    /// the slot may be empty).
-    fn rearm(&mut self, id: ServiceId) {
-        let (start, proc_) = match self.slots.get(id.index()) {
-            Some(Some(Entry::Valid(s))) => match &s.proc_ {
-                Some(p) => (
-                    None,
-                    match &p.stopping {
-                        Some(st) if !st.killed => Some(st.kill_at),
-                        Some(_) => None,
-                        None => p.watchdog_deadline,
-                    },
-                ),
-                None => (s.start_at, None),
-            },
-            _ => (None, None),
-        };
-        let m = &mut self.meta[id.index()];
-        set_timer(&mut self.start_timers, &mut m.start_timer, start, id);
-        set_timer(&mut self.proc_timers, &mut m.proc_timer, proc_, id);
-    }
-
-    fn watchdog_miss(&mut self, id: ServiceId, now: MonoTime) {
-        let s = self.service_mut(id);
-        let name = s.spec.name.clone();
-        let stop_timeout = s.spec.stop_timeout;
-        let Some(p) = s.proc_.as_mut() else { return };
-        let timeout = p.watchdog_timeout.unwrap_or_default();
-        p.watchdog_deadline = None;
-        p.stopping = Some(Stopping {
-            kill_at: now + stop_timeout,
-            killed: false,
-            reason: StopReason::Watchdog,
-        });
-        let pid = p.pid;
-        self.out.push(Action::Kill {
-            id,
-            pid,
-            group: false,
-            signal: libc::SIGABRT,
-        });
-        self.log(
-            Level::Error,
-            format!(
-                "service {name} missed its watchdog (no WATCHDOG=1 within {}): SIGABRT, SIGKILL in {}",
-                fmt_dur(timeout),
-                fmt_dur(stop_timeout)
-            ),
-        );
-    }
-
-    fn begin_stop(&mut self, id: ServiceId, reason: StopReason, now: MonoTime) {
-        let s = self.service_mut(id);
-        let name = s.spec.name.clone();
-        let (signal, timeout) = (s.spec.stop_signal, s.spec.stop_timeout);
-        let Some(p) = s.proc_.as_mut() else { return };
-        if p.stopping.is_some() {
-            return;
-        }
-        p.watchdog_deadline = None;
-        p.stopping = Some(Stopping {
-            kill_at: now + timeout,
-            killed: false,
-            reason,
-        });
-        let pid = p.pid;
-        self.out.push(Action::Kill {
-            id,
-            pid,
-            group: true,
-            signal,
-        });
-        if signal != libc::SIGKILL && signal != libc::SIGCONT {
-            self.out.push(Action::Kill {
-                id,
-                pid,
-                group: true,
-                signal: libc::SIGCONT,
-            });
-        }
-        let why = match reason {
-            StopReason::Admin => "stopped by request",
-            StopReason::Shutdown => "shutting down",
-            StopReason::Dependency => "a required service is stopping",
-            StopReason::Restart => "restart requested",
-            StopReason::Reload => "its file changed",
-            StopReason::Removed => "its file was removed",
-            StopReason::Watchdog => "watchdog",
-        };
-        self.log(
-            Level::Info,
-            format!(
-                "stopping service {name} (pid {pid}, {why}): SIG{} to its process group, SIGKILL in {}",
-                signal_name(signal),
-                fmt_dur(timeout)
-            ),
-        );
-    }
-
-    // ---- the dirty set -----------------------------------------------------
-
-    /// The next reconcile looks at `id`.
-    fn mark(&mut self, id: ServiceId) {
-        mark_in(&mut self.meta, &mut self.dirty, self.all_dirty, id);
-    }
-
-    /// The next reconcile looks at every service.
-    fn mark_all(&mut self) {
-        self.all_dirty = true;
-    }
-
-    /// Marks the services that name `id` in `after` or `requires`.
-    fn mark_dependents(&mut self, id: ServiceId) {
-        let Supervisor {
-            slots,
-            meta,
-            dependents,
-            dirty,
-            all_dirty,
-            ..
-        } = self;
-        let Some(Some(entry)) = slots.get(id.index()) else {
-            return;
-        };
-        for &d in dependents.get(entry.name()).into_iter().flatten() {
-            mark_in(meta, dirty, *all_dirty, d);
-        }
-    }
-
-    /// Service `id`'s process, spawn or readiness changed: marks it, the
-    /// services naming it (their start step reads its readiness) and the
-    /// services it names (their stop step may wait for it).
-    fn touch(&mut self, id: ServiceId) {
-        self.mark(id);
-        self.mark_dependents(id);
-        let Supervisor {
-            slots,
-            meta,
-            by_name,
-            dirty,
-            all_dirty,
-            ..
-        } = self;
-        if let Some(Some(Entry::Valid(s))) = slots.get(id.index()) {
-            for dep in s.spec.dependencies() {
-                if let Some(&r) = by_name.get(dep) {
-                    mark_in(meta, dirty, *all_dirty, r);
-                }
-            }
-        }
-    }
-
-    /// Whether service `id` should run may have changed: touches it and
-    /// every service that requires it, transitively (their `desired`
-    /// follows its own).
-    fn touch_desired(&mut self, id: ServiceId) {
-        if self.all_dirty {
-            return;
-        }
-        let mut seen = HashSet::from([id]);
-        let mut stack = vec![id];
-        while let Some(x) = stack.pop() {
-            self.touch(x);
-            let Some(Some(entry)) = self.slots.get(x.index()) else {
-                continue;
-            };
-            let name = entry.name();
-            for &d in self.dependents.get(name).into_iter().flatten() {
-                let requires = matches!(
-                    self.slots.get(d.index()),
-                    Some(Some(Entry::Valid(s))) if s.spec.requires.iter().any(|r| r == name)
-                );
-                if requires && seen.insert(d) {
-                    stack.push(d);
-                }
-            }
-        }
     }
 
     // ---- the core rule -----------------------------------------------------
@@ -1521,9 +453,7 @@ impl Supervisor {
         let name = self.entry(id).name();
         self.dependents.get(name).is_some_and(|ds| {
             ds.iter().any(|&d| match self.slots.get(d.index()) {
-                Some(Some(Entry::Valid(s))) => {
-                    (s.proc_.is_some() || s.spawning) && !self.desired(d, 0)
-                }
+                Some(Some(Entry::Valid(s))) => s.phase.active() && !self.desired(d, 0),
                 _ => false,
             })
         })
@@ -1534,8 +464,7 @@ impl Supervisor {
     /// Looks only at the dirty set (and the services whose start time has
     /// come), in slot order; see the module documentation.
     fn reconcile(&mut self, now: MonoTime) {
-        while let Some(id) = pop_due(&mut self.start_timers, now) {
-            self.meta[id.index()].start_timer = None;
+        for (id, _) in self.timers.take_due_where(now, |&(_, t)| t == Timer::Start) {
             self.mark(id);
         }
         let all = self.all_dirty;
@@ -1554,7 +483,7 @@ impl Supervisor {
             let Some(Entry::Valid(s)) = self.slots[id.index()].as_ref() else {
                 continue;
             };
-            if s.proc_.is_none()
+            if s.phase.proc_().is_none()
                 || s.stopping()
                 || self.desired(id, 0)
                 || self.dependents_still_up(id)
@@ -1586,7 +515,7 @@ impl Supervisor {
             let Some(Entry::Valid(s)) = self.slots[id.index()].as_mut() else {
                 continue;
             };
-            if s.proc_.is_some() || s.spawning {
+            if s.phase.active() {
                 continue;
             }
             if !desired {
@@ -1622,7 +551,10 @@ impl Supervisor {
             }
             s.start_at = None;
             s.backoff = false;
-            s.spawning = true;
+            step(&mut s.phase, Input::Spawn);
+            if std::mem::take(&mut s.provision_due) {
+                self.out.push(Action::Provision { id });
+            }
             self.out.push(Action::Spawn { id });
         }
         for &id in &ids {
@@ -1634,142 +566,13 @@ impl Supervisor {
         self.dirty = ids;
     }
 
-    // ---- requests ----------------------------------------------------------
-
-    fn lookup(&self, name: &str) -> Result<ServiceId, String> {
-        let id = *self
-            .by_name
-            .get(name)
-            .ok_or_else(|| format!("no service named {name:?}"))?;
-        if let Some(Entry::Broken { error, .. }) = self.slots[id.index()].as_ref() {
-            return Err(format!("service {name} has a configuration error: {error}"));
-        }
-        if self.shutting_down {
-            return Err("shutting down".into());
-        }
-        Ok(id)
-    }
-
-    /// `tetherctl start NAME`: wanted again, failed cleared, started at once
-    /// (when its dependencies allow). `Ok` carries a note for the reply.
-    pub fn start(&mut self, name: &str, now: MonoTime) -> Result<(String, Vec<Action>), String> {
-        let id = self.lookup(name)?;
-        let s = self.service_mut(id);
-        let note;
-        if s.proc_.is_some() && !s.stopping() {
-            note = format!("{name} is already running");
-            s.wanted = true;
-        } else {
-            if s.stopping() {
-                s.restart_after_stop = true;
-            }
-            s.wanted = true;
-            s.failed = false;
-            s.history.reset();
-            s.start_at = None;
-            s.last_start = None;
-            note = String::new();
-            self.log(Level::Info, format!("service {name}: start requested"));
-        }
-        self.touch_desired(id);
-        self.reconcile(now);
-        let note = match (note.is_empty(), self.waiting_for(id)) {
-            (true, Some(dep)) if self.desired(id, 0) => format!("{name} waits for {dep}"),
-            (true, _) if !self.desired(id, 0) => format!("{name} waits for a required service"),
-            _ => note,
-        };
-        Ok((note, self.take()))
-    }
-
-    /// `tetherctl stop NAME`: not wanted; stopped (after the services that
-    /// require it).
-    pub fn stop(&mut self, name: &str, now: MonoTime) -> Result<(String, Vec<Action>), String> {
-        let id = self.lookup(name)?;
-        let s = self.service_mut(id);
-        let was_up = s.proc_.is_some();
-        s.wanted = false;
-        s.failed = false;
-        s.restart_after_stop = false;
-        s.start_at = None;
-        self.log(Level::Info, format!("service {name}: stop requested"));
-        self.touch_desired(id);
-        self.reconcile(now);
-        let note = if was_up {
-            String::new()
-        } else {
-            format!("{name} was not running")
-        };
-        Ok((note, self.take()))
-    }
-
-    /// `tetherctl restart NAME`: stop (if running), then start at once.
-    pub fn restart(&mut self, name: &str, now: MonoTime) -> Result<(String, Vec<Action>), String> {
-        let id = self.lookup(name)?;
-        let s = self.service_mut(id);
-        s.wanted = true;
-        s.failed = false;
-        s.history.reset();
-        s.start_at = None;
-        s.last_start = None;
-        let running = s.proc_.is_some();
-        if running {
-            s.restart_after_stop = true;
-        }
-        self.log(Level::Info, format!("service {name}: restart requested"));
-        if running {
-            self.begin_stop(id, StopReason::Restart, now);
-        }
-        self.touch_desired(id);
-        self.reconcile(now);
-        Ok((String::new(), self.take()))
-    }
-
-    /// `tetherctl signal NAME SIG`: the signal to the main process.
-    pub fn signal(&mut self, name: &str, signal: i32) -> Result<Vec<Action>, String> {
-        let id = self.lookup(name)?;
-        let s = self.service_mut(id);
-        let Some(p) = s.proc_.as_ref() else {
-            return Err(format!("service {name} is not running"));
-        };
-        let pid = p.pid;
-        self.out.push(Action::Kill {
-            id,
-            pid,
-            group: false,
-            signal,
-        });
-        self.log(
-            Level::Info,
-            format!(
-                "service {name}: SIG{} sent by request (pid {pid})",
-                signal_name(signal)
-            ),
-        );
-        Ok(self.take())
-    }
-
-    /// Stops everything in reverse dependency order; nothing starts again.
-    /// The shell exits once [`is_idle`](Self::is_idle).
-    pub fn shutdown(&mut self, now: MonoTime) -> Vec<Action> {
-        if !self.shutting_down {
-            self.shutting_down = true;
-            self.log(
-                Level::Info,
-                "shutting down: stopping every service".to_string(),
-            );
-        }
-        self.mark_all();
-        self.reconcile(now);
-        self.take()
-    }
-
     pub fn shutting_down(&self) -> bool {
         self.shutting_down
     }
 
     /// No process and no spawn outstanding.
     pub fn is_idle(&self) -> bool {
-        self.valid().all(|s| s.proc_.is_none() && !s.spawning)
+        self.valid().all(|s| !s.phase.active())
     }
 
     // ---- queries -----------------------------------------------------------
@@ -1800,130 +603,9 @@ impl Supervisor {
     /// The process group (= pid) of a running service.
     pub fn pgid(&self, id: ServiceId) -> Option<i32> {
         match self.slots.get(id.index()) {
-            Some(Some(Entry::Valid(s))) => s.proc_.as_ref().map(|p| p.pid),
+            Some(Some(Entry::Valid(s))) => s.phase.proc_().map(|p| p.pid),
             _ => None,
         }
-    }
-
-    /// Every running process: (id, name, pid, stop_timeout), for the state
-    /// file.
-    pub fn running(&self) -> Vec<(ServiceId, &str, i32, Duration)> {
-        self.ids()
-            .filter_map(|id| match self.slots[id.index()].as_ref() {
-                Some(Entry::Valid(s)) => s
-                    .proc_
-                    .as_ref()
-                    .map(|p| (id, s.spec.name.as_str(), p.pid, s.spec.stop_timeout)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Every service, sorted by name.
-    pub fn rows(&self, now: MonoTime) -> Vec<ServiceRow> {
-        let mut ids: Vec<ServiceId> = self.ids().collect();
-        ids.sort_by(|a, b| self.entry(*a).name().cmp(self.entry(*b).name()));
-        ids.into_iter().map(|id| self.row_of(id, now)).collect()
-    }
-
-    pub fn row(&self, name: &str, now: MonoTime) -> Option<ServiceRow> {
-        self.id(name).map(|id| self.row_of(id, now))
-    }
-
-    fn row_of(&self, id: ServiceId, now: MonoTime) -> ServiceRow {
-        match self.entry(id) {
-            Entry::Broken { name, error } => ServiceRow {
-                id,
-                name: name.clone(),
-                state: "config-error",
-                pid: None,
-                uptime: None,
-                restarts: 0,
-                last_exit: None,
-                ready: false,
-                watchdog_left: None,
-                status_text: None,
-                error: Some(error.clone()),
-                notify_rejected: 0,
-            },
-            Entry::Valid(s) => ServiceRow {
-                id,
-                name: s.spec.name.clone(),
-                state: self.state_of(id, s),
-                pid: s.proc_.as_ref().map(|p| p.pid),
-                uptime: s.proc_.as_ref().map(|p| now.saturating_since(p.started)),
-                restarts: s.restarts,
-                last_exit: s.last_exit.clone(),
-                ready: s.ready(),
-                watchdog_left: s
-                    .proc_
-                    .as_ref()
-                    .and_then(|p| p.watchdog_deadline)
-                    .map(|d| d.saturating_since(now)),
-                status_text: s.status_text.clone(),
-                error: s.last_error.clone(),
-                notify_rejected: s.notify_rejected,
-            },
-        }
-    }
-
-    fn state_of(&self, id: ServiceId, s: &Service) -> &'static str {
-        if let Some(p) = &s.proc_ {
-            return if p.stopping.is_some() {
-                "stopping"
-            } else if s.spec.notify == NotifyMode::None {
-                "running"
-            } else if p.ready {
-                "ready"
-            } else {
-                "starting"
-            };
-        }
-        if s.spawning {
-            return "starting";
-        }
-        if s.failed {
-            return "failed";
-        }
-        if self.desired(id, 0) {
-            if self.waiting_for(id).is_some() {
-                return "waiting";
-            }
-            return if s.start_at.is_some() {
-                "backoff"
-            } else {
-                "starting"
-            };
-        }
-        if s.wanted && !s.removing && !self.shutting_down {
-            return "waiting";
-        }
-        if s.spec.disabled && !s.wanted {
-            return "disabled";
-        }
-        "stopped"
-    }
-
-    /// Counts for the liveness line.
-    pub fn summary(&self) -> Summary {
-        let mut sum = Summary::default();
-        for id in self.ids() {
-            match self.entry(id) {
-                Entry::Broken { .. } => sum.broken += 1,
-                Entry::Valid(s) => {
-                    if s.failed {
-                        sum.failed += 1;
-                    }
-                    if self.desired(id, 0) {
-                        sum.expected += 1;
-                        if s.ready() {
-                            sum.up += 1;
-                        }
-                    }
-                }
-            }
-        }
-        sum
     }
 
     // ---- helpers -----------------------------------------------------------
@@ -1954,6 +636,15 @@ impl Supervisor {
         }
     }
 
+    /// [`Action::Provision`] of a valid service (its spec entered or
+    /// changed, or the last provision failed).
+    fn provision(&mut self, id: ServiceId) {
+        if let Some(Some(Entry::Valid(s))) = self.slots.get_mut(id.index()) {
+            s.provision_due = false;
+            self.out.push(Action::Provision { id });
+        }
+    }
+
     fn log(&mut self, level: Level, message: String) {
         self.out.push(Action::Log { level, message });
     }
@@ -1963,117 +654,9 @@ impl Supervisor {
     }
 }
 
-/// Adds `id` to the dirty set unless it is there already (or everything
-/// is dirty).
-fn mark_in(meta: &mut [SlotMeta], dirty: &mut Vec<ServiceId>, all: bool, id: ServiceId) {
-    if all {
-        return;
-    }
-    if let Some(m) = meta.get_mut(id.index()) {
-        if !m.queued {
-            m.queued = true;
-            dirty.push(id);
-        }
-    }
-}
-
-/// Moves one slot's entry in a timer set from `*armed` to `want`.
-fn set_timer(
-    set: &mut BTreeSet<(MonoTime, ServiceId)>,
-    armed: &mut Option<MonoTime>,
-    want: Option<MonoTime>,
-    id: ServiceId,
-) {
-    if *armed == want {
-        return;
-    }
-    if let Some(t) = armed.take() {
-        set.remove(&(t, id));
-    }
-    if let Some(t) = want {
-        set.insert((t, id));
-        *armed = Some(t);
-    }
-}
-
-/// Takes the earliest entry of `set` out if it is due at `now`.
-fn pop_due(set: &mut BTreeSet<(MonoTime, ServiceId)>, now: MonoTime) -> Option<ServiceId> {
-    let &(t, id) = set.first()?;
-    if t > now {
-        return None;
-    }
-    set.pop_first();
-    Some(id)
-}
-
-/// Installs a changed spec on a service without a process.
-fn apply_spec(s: &mut Service, spec: ServiceSpec) {
-    s.wanted = !spec.disabled;
-    s.spec = spec;
-    s.failed = false;
-    s.history.reset();
-    s.start_at = None;
-    s.backoff = false;
-    s.last_start = None;
-}
-
-fn restart_mode_name(m: crate::service::RestartMode) -> &'static str {
-    match m {
-        crate::service::RestartMode::Always => "always",
-        crate::service::RestartMode::OnFailure => "on-failure",
-        crate::service::RestartMode::Never => "never",
-    }
-}
-
 /// A duration for log lines, to the millisecond.
 fn fmt_dur(d: Duration) -> String {
     duration::format(Duration::from_millis(d.as_millis() as u64))
-}
-
-/// Per service, the worst-case time from a fault to the service running
-/// again (for `tetherctl check`): a crash costs at most `restart_delay`
-/// (or `max_delay` once backing off); a hang, with `notify = "watchdog"`,
-/// `watchdog_timeout + stop_timeout + restart_delay`. With
-/// `on_exhausted = "reboot"` a crash loop ends in an orderly reboot.
-pub fn service_budget_rows(specs: &[ServiceSpec]) -> Vec<BudgetRow> {
-    let mut rows = Vec::new();
-    for s in specs {
-        let (crash_bound, crash_formula) = match (s.limit, s.on_exhausted) {
-            (Some(_), OnExhausted::Backoff) => (
-                s.restart_delay.max(s.max_delay),
-                "max_delay (backing off)".to_string(),
-            ),
-            _ => (s.restart_delay, "restart_delay".to_string()),
-        };
-        rows.push(BudgetRow {
-            fault: format!("service {} crash", s.name),
-            outcome: Outcome::Restart,
-            bound: crash_bound,
-            formula: crash_formula,
-        });
-        if let (NotifyMode::Watchdog, Some(wd)) = (s.notify, s.watchdog_timeout) {
-            let restart = if s.limit.is_some() && s.on_exhausted == OnExhausted::Backoff {
-                s.restart_delay.max(s.max_delay)
-            } else {
-                s.restart_delay
-            };
-            rows.push(BudgetRow {
-                fault: format!("service {} hang", s.name),
-                outcome: Outcome::Restart,
-                bound: wd.saturating_add(s.stop_timeout).saturating_add(restart),
-                formula: "watchdog_timeout + stop_timeout + restart_delay".to_string(),
-            });
-        }
-        if let (Some(limit), OnExhausted::Reboot) = (s.limit, s.on_exhausted) {
-            rows.push(BudgetRow {
-                fault: format!("service {} crash loop", s.name),
-                outcome: Outcome::Reboot,
-                bound: limit.window,
-                formula: "window (then init's orderly reboot)".to_string(),
-            });
-        }
-    }
-    rows
 }
 
 #[cfg(test)]

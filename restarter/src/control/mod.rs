@@ -1,6 +1,7 @@
 //! The control socket: `tetherctl`'s way in.
 //!
 //! - [`protocol`]: the request parser, responses and status rendering (pure).
+//! - [`map`]: requests and signals → commands (pure).
 //! - [`server`]: the non-blocking server the event loop drives.
 //!
 //! Protocol (see `docs/PROTOCOL.md` and `RUN/control.sock`): one request per
@@ -9,6 +10,7 @@
 //! closes. Anyone may ask for status; changing state needs uid 0 or the
 //! configured `[control] group`.
 
+pub mod map;
 pub mod protocol;
 pub mod server;
 
