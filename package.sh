@@ -6,6 +6,7 @@
 #
 #   ./package.sh            build (cargo) and package
 #   ./package.sh --no-build package the binaries already built
+#                           (target/static/x86_64-unknown-linux-gnu/release)
 #
 # The version is the workspace's (Cargo.toml) with Debian revision -1.
 # packaging/ holds the control file, conffiles, copyright, changelog,
@@ -22,13 +23,18 @@ for arg in "$@"; do
     esac
 done
 
+# The same static build as the VM tests' (vm-tests/src/binaries.rs):
+# target/static, so that the two share it and the normal build is not
+# invalidated. `--target` keeps RUSTFLAGS away from proc-macros.
 target=x86_64-unknown-linux-gnu
+static_dir="${TETHER_VM_TARGET:-target}/static"
 if [ "$build" = 1 ]; then
-    RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --target "$target" \
-        -p tether-init -p tether-restarter -p tether-watchdogd --bins
+    env -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_RUSTFLAGS \
+        CARGO_TARGET_DIR="$static_dir" RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build --bins --profile release --target "$target" \
+        -p tether-init -p tether-restarter -p tether-watchdogd
 fi
-bin="target/$target/release"
+bin="$static_dir/$target/release"
 
 upstream=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
 [ -n "$upstream" ] || { echo "package.sh: no version in Cargo.toml" >&2; exit 1; }
