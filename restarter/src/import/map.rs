@@ -38,6 +38,9 @@ pub struct Context {
     /// Every unit name (and `[Install] Alias=`) imported in this run → its
     /// tether name.
     pub names: BTreeMap<String, String>,
+    /// Tether name → the services of the run whose unit says
+    /// `Before=` it: they go into its `after` ([`befores`]).
+    pub befores: BTreeMap<String, Vec<String>>,
     /// Environment files by path (as the unit names them, specifiers
     /// expanded): their bytes, or `None` when the file does not exist.
     pub env_files: BTreeMap<String, Option<Vec<u8>>>,
@@ -71,6 +74,29 @@ pub fn tether_name(unit_name: &str, file: &str) -> Result<String, Failure> {
             "{stem:?} is not a tether service name (1-64 of A-Z a-z 0-9 _ . @ -, starting with a letter or digit)"
         ))
     })
+}
+
+/// `Before=` of every unit of the run, turned around: for each target of
+/// the run, the services that must start before it. `units` are (tether
+/// name, unit); `names` as [`Context::names`].
+pub fn befores(
+    units: &[(String, &Unit)],
+    names: &BTreeMap<String, String>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, unit) in units {
+        for e in effective(unit, "Unit", "Before") {
+            for target in e.value.split_whitespace() {
+                if let Some(t) = names.get(target).filter(|t| *t != name) {
+                    let v = out.entry(t.clone()).or_default();
+                    if !v.contains(name) {
+                        v.push(name.clone());
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `[Install] Alias=` names of a unit (for [`Context::names`]).
@@ -113,6 +139,7 @@ const LISTS: &[&str] = &[
     "After",
     "Requires",
     "Wants",
+    "Before",
     "RuntimeDirectory",
     "StateDirectory",
     "CacheDirectory",
@@ -233,6 +260,10 @@ pub fn map(unit: &Unit, unit_name: &str, file: &str, ctx: &Context) -> Result<Im
                 e,
                 Outcome::Dropped(format!("overridden by line {}", l.line)),
             );
+            continue;
+        }
+        if e.value.is_empty() && e.section == "Service" && SINGLES.contains(&e.key.as_str()) {
+            m.note(e, Outcome::Carried("empty: the default stands".into()));
             continue;
         }
         in_force.push(e);
@@ -642,6 +673,19 @@ pub fn map(unit: &Unit, unit_name: &str, file: &str, ctx: &Context) -> Result<Im
                 d.comments.push(format!("Documentation: {}", e.value));
                 m.note(e, Outcome::Carried("a comment in the file".into()));
             }
+            ("Unit", "Before") => {
+                for target in e.value.split_whitespace() {
+                    let directive = format!("Before={target}");
+                    let outcome = match ctx.names.get(target) {
+                        Some(t) if *t != name => Outcome::Carried(format!("after = [\"{name}\"] in {t}'s file")),
+                        Some(_) => Outcome::Dropped("names this service itself".into()),
+                        None => Outcome::Dropped(format!(
+                            "{target} is not imported in this run (tether orders by the later service's after)"
+                        )),
+                    };
+                    m.note_as(e.line, directive, outcome);
+                }
+            }
             ("Unit", key @ ("After" | "Requires" | "Wants")) => {
                 for target in e.value.split_whitespace() {
                     let directive = format!("{key}={target}");
@@ -697,6 +741,16 @@ pub fn map(unit: &Unit, unit_name: &str, file: &str, ctx: &Context) -> Result<Im
             ),
             (section, key) => m.note(e, Outcome::Dropped(reason(section, key).into())),
         }
+    }
+    for b in ctx.befores.get(&name).into_iter().flatten() {
+        if !d.after.contains(b) {
+            d.after.push(b.clone());
+        }
+        m.note_as(
+            0,
+            format!("Before={unit_name} in {b}'s unit"),
+            Outcome::Carried(format!("after = [\"{b}\"]")),
+        );
     }
     d.requires.retain(|r| !r.is_empty());
     let reqs = d.requires.clone();
@@ -893,9 +947,6 @@ fn reason(section: &str, key: &str) -> &'static str {
         ("Unit", k) if k.starts_with("Condition") || k.starts_with("Assert") => {
             "conditions are not evaluated: tether starts the service whenever its file is there"
         }
-        ("Unit", "Before") => {
-            "tether orders by the later service's after/requires: add this one to theirs if they are imported"
-        }
         ("Unit", "Conflicts") => "tether has no conflicts between services",
         ("Unit", "DefaultDependencies") => "tether adds no implicit dependencies",
         ("Unit", "BindsTo" | "PartOf" | "Requisite" | "Upholds" | "PropagatesReloadTo" | "ReloadPropagatedFrom") => {
@@ -928,6 +979,7 @@ mod tests {
                 .iter()
                 .map(|(p, c)| (p.to_string(), c.map(|c| c.as_bytes().to_vec())))
                 .collect(),
+            befores: BTreeMap::new(),
         }
     }
 
@@ -1155,6 +1207,37 @@ mod tests {
         );
         assert!(
             matches!(out("StateDirectory=a"), Some(Outcome::Dropped(t)) if t.contains("/var/lib/a"))
+        );
+    }
+
+    #[test]
+    fn before_is_turned_around_into_the_later_services_after() {
+        let names = [("early.service", "early"), ("late.service", "late")];
+        let mut c = ctx(&names, &[]);
+        let early = unit::parse(
+            b"[Unit]\nBefore=late.service gone.target\n[Service]\nExecStart=/bin/e\nType=\n",
+            "early.service",
+        )
+        .unwrap();
+        let late = unit::parse(b"[Service]\nExecStart=/bin/l\n", "late.service").unwrap();
+        c.befores = befores(
+            &[("early".into(), &early), ("late".into(), &late)],
+            &c.names,
+        );
+        let e = map(&early, "early.service", "early.service", &c).unwrap();
+        let l = map(&late, "late.service", "late.service", &c).unwrap();
+        assert_eq!(l.draft.after, vec!["early"]);
+        assert!(e.draft.after.is_empty());
+        let f: Vec<String> = e.findings.iter().map(|f| f.to_string()).collect();
+        assert!(f.contains(&"early.service:2: Before=late.service: carried: after = [\"early\"] in late's file".to_string()), "{f:#?}");
+        assert!(
+            f.iter()
+                .any(|l| l.starts_with("early.service:2: Before=gone.target: not carried over")),
+            "{f:#?}"
+        );
+        assert!(
+            f.contains(&"early.service:5: Type=: carried: empty: the default stands".to_string()),
+            "{f:#?}"
         );
     }
 

@@ -127,7 +127,17 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     }
     let results = loop {
+        let units: Vec<(String, &unit::Unit)> = loaded
+            .iter()
+            .filter_map(|i| match i {
+                Input::Unit {
+                    unit, unit_name, ..
+                } => names.get(unit_name).map(|n| (n.clone(), unit)),
+                Input::Dir(_) => None,
+            })
+            .collect();
         let ctx = map::Context {
+            befores: map::befores(&units, &names),
             names: names.clone(),
             env_files: env_files.clone(),
         };
