@@ -471,7 +471,7 @@ pub fn map(unit: &Unit, unit_name: &str, file: &str, ctx: &Context) -> Result<Im
             ));
         }
     }
-    if argv.is_empty() {
+    if argv.first().is_none_or(|a| a.is_empty()) {
         return Err(m.bad(exec_entry, "the command line is empty"));
     }
     let shown: Vec<String> = argv.iter().map(|a| super::quote(a)).collect();
@@ -1239,6 +1239,91 @@ mod tests {
             f.contains(&"early.service:5: Type=: carried: empty: the default stands".to_string()),
             "{f:#?}"
         );
+    }
+
+    #[test]
+    fn random_units_never_panic() {
+        let pieces: &[&str] = &[
+            "[Unit]\n",
+            "[Service]\n",
+            "[Install]\n",
+            "ExecStart=",
+            "Type=",
+            "notify",
+            "forking",
+            "Environment=",
+            "EnvironmentFile=",
+            "-",
+            "@",
+            "!",
+            "+",
+            ":",
+            "|",
+            "%",
+            "%i",
+            "%H",
+            "$",
+            "${",
+            "}",
+            "$A",
+            "'",
+            "\"",
+            "\\",
+            "\\x4",
+            " ",
+            "\n",
+            "User=",
+            "RuntimeDirectory=",
+            "a/../b",
+            "LimitNOFILE=",
+            "1:2",
+            "infinity",
+            "RestartSec=",
+            "1min",
+            "x",
+            "=",
+            ";",
+            "UMask=",
+            "0777",
+            "Restart=",
+            "on-success",
+            "WatchdogSec=",
+            "KillSignal=",
+            "After=",
+            "Before=",
+            "a.service",
+            "/bin/x",
+            "Alias=",
+            "\u{e9}",
+        ];
+        let mut seed = 0x9e37_79b9_u32;
+        for _ in 0..5000 {
+            let mut text = String::new();
+            for _ in 0..(seed % 40) {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                text.push_str(pieces[seed as usize % pieces.len()]);
+            }
+            let Ok(u) = unit::parse(text.as_bytes(), "r.service") else {
+                continue;
+            };
+            let c = ctx(
+                &[("a.service", "a"), ("r.service", "r")],
+                &[("/x", Some("A=\"1"))],
+            );
+            if let Ok(i) = map(&u, "r@i.service", "r.service", &c) {
+                let text = i.draft.render();
+                crate::service::parse(&text, std::path::Path::new("r@i.toml")).unwrap_or_else(
+                    |e| {
+                        panic!(
+                            "{e}\n{text}\nfrom:\n{}",
+                            String::from_utf8_lossy(text.as_bytes())
+                        )
+                    },
+                );
+            }
+        }
     }
 
     #[test]
