@@ -358,3 +358,46 @@ fn malformed_and_refused_input_is_named_by_file_and_line() {
     let out = run(Command::new(bin("tetherctl")).arg("import"));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn an_imported_notify_unit_runs_under_the_restarter() {
+    use std::time::Duration;
+    use tether_integration::svc::Restarter;
+    // A notify unit with what the import carries over: a $VAR and a
+    // specifier in ExecStart, Environment=, a RuntimeDirectory= (the /bin/sh
+    // prelude, argv passed on untouched) and Restart=.
+    let base = scratch("run");
+    let runtime = format!("tether-import-test-{}", std::process::id());
+    let unit = base.join("demo.service");
+    std::fs::write(
+        &unit,
+        format!(
+            "[Service]\nType=notify\nEnvironment=\"GREETING=hello there\"\n\
+             ExecStart=/bin/sh -c 'echo \"$$1 from %n, in $$(pwd)\"; systemd-notify --ready; exec sleep 1000' sh ${{GREETING}}\n\
+             RuntimeDirectory={runtime}\nRuntimeDirectoryMode=0710\nRestart=always\n"
+        ),
+    )
+    .expect("write unit");
+    let out_dir = base.join("out");
+    std::fs::create_dir_all(&out_dir).expect("out");
+    let out = run(Command::new(bin("tetherctl"))
+        .arg("import")
+        .arg(&unit)
+        .arg("--out")
+        .arg(&out_dir));
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let file = std::fs::read_to_string(out_dir.join("demo.toml")).expect("demo.toml");
+    let r = Restarter::builder("import-run")
+        .service("demo", &file)
+        .start();
+    let t = Duration::from_secs(10);
+    r.wait_state("demo", "ready", t);
+    r.log.wait_for("hello there from demo.service, in /", t);
+    let dir = Path::new("/run").join(&runtime);
+    let mode = std::fs::metadata(&dir).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o7777
+    });
+    let _ = std::fs::remove_dir(&dir);
+    assert_eq!(mode.ok(), Some(0o710), "{} from the prelude", dir.display());
+}
