@@ -26,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "dbus",
     "haveged",
     "nginx-common",
+    "systemd",
 ];
 const UNITS: &[&str] = &[
     "ssh.service",
@@ -36,6 +37,7 @@ const UNITS: &[&str] = &[
     "chrony.service",
     "chrony-wait.service",
     "nginx.service",
+    "serial-getty@ttyS0.service",
 ];
 
 fn workspace() -> PathBuf {
@@ -185,19 +187,26 @@ fn debian_units_import_parse_and_every_directive_is_reported() {
         .arg(&out_dir));
     let report = text(&out.stdout);
     println!("{report}");
-    // Three are refused (two Type=forking, one Type=oneshot): exit 1.
+    // Four are refused (two Type=forking, one Type=oneshot, a getty on its
+    // terminal): exit 1.
     assert_eq!(out.status.code(), Some(1), "{report}{}", text(&out.stderr));
     let has = |s: &str| report.lines().any(|l| l.contains(s));
     for (unit, why) in [
         ("chrony.service", "Type=forking: refused"),
         ("nginx.service", "Type=forking: refused"),
         ("chrony-wait.service", "Type=oneshot: refused"),
+        ("serial-getty@.service", "StandardInput=tty: refused"),
     ] {
         assert!(
             has(&format!("{unit}:")) && report.lines().any(|l| l.contains(unit) && l.contains(why)),
             "{unit}: {why}\n{report}"
         );
-        assert!(!out_dir.join(unit.replace(".service", ".toml")).exists());
+        assert!(!out_dir
+            .join(
+                unit.replace("@.service", "@ttyS0.toml")
+                    .replace(".service", ".toml")
+            )
+            .exists());
     }
     assert!(has("import: 5 service(s) written"), "{report}");
 

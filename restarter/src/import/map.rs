@@ -322,6 +322,15 @@ pub fn map(unit: &Unit, unit_name: &str, file: &str, ctx: &Context) -> Result<Im
     }
     d.notify = notify.then_some("ready");
 
+    // A terminal or socket on standard input: before ExecStart=, whose
+    // $TERM would otherwise be the first complaint.
+    if let Some(e) = get("StandardInput").filter(|e| e.value != "null") {
+        return Err(m.refuse(
+            e,
+            "tether gives a service /dev/null as standard input, not a terminal or socket; a getty takes its terminal as an argument in a file written by hand, e.g. exec = [\"/sbin/agetty\", \"ttyS0\", \"115200\"]",
+        ));
+    }
+
     // User and Group (an ExecStart= with ! drops them, see below).
     let user = get("User");
     let group = get("Group");
@@ -637,6 +646,7 @@ pub fn map(unit: &Unit, unit_name: &str, file: &str, ctx: &Context) -> Result<Im
             "IgnoreSIGPIPE" if matches!(e.value.as_str(), "false" | "no" | "0" | "off") => {
                 m.note(e, Outcome::Carried("tether starts services with SIGPIPE at its default action".into()))
             }
+            "StandardInput" => m.note(e, Outcome::Carried("tether's services read /dev/null".into())),
             "RuntimeDirectory" | "StateDirectory" | "CacheDirectory" | "LogsDirectory" => {}
             "RuntimeDirectoryMode" | "StateDirectoryMode" | "CacheDirectoryMode" | "LogsDirectoryMode" => {}
             _ => m.note(e, Outcome::Dropped(reason("Service", &e.key).into())),
@@ -934,6 +944,7 @@ fn reason(section: &str, key: &str) -> &'static str {
         {
             "output always goes to syslog tagged with the service name (stdout at info, stderr at err)"
         }
+        ("Service", "PAMName" | "UtmpIdentifier" | "UtmpMode") => "tether opens no PAM or utmp session for a service",
         ("Service", "RuntimeDirectoryPreserve") => "tether never removes a runtime directory",
         ("Service", "RemainAfterExit" | "BusName" | "Sockets" | "FileDescriptorStoreMax" | "USBFunctionDescriptors") => {
             "no tether equivalent for this service type"
@@ -1238,6 +1249,29 @@ mod tests {
         assert!(
             f.contains(&"early.service:5: Type=: carried: empty: the default stands".to_string()),
             "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn a_getty_on_its_terminal_is_refused() {
+        let c = Context::default();
+        let e = imp(
+            "[Service]\nExecStart=-/sbin/agetty -o '-p -- \\\\u' --noclear - linux\nType=idle\nStandardInput=tty\nTTYPath=/dev/%I\n",
+            "getty@tty1.service",
+            &c,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("getty@tty1.service:4: StandardInput=tty: refused: tether gives a service /dev/null"), "{e}");
+        let e = imp(
+            "[Service]\nExecStart=/sbin/agetty - $TERM\n",
+            "x.service",
+            &c,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("$TERM is set by systemd at run time"),
+            "{e}"
         );
     }
 

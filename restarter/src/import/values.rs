@@ -281,6 +281,7 @@ pub const RUNTIME_VARS: &[&str] = &[
     "PIDFILE",
     "JOURNAL_STREAM",
     "SYSTEMD_EXEC_PID",
+    "TERM",
 ];
 
 /// What a `$VAR` expansion did, for the report.
