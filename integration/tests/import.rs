@@ -363,6 +363,19 @@ fn malformed_and_refused_input_is_named_by_file_and_line() {
         assert!(report.contains(&s), "{s:?} not in:\n{report}");
     }
     assert_eq!(std::fs::read_dir(&out_dir).expect("out").count(), 0);
+
+    // An alias (a link to a unit) is the unit it names.
+    let real = base.join("real.service");
+    std::fs::write(&real, "[Service]\nExecStart=/bin/true\n").expect("write");
+    let alias = base.join("alias.service");
+    std::os::unix::fs::symlink(&real, &alias).expect("symlink");
+    let out = run(Command::new(bin("tetherctl"))
+        .arg("import")
+        .arg(&alias)
+        .arg("--out")
+        .arg(&out_dir));
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(out_dir.join("real.toml").is_file() && !out_dir.join("alias.toml").exists());
     // Usage errors: exit 2.
     let out = run(Command::new(bin("tetherctl")).arg("import"));
     assert_eq!(out.status.code(), Some(2));

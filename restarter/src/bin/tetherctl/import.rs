@@ -304,9 +304,18 @@ fn read_input(path: &Path) -> Result<Input, String> {
         }
         return Ok(Input::Dir(dir));
     }
-    let Some(unit_name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+    let Some(mut unit_name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Err(format!("{shown}: not a file name"));
     };
+    // An alias (a symbolic link, /etc/systemd/system/sshd.service ->
+    // ssh.service) is the unit it points to, as in systemd.
+    if let Ok(real) = std::fs::canonicalize(path) {
+        if let Some(n) = real.file_name().map(|n| n.to_string_lossy().into_owned()) {
+            if n.ends_with(".service") {
+                unit_name = n;
+            }
+        }
+    }
     // An instance is read from its template, as systemd does.
     let mut read_from = path.to_path_buf();
     if !path.exists() {
