@@ -370,8 +370,18 @@ pub fn map(unit: &Unit, unit_name: &str, file: &str, ctx: &Context) -> Result<Im
                 let vars = values::env_file(bytes).map_err(|(line, msg)| {
                     Failure::Malformed(Malformed::new(&path, line, None, msg))
                 })?;
-                let keys: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
-                for (k, v) in vars {
+                for (line, text) in &vars.ignored {
+                    m.findings.push(Finding {
+                        file: path.clone(),
+                        line: *line,
+                        directive: text.clone(),
+                        outcome: Outcome::Dropped(
+                            "not a VARIABLE=VALUE line: ignored, as systemd ignores it".into(),
+                        ),
+                    });
+                }
+                let keys: Vec<String> = vars.vars.iter().map(|(k, _)| k.clone()).collect();
+                for (k, v) in vars.vars {
                     env.insert(k, v);
                 }
                 m.note(
@@ -765,7 +775,7 @@ pub fn map(unit: &Unit, unit_name: &str, file: &str, ctx: &Context) -> Result<Im
     d.requires.retain(|r| !r.is_empty());
     let reqs = d.requires.clone();
     d.after.retain(|a| !reqs.contains(a));
-    m.findings.sort_by_key(|f| f.line);
+    m.findings.sort_by_key(|f| (f.file != file, f.line));
     Ok(Imported {
         name,
         draft: d,
@@ -1388,6 +1398,7 @@ mod tests {
             &[
                 ("/etc/default/x", Some("A=1\nB=\"2 3\"\n")),
                 ("/etc/default/bad", Some("A=1\nnope\n")),
+                ("/etc/default/open", Some("A=\"1\n")),
             ],
         );
         let i = imp(
@@ -1407,16 +1418,24 @@ mod tests {
             e.to_string().contains("/etc/default/gone does not exist"),
             "{e}"
         );
-        let e = imp(
+        let i = imp(
             "[Service]\nEnvironmentFile=/etc/default/bad\nExecStart=/bin/x\n",
             "x.service",
             &c,
         )
-        .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "/etc/default/bad:2: expected KEY=VALUE, got \"nope\""
+        .unwrap();
+        let f: Vec<String> = i.findings.iter().map(|f| f.to_string()).collect();
+        assert!(
+            f.contains(&"/etc/default/bad:2: nope: not carried over: not a VARIABLE=VALUE line: ignored, as systemd ignores it".to_string()),
+            "{f:#?}"
         );
+        let e = imp(
+            "[Service]\nEnvironmentFile=/etc/default/open\nExecStart=/bin/x\n",
+            "x.service",
+            &c,
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "/etc/default/open:1: unterminated quote");
         let e = imp(
             "[Service]\nEnvironment=NOEQUALS\nExecStart=/bin/x\n",
             "x.service",

@@ -465,12 +465,23 @@ pub fn limit(s: &str) -> Result<(Option<u64>, Option<u64>), String> {
     }
 }
 
+/// What [`env_file`] read: the assignments, and the lines it ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnvFile {
+    pub vars: Vec<(String, String)>,
+    pub ignored: Vec<(usize, String)>,
+}
+
 /// An environment file (`EnvironmentFile=`, systemd.exec(5)): `KEY=VALUE`
 /// lines, `#`/`;` comments, values unquoted (backslash escapes the next
 /// character, trailing whitespace removed), `'single'` (literal) or
 /// `"double"` quoted (`\"`, `\\`, `\$`, `` \` `` escapes), a backslash at
-/// the end of a line continuing it. Errors carry the 1-based line.
-pub fn env_file(bytes: &[u8]) -> Result<Vec<(String, String)>, (usize, String)> {
+/// the end of a line continuing it. A line that is not an assignment
+/// (`export A=1`, shell code: many `/etc/default` files are written for
+/// `/bin/sh`) is ignored, as systemd ignores it, and returned with its line
+/// for the report. Errors (not UTF-8, an unterminated quote) carry the
+/// 1-based line.
+pub fn env_file(bytes: &[u8]) -> Result<EnvFile, (usize, String)> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
             .iter()
@@ -479,7 +490,7 @@ pub fn env_file(bytes: &[u8]) -> Result<Vec<(String, String)>, (usize, String)> 
             + 1;
         (line, "not valid UTF-8".to_string())
     })?;
-    let mut out = Vec::new();
+    let mut out = EnvFile::default();
     let lines: Vec<&str> = text.split('\n').collect();
     let mut i = 0;
     while i < lines.len() {
@@ -513,14 +524,13 @@ pub fn env_file(bytes: &[u8]) -> Result<Vec<(String, String)>, (usize, String)> 
             }
         }
         let t = line.trim_start();
-        let Some((key, raw)) = t.split_once('=') else {
-            return Err((lineno, format!("expected KEY=VALUE, got {t:?}")));
+        let Some((key, raw)) = t.split_once('=').filter(|(k, _)| is_var_name(k.trim())) else {
+            let first = t.lines().next().unwrap_or_default();
+            out.ignored.push((lineno, first.to_string()));
+            continue;
         };
-        let key = key.trim();
-        if !is_var_name(key) {
-            return Err((lineno, format!("{key:?} is not a variable name")));
-        }
-        out.push((key.to_string(), env_value(raw.trim_start())));
+        out.vars
+            .push((key.trim().to_string(), env_value(raw.trim_start())));
     }
     Ok(out)
 }
@@ -715,7 +725,11 @@ mod tests {
     fn environment_files() {
         let f = b"# c\nSSHD_OPTS=\nDAEMON_OPTS=\"-F 1\"\n  READ_ENV='yes' \nA=x\\ y  \nB=\"multi\nline\"\nC=a\\\nb\n";
         let v = env_file(f).unwrap();
-        let got: Vec<(&str, &str)> = v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let got: Vec<(&str, &str)> = v
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -727,7 +741,15 @@ mod tests {
                 ("C", "ab"),
             ]
         );
-        assert_eq!(env_file(b"A=1\nnot an assignment\n").unwrap_err().0, 2);
+        let v = env_file(b"A=1\nexport B=2\nif true; then\n").unwrap();
+        assert_eq!(v.vars, vec![("A".to_string(), "1".to_string())]);
+        assert_eq!(
+            v.ignored,
+            vec![
+                (2, "export B=2".to_string()),
+                (3, "if true; then".to_string())
+            ]
+        );
         assert_eq!(env_file(b"A=1\nB=\xff\n").unwrap_err().0, 2);
         assert!(env_file(b"A=\"open\n").is_err());
     }
