@@ -40,6 +40,7 @@ mod upgrade;
 
 use crate::cgroup::Cgroups;
 use crate::control::{self, Incoming, Request, Response, Server, ServiceStatus, StatusReport};
+use crate::metrics_file::MetricsFile;
 use crate::notify::{self, NotifySocket};
 use crate::output::ServiceOutput;
 use crate::resolver::{self, Resolver};
@@ -206,6 +207,8 @@ struct Shell {
     resolver: Resolver,
     /// Starts held until their identity is looked up.
     awaiting: BTreeMap<ServiceId, resolver::Key>,
+    /// `[metrics] textfile_dir`: `tether.prom` (metrics_file.rs).
+    metrics: Option<MetricsFile>,
 }
 
 /// Runs the restarter; returns the exit code.
@@ -458,6 +461,7 @@ impl Shell {
             reload_errors: Vec::new(),
             resolver,
             awaiting: BTreeMap::new(),
+            metrics: MetricsFile::start(&config, now),
             config,
             store,
             pending: None,
@@ -536,6 +540,7 @@ impl Shell {
                 self.finish();
                 return 0;
             }
+            self.metrics_tick(now);
             if self.state_dirty {
                 self.write_state();
             }
@@ -576,6 +581,7 @@ impl Shell {
         consider(self.log_retry_at);
         consider(self.run_watch.as_ref().map(|_| self.next_run_check));
         consider(self.resolver.next_deadline());
+        consider(self.metrics.as_ref().map(|m| m.deadline()));
         let wait = next.saturating_since(now);
         // Round up: waking a little late beats spinning until the deadline.
         let ms = wait.as_nanos().div_ceil(1_000_000);
@@ -1743,6 +1749,16 @@ impl Shell {
             s.broken,
             if self.syslog.is_up() { "up" } else { "down" }
         );
+    }
+
+    /// The metrics hook (metrics_file.rs): a status snapshot for
+    /// `tether.prom` when one is due; a state change this turn
+    /// (`state_dirty`) makes one due soon.
+    fn metrics_tick(&mut self, now: MonoTime) {
+        if let Some(mut m) = self.metrics.take() {
+            m.tick(now, self.state_dirty, || self.status(now));
+            self.metrics = Some(m);
+        }
     }
 
     /// After the last service stopped at shutdown.

@@ -23,6 +23,7 @@ pub mod cgroup;
 pub mod control;
 pub mod event_loop;
 pub mod metrics;
+pub mod metrics_file;
 pub mod notify;
 pub mod output;
 pub mod policy;
