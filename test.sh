@@ -19,6 +19,8 @@ have xz || missing+=(xz-utils)
 have cc || missing+=(gcc)
 have rsyslogd || missing+=(rsyslog)
 have dumpe2fs || missing+=(e2fsprogs)
+have promtool || missing+=(prometheus)
+have prometheus-node-exporter || missing+=(prometheus-node-exporter)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "test.sh: missing ${missing[*]}; run as root (the suite needs root anyway)" >&2

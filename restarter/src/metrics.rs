@@ -68,11 +68,15 @@ pub fn render(i: &Input<'_>) -> String {
     let _ = writeln!(o, "tether_build_info{{version=\"{}\"}} 1", label(i.version));
     head(
         &mut o,
-        "tether_syslog_up",
+        "tether_output_syslog_connected",
         "gauge",
-        "Whether the restarter's syslog connection is up.",
+        "Whether the restarter's syslog connection for service output is open (0 also before the first line; dropped lines are the signal).",
     );
-    let _ = writeln!(o, "tether_syslog_up {}", u8::from(i.status.syslog_up));
+    let _ = writeln!(
+        o,
+        "tether_output_syslog_connected {}",
+        u8::from(i.status.syslog_up)
+    );
     head(
         &mut o,
         "tether_config_errors",
