@@ -1037,7 +1037,7 @@ impl Shell {
                     group,
                     signal,
                 } => self.kill(id, pid, group, signal),
-                Action::Log { level, message } => log::log!(level, "{message}"),
+                Action::Log { level, message } => crate::msgid::log(level, &message),
                 Action::RequestReboot { reason } => {
                     if let Err(e) = self.request_shutdown(Code::Reboot, &reason) {
                         error!("{e}");
@@ -1741,7 +1741,15 @@ impl Shell {
             "ok"
         };
         log::log!(
+            target: "liveness",
             Level::Info,
+            layer = "restarter",
+            state = word,
+            up = s.up,
+            expected = s.expected,
+            failed = s.failed,
+            config_errors = s.broken,
+            dropped = dropped;
             "liveness: restarter {word} {}/{} up, {} failed, {} config errors, syslog {}, {dropped} lines dropped",
             s.up,
             s.expected,

@@ -24,6 +24,7 @@ pub mod control;
 pub mod event_loop;
 pub mod metrics;
 pub mod metrics_file;
+pub mod msgid;
 pub mod notify;
 pub mod output;
 pub mod policy;
