@@ -80,8 +80,8 @@ impl Schedule {
     pub fn deadline(&self) -> MonoTime {
         match (self.changed, self.last) {
             (true, Some(last)) => self.next.min(last + self.min_gap),
-            (true, None) => self.next.min(MonoTime::ZERO),
-            (false, _) => self.next,
+            // Nothing written yet: the first file is due at start anyway.
+            (true, None) | (false, _) => self.next,
         }
     }
 
