@@ -9,6 +9,9 @@
 //!   `promtool check metrics` and checks their values; a state change
 //!   (a service stopped) reaches the file long before the next periodic
 //!   write; `tetherctl metrics` prints the same series;
+//! - a metrics file whose write blocks forever (the temporary file is a
+//!   FIFO nobody reads) costs stale metrics, never the restarter's loop:
+//!   control requests are answered and services start and stop;
 //! - the shipped alert rules (`contrib/prometheus/tether.rules.yml`) pass
 //!   `promtool check rules` and their unit tests (`promtool test rules
 //!   tether.rules.test.yml`), and both checks can fail: a broken rule and a
@@ -17,12 +20,14 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tether_integration::bins::TempDir;
 use tether_integration::chain::{Chain, ChainOptions};
 use tether_integration::hw::Timings;
+use tether_integration::svc::Restarter;
 
 fn contrib(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -350,4 +355,40 @@ fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
         "late rule passed its tests: {}",
         show(&out)
     );
+}
+
+#[test]
+fn a_metrics_write_that_blocks_forever_never_holds_up_the_loop() {
+    let textfile = TempDir::new("metrics-stuck");
+    // open(O_WRONLY) of a FIFO without a reader waits for one: forever.
+    nix::unistd::mkfifo(
+        &textfile.join("tether.prom.tmp"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let r = Restarter::builder("metrics-stuck")
+        .toml(&format!(
+            "[metrics]\ntextfile_dir = {:?}\n",
+            textfile.path().display().to_string()
+        ))
+        .service("web", "exec = [\"/bin/sleep\", \"1000\"]\n")
+        .start();
+    let t = Duration::from_secs(10);
+    r.log.wait_for("metrics: writing", t);
+    r.wait_state("web", "running", t);
+    for _ in 0..3 {
+        let out = r.ctl(&["stop", "web"]);
+        assert!(out.status.success(), "{out:?}");
+        r.wait_state("web", "stopped", t);
+        let out = r.ctl(&["start", "web"]);
+        assert!(out.status.success(), "{out:?}");
+        r.wait_state("web", "running", t);
+    }
+    // The writer thread is still stuck in its first open: no file, the
+    // FIFO untouched.
+    assert!(!textfile.join("tether.prom").exists());
+    assert!(std::fs::metadata(textfile.join("tether.prom.tmp"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
 }
