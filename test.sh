@@ -22,6 +22,8 @@ have dumpe2fs || missing+=(e2fsprogs)
 have lintian || missing+=(lintian)
 have readelf || missing+=(binutils)
 have dpkg-deb || missing+=(dpkg)
+have promtool || missing+=(prometheus)
+have prometheus-node-exporter || missing+=(prometheus-node-exporter)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "test.sh: missing ${missing[*]}; run as root (the suite needs root anyway)" >&2

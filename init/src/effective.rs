@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tether_common::config::Config;
+use tether_common::config::{Config, LogFormat};
 use tether_common::duration;
 use toml::{Table, Value};
 
@@ -100,6 +100,24 @@ pub fn render(config: &Config) -> Result<String, EffectiveError> {
     );
     log.insert("kmsg".into(), Value::Boolean(config.log.kmsg));
     log.insert("stderr".into(), Value::Boolean(config.log.stderr));
+    let format = match config.log.format {
+        LogFormat::Rfc3164 => "rfc3164",
+        LogFormat::Rfc5424 => "rfc5424",
+    };
+    log.insert("format".into(), Value::String(format.into()));
+
+    let mut state = Table::new();
+    state.insert(
+        "history".into(),
+        Value::Integer(i64::try_from(config.state.history).unwrap_or(i64::MAX)),
+    );
+
+    let mut metrics = Table::new();
+    let textfile_dir = match &config.metrics.textfile_dir {
+        Some(p) => path("metrics.textfile_dir", p)?,
+        None => Value::String(String::new()),
+    };
+    metrics.insert("textfile_dir".into(), textfile_dir);
 
     let p = &config.paths;
     let mut paths = Table::new();
@@ -142,6 +160,8 @@ pub fn render(config: &Config) -> Result<String, EffectiveError> {
     root.insert("paths".into(), Value::Table(paths));
     root.insert("init".into(), Value::Table(init));
     root.insert("control".into(), Value::Table(control));
+    root.insert("state".into(), Value::Table(state));
+    root.insert("metrics".into(), Value::Table(metrics));
     let mut text = String::from(
         "# Written by tether-init: the settings it runs on (built-in defaults or\n\
          # command-line overrides in force). Edit tether.toml, not this file.\n",
@@ -205,6 +225,9 @@ mod tests {
         c.init.kill_grace = Duration::from_millis(300);
         c.init.nofile = Some(65536);
         c.control.group = Some("wheel".into());
+        c.log.format = LogFormat::Rfc5424;
+        c.state.history = 100;
+        c.metrics.textfile_dir = Some("/var/lib/prometheus/node-exporter".into());
         let text = render(&c).unwrap();
         let back = Config::parse(&text, Path::new("effective.toml")).unwrap();
         assert_eq!(back, c);

@@ -223,6 +223,9 @@ fn main() {
     args.overrides.apply(&mut config);
     tether_common::logging::init("tether-init", &config.log);
     info!(
+        target: "start",
+        layer = "init",
+        version = env!("CARGO_PKG_VERSION");
         "tether-init {} starting as {}",
         env!("CARGO_PKG_VERSION"),
         role.describe()
@@ -930,15 +933,24 @@ impl Init {
     }
 
     fn liveness(&self, now: MonoTime) {
-        let init = match &self.shutdown {
-            None if self.recovery.given_up() => format!(
-                "init NOT beating ({} panics of its loop)",
-                self.recovery.total()
+        let (state, init) = match &self.shutdown {
+            None if self.recovery.given_up() => (
+                "not-beating",
+                format!(
+                    "init NOT beating ({} panics of its loop)",
+                    self.recovery.total()
+                ),
             ),
-            None => "init ok".to_string(),
-            Some(s) => format!("init shutting down ({})", s.request.cause.as_str()),
+            None => ("ok", "init ok".to_string()),
+            Some(s) => (
+                "shutting-down",
+                format!("init shutting down ({})", s.request.cause.as_str()),
+            ),
         };
         info!(
+            target: "liveness",
+            layer = "init",
+            state = state;
             "liveness: {}, {}, {}",
             init,
             self.layers.describe(Layer::Watchdogd, now),
@@ -1407,7 +1419,7 @@ impl Init {
     fn apply(&mut self, now: MonoTime, actions: Actions, depth: u8) {
         for a in actions.iter() {
             match a {
-                Action::Log(note) => log::log!(note.level(), "{}", note),
+                Action::Log(note) => log_note(&note),
                 Action::Spawn(layer) => {
                     let event = match self.spawn(now, layer) {
                         Ok(pid) => Event::Spawned { layer, pid },
@@ -1543,6 +1555,11 @@ impl Init {
             return;
         }
         warn!(
+            target: "reset",
+            cause = req.cause.as_str(),
+            by = req.by.as_str(),
+            layer = req.layer.as_deref().unwrap_or(""),
+            detail = req.detail.as_str();
             "orderly {} requested by {}: {}",
             req.cause.as_str(),
             req.by,
@@ -1761,6 +1778,56 @@ fn discard(fd: &OwnedFd) {
             }
             Err(Errno::EINTR) => continue,
             Err(_) => break,
+        }
+    }
+}
+
+/// A layer note with its MSGID (the `log` target: `START`, `EXIT`, `STOP`,
+/// `STATE`) and, for starts and exits, structured data (`layer`, `pid`,
+/// `code` or `signal`), for `[log] format = "rfc5424"`.
+fn log_note(note: &crate::layers::Note) {
+    use crate::layers::Note;
+    let level = note.level();
+    match *note {
+        Note::Started { layer, pid, .. } => log::log!(
+            target: "start", level, layer = layer.name(), pid = pid; "{}", note
+        ),
+        Note::Exited {
+            layer,
+            pid,
+            how: Exit::Code(code),
+            ..
+        } => log::log!(
+            target: "exit", level, layer = layer.name(), pid = pid, code = code; "{}", note
+        ),
+        Note::Exited {
+            layer,
+            pid,
+            how: Exit::Signal { signal, .. },
+            ..
+        } => log::log!(
+            target: "exit", level, layer = layer.name(), pid = pid, signal = signal; "{}", note
+        ),
+        Note::Stopped {
+            layer,
+            pid,
+            how: Exit::Code(code),
+        } => log::log!(
+            target: "stop", level, layer = layer.name(), pid = pid, code = code; "{}", note
+        ),
+        Note::Stopped {
+            layer,
+            pid,
+            how: Exit::Signal { signal, .. },
+        } => log::log!(
+            target: "stop", level, layer = layer.name(), pid = pid, signal = signal; "{}", note
+        ),
+        Note::RestartIn { layer, .. }
+        | Note::Hung { layer, .. }
+        | Note::StillDying { layer, .. }
+        | Note::SpawnRetryIn { layer, .. }
+        | Note::BudgetExhausted { layer, .. } => {
+            log::log!(target: "state", level, layer = layer.name(); "{}", note)
         }
     }
 }

@@ -50,6 +50,7 @@ use repair::RunRepair;
 use setup::take_heartbeats;
 
 use crate::cgroup::Cgroups;
+use crate::metrics_file::MetricsFile;
 use crate::control::map::{self, Mapped, Sig};
 use crate::control::{self, Incoming, Response, Server, StatusReport};
 use crate::notify::{self, NotifySocket};
@@ -176,6 +177,8 @@ struct Shell {
     resolver: Resolver,
     /// Starts held until their identity is looked up.
     awaiting: BTreeMap<ServiceId, resolver::Key>,
+    /// `[metrics] textfile_dir`: `tether.prom` (metrics_file.rs).
+    metrics: Option<MetricsFile>,
 }
 
 /// Runs the restarter; returns the exit code.
@@ -247,6 +250,7 @@ impl Shell {
                 self.finish();
                 return 0;
             }
+            self.metrics_tick(now);
             if self.state_dirty {
                 self.write_state();
             }
@@ -283,6 +287,7 @@ impl Shell {
         consider(self.sweep.as_ref().and_then(|s| s.next_deadline(now)));
         consider(self.control.as_ref().and_then(|c| c.next_deadline()));
         consider(self.resolver.next_deadline());
+        consider(self.metrics.as_ref().map(|m| m.deadline()));
         let wait = next.saturating_since(now);
         // Round up: waking a little late beats spinning until the deadline.
         let ms = wait.as_nanos().div_ceil(1_000_000);

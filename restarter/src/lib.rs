@@ -26,6 +26,8 @@ pub mod control;
 pub mod event_loop;
 pub mod import;
 pub mod metrics;
+pub mod metrics_file;
+pub mod msgid;
 pub mod notify;
 pub mod output;
 pub mod policy;

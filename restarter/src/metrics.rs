@@ -14,6 +14,7 @@ use tether_common::record::WatchdogStatus;
 
 /// The state words `tether_service_state` always lists (0 or 1 each).
 pub const STATES: &[&str] = &[
+    "waiting",
     "starting",
     "running",
     "ready",
@@ -55,17 +56,10 @@ fn secs(ms: u64) -> String {
     format!("{:.3}", ms as f64 / 1000.0)
 }
 
-/// Signal number of `signal KILL` / `signal 9` (Linux numbering).
-fn signal_number(name: &str) -> Option<u32> {
-    if let Ok(n) = name.parse() {
-        return Some(n);
-    }
-    const NAMES: &[&str] = &[
-        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
-        "PIPE", "ALRM", "TERM",
-    ];
-    let n = name.strip_prefix("SIG").unwrap_or(name);
-    NAMES.iter().position(|s| *s == n).map(|i| i as u32 + 1)
+/// The word after `prefix` in a `last_exit` text (`exit 1`, `signal
+/// KILL (core dumped)`, `signal ABRT (watchdog)`).
+fn exit_word<'t>(last_exit: Option<&'t str>, prefix: &str) -> Option<&'t str> {
+    last_exit?.strip_prefix(prefix)?.split(' ').next()
 }
 
 pub fn render(i: &Input<'_>) -> String {
@@ -74,11 +68,33 @@ pub fn render(i: &Input<'_>) -> String {
     let _ = writeln!(o, "tether_build_info{{version=\"{}\"}} 1", label(i.version));
     head(
         &mut o,
-        "tether_syslog_up",
+        "tether_output_syslog_connected",
         "gauge",
-        "Whether the restarter's syslog connection is up.",
+        "Whether the restarter's syslog connection for service output is open (0 also before the first line; dropped lines are the signal).",
     );
-    let _ = writeln!(o, "tether_syslog_up {}", u8::from(i.status.syslog_up));
+    let _ = writeln!(
+        o,
+        "tether_output_syslog_connected {}",
+        u8::from(i.status.syslog_up)
+    );
+    head(
+        &mut o,
+        "tether_config_errors",
+        "gauge",
+        "Configuration errors in force (bad tether.toml, bad service files, a refused reload).",
+    );
+    let _ = writeln!(o, "tether_config_errors {}", i.status.config_errors.len());
+    head(
+        &mut o,
+        "tether_control_rejected_total",
+        "counter",
+        "Control requests refused (malformed, denied, busy, timed out).",
+    );
+    let _ = writeln!(
+        o,
+        "tether_control_rejected_total {}",
+        i.status.control_rejected
+    );
     if let Some(w) = i.watchdog {
         head(
             &mut o,
@@ -210,6 +226,15 @@ pub fn render(i: &Input<'_>) -> String {
                 u8::from(s.state == *st)
             );
         }
+        // A word not listed (a newer restarter): still one series.
+        if !STATES.contains(&s.state.as_str()) {
+            let _ = writeln!(
+                o,
+                "tether_service_state{{service=\"{}\",state=\"{}\"}} 1",
+                label(&s.name),
+                label(&s.state)
+            );
+        }
     }
     head(
         &mut o,
@@ -246,11 +271,8 @@ pub fn render(i: &Input<'_>) -> String {
         "Exit code of the last exit (absent: none, or a signal).",
     );
     for s in svc {
-        if let Some(c) = s
-            .last_exit
-            .as_deref()
-            .and_then(|e| e.strip_prefix("exit "))
-            .and_then(|c| c.parse::<i64>().ok())
+        if let Some(c) =
+            exit_word(s.last_exit.as_deref(), "exit ").and_then(|c| c.parse::<i64>().ok())
         {
             let _ = writeln!(
                 o,
@@ -266,11 +288,8 @@ pub fn render(i: &Input<'_>) -> String {
         "Signal number of the last exit by signal.",
     );
     for s in svc {
-        if let Some(n) = s
-            .last_exit
-            .as_deref()
-            .and_then(|e| e.strip_prefix("signal "))
-            .and_then(signal_number)
+        if let Some(n) =
+            exit_word(s.last_exit.as_deref(), "signal ").and_then(crate::control::parse_signal)
         {
             let _ = writeln!(
                 o,
@@ -386,5 +405,42 @@ mod tests {
             fresh.contains("tether_layer_up{layer=\"init\"} 1"),
             "{fresh}"
         );
+    }
+
+    #[test]
+    fn exits_with_notes_and_unlisted_states_still_render() {
+        let svc = |name: &str, state: &str, exit: &str| ServiceStatus {
+            name: name.into(),
+            state: state.into(),
+            last_exit: Some(exit.into()),
+            ..Default::default()
+        };
+        let status = StatusReport {
+            services: vec![
+                svc("a", "waiting", "signal ABRT (watchdog)"),
+                svc("b", "adopting", "exit 3 (watchdog)"),
+                svc("c", "stopped", "signal SEGV (core dumped)"),
+            ],
+            config_errors: vec!["x".into()],
+            ..Default::default()
+        };
+        let stale = |_: &str| Duration::from_secs(20);
+        let text = render(&Input {
+            version: "0.1.0",
+            now_ms: 0,
+            status: &status,
+            watchdog: None,
+            stale_timeout: &stale,
+        });
+        for want in [
+            "tether_service_state{service=\"a\",state=\"waiting\"} 1",
+            "tether_service_last_exit_signal{service=\"a\"} 6",
+            "tether_service_state{service=\"b\",state=\"adopting\"} 1",
+            "tether_service_last_exit_code{service=\"b\"} 3",
+            "tether_service_last_exit_signal{service=\"c\"} 11",
+            "tether_config_errors 1",
+        ] {
+            assert!(text.lines().any(|l| l == want), "missing {want}:\n{text}");
+        }
     }
 }

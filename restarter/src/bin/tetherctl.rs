@@ -28,6 +28,8 @@ use tether_restarter::control::{parse_request, Request, MAX_RESPONSE};
 
 #[path = "tetherctl/import.rs"]
 mod import;
+#[path = "tetherctl/metrics.rs"]
+mod metrics;
 
 const DEFAULT_RUN_DIR: &str = "/run/tether";
 const SOCKET_NAME: &str = "control.sock";
@@ -68,6 +70,7 @@ commands:
                            tether service files in DIR (default .), with a
                            report of every directive; --root: where the
                            units' EnvironmentFile= paths are read
+  metrics [--config FILE]  the tether_ Prometheus series (as in tether.prom)
 
 All but status and check need root or the group of [control] group.
 
@@ -97,6 +100,10 @@ enum Command {
         config: PathBuf,
         state_dir: Option<PathBuf>,
         json: bool,
+    },
+    /// `metrics`: the Prometheus series (`metrics.rs`).
+    Metrics {
+        config: PathBuf,
     },
     Help,
     Version,
@@ -195,6 +202,19 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         return Ok(Args {
             run_dir,
             command: Command::Check { config },
+        });
+    }
+    if command == "metrics" {
+        if let Some(extra) = rest.first() {
+            return Err(format!("metrics: unexpected argument {extra:?}"));
+        }
+        if json {
+            return Err("--json goes with status only".into());
+        }
+        let config = config.unwrap_or_else(|| PathBuf::from(tether_common::config::DEFAULT_CONFIG));
+        return Ok(Args {
+            run_dir,
+            command: Command::Metrics { config },
         });
     }
     if config.is_some() {
@@ -596,6 +616,9 @@ fn main() -> ExitCode {
             EXIT_OK
         }
         Command::Remote(request) => remote(&args.run_dir, &request),
+        Command::Metrics { config } => {
+            metrics::run(&args.run_dir, &config, &mut std::io::stdout()).unwrap_or(EXIT_ERROR)
+        }
         Command::Check { config } => {
             let stdout = std::io::stdout();
             // A closed stdout still leaves the verdict in the exit code.

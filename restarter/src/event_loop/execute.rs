@@ -23,7 +23,7 @@ impl Shell {
                     group,
                     signal,
                 } => self.kill(id, pid, group, signal),
-                Action::Log { level, message } => log::log!(level, "{message}"),
+                Action::Log { level, message } => crate::msgid::log(level, &message),
                 Action::RequestReboot { reason } => {
                     if let Err(e) = self.request_shutdown(Code::Reboot, &reason) {
                         error!("{e}");

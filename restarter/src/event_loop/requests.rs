@@ -153,6 +153,28 @@ impl Shell {
                 .map(|o| o.dropped())
                 .sum(),
         };
-        log::log!(Level::Info, "liveness: {line}");
+        let s = line.summary;
+        log::log!(
+            target: "liveness",
+            Level::Info,
+            layer = "restarter",
+            state = line.word(),
+            up = s.up,
+            expected = s.expected,
+            failed = s.failed,
+            config_errors = s.broken,
+            dropped = line.dropped_lines;
+            "liveness: {line}"
+        );
+    }
+
+    /// The metrics hook (metrics_file.rs): a status snapshot for
+    /// `tether.prom` when one is due; a state change this turn
+    /// (`state_dirty`) makes one due soon.
+    pub(super) fn metrics_tick(&mut self, now: MonoTime) {
+        if let Some(mut m) = self.metrics.take() {
+            m.tick(now, self.state_dirty, || self.status(now));
+            self.metrics = Some(m);
+        }
     }
 }

@@ -134,6 +134,7 @@ impl Shell {
             reload_errors: Vec::new(),
             resolver,
             awaiting: BTreeMap::new(),
+            metrics: MetricsFile::start(&config, now),
             config,
             store,
             pending: None,
