@@ -150,6 +150,8 @@ struct Shell {
     config: Config,
     /// Starts services' processes (made before any service descriptor).
     spawner: Spawner,
+    /// Failures of the exec helpers (spawn::exec_status).
+    exec_status: spawn::exec_status::ExecStatus,
     run_dir: PathBuf,
     services_dir: PathBuf,
     epoll: Epoll,
@@ -426,6 +428,8 @@ impl Shell {
         let mut shell = Shell {
             syslog: Syslog::new(&syslog_path),
             spawner,
+            exec_status: spawn::exec_status::ExecStatus::new()
+                .map_err(|e| io_err("exec status pipe", e))?,
             run_dir,
             services_dir,
             epoll,
@@ -743,6 +747,7 @@ impl Shell {
                     break;
                 }
             };
+            let failure = self.exec_status.take(pid);
             let Some(id) = self.sup.id_by_pid(pid) else {
                 debug!("reaped pid {pid} ({status})");
                 continue;
@@ -754,7 +759,8 @@ impl Shell {
                 out.set_pid(0);
             }
             self.note_buffered(id, now);
-            let actions = self.sup.handle(id, Event::Exited { pid, status }, now);
+            let event = spawn::exec_status::exit_event(pid, status, failure, self.sup.spec(id));
+            let actions = self.sup.handle(id, event, now);
             self.execute(actions, now);
         }
     }
@@ -1234,6 +1240,8 @@ impl Shell {
             cgroup_procs: r.cgroup.as_ref().map(|c| c.procs_fd()),
             base_nofile: self.base_nofile,
             journal: self.journal.fd(),
+            helper: spawn::HELPER.as_ref(),
+            exec_status: Some(self.exec_status.write_end()),
         };
         match spawn::spawn(&mut self.spawner, &spec, ctx) {
             Ok(pid) => {

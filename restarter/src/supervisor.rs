@@ -203,6 +203,15 @@ pub enum Event {
     SpawnFailed { errno: Option<i32>, message: String },
     /// The main process was reaped (its output already drained).
     Exited { pid: i32, status: ExitStatus },
+    /// As `Exited`, for a process whose exec helper reported that the
+    /// program could not be started (`spawn::exec_status`): a failed start,
+    /// unless the service was being stopped.
+    ExecFailed {
+        pid: i32,
+        status: ExitStatus,
+        errno: Option<i32>,
+        message: String,
+    },
     /// A datagram arrived on the service's notify socket. `in_group`: the
     /// sender still exists and is (not) in the service's process group;
     /// `None` when it is gone or unknown.
@@ -813,6 +822,23 @@ impl Supervisor {
             }
             Event::Exited { pid, status } => {
                 self.on_exit(id, pid, status, now);
+                true
+            }
+            Event::ExecFailed {
+                pid,
+                status,
+                errno,
+                message,
+            } => {
+                let starting = self.service_mut(id).proc_.as_ref();
+                if starting.is_some_and(|p| p.pid == pid && p.stopping.is_none()) {
+                    self.service_mut(id).proc_ = None;
+                    self.by_pid.remove(&pid);
+                    self.out.push(Action::WriteState);
+                    self.on_spawn_failed(id, errno, message, now);
+                } else {
+                    self.on_exit(id, pid, status, now);
+                }
                 true
             }
             Event::Notify {
