@@ -225,7 +225,10 @@ pub fn tether(n: usize, k: usize, common: &Common) -> Result<RootKill, String> {
             break MonoTime::now();
         }
         if MonoTime::now() - t0 > timeout(n) {
-            return Err(format!("tether: restarter not restarted:\n{}", chain.dump()));
+            return Err(format!(
+                "tether: restarter not restarted:\n{}",
+                chain.dump()
+            ));
         }
         std::thread::sleep(Duration::from_millis(1));
     };
