@@ -48,11 +48,11 @@
 //!   directory [ENOENT]`; [`exec_status`] has the mechanism and its
 //!   limits). No `stat` is made beforehand. Cost (`bench_spawn
 //!   bench_blocker 500 0 1000`, static release build, 2 shared CPUs at load
-//!   7): the loop waits as long as before (p50 140 µs exec'ing the helper
-//!   against 153 µs exec'ing the program, at 1000 services held); the
-//!   program runs later, p50 1.5 ms after the call instead of 0.75 ms (the
-//!   helper's own start-up and second `execve`, in the service's process,
-//!   off the loop).
+//!   6-7, two runs, 1000 services held): the loop waits about as long as
+//!   before (p50 140 and 167 µs exec'ing the helper, 153 and 141 µs
+//!   exec'ing the program); the program runs later, p50 1.5-1.7 ms after
+//!   the call instead of 0.75-0.79 ms (the helper's own start-up and second
+//!   `execve`, in the service's process, off the loop).
 //!   The restarter's binary must be executable by every service's user
 //!   (the helper runs after `setuid`): installed mode 0755, as usual.
 //! - The child records itself in the spawn journal before `exec`
