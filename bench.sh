@@ -9,7 +9,9 @@
 # builds in release (the blocker service statically, in its own target
 # directory), runs every workload, and writes the tables to
 # target/bench/results.md and stdout. Progress goes to stderr.
-# Defaults: N = 10, 100, 1000; 3 runs per figure; 30 s idle; 500 kills.
+# Defaults: N = 10, 100, 1000; 3 runs per figure; 30 s idle; 500 kills;
+# root kill at the largest N with 10 probes. Only the root kill at N=1000:
+#   ./bench.sh --workloads rootkill --supervisors tether,runit,s6
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,7 +32,9 @@ static_target=$target/bench-static
 host=$(rustc -vV | sed -n 's/^host: //p')
 
 echo "== building (release)" >&2
-cargo build --release -q -p tether-restarter -p tether-integration --bin tether-restarter --bin bench_supervisors >&2
+# The whole chain too: the root-kill workload runs tether-init as PID 1.
+cargo build --release -q -p tether-restarter -p tether-init -p tether-watchdogd -p tether-integration \
+  --bin tether-restarter --bin tetherctl --bin tether-init --bin tether-watchdogd --bin bench_supervisors >&2
 # The service: static, so that exec costs the same under every supervisor.
 # --target keeps RUSTFLAGS off build scripts and proc macros.
 RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$static_target \

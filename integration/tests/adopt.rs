@@ -8,6 +8,18 @@
 //!
 //! `FIGURE adopt ...` lines (with `--nocapture`) give the time from the
 //! restarter's death to every service adopted.
+//!
+//! The OOM kill is the kernel's own, confined to a cgroup v1 memory
+//! controller (this machine has no cgroup v2, and a global OOM would pick
+//! victims among every session's processes): the running restarter is
+//! moved into a fresh memory cgroup limited to 64 MiB, its
+//! `oom_score_adj` set to 1000, and a memory hog (`tail /dev/zero`, which
+//! buffers forever looking for a newline) started in the same cgroup. The
+//! cgroup's OOM killer picks the restarter first (its score is the limit
+//! plus its RSS, the hog's at most the limit); the hog, next, is killed the
+//! same way or by the test. The cgroup's `oom_kill` counter proves it was
+//! the OOM killer. The services stay in init's cgroup (a v1 move takes only
+//! the process named), so only the restarter and the hog can be chosen.
 
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
@@ -456,4 +468,132 @@ fn an_adopted_exit_without_a_relay_record_is_unknown_and_restarted() {
     let st = r.wait_state("talk", "running", LONG);
     assert_eq!(st["last_exit"], "exit status unknown");
     assert_eq!(st["restarts"], 1);
+}
+
+/// A cgroup v1 memory cgroup of the test's, removed (its tasks killed) on
+/// drop.
+struct MemCgroup {
+    dir: std::path::PathBuf,
+    hog: Option<std::process::Child>,
+}
+
+impl MemCgroup {
+    /// `/sys/fs/cgroup/memory/tether-test-LABEL-PID` limited to `limit`
+    /// bytes; `None` when the v1 memory controller is not mounted.
+    fn new(label: &str, limit: u64) -> Option<MemCgroup> {
+        let root = std::path::Path::new("/sys/fs/cgroup/memory");
+        if !root.join("memory.limit_in_bytes").exists() {
+            return None;
+        }
+        let dir = root.join(format!("tether-test-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).expect("create a memory cgroup");
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string())
+            .expect("memory.limit_in_bytes");
+        Some(MemCgroup { dir, hog: None })
+    }
+
+    fn add(&self, pid: i32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).expect("cgroup.procs");
+    }
+
+    /// Starts `tail /dev/zero` inside the cgroup (it joins before it execs).
+    fn start_hog(&mut self) {
+        let script = format!(
+            "echo $$ > {} && exec tail /dev/zero",
+            self.dir.join("cgroup.procs").display()
+        );
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the memory hog");
+        self.hog = Some(child);
+    }
+
+    /// The OOM kills in the cgroup so far (`memory.oom_control`).
+    fn oom_kills(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("memory.oom_control"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn tasks(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        if let Some(mut hog) = self.hog.take() {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+        for pid in self.tasks() {
+            signal(pid, Signal::SIGKILL);
+        }
+        let _ = wait_until(Duration::from_secs(5), || {
+            self.tasks().is_empty().then_some(())
+        });
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The restarter killed by the kernel's OOM killer (a cgroup v1 memory
+/// limit, see the module docs): the services keep their pids and restart
+/// counts, no numbered line is lost, the watchdog service is never
+/// restarted.
+#[test]
+fn restarter_oom_killed_keeps_every_service_and_loses_no_output_line() {
+    let chain = Chain::start("adopt-oom", options());
+    let rst = chain
+        .wait_layer("tether-restarter", None, LONG)
+        .unwrap_or_else(|| panic!("no restarter:\n{}", chain.dump()));
+    let before = all_up(&chain);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut cg = MemCgroup::new("oom", 64 << 20)
+        .expect("the cgroup v1 memory controller at /sys/fs/cgroup/memory");
+    std::fs::write(format!("/proc/{rst}/oom_score_adj"), "1000").expect("oom_score_adj");
+    cg.add(rst);
+    let t0 = Instant::now();
+    cg.start_hog();
+    let new = chain
+        .wait_layer("tether-restarter", Some(rst), LONG)
+        .unwrap_or_else(|| panic!("the restarter was not replaced:\n{}", chain.dump()));
+    assert!(cg.oom_kills() >= 1, "no OOM kill in the cgroup");
+    // init saw it die of the OOM killer's SIGKILL.
+    assert!(
+        !chain
+            .syslog(&["restarter (pid", "killed by SIGKILL"])
+            .is_empty(),
+        "{}",
+        chain.dump()
+    );
+    // The new restarter is not in the small cgroup.
+    assert!(!cg.tasks().contains(&new));
+    drop(cg);
+    let after = all_up(&chain);
+    for (name, (pid, restarts, _, _)) in &before {
+        assert_eq!(after[name].0, *pid, "{name}: pid changed\n{}", chain.dump());
+        assert_eq!(after[name].1, *restarts, "{name}: restart count changed");
+    }
+    let took = adopted_after(&chain, t0, 3);
+    eprintln!(
+        "FIGURE adopt oom: 3 services adopted {} ms after the hog started",
+        took.as_millis()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = status(&chain).expect("status");
+    assert_eq!(later["wdsvc"].0, before["wdsvc"].0, "{}", chain.dump());
+    assert_eq!(later["wdsvc"].2, "ready");
+    assert_eq!(chain.syslog(&["service wdsvc started"]).len(), 1);
+    assert_no_gap(&counted(&chain), &chain);
+    assert_eq!(chain.layer("tether-restarter"), Some(new));
 }

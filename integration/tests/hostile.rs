@@ -1147,15 +1147,18 @@ fn working_directory_that_disappears_is_a_reported_start_failure_and_others_run_
     kill(a0, libc::SIGKILL);
     // The directory is entered by the service's own process (never by the
     // restarter, where a dead mount would hang the loop): it reports the
-    // failure in its output and exits 200, retried per restart_delay.
+    // failure through the exec status pipe, a failed start retried per
+    // restart_delay.
     let needle = format!(
-        "working_directory {}: No such file or directory",
+        "service a: cannot start: working_directory {}: No such file or directory [ENOENT]",
         wd.display()
     );
     r.log.wait_for_count(&needle, 2, LONG);
-    r.log.wait_for_count("service a exited: exit 200", 2, LONG);
     let st = r.service("a");
-    assert_eq!(st["last_exit"], "exit 200", "{st}");
+    assert!(
+        st["error"].as_str().unwrap_or("").ends_with("[ENOENT]"),
+        "{st}"
+    );
     assert_eq!(r.service("calm")["pid"], calm);
     let t1 = Instant::now();
     std::fs::create_dir(&wd).unwrap();

@@ -50,9 +50,9 @@ use repair::RunRepair;
 use setup::take_heartbeats;
 
 use crate::cgroup::Cgroups;
-use crate::metrics_file::MetricsFile;
 use crate::control::map::{self, Mapped, Sig};
 use crate::control::{self, Incoming, Response, Server, StatusReport};
+use crate::metrics_file::MetricsFile;
 use crate::notify::{self, NotifySocket};
 use crate::output::ServiceOutput;
 use crate::resolver::{self, Resolver};
@@ -125,6 +125,8 @@ struct Shell {
     config: Config,
     /// Starts services' processes (made before any service descriptor).
     spawner: Spawner,
+    /// Failures of the exec helpers (spawn::exec_status).
+    exec_status: spawn::exec_status::ExecStatus,
     run_dir: PathBuf,
     services_dir: PathBuf,
     epoll: Epoll,
@@ -465,6 +467,7 @@ impl Shell {
                     break;
                 }
             };
+            let failure = self.exec_status.take(pid);
             let Some(id) = self.sup.id_by_pid(pid) else {
                 debug!("reaped pid {pid} ({status})");
                 continue;
@@ -476,7 +479,8 @@ impl Shell {
                 out.set_pid(0);
             }
             self.note_buffered(id, now);
-            let actions = self.sup.handle(id, Event::Exited { pid, status }, now);
+            let event = spawn::exec_status::exit_event(pid, status, failure, self.sup.spec(id));
+            let actions = self.sup.handle(id, event, now);
             self.execute(actions, now);
         }
     }

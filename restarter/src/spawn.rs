@@ -1,9 +1,11 @@
 //! Starting a service's process: everything the child needs is prepared
 //! here (identity, limits, environment, argv, the `exec` candidates), then
 //! `tether_common::sys::child::Spawner` starts it (session, cgroup, limits,
-//! umask, groups, user, directory, `execve`) and reports a failed step's
-//! errno synchronously. Its cost does not grow with the number of services
-//! (see that module).
+//! umask, groups, user) and reports a failed step's errno synchronously;
+//! the child execs the exec helper ([`exec_in_main`]), which enters the
+//! working directory and execs the program, and reports a failure of
+//! those through the exec status pipe ([`exec_status`]). Its cost does not
+//! grow with the number of services (see that module).
 //!
 //! Decisions where the design is silent:
 //! - Environment: the restarter's own, minus what belongs to the chain or
@@ -35,17 +37,28 @@
 //!   line.
 //! - Nothing here or in the spawner's child can hang on a file system:
 //!   the child shares the restarter's memory until `execve`, so the loop
-//!   waits for whatever it does. A `working_directory` is therefore
-//!   entered by a helper ([`exec_in_main`]): the child execs the
-//!   restarter's own binary (`/proc/self/exe --exec-in DIR ...`), which
-//!   does the `chdir` and then execs the program. The loop waits only for
-//!   the helper's `execve` (as long as any program's: p50 47 µs against
-//!   44 µs for `/bin/sleep` at 1000 services in `bench_spawn`; a `fork`
-//!   instead of the shared-memory child would cost 380 µs there). A missing
-//!   directory ends the process with [`EXIT_CHDIR`] and a line in its
-//!   output; no `stat` is made beforehand.
+//!   waits for whatever it does. Every start therefore goes through a
+//!   helper ([`exec_in_main`]): the child execs the restarter's own binary
+//!   (`/proc/self/exe --exec-in STATUS_FD DIR N CANDIDATE... ARGV...`),
+//!   which does the `chdir`, the `PATH` search and the program's `execve`
+//!   — a program, directory or `PATH` entry on a hung NFS or FUSE mount
+//!   hangs that service's process, never the loop. A failure of those
+//!   comes back through the exec status pipe when the pid is reaped and is
+//!   a failed start as before (`cannot start: PROGRAM: No such file or
+//!   directory [ENOENT]`; [`exec_status`] has the mechanism and its
+//!   limits). No `stat` is made beforehand. Cost (`bench_spawn
+//!   bench_blocker 500 0 1000`, static release build, 2 shared CPUs at load
+//!   6-7, two runs, 1000 services held): the loop waits about as long as
+//!   before (p50 140 and 167 µs exec'ing the helper, 153 and 141 µs
+//!   exec'ing the program); the program runs later, p50 1.5-1.7 ms after
+//!   the call instead of 0.75-0.79 ms (the helper's own start-up and second
+//!   `execve`, in the service's process, off the loop).
+//!   The restarter's binary must be executable by every service's user
+//!   (the helper runs after `setuid`): installed mode 0755, as usual.
 //! - The child records itself in the spawn journal before `exec`
 //!   (`state_file::Journal`).
+
+pub mod exec_status;
 
 use crate::output::OutputPipes;
 use crate::service::{Identity, Limit, NotifyMode, Resolution, ServiceSpec};
@@ -86,6 +99,13 @@ pub struct SpawnContext<'a> {
     /// The spawn journal (`state_file::Journal`): the child records itself
     /// there before `exec`.
     pub journal: Option<BorrowedFd<'a>>,
+    /// The program the spawner's child runs: the restarter's own binary
+    /// ([`HELPER`]; an integration test names the built binary).
+    pub helper: &'a OsStr,
+    /// The write end of the exec status pipe ([`exec_status::ExecStatus`]),
+    /// handed to the helper; `None`: the helper reports a failure only in
+    /// the service's output (an exit 127 or 200).
+    pub exec_status: Option<BorrowedFd<'a>>,
 }
 
 /// Resolves `user`/`group` through NSS (`getpwnam`, `getgrnam`,
@@ -259,9 +279,8 @@ pub fn environment(
 /// hard limit when that is lower.
 pub const SERVICE_NOFILE_SOFT: u64 = 1024;
 
-/// The program the child runs first when the service has a
-/// `working_directory`: this executable again, as [`EXEC_IN`] (see
-/// [`exec_in_main`]).
+/// The program the spawner's child runs for every start: this executable
+/// again, as [`EXEC_IN`] (see [`exec_in_main`]).
 pub const HELPER: &str = "/proc/self/exe";
 /// `argv[1]` of the helper run.
 pub const EXEC_IN: &str = "--exec-in";
@@ -269,15 +288,20 @@ pub const EXEC_IN: &str = "--exec-in";
 pub const EXIT_CHDIR: i32 = 200;
 /// The helper's exit status when no candidate could be executed.
 pub const EXIT_EXEC: i32 = 127;
+/// The helper's `STATUS_FD` argument when it has no exec status pipe.
+pub const NO_STATUS_FD: &str = "-";
 
 /// Starts the service's process; returns its pid (also its process group
 /// and session id).
 ///
 /// Nothing here can hang on a file system: names were resolved off the
-/// loop (`resolver.rs`), and a `working_directory` is entered by the helper
-/// (see [`exec_in_main`]), a process of its own by then — the spawner's
-/// child shares the restarter's memory until its `execve`, so a `chdir` on
-/// a dead NFS mount there would stop the event loop with it.
+/// loop (`resolver.rs`), and the `working_directory`, the `PATH` search and
+/// the program's `execve` are the helper's (see [`exec_in_main`]), a
+/// process of its own by then — the spawner's child shares the restarter's
+/// memory until its `execve`, so a `chdir` or an `execve` on a dead NFS
+/// mount there would stop the event loop with it. A failure of the helper
+/// comes back through the exec status pipe when the pid is reaped
+/// ([`exec_status`]).
 pub fn spawn(
     spawner: &mut Spawner,
     spec: &ServiceSpec,
@@ -316,24 +340,32 @@ pub fn spawn(
         .iter()
         .find(|(k, _)| k == "PATH")
         .map_or(OsStr::new(DEFAULT_PATH), |(_, v)| v.as_os_str());
-    let program = exec_candidates(OsStr::new(&spec.exec[0]), path_var);
-    let mut argv: Vec<OsString> = spec.exec.iter().map(OsString::from).collect();
-    let candidates = match &spec.working_directory {
-        None => program,
-        Some(dir) => {
-            // HELPER --exec-in DIR N CANDIDATE... ARGV...
-            let mut helper: Vec<OsString> = vec![
-                OsString::from("tether-restarter"),
-                OsString::from(EXEC_IN),
-                dir.as_os_str().to_owned(),
-                OsString::from(program.len().to_string()),
-            ];
-            helper.extend(program);
-            helper.append(&mut argv);
-            argv = helper;
-            vec![OsString::from(HELPER)]
-        }
+    let Some(exec0) = spec.exec.first() else {
+        return Err(SpawnError {
+            errno: None,
+            message: "exec is empty".into(),
+        });
     };
+    let program = exec_candidates(OsStr::new(exec0), path_var);
+    // HELPER --exec-in STATUS_FD DIR N CANDIDATE... ARGV...
+    let status_fd = match ctx.exec_status {
+        Some(_) => OsString::from(spawner.pass_fd_number().to_string()),
+        None => OsString::from(NO_STATUS_FD),
+    };
+    let dir = spec
+        .working_directory
+        .as_deref()
+        .map_or(OsString::new(), |d| d.as_os_str().to_owned());
+    let mut argv: Vec<OsString> = vec![
+        OsString::from("tether-restarter"),
+        OsString::from(EXEC_IN),
+        status_fd,
+        dir,
+        OsString::from(program.len().to_string()),
+    ];
+    argv.extend(program);
+    argv.extend(spec.exec.iter().map(OsString::from));
+    let candidates = vec![ctx.helper.to_owned()];
     let cstrings = |v: Vec<OsString>| -> Result<Vec<CString>, std::ffi::NulError> {
         v.into_iter().map(|s| CString::new(s.into_vec())).collect()
     };
@@ -364,6 +396,7 @@ pub fn spawn(
         gid: identity.gid,
         uid: identity.uid,
         chdir: None,
+        pass_fd: ctx.exec_status.map(|fd| fd.as_raw_fd()),
         record: ctx.journal.map(|fd| {
             let (prefix, suffix) =
                 crate::state_file::Journal::line_parts(&spec.name, spec.stop_timeout);
@@ -374,51 +407,91 @@ pub fn spawn(
             }
         }),
     };
-    // The event loop reaps the process.
-    spawner.spawn(&exec, &setup).map_err(|e| SpawnError {
-        errno: e.raw_os_error(),
-        message: format!("{}: {}", spec.exec[0], strip_os_error(&e)),
+    // The event loop reaps the process. An error here is the helper's
+    // (a missing /proc) or a set-up step's (setuid): the program's are
+    // reported later, through the exec status pipe.
+    spawner.spawn(&exec, &setup).map_err(|e| {
+        let errno = e.raw_os_error();
+        // Only an execve fails so; the set-up steps (limits, groups, ids)
+        // do not.
+        let helper = matches!(errno, Some(libc::ENOENT | libc::EACCES | libc::ENOEXEC))
+            .then(|| format!(" (the exec helper {})", Path::new(ctx.helper).display()))
+            .unwrap_or_default();
+        SpawnError {
+            errno,
+            message: format!("{exec0}: {}{helper}", strip_os_error(&e)),
+        }
     })
 }
 
-/// The helper a service with a `working_directory` starts as
-/// (`tether-restarter --exec-in DIR N CANDIDATE... ARGV...`, run by the
-/// restarter's own binary through [`HELPER`]): `chdir(DIR)`, then `execve`
-/// of the candidates in order like the spawner (skipping `ENOENT`,
-/// `ENOTDIR`, `EACCES`), with the environment it was given. It is already
-/// the service's process (session, limits, user set; pid kept over the
-/// `execve`), so a `chdir` that hangs hangs only it — the restarter stops
-/// it like any service (`SIGKILL` reaches a process blocked in a FUSE or
-/// `soft`/`intr` NFS request). A failure is written to stderr (the service's
-/// output: syslog, tagged with its name) and ends it with [`EXIT_CHDIR`] or
-/// [`EXIT_EXEC`]; the restarter sees an exit and restarts per policy.
+/// The helper every service starts as (`tether-restarter --exec-in
+/// STATUS_FD DIR N CANDIDATE... ARGV...`, run by the restarter's own
+/// binary through [`HELPER`]): takes the exec status pipe's write end at
+/// descriptor STATUS_FD (`-`: none) and marks it close-on-exec,
+/// `chdir(DIR)` unless DIR is empty, then `execve` of the candidates in
+/// order like the spawner (skipping `ENOENT`, `ENOTDIR`, `EACCES`), with
+/// the environment it was given. It is already the service's process
+/// (session, limits, user set; pid kept over the `execve`), so a `chdir` or
+/// an `execve` that hangs hangs only it — the restarter stops it like any
+/// service (`SIGKILL` reaches a process blocked in a FUSE or
+/// `soft`/`intr` NFS request). A failure is one record in the status pipe
+/// ([`exec_status`]: the restarter reports a failed start, as if the
+/// spawner had failed) — or, when that cannot be written, a line on stderr
+/// (the service's output) — and ends it with [`EXIT_CHDIR`] or
+/// [`EXIT_EXEC`].
 pub fn exec_in_main(args: &[OsString]) -> i32 {
+    use exec_status::{Failure, Step};
     use std::os::unix::ffi::OsStringExt;
-    // Rust ignores SIGPIPE at start-up; an ignored signal survives execve.
-    tether_common::sys::default_sigpipe();
     let usage = || {
         eprintln!(
-            "tether-restarter: {EXEC_IN} DIR N CANDIDATE... ARGV... (used by the restarter itself)"
+            "tether-restarter: {EXEC_IN} STATUS_FD DIR N CANDIDATE... ARGV... (used by the restarter itself)"
         );
         2
     };
-    let (Some(dir), Some(n)) = (args.first(), args.get(1)) else {
+    let (Some(status_fd), Some(dir), Some(n)) = (args.first(), args.get(1), args.get(2)) else {
         return usage();
     };
     let Some(n) = n.to_str().and_then(|n| n.parse::<usize>().ok()) else {
         return usage();
     };
-    if args.len() < 2 + n + 1 || n == 0 {
+    if args.len() < 3 + n + 1 || n == 0 {
         return usage();
     }
-    let (candidates, argv) = args[2..].split_at(n);
-    if let Err(e) = std::env::set_current_dir(dir) {
-        eprintln!(
-            "tether-restarter: working_directory {}: {}",
-            Path::new(dir).display(),
-            strip_os_error(&e)
-        );
-        return EXIT_CHDIR;
+    // First of all, so no program ever inherits it.
+    let status = match status_fd.to_str() {
+        Some(NO_STATUS_FD) => None,
+        Some(fd) => match fd.parse() {
+            Ok(fd) => tether_common::sys::take_inherited_fd(fd).ok(),
+            Err(_) => return usage(),
+        },
+        None => return usage(),
+    };
+    // Rust ignores SIGPIPE at start-up; an ignored signal survives execve.
+    tether_common::sys::default_sigpipe();
+    let (candidates, argv) = args[3..].split_at(n);
+    let pid = std::process::id() as i32;
+    // The record, else a line in the service's output.
+    let fail = |step: Step, errno: nix::errno::Errno, line: String| -> i32 {
+        let failure = Failure {
+            step,
+            errno: errno as i32,
+        };
+        let sent = status
+            .as_ref()
+            .is_some_and(|fd| exec_status::report(fd.as_fd(), pid, failure).is_ok());
+        if !sent {
+            eprintln!("tether-restarter: {line}: {}", errno.desc());
+        }
+        match step {
+            Step::Chdir => EXIT_CHDIR,
+            Step::Exec => EXIT_EXEC,
+        }
+    };
+    if !dir.is_empty() {
+        if let Err(e) = nix::unistd::chdir(Path::new(dir)) {
+            let line = format!("working_directory {}", Path::new(dir).display());
+            return fail(Step::Chdir, e, line);
+        }
     }
     let to_c = |s: &OsString| CString::new(s.clone().into_vec()).ok();
     let Some(argv) = argv.iter().map(to_c).collect::<Option<Vec<CString>>>() else {
@@ -448,8 +521,7 @@ pub fn exec_in_main(args: &[OsString]) -> i32 {
         .first()
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_default();
-    eprintln!("tether-restarter: {program}: {}", first.desc());
-    EXIT_EXEC
+    fail(Step::Exec, first, program)
 }
 
 /// The paths `execve` is tried on for `program`: itself when it holds a
@@ -623,8 +695,6 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::ServiceOutput;
-    use std::io::Read;
 
     #[test]
     fn stat_fields_are_counted_after_the_command_name() {
@@ -711,116 +781,9 @@ mod tests {
         );
     }
 
-    /// Starts `spec` with fresh output pipes and `nofile`; returns the
-    /// result and the output (read it with [`run_to_end`]).
-    fn start(spec: &ServiceSpec, nofile: (u64, u64)) -> (Result<i32, SpawnError>, ServiceOutput) {
-        let (out, pipes) = ServiceOutput::new("x").unwrap();
-        let ctx = SpawnContext {
-            pipes,
-            notify_socket: None,
-            cgroup_procs: None,
-            base_nofile: nofile,
-            journal: None,
-        };
-        (spawn(&mut Spawner::new().unwrap(), spec, ctx), out)
-    }
-
-    /// Waits for `pid`; returns its exit status and everything it wrote to
-    /// stdout (straight from the pipe, no syslog here).
-    fn run_to_end(pid: i32, mut out: ServiceOutput) -> (nix::sys::wait::WaitStatus, String) {
-        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
-        out.close_write_ends();
-        let fd = out.fds()[0].try_clone_to_owned().unwrap();
-        tether_common::sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), false).unwrap();
-        let mut text = String::new();
-        std::fs::File::from(fd).read_to_string(&mut text).unwrap();
-        (status, text)
-    }
-
-    #[test]
-    fn a_bare_name_runs_from_the_services_path() {
-        let mut spec = ServiceSpec::new("x", &["echo", "hi"]);
-        spec.env.insert("PATH".into(), "/nonexistent:/bin".into());
-        let (pid, out) = start(&spec, current_nofile());
-        let (_, text) = run_to_end(pid.unwrap(), out);
-        assert_eq!(text, "hi\n");
-    }
-
-    #[test]
-    fn missing_binary_is_reported_with_errno() {
-        let spec = ServiceSpec::new("x", &["/nonexistent/binary"]);
-        let e = start(&spec, current_nofile()).0.unwrap_err();
-        assert_eq!(e.errno, Some(libc::ENOENT));
-        assert!(
-            e.message.starts_with("/nonexistent/binary: No such file"),
-            "{e:?}"
-        );
-    }
-
     #[test]
     fn unknown_user_is_a_lookup_failure() {
         let e = resolve_identity(Some("no-such-user-tether"), None).unwrap_err();
         assert!(e.message.contains("not found"), "{e:?}");
-    }
-
-    #[test]
-    fn a_start_uses_the_identity_resolved_at_load_without_asking_nss() {
-        // A name NSS does not know, resolved (at "load") to uid/gid 65534:
-        // the start must use the stored ids, not look the name up again.
-        let mut spec = ServiceSpec::new("x", &["/bin/sh", "-c", "id -u; id -g; echo $USER"]);
-        spec.user = Some("no-such-user-tether".into());
-        spec.identity = Resolution::Resolved(Identity {
-            uid: Some(65534),
-            gid: Some(65534),
-            groups: Some(vec![65534]),
-            home: Some("/nonexistent".into()),
-            user: Some("no-such-user-tether".into()),
-        });
-        let (pid, out) = start(&spec, current_nofile());
-        let (status, text) = run_to_end(pid.expect("no lookup at start"), out);
-        assert!(
-            matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
-            "{status:?}"
-        );
-        assert_eq!(text, "65534\n65534\nno-such-user-tether\n");
-        // A lookup that failed (or is not done) is a start failure here,
-        // never a lookup (the shell asks the resolver and holds the start).
-        spec.identity = Resolution::Failed {
-            errno: None,
-            message: "down".into(),
-        };
-        let e = start(&spec, current_nofile()).0.unwrap_err();
-        assert_eq!(e.message, "down");
-        spec.identity = Resolution::Pending;
-        assert!(start(&spec, current_nofile()).0.is_err());
-    }
-
-    #[test]
-    fn child_runs_as_the_given_user_in_its_own_session() {
-        let mut spec = ServiceSpec::new(
-            "x",
-            &[
-                "/bin/sh",
-                "-c",
-                "id -u; id -g; cut -d' ' -f6 /proc/$$/stat; echo $$; ulimit -n; ulimit -Hn",
-            ],
-        );
-        spec.user = Some("nobody".into());
-        spec.identity = Resolution::Resolved(resolve_identity(Some("nobody"), None).unwrap());
-        let (pid, out) = start(&spec, (20000, 20000));
-        let pid = pid.unwrap();
-        let (status, text) = run_to_end(pid, out);
-        assert!(
-            matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
-            "{status:?}"
-        );
-        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], nobody.uid.to_string());
-        assert_eq!(lines[1], nobody.gid.to_string());
-        assert_eq!(lines[2], lines[3], "own session: {text}");
-        assert_eq!(lines[3], pid.to_string());
-        assert_eq!(lines[4], "1024", "the conventional soft nofile limit");
-        assert_eq!(lines[5], "20000", "the hard limit unchanged");
     }
 }

@@ -381,6 +381,22 @@ impl Supervisor {
                 self.on_exit(id, pid, status, now);
                 true
             }
+            Event::ExecFailed {
+                pid,
+                status,
+                errno,
+                message,
+            } => {
+                let s = self.service_mut(id);
+                if step(&mut s.phase, Input::ExecFailed { pid }) == Step::Changed {
+                    self.by_pid.remove(&pid);
+                    self.out.push(Action::WriteState);
+                    self.on_spawn_failed(id, errno, message, now);
+                } else {
+                    self.on_exit(id, pid, status, now);
+                }
+                true
+            }
             Event::ProvisionFailed => {
                 self.service_mut(id).provision_due = true;
                 false

@@ -15,13 +15,15 @@
 //! with a guard page below it. The child's first act is
 //! `close_range(K, ~0, CLOSE_RANGE_UNSHARE)`: the kernel gives it a table
 //! of its own holding only descriptors below `K`, without copying or
-//! closing the rest. `K` is one above the [`Spawner`]'s five *slots*,
+//! closing the rest. `K` is one above the [`Spawner`]'s six *slots*,
 //! descriptors reserved when the spawner is made (early, so their numbers
 //! are low): before each start the parent points the slots at the service's
-//! stdin (`/dev/null`), stdout, stderr, `cgroup.procs` and the record file
-//! ([`Record`]) with `dup3`, and
-//! the child moves them to 0, 1, 2. The few other descriptors below `K` are
-//! close-on-exec. On a kernel without `CLOSE_RANGE_UNSHARE` (before 5.9)
+//! stdin (`/dev/null`), stdout, stderr, `cgroup.procs`, the record file
+//! ([`Record`]) and the descriptor handed to the program
+//! ([`ChildSetup::pass_fd`]) with `dup3`, and the child moves the first
+//! three to 0, 1, 2 and clears close-on-exec on the last (in its own table:
+//! the parent's stays close-on-exec). The few other descriptors below `K`
+//! are close-on-exec. On a kernel without `CLOSE_RANGE_UNSHARE` (before 5.9)
 //! the child falls back to `unshare(CLONE_FILES)`, a full copy.
 //!
 //! Everything the child needs is computed in the parent ([`ChildSetup`],
@@ -39,8 +41,12 @@
 //! binary's errno synchronously. The wait covers the child's set-up and the
 //! kernel's loading of the program: p50 0.09–0.15 ms for a static binary on
 //! the benchmark machine whatever the number of services
-//! (`integration/src/bin/bench_spawn.rs`), longer on slow storage. The restarter
-//! beats between starts of a long batch (`maybe_beat`).
+//! (`integration/src/bin/bench_spawn.rs`), longer on slow storage — and
+//! forever on a hung mount, which is why the restarter only ever execs its
+//! own binary here, an exec helper that execs the program
+//! (`tether_restarter::spawn::exec_status`; [`ChildSetup::pass_fd`] hands it
+//! its status pipe). The restarter beats between starts of a long batch
+//! (`maybe_beat`).
 //!
 //! `exec` search: the caller passes the candidate paths (one for a path
 //! with a `/`, else one per `PATH` entry); the child tries them in order
@@ -102,6 +108,11 @@ pub struct ChildSetup {
     pub gid: Option<libc::gid_t>,
     pub uid: Option<libc::uid_t>,
     pub chdir: Option<CString>,
+    /// A descriptor the program inherits, at the number
+    /// [`Spawner::pass_fd_number`] (the restarter's exec helper gets the
+    /// write end of its status pipe so). Must stay open until
+    /// [`Spawner::spawn`] returns.
+    pub pass_fd: Option<RawFd>,
 }
 
 /// The program, its arguments and environment, and its output.
@@ -122,6 +133,9 @@ const STDOUT: usize = 1;
 const STDERR: usize = 2;
 const CGROUP: usize = 3;
 const RECORD: usize = 4;
+const PASS: usize = 5;
+/// How many slots.
+const SLOTS: usize = 6;
 
 /// The child's stack: the child runs only the small function below and raw
 /// system calls.
@@ -189,7 +203,7 @@ impl Drop for ChildStack {
 pub struct Spawner {
     /// Where idle slots point (stdin of every service).
     null: OwnedFd,
-    slots: [OwnedFd; 5],
+    slots: [OwnedFd; SLOTS],
     /// One above the highest slot: the child keeps descriptors below it.
     keep_below: u32,
     stack: ChildStack,
@@ -206,9 +220,10 @@ impl std::fmt::Debug for Spawner {
 /// Everything the child reads, on the parent's stack for the `clone`.
 struct ChildCtx<'a> {
     keep_below: u32,
-    slots: [RawFd; 5],
+    slots: [RawFd; SLOTS],
     has_cgroup: bool,
     has_record: bool,
+    has_pass: bool,
     setup: &'a ChildSetup,
     candidates: &'a [CString],
     /// Null-terminated arrays of pointers into the caller's strings.
@@ -243,7 +258,7 @@ fn point(dst: &OwnedFd, src: RawFd) -> io::Result<()> {
 }
 
 impl Spawner {
-    /// Reserves the slots: five close-on-exec descriptors numbered 3 or
+    /// Reserves the slots: six close-on-exec descriptors numbered 3 or
     /// more, pointing at `/dev/null` (or, without `/dev`, at the read end of
     /// a pipe whose write end is closed — also an empty input).
     pub fn new() -> io::Result<Spawner> {
@@ -262,7 +277,7 @@ impl Spawner {
             // OwnedFd becomes its sole owner.
             Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         };
-        let slots = [dup()?, dup()?, dup()?, dup()?, dup()?];
+        let slots = [dup()?, dup()?, dup()?, dup()?, dup()?, dup()?];
         let keep_below = slots.iter().map(|s| s.as_raw_fd()).max().unwrap_or(2) as u32 + 1;
         Ok(Spawner {
             null,
@@ -276,6 +291,12 @@ impl Spawner {
     /// (for tests and diagnostics).
     pub fn keep_below(&self) -> u32 {
         self.keep_below
+    }
+
+    /// The number at which the program finds [`ChildSetup::pass_fd`] (the
+    /// same for every start of this spawner).
+    pub fn pass_fd_number(&self) -> RawFd {
+        self.slots[PASS].as_raw_fd()
     }
 
     /// Starts `exec` after `setup` in a new process, a child of this one.
@@ -299,9 +320,11 @@ impl Spawner {
                     self.slots[STDERR].as_raw_fd(),
                     self.slots[CGROUP].as_raw_fd(),
                     self.slots[RECORD].as_raw_fd(),
+                    self.slots[PASS].as_raw_fd(),
                 ],
                 has_cgroup: setup.cgroup_procs.is_some(),
                 has_record: setup.record.is_some(),
+                has_pass: setup.pass_fd.is_some(),
                 setup,
                 candidates: exec.candidates,
                 argv: argv.as_ptr(),
@@ -327,6 +350,9 @@ impl Spawner {
         }
         if let Some(r) = &setup.record {
             point(&self.slots[RECORD], r.fd)?;
+        }
+        if let Some(fd) = setup.pass_fd {
+            point(&self.slots[PASS], fd)?;
         }
         Ok(())
     }
@@ -554,6 +580,11 @@ unsafe fn child_setup(ctx: &ChildCtx<'_>) -> Result<std::convert::Infallible, i3
         for (target, &slot) in ctx.slots[..3].iter().enumerate() {
             sys(syscall(SYS_dup3, slot, target as libc::c_int, 0))?;
         }
+        if ctx.has_pass {
+            // Our own table since close_range: the parent's slot stays
+            // close-on-exec.
+            sys(syscall(libc::SYS_fcntl, ctx.slots[PASS], libc::F_SETFD, 0))?;
+        }
         sys(syscall(SYS_setsid))?;
         if let (true, Some(r)) = (ctx.has_record, &ctx.setup.record) {
             write_record(ctx.slots[RECORD], r);
@@ -748,6 +779,38 @@ mod tests {
             assert!(!ours.contains(fd), "fd {fd} reached the child: {text}");
             assert!(*fd < k, "fd {fd} at or above {k}: {text}");
         }
+    }
+
+    #[test]
+    fn the_passed_descriptor_reaches_the_program_and_nothing_else_does() {
+        let mut sp = Spawner::new().unwrap();
+        let n = sp.pass_fd_number();
+        assert!(n >= 3 && (n as u32) < sp.keep_below());
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let setup = ChildSetup {
+            pass_fd: Some(w.as_raw_fd()),
+            ..ChildSetup::default()
+        };
+        let script = format!("echo passed > /proc/self/fd/{n}; echo ok");
+        let (text, code) = run(&mut sp, &script, &setup).unwrap();
+        assert_eq!((text.as_str(), code), ("ok\n", 0));
+        drop(w);
+        let mut got = String::new();
+        std::fs::File::from(r).read_to_string(&mut got).unwrap();
+        assert_eq!(got, "passed\n");
+        // The parent's slot stays close-on-exec and points at nothing of
+        // the service's once the start returned.
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{n}")).unwrap();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| i64::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap();
+        assert_ne!(flags & libc::O_CLOEXEC as i64, 0, "{info}");
+        // Without `pass_fd`, the number is closed in the program.
+        let script = format!("if [ -e /proc/self/fd/{n} ]; then echo open; else echo closed; fi");
+        let (text, _) = run(&mut sp, &script, &ChildSetup::default()).unwrap();
+        assert_eq!(text, "closed\n");
     }
 
     #[test]

@@ -254,6 +254,8 @@ impl Shell {
             cgroup_procs: r.cgroup.as_ref().map(|c| c.procs_fd()),
             base_nofile: self.base_nofile,
             journal: self.journal.fd(),
+            helper: spawn::HELPER.as_ref(),
+            exec_status: Some(self.exec_status.write_end()),
         };
         match spawn::spawn(&mut self.spawner, &spec, ctx) {
             Ok(pid) => {

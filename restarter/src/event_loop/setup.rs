@@ -102,6 +102,8 @@ impl Shell {
         let mut shell = Shell {
             syslog: Syslog::new(&syslog_path),
             spawner,
+            exec_status: spawn::exec_status::ExecStatus::new()
+                .map_err(|e| io_err("exec status pipe", e))?,
             run_dir,
             services_dir,
             epoll,

@@ -79,6 +79,15 @@ pub enum Event {
     ProvisionFailed,
     /// The main process was reaped (its output already drained).
     Exited { pid: i32, status: ExitStatus },
+    /// As `Exited`, for a process whose exec helper reported that the
+    /// program could not be started (`spawn::exec_status`): a failed start,
+    /// unless the service was being stopped.
+    ExecFailed {
+        pid: i32,
+        status: ExitStatus,
+        errno: Option<i32>,
+        message: String,
+    },
     /// A datagram arrived on the service's notify socket. `in_group`: the
     /// sender still exists and is (not) in the service's process group;
     /// `None` when it is gone or unknown.

@@ -55,6 +55,10 @@ pub(super) enum Input {
     SpawnFailed,
     /// A process ended.
     Exited { pid: i32 },
+    /// The exec helper of the running process `pid` reported that the
+    /// program could not be started: the start is taken back (the spawn
+    /// failure that follows ends it).
+    ExecFailed { pid: i32 },
     /// Stop the process (signals sent by the caller); the watchdog is off
     /// while stopping.
     Stop(Stopping),
@@ -106,6 +110,10 @@ pub(super) fn step(phase: &mut Phase, input: Input) -> Step {
             },
         ),
         (p @ (P::Down | P::Spawning | P::Up(_) | P::Stopping(..)), I::Exited { .. }) => {
+            (p, Step::Ignored)
+        }
+        (P::Up(p), I::ExecFailed { pid }) if p.pid == pid => (P::Spawning, Step::Changed),
+        (p @ (P::Down | P::Spawning | P::Up(_) | P::Stopping(..)), I::ExecFailed { .. }) => {
             (p, Step::Ignored)
         }
         (P::Up(mut p), I::Stop(st)) => {

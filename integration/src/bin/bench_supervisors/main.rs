@@ -7,7 +7,10 @@
 //! restart latency after `SIGKILL` (p50/p99/max over KILLS kills,
 //! round-robin over a pool of services each up > 1 s), tether's death →
 //! detection (its `exited` syslog line), and a storm (all N killed at
-//! once; tether's heartbeat pipes are timed meanwhile).
+//! once; tether's heartbeat pipes are timed meanwhile), and a root kill
+//! (`rootkill`: the supervisor's root killed and brought back as its init
+//! would, with N services: services restarted, time until supervision is
+//! whole again).
 //!
 //! Every service is the static `bench_blocker`, which reports its start
 //! (pid, monotonic time) on a datagram socket: the same cost under every
@@ -35,6 +38,7 @@ mod floor;
 mod ns;
 mod procfs;
 mod report;
+mod rootkill;
 mod runit;
 mod s6;
 mod stats;
@@ -62,6 +66,9 @@ const USAGE: &str = "usage: bench_supervisors [options]
   --kill-gap-ms MS        pause after each replacement (default 5)
   --beat-interval-ms MS   tether's beat_interval (default 1000)
   --supervisors LIST      of tether,runit,s6,floor,tether-1s (default: all)
+  --workloads LIST        of lifecycle,restarts,rootkill (default: all)
+  --root-kill-n N         services in the root-kill workload (default: the largest of --n)
+  --probes K              services killed right after the root (default 10)
   --floor-fds K           the floor also holds K close-on-exec descriptors (experiment)
   --direct-run            runit/s6 run files are symlinks to the blocker (no /bin/sh)
   --tether-cgroups        let the restarter use cgroup v2 where available
@@ -84,6 +91,9 @@ struct Args {
     tether_cgroups: bool,
     netns: bool,
     out: Option<PathBuf>,
+    workloads: Vec<String>,
+    root_kill_n: Option<usize>,
+    probes: usize,
 }
 
 fn beside_me(name: &str) -> PathBuf {
@@ -117,6 +127,11 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         tether_cgroups: false,
         netns: true,
         out: None,
+        workloads: ["lifecycle", "restarts", "rootkill"]
+            .map(String::from)
+            .to_vec(),
+        root_kill_n: None,
+        probes: 10,
     };
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
@@ -167,6 +182,11 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--tether-cgroups" => a.tether_cgroups = true,
             "--no-netns" => a.netns = false,
             "--out" => a.out = Some(PathBuf::from(val()?)),
+            "--workloads" => {
+                a.workloads = val()?.split(',').map(|s| s.trim().to_string()).collect()
+            }
+            "--root-kill-n" => a.root_kill_n = Some(num(val()?)?.max(1) as usize),
+            "--probes" => a.probes = num(val()?)?.max(1) as usize,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -174,6 +194,11 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     for s in &a.supervisors {
         if !["tether", "runit", "s6", "floor", "tether-1s"].contains(&s.as_str()) {
             return Err(format!("--supervisors: unknown {s:?}"));
+        }
+    }
+    for w in &a.workloads {
+        if !["lifecycle", "restarts", "rootkill"].contains(&w.as_str()) {
+            return Err(format!("--workloads: unknown {w:?}"));
         }
     }
     Ok(a)
@@ -344,8 +369,71 @@ fn main() {
         }
     }
 
+    let workload = |w: &str| args.workloads.iter().any(|x| x == w);
+    if !workload("lifecycle") {
+        life.clear();
+    }
+    if !workload("restarts") {
+        restart.clear();
+    }
+    let root_kill_n = args
+        .root_kill_n
+        .unwrap_or_else(|| args.ns.iter().copied().max().unwrap_or(1000));
+    let mut root_kills: Vec<(String, Vec<rootkill::RootKill>)> = ["tether", "runit", "s6"]
+        .iter()
+        .filter(|s| workload("rootkill") && want(s))
+        .map(|s| (s.to_string(), Vec::new()))
+        .collect();
+    let mut root_kill_failures = Vec::new();
     let mut results = Results::default();
     for run in 1..=args.runs {
+        for (label, out) in root_kills.iter_mut() {
+            let t = Instant::now();
+            eprint!(
+                "run {run}/{}: {label} N={root_kill_n} root kill ... ",
+                args.runs
+            );
+            let r = match label.as_str() {
+                "tether" => rootkill::tether(root_kill_n, args.probes, &common),
+                "runit" => rootkill::scanner(
+                    &runit::Runit {
+                        runsvdir: runsvdir.clone(),
+                    },
+                    "runsvdir",
+                    root_kill_n,
+                    args.probes,
+                    &common,
+                ),
+                _ => rootkill::scanner(
+                    &s6::S6 {
+                        svscan: svscan.clone(),
+                    },
+                    "s6-svscan",
+                    root_kill_n,
+                    args.probes,
+                    &common,
+                ),
+            };
+            match r {
+                Ok(r) => {
+                    eprintln!(
+                        "root back {:.1} ms, whole {:.1} ms, adoption {}, {} others restarted ({:.0} s)",
+                        r.root_back.as_secs_f64() * 1e3,
+                        r.whole.as_secs_f64() * 1e3,
+                        r.adopted
+                            .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
+                            .unwrap_or_else(|| "-".into()),
+                        r.restarted,
+                        t.elapsed().as_secs_f64()
+                    );
+                    out.push(r);
+                }
+                Err(e) => {
+                    eprintln!("FAILED: {e}");
+                    root_kill_failures.push(format!("run {run}: {label}: {e}"));
+                }
+            }
+        }
         for &n in &args.ns {
             for sup in &life {
                 let t = Instant::now();
@@ -450,7 +538,11 @@ fn main() {
         ns: args.ns.clone(),
         restart_extra,
     };
-    let md = results.markdown(&ctx);
+    let mut md = results.markdown(&ctx);
+    if !root_kills.is_empty() {
+        md.push('\n');
+        md.push_str(&rootkill::markdown(&root_kills, &root_kill_failures));
+    }
     println!("{md}");
     if let Some(out) = &args.out {
         if let Some(d) = out.parent() {
