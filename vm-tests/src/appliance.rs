@@ -7,6 +7,7 @@
 //! | `heartbeat` | `tether-notify-demo` (`notify = "watchdog"`, 2 s) | an sd_notify daemon; can be told to stop `WATCHDOG=1` or to flood stdout |
 //! | `ticker` | a shell loop printing a line every 2 s | an ordinary service |
 //! | `sensor` | critical: 3 restarts within 30 s, then `on_exhausted = "reboot"`; fails at start while `/run/sensor-fail` exists | the orderly-reboot rung |
+//! | `counter` (matrix only, [`Appliance::with_counter`]) | `tether-fault counter`: `cseq=N` on stdout every 10 ms | the "no output line lost" check of the restarter rows: the numbers that reach syslogd's file must have no gap |
 //!
 //! Timings ([`DEMO_TETHER_TOML`]): beat 250 ms, hang 2 s, restart delay
 //! 500 ms, startup grace 1 s, stale 4 s, hardware 5 s: they pass the budget
@@ -103,6 +104,17 @@ restart_delay = "1s"
 "#,
 );
 
+/// A service writing a numbered line (`cseq=N`) every 10 ms on stdout,
+/// for the matrix's "no output line lost" checks.
+pub const COUNTER_SERVICE: (&str, &str) = (
+    "counter",
+    r#"# a numbered line every 10 ms (the matrix checks none is lost)
+exec = ["/sbin/tether-fault", "counter"]
+stop_timeout = "1s"
+restart_delay = "500ms"
+"#,
+);
+
 /// The appliance's boot stage, `/etc/tether-vm/next`: the agent on
 /// `ttyS1` (outside the chain), then tether-init as PID 1.
 pub const STAGE: &str = r#"#!/bin/sh
@@ -138,6 +150,13 @@ impl Appliance {
     pub fn with_shell(mut self) -> Appliance {
         self.services
             .push((SHELL_SERVICE.0.to_string(), SHELL_SERVICE.1.to_string()));
+        self
+    }
+
+    /// Adds the counter (fault matrix).
+    pub fn with_counter(mut self) -> Appliance {
+        self.services
+            .push((COUNTER_SERVICE.0.to_string(), COUNTER_SERVICE.1.to_string()));
         self
     }
 
@@ -227,7 +246,10 @@ mod tests {
 
     #[test]
     fn demo_services_parse_with_the_restarters_parser() {
-        for (name, text) in DEMO_SERVICES.iter().chain([&SHELL_SERVICE]) {
+        for (name, text) in DEMO_SERVICES
+            .iter()
+            .chain([&SHELL_SERVICE, &COUNTER_SERVICE])
+        {
             let file = PathBuf::from(format!("/etc/tether/services/{}.toml", name));
             let spec = tether_restarter::service::parse(text, &file)
                 .unwrap_or_else(|e| panic!("{}: {}", name, e));

@@ -161,6 +161,34 @@ impl Row {
             .map_err(|e| e.to_string())
     }
 
+    /// Waits (host time) without reading the timeline.
+    fn pause(&mut self, d: Duration) {
+        let _ = self.g.vm.timeline.expect_none("nothing", d, |_| false);
+    }
+
+    /// The timeline's length now: events from here on are "after now".
+    fn now_index(&self) -> usize {
+        self.g.vm.timeline.events().len()
+    }
+
+    /// The first agent event at or after index `from` whose text contains
+    /// `needle`; the timeline's cursor is left where it was.
+    fn wait_agent_since(
+        &mut self,
+        from: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<Event, String> {
+        let tl = &mut self.g.vm.timeline;
+        let saved = tl.mark();
+        tl.seek(from);
+        let r = tl.wait_for(&format!("a line {:?}", needle), timeout, |e| {
+            e.source == Source::Agent && e.text.contains(needle)
+        });
+        tl.seek(saved);
+        r.map_err(|e| e.to_string())
+    }
+
     fn wait_qmp(&mut self, what: &str, timeout: Duration) -> Result<Event, String> {
         self.g
             .vm
@@ -234,7 +262,7 @@ fn run_row(
     let mut result = RowResult::new(slug, fault, expected);
     let dir = run_dir(&format!("matrix-{}", slug));
     let outcome = (|| -> Result<(), String> {
-        let appliance = Appliance::demo();
+        let appliance = Appliance::demo().with_counter();
         let config = appliance.config()?;
         let mut bounds = tether_common::budget::table(&config);
         let specs: Vec<_> = appliance
@@ -460,34 +488,189 @@ fn layer_row(row: &mut Row, layer: &str, budget: &str, inject: &str) -> Result<(
     Ok(())
 }
 
+/// The counter's last number in syslogd's file now: the start of the
+/// window a row checks for lost lines.
+fn counter_mark(row: &mut Row) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let last = row.agent("seq 0")?.u64("last");
+        if last > 0 {
+            return Ok(last);
+        }
+        if Instant::now() > deadline {
+            return Err("no counter line (cseq=N) in /var/log/messages".into());
+        }
+        row.pause(ms(500));
+    }
+}
+
+/// Every counter line from `cseq=from` on reached syslogd's file, none
+/// missing or repeated, and the counter went on past `cseq=until + 50`
+/// (half a second after `until`): the window spans the fault and the
+/// recovery.
+fn no_line_lost(row: &mut Row, from: u64, until: u64) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = row.agent(&format!("seq {}", from))?;
+        if !s.value["found"].as_bool().unwrap_or(false) {
+            return Err(format!(
+                "counter line cseq={} is no longer in /var/log/messages{{.0,}} (rotated away?)",
+                from
+            ));
+        }
+        if s.u64("lost") > 0 || s.u64("repeats") > 0 {
+            return Err(format!(
+                "counter lines lost after cseq={}: {} missing, {} repeated; gaps {}",
+                from,
+                s.u64("lost"),
+                s.u64("repeats"),
+                s.value["gaps"]
+            ));
+        }
+        if s.u64("last") >= until + 50 {
+            return Ok(format!(
+                "counter lines cseq={}..{} ({}) in syslog, none lost",
+                from,
+                s.u64("last"),
+                s.u64("lines")
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the counter stopped reaching syslog at cseq={} (wanted past {})",
+                s.u64("last"),
+                until + 50
+            ));
+        }
+        row.pause(ms(500));
+    }
+}
+
+/// The `dropped_lines` of a service in the status.
+fn dropped_lines(row: &mut Row, service: &str) -> Result<u64, String> {
+    let st = row.status()?;
+    Ok(st["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == service))
+        .and_then(|s| s["dropped_lines"].as_u64())
+        .unwrap_or(0))
+}
+
+/// The old process is gone (or a zombie nobody reaped yet).
+fn old_gone(row: &mut Row, layer: &str, old: i64) -> Result<(), String> {
+    let gone = row.agent(&format!(
+        "exec cat /proc/{}/stat 2>/dev/null | cut -d' ' -f3 || true",
+        old
+    ))?;
+    let state = gone.str("out").trim().to_string();
+    if !state.is_empty() && state != "Z" {
+        return Err(format!(
+            "the old {} (pid {}) is still there, state {}",
+            layer, old, state
+        ));
+    }
+    Ok(())
+}
+
+/// `N service(s) adopted` and `X ms after start` of the restarter's
+/// `adoption done: ...` line.
+fn adoption_figures(text: &str) -> (Option<u64>, Option<u64>) {
+    let rest = &text[text.find("adoption done").unwrap_or(0)..];
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let before = |w: &str| {
+        words
+            .iter()
+            .position(|x| x.starts_with(w))
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| words[i].parse::<u64>().ok())
+    };
+    (before("service(s)"), before("ms"))
+}
+
+/// Issue 13: the restarter dies (`inject`, `{}` standing for it) and init
+/// starts a new one, which adopts every service: same pids, same restart
+/// counts, the watchdog-mode `heartbeat` never restarted, no counter line
+/// lost on the way to syslog, no reset.
+fn restarter_row(row: &mut Row, budget: &str, inject: &str) -> Result<(), String> {
+    let before = row.snapshot()?;
+    let from = counter_mark(row)?;
+    let old = before.restarter;
+    let since = row.now_index();
+    let k = row.agent(&inject.replace("{}", "restarter"))?;
+    let fault_t = k.u64("t_ms");
+    let a = row.agent(&format!("await restarter {} 30000", old))?;
+    let took = ms(a.u64("t_ms") - fault_t);
+    row.result.observed = format!("restarter pid {} → {}", old, a.i64("pid"));
+    row.check_budget(took, budget)?;
+    old_gone(row, "restarter", old)?;
+    let done = row.wait_agent_since(since, "adoption done", Duration::from_secs(30))?;
+    let (adopted, adopt_ms) = adoption_figures(&done.text);
+    let up = row.agent("wait-chain 30000")?;
+    let after = row.snapshot()?;
+    unchanged(
+        &before,
+        &Snapshot {
+            restarter: before.restarter,
+            ..after.clone()
+        },
+        None,
+    )?;
+    if adopted != Some(before.services.len() as u64) {
+        return Err(format!(
+            "{} services ran, the new restarter says: {}",
+            before.services.len(),
+            done.text
+        ));
+    }
+    let until = counter_mark(row)?;
+    let lines = no_line_lost(row, from, until)?;
+    let dropped = dropped_lines(row, "counter")?;
+    if dropped > 0 {
+        return Err(format!(
+            "the restarter counts {} dropped counter lines",
+            dropped
+        ));
+    }
+    row.result.observed.push_str(&format!(
+        "; all {} services adopted ({} ms after the new restarter's start), supervised again {:.2}s after the fault; same pids and restart counts (heartbeat, notify=watchdog, not restarted); {}",
+        before.services.len(),
+        adopt_ms.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+        ms(up.u64("t_ms") - fault_t).as_secs_f64(),
+        lines
+    ));
+    row.no_reset_after(k.event.at)?;
+    row.result.observed.push_str("; no reset");
+    Ok(())
+}
+
 #[test]
-fn restarter_killed_is_restarted_by_init_without_reset() {
+fn restarter_killed_is_restarted_by_init_and_adopts_every_service() {
     run_row(
         "04-restarter-kill",
         "restarter kill -9",
-        "restarted by init, services back, no reset",
-        |row| layer_row(row, "restarter", "restarter crash", "signal {} KILL"),
+        "restarted by init; services keep their pids; no output line lost; no reset",
+        |row| restarter_row(row, "restarter crash", "signal {} KILL"),
     );
 }
 
 #[test]
-fn restarter_stopped_is_killed_after_hang_timeout_and_restarted_without_reset() {
+fn restarter_stopped_is_killed_after_hang_timeout_and_the_new_one_adopts_every_service() {
     run_row(
         "05-restarter-stop",
         "restarter SIGSTOP",
-        "killed after hang_timeout, restarted, no reset",
-        |row| layer_row(row, "restarter", "restarter hang", "signal {} STOP"),
+        "killed after hang_timeout, restarted; services keep their pids; no output line lost; no reset",
+        |row| restarter_row(row, "restarter hang", "signal {} STOP"),
     );
 }
 
 #[test]
-fn restarter_oom_killed_is_restarted_without_reset() {
+fn restarter_oom_killed_is_restarted_and_adopts_every_service() {
     run_row(
         "06-restarter-oom",
         "restarter OOM-killed",
-        "restarted, no reset",
+        "restarted; services keep their pids; no output line lost; no reset",
         |row| {
-            layer_row(row, "restarter", "restarter crash", "oom {}")?;
+            restarter_row(row, "restarter crash", "oom {}")?;
             // The restarter was the OOM killer's first victim, and no other
             // process of the chain was taken (the hog itself may have been).
             let kills: Vec<String> = row
@@ -519,6 +702,134 @@ fn restarter_oom_killed_is_restarted_without_reset() {
                     ""
                 }
             ));
+            Ok(())
+        },
+    );
+}
+
+/// Replaces `/sbin/NAME` by a copy (a new inode, as a package upgrade's
+/// rename does) and returns `(inode of the running process's exe, inode of
+/// the new file)`.
+fn replace_binary(row: &mut Row, name: &str, pid: i64) -> Result<(u64, u64), String> {
+    let r = row.agent(&format!(
+        "exec stat -L -c %i /proc/{pid}/exe && cp /sbin/{name} /sbin/.{name}.new && mv -f /sbin/.{name}.new /sbin/{name} && stat -c %i /sbin/{name}"
+    ))?;
+    let n: Vec<u64> = r
+        .str("out")
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match (r.i64("code"), n.as_slice()) {
+        (0, [old, new]) if old != new => Ok((*old, *new)),
+        _ => Err(format!("replacing /sbin/{}: {:?}", name, r.value)),
+    }
+}
+
+/// The inode of `/proc/PID/exe`.
+fn exe_inode(row: &mut Row, pid: i64) -> Result<u64, String> {
+    let r = row.agent(&format!("exec stat -L -c %i /proc/{}/exe", pid))?;
+    r.str("out")
+        .trim()
+        .parse()
+        .map_err(|_| format!("stat /proc/{}/exe: {:?}", pid, r.value))
+}
+
+#[test]
+fn upgrading_restarter_and_init_in_place_under_load_keeps_every_service() {
+    run_row(
+        "13-upgrade-in-place",
+        "upgrade restarter and init in place under load",
+        "same pids (layers and services), new exec of each, no output line lost, no reset",
+        |row| {
+            let before = row.snapshot()?;
+            let from = counter_mark(row)?;
+            // The restarter.
+            let (old_ino, new_ino) = replace_binary(row, "tether-restarter", before.restarter)?;
+            let since = row.now_index();
+            let u = row.agent("exec /sbin/tetherctl upgrade restarter")?;
+            if u.i64("code") != 0 || !u.str("out").contains("exec of") {
+                return Err(format!("tetherctl upgrade restarter: {:?}", u.value));
+            }
+            let done = row.wait_agent_since(since, "adoption done", Duration::from_secs(30))?;
+            let (adopted, adopt_ms) = adoption_figures(&done.text);
+            let rst_took = done.at - u.event.at;
+            if adopted != Some(before.services.len() as u64) {
+                return Err(format!(
+                    "{} services ran, the upgraded restarter says: {}",
+                    before.services.len(),
+                    done.text
+                ));
+            }
+            let rst_ino = exe_inode(row, before.restarter)?;
+            if rst_ino != new_ino {
+                return Err(format!(
+                    "restarter pid {} still runs exe inode {} (old {}, new file {})",
+                    before.restarter, rst_ino, old_ino, new_ino
+                ));
+            }
+            let hang = row.config.timing.hang_timeout;
+            row.check_bound(
+                rst_took,
+                hang,
+                "hang_timeout: init's patience with a silent restarter",
+                SLACK,
+            )?;
+            let mid = row.snapshot()?;
+            unchanged(&before, &mid, None)?;
+            // init.
+            let (iold, inew) = replace_binary(row, "tether-init", 1)?;
+            let since = row.now_index();
+            let u = row.agent("exec /sbin/tetherctl upgrade init")?;
+            if u.i64("code") != 0 {
+                return Err(format!("tetherctl upgrade init: {:?}", u.value));
+            }
+            let resumed =
+                row.wait_agent_since(since, "resumed after upgrade", Duration::from_secs(30))?;
+            let init_took = resumed.at - u.event.at;
+            let init_ino = exe_inode(row, 1)?;
+            if init_ino != inew {
+                return Err(format!(
+                    "PID 1 still runs exe inode {} (old {}, new file {})",
+                    init_ino, iold, inew
+                ));
+            }
+            let stale = row.config.timing.stale_timeout_for("init");
+            if init_took > stale + SLACK {
+                return Err(format!(
+                    "init resumed {:.2}s after the request, over stale_timeout (init) {:.2}s + slack",
+                    init_took.as_secs_f64(),
+                    stale.as_secs_f64()
+                ));
+            }
+            row.pause(Duration::from_secs(2));
+            let _ = row.agent("wait-chain 30000")?;
+            let after = row.snapshot()?;
+            unchanged(&before, &after, None)?;
+            let until = counter_mark(row)?;
+            let lines = no_line_lost(row, from, until)?;
+            let dropped = dropped_lines(row, "counter")?;
+            if dropped > 0 {
+                return Err(format!(
+                    "the restarter counts {} dropped counter lines",
+                    dropped
+                ));
+            }
+            row.result.observed = format!(
+                "restarter pid {} exec'd anew (exe inode {} → {}), {} services adopted {:.2}s after the request ({} ms after the new image's start); init pid 1 exec'd anew (exe inode {} → {}), resumed {:.2}s after the request (bound stale_timeout (init) {:.0} s); watchdogd, restarter and service pids and restart counts unchanged (heartbeat, notify=watchdog, not restarted); {}",
+                before.restarter,
+                old_ino,
+                rst_ino,
+                before.services.len(),
+                rst_took.as_secs_f64(),
+                adopt_ms.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+                iold,
+                init_ino,
+                init_took.as_secs_f64(),
+                stale.as_secs_f64(),
+                lines
+            );
+            row.no_reset_after(u.event.at)?;
+            row.result.observed.push_str("; no reset");
             Ok(())
         },
     );
