@@ -158,7 +158,13 @@ struct RawRow {
     #[serde(default, deserialize_with = "tether_common::duration::deserialize_opt")]
     bound: Option<Duration>,
     #[serde(default)]
-    prepare: Option<String>,
+    prepare: Vec<String>,
+    #[serde(default)]
+    signal: Option<String>,
+    #[serde(default)]
+    flooder: Option<String>,
+    #[serde(default)]
+    summary: Option<String>,
     #[serde(default)]
     name: Option<String>,
 }
@@ -174,7 +180,13 @@ pub struct PlanRow {
     /// Whether `expect` was written (else the fault's own rung).
     pub expect_given: bool,
     pub bound: Option<Duration>,
-    pub prepare: Option<String>,
+    /// Agent commands run first (`exec SHELL`, `signal svc:NAME SIG`, ...).
+    pub prepare: Vec<String>,
+    /// The signal of a service kill or hang (default KILL, STOP).
+    pub signal: Option<String>,
+    /// syslog-flood: the flooding service and the file it writes when done.
+    pub flooder: Option<String>,
+    pub summary: Option<String>,
     /// A label for the report (default: the fault and service).
     pub name: String,
 }
@@ -280,6 +292,25 @@ impl Plan {
                     )
                 })?,
             };
+            if expect != fault.rung() && expect != Rung::NoReset {
+                return Err(plan.row_error(
+                    i,
+                    "expect",
+                    format!(
+                        "fault {:?} is checked for its own rung {:?} or for \"no-reset\", not {:?}",
+                        r.fault,
+                        fault.rung().word(),
+                        expect.word()
+                    ),
+                ));
+            }
+            if fault == Fault::SyslogFlood && (r.flooder.is_none() || r.summary.is_none()) {
+                return Err(plan.row_error(
+                    i,
+                    "fault",
+                    "syslog-flood needs `flooder = \"SERVICE\"` and `summary = \"FILE\"` (and a `prepare` that starts the flood)".into(),
+                ));
+            }
             if r.bound.is_some_and(|b| b.is_zero()) {
                 return Err(plan.row_error(i, "bound", "a bound must be positive".into()));
             }
@@ -295,6 +326,9 @@ impl Plan {
                 expect_given: r.expect.is_some(),
                 bound: r.bound,
                 prepare: r.prepare,
+                signal: r.signal,
+                flooder: r.flooder,
+                summary: r.summary,
                 name,
             });
         }
@@ -314,6 +348,15 @@ impl Plan {
     pub fn check(&self, image: &ImageFacts) -> Result<Vec<(Duration, String)>, PlanError> {
         let mut out = Vec::new();
         for r in &self.rows {
+            if let Some(f) = &r.flooder {
+                if !image.services.contains_key(f) {
+                    return Err(self.row_error(
+                        r.index,
+                        "flooder",
+                        format!("the image has no service {:?}", f),
+                    ));
+                }
+            }
             if let Some(s) = &r.service {
                 let Some(facts) = image.services.get(s) else {
                     return Err(self.row_error(
