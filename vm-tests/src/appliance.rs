@@ -124,6 +124,13 @@ echo "tether-vm: exec tether-init"
 exec /sbin/tether-init
 "#;
 
+/// The boot stage of the image as a user would ship it: no fault agent
+/// (`tether-inject` adds it at boot, see `crate::inject::source`).
+pub const STAGE_NO_AGENT: &str = r#"#!/bin/sh
+echo "tether-vm: exec tether-init"
+exec /sbin/tether-init
+"#;
+
 /// What goes into an appliance image.
 #[derive(Clone, Debug)]
 pub struct Appliance {
@@ -171,13 +178,22 @@ impl Appliance {
 
     /// Builds the static binaries (once per process) and the initramfs.
     pub fn image(&self, assets: &Assets) -> Result<Image, String> {
+        self.image_with_stage(assets, STAGE)
+    }
+
+    /// The image without the fault agent ([`STAGE_NO_AGENT`]).
+    pub fn user_image(&self, assets: &Assets) -> Result<Image, String> {
+        self.image_with_stage(assets, STAGE_NO_AGENT)
+    }
+
+    fn image_with_stage(&self, assets: &Assets, stage: &str) -> Result<Image, String> {
         let dir = binaries::build(&[
             "tether-init",
             "tether-restarter",
             "tether-watchdogd",
             "tether-vm-tests",
         ])?;
-        let mut image = Image::base(assets, BASE_MODULES, true, STAGE)?;
+        let mut image = Image::base(assets, BASE_MODULES, true, stage)?;
         for name in binaries::CHAIN.iter().chain(binaries::TOOLS) {
             let p = binaries::static_binary(&dir, name)?;
             image

@@ -36,6 +36,16 @@
 //! TARGET: `init`, `restarter`, `watchdogd`, or `svc:NAME` (pid from the
 //! restarter's status).
 //!
+//! `tether-fault preinit` (also when run as `/tether-inject/init`, the
+//! kernel's `rdinit=` of `tether-inject`'s overlay, see
+//! `tether_vm_tests::inject::source`): mounts `/proc` and a devtmpfs on
+//! `/dev` when they are missing, starts `tether-fault agent` on
+//! `/dev/ttyS1` (raw; its own process group; not a service), then
+//! `exec`s the image's init named in `/tether-inject/next` (default `/init`)
+//! as PID 1. A failure to start the agent is printed on the console and
+//! the image's init runs anyway (the harness then times out on the agent
+//! with the console transcript to read).
+//!
 //! `tether-fault counter`: the appliance's `counter` service (see
 //! `crate::appliance::COUNTER_SERVICE`): writes `cseq=N` (N = 1, 2, ...) on
 //! stdout every 10 ms on an absolute `CLOCK_MONOTONIC` schedule, each line
@@ -64,6 +74,100 @@ fn say(out: &Out, line: &str) {
     let _ = o.flush();
 }
 
+fn preinit() -> ! {
+    use nix::mount::{mount, MsFlags};
+    use std::os::unix::process::CommandExt;
+    let _ = std::fs::create_dir_all("/proc");
+    let _ = std::fs::create_dir_all("/dev");
+    if !std::path::Path::new("/proc/self").exists() {
+        let _ = mount(
+            Some("proc"),
+            "/proc",
+            Some("proc"),
+            MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    if !std::path::Path::new("/dev/ttyS1").exists() {
+        let _ = mount(
+            Some("devtmpfs"),
+            "/dev",
+            Some("devtmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    match start_agent() {
+        Ok(pid) => println!("tether-inject: agent started on /dev/ttyS1 (pid {})", pid),
+        Err(e) => println!("tether-inject: cannot start the agent: {}", e),
+    }
+    let next = std::fs::read_to_string("/tether-inject/next")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/init".into());
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "preinit")
+        .collect();
+    let e = std::process::Command::new(&next).args(args).exec();
+    println!("tether-inject: exec {}: {}", next, e);
+    // PID 1 must not exit: keep the console readable.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// `tether-fault agent` on `/dev/ttyS1`, raw (no echo; the speed does not
+/// matter to QEMU's UART), own process group.
+fn start_agent() -> Result<u32, String> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    use nix::sys::termios;
+    use std::os::unix::process::CommandExt;
+    let fd = open(
+        "/dev/ttyS1",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open /dev/ttyS1: {}", e))?;
+    if let Ok(mut t) = termios::tcgetattr(&fd) {
+        termios::cfmakeraw(&mut t);
+        let _ = termios::tcsetattr(&fd, termios::SetArg::TCSANOW, &t);
+    }
+    let tty = std::fs::File::from(fd);
+    let io = |f: &std::fs::File| f.try_clone().map_err(|e| format!("dup tty: {}", e));
+    // The overlay's copy by its own name (children named `tether-fault`).
+    let exe = std::path::Path::new("/tether-inject/tether-fault");
+    let exe = if exe.exists() {
+        exe.to_path_buf()
+    } else {
+        self_exe()
+    };
+    let child = std::process::Command::new(exe)
+        .arg("agent")
+        .stdin(io(&tty)?)
+        .stdout(io(&tty)?)
+        .stderr(io(&tty)?)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("spawn agent: {}", e))?;
+    Ok(child.id())
+}
+
+/// `tetherctl` of the image: the first found in the usual directories.
+fn tetherctl() -> &'static str {
+    [
+        "/sbin/tetherctl",
+        "/usr/sbin/tetherctl",
+        "/usr/bin/tetherctl",
+        "/bin/tetherctl",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap_or("/sbin/tetherctl")
+}
+
 /// Our own binary by its real path (so children are named `tether-fault`).
 fn self_exe() -> std::path::PathBuf {
     std::env::current_exe().unwrap_or_else(|_| "/sbin/tether-fault".into())
@@ -76,12 +180,20 @@ fn mono_ms() -> u64 {
 }
 
 fn main() {
+    // Run as the kernel's `rdinit=/tether-inject/init`: argv[0] says so.
     let args: Vec<String> = std::env::args().collect();
+    if args
+        .first()
+        .is_some_and(|a| a.ends_with("/tether-inject/init"))
+    {
+        preinit();
+    }
     match args.get(1).map(|s| s.as_str()) {
         Some("agent") => agent(),
         Some("hold-init") => hold_init(),
         Some("hog") => hog(),
         Some("counter") => counter(),
+        Some("preinit") => preinit(),
         _ => {
             eprintln!("usage: tether-fault agent | hold-init | hog | counter");
             std::process::exit(2);
@@ -93,6 +205,9 @@ fn main() {
 
 fn agent() {
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+    if std::env::var_os("PATH").is_none() {
+        std::env::set_var("PATH", "/sbin:/usr/sbin:/bin:/usr/bin");
+    }
     let out: Out = Arc::new(Mutex::new(std::io::stdout()));
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     say(
@@ -202,7 +317,7 @@ fn exec(cmd: &str) -> Value {
 
 /// `tetherctl status --json`, parsed.
 fn ctl_status() -> Result<Value, String> {
-    let o = std::process::Command::new("/sbin/tetherctl")
+    let o = std::process::Command::new(tetherctl())
         .args(["status", "--json"])
         .output()
         .map_err(|e| format!("tetherctl: {}", e))?;

@@ -280,17 +280,21 @@ impl Plan {
             }
             let expect = match &r.expect {
                 None => fault.rung(),
-                Some(e) => RUNGS.iter().find(|x| x.0 == e).map(|x| x.1).ok_or_else(|| {
-                    plan.row_error(
-                        i,
-                        "expect",
-                        format!(
-                            "unknown rung {:?}; one of: {}",
-                            e,
-                            RUNGS.iter().map(|x| x.0).collect::<Vec<_>>().join(", ")
-                        ),
-                    )
-                })?,
+                Some(e) => RUNGS
+                    .iter()
+                    .find(|x| x.0 == e)
+                    .map(|x| x.1)
+                    .ok_or_else(|| {
+                        plan.row_error(
+                            i,
+                            "expect",
+                            format!(
+                                "unknown rung {:?}; one of: {}",
+                                e,
+                                RUNGS.iter().map(|x| x.0).collect::<Vec<_>>().join(", ")
+                            ),
+                        )
+                    })?,
             };
             if expect != fault.rung() && expect != Rung::NoReset {
                 return Err(plan.row_error(
@@ -365,7 +369,12 @@ impl Plan {
                         format!(
                             "the image has no service {:?} (it has: {})",
                             s,
-                            image.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                            image
+                                .services
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     ));
                 };
@@ -578,7 +587,10 @@ bound = "20s"
         assert_eq!(p.rows[1].expect, Rung::NoReset);
         assert_eq!(p.rows[1].bound, Some(Duration::from_secs(20)));
         let bounds = p.check(&facts()).unwrap();
-        assert_eq!(bounds[0], (Duration::from_millis(500), "restart_delay".into()));
+        assert_eq!(
+            bounds[0],
+            (Duration::from_millis(500), "restart_delay".into())
+        );
         assert_eq!(bounds[1], (Duration::from_secs(20), "plan".into()));
     }
 
@@ -586,14 +598,17 @@ bound = "20s"
     fn an_unknown_fault_names_file_line_and_field() {
         let e = parse("budget = \"1m\"\n\n[[row]]\nfault = \"restarter-explode\"\n").unwrap_err();
         assert!(
-            e.starts_with("plan.toml:4:1: field `row[1].fault`: unknown fault \"restarter-explode\""),
+            e.starts_with(
+                "plan.toml:4:1: field `row[1].fault`: unknown fault \"restarter-explode\""
+            ),
             "{e}"
         );
     }
 
     #[test]
     fn schema_errors_name_the_line_and_field() {
-        let e = parse("budget = \"1m\"\n[[row]]\nfault = \"init-hang\"\nbonud = \"1s\"\n").unwrap_err();
+        let e =
+            parse("budget = \"1m\"\n[[row]]\nfault = \"init-hang\"\nbonud = \"1s\"\n").unwrap_err();
         assert!(e.starts_with("plan.toml:4:"), "{e}");
         assert!(e.contains("bonud"), "{e}");
         let e = parse("budget = 60\n[[row]]\nfault = \"init-hang\"\n").unwrap_err();
@@ -607,24 +622,42 @@ bound = "20s"
     fn a_bad_rung_or_a_missing_service_is_refused_at_its_line() {
         let e = parse("budget = \"1m\"\n[[row]]\nfault = \"init-hang\"\nexpect = \"fine\"\n")
             .unwrap_err();
-        assert!(e.starts_with("plan.toml:4:1: field `row[1].expect`: unknown rung"), "{e}");
-        let e = parse("budget = \"1m\"\n[[row]]\nfault = \"init-hang\"\n[[row]]\nfault = \"service-kill\"\n")
+        assert!(
+            e.starts_with("plan.toml:4:1: field `row[1].expect`: unknown rung"),
+            "{e}"
+        );
+        let e = parse(
+            "budget = \"1m\"\n[[row]]\nfault = \"init-hang\"\n[[row]]\nfault = \"service-kill\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("plan.toml:5:1: field `row[2].fault`: fault \"service-kill\" needs"),
+            "{e}"
+        );
+        let e = parse("budget = \"1m\"\n[[row]]\nfault = \"init-hang\"\nservice = \"x\"\n")
             .unwrap_err();
-        assert!(e.starts_with("plan.toml:5:1: field `row[2].fault`: fault \"service-kill\" needs"), "{e}");
-        let e = parse("budget = \"1m\"\n[[row]]\nfault = \"init-hang\"\nservice = \"x\"\n").unwrap_err();
-        assert!(e.starts_with("plan.toml:4:1: field `row[1].service`: fault \"init-hang\" takes no service"), "{e}");
-        assert!(parse("budget = \"1m\"\n").unwrap_err().contains("no [[row]]"));
+        assert!(
+            e.starts_with(
+                "plan.toml:4:1: field `row[1].service`: fault \"init-hang\" takes no service"
+            ),
+            "{e}"
+        );
+        assert!(parse("budget = \"1m\"\n")
+            .unwrap_err()
+            .contains("no [[row]]"));
     }
 
     #[test]
     fn a_service_the_image_lacks_is_an_error_naming_what_it_has() {
-        let p = parse("budget = \"5m\"\n[[row]]\nfault = \"service-kill\"\nservice = \"nginx\"\n").unwrap();
+        let p = parse("budget = \"5m\"\n[[row]]\nfault = \"service-kill\"\nservice = \"nginx\"\n")
+            .unwrap();
         let e = p.check(&facts()).unwrap_err().to_string();
         assert!(
             e.starts_with("plan.toml:4:1: field `row[1].service`: the image has no service \"nginx\" (it has: heartbeat, ticker)"),
             "{e}"
         );
-        let p = parse("budget = \"5m\"\n[[row]]\nfault = \"service-hang\"\nservice = \"ticker\"\n").unwrap();
+        let p = parse("budget = \"5m\"\n[[row]]\nfault = \"service-hang\"\nservice = \"ticker\"\n")
+            .unwrap();
         let e = p.check(&facts()).unwrap_err().to_string();
         assert!(e.contains("watchdog"), "{e}");
     }
@@ -640,7 +673,10 @@ bound = "20s"
         // The default bound of the image's table counts as well.
         let p = parse("budget = \"1s\"\n[[row]]\nfault = \"init-hang\"\n").unwrap();
         let e = p.check(&facts()).unwrap_err().to_string();
-        assert!(e.starts_with("plan.toml:3:1: field `row[1].fault`: the row's bound"), "{e}");
+        assert!(
+            e.starts_with("plan.toml:3:1: field `row[1].fault`: the row's bound"),
+            "{e}"
+        );
         assert!(e.contains("exceeds the plan's time budget 1s"), "{e}");
     }
 }

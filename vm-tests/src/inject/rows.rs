@@ -94,7 +94,11 @@ pub fn expected_text(fault: Fault, rung: Rung) -> String {
 pub fn run_fault(row: &mut Row, p: &PlanRow) -> Result<(), String> {
     for verb in &p.prepare {
         let r = row.agent(verb)?;
-        if r.value.get("code").and_then(|c| c.as_i64()).is_some_and(|c| c != 0) {
+        if r.value
+            .get("code")
+            .and_then(|c| c.as_i64())
+            .is_some_and(|c| c != 0)
+        {
             return Err(format!("prepare `{}`: {}", verb, r.str("out")));
         }
     }
@@ -194,20 +198,6 @@ impl Row {
         self.agent("wait-chain 60000")
     }
 
-    fn bound(&self, fault: &str) -> Result<BudgetRow, String> {
-        self.bounds
-            .iter()
-            .find(|b| b.fault == fault)
-            .cloned()
-            .ok_or_else(|| {
-                format!(
-                    "no budget row {:?} in {:?}",
-                    fault,
-                    self.bounds.iter().map(|b| &b.fault).collect::<Vec<_>>()
-                )
-            })
-    }
-
     /// Records the time and the bound; an error when over `bound + slack`.
     fn check_bound(
         &mut self,
@@ -229,11 +219,6 @@ impl Row {
             ));
         }
         Ok(())
-    }
-
-    fn check_budget(&mut self, time: Duration, fault: &str) -> Result<(), String> {
-        let b = self.bound(fault)?;
-        self.check_bound(time, b.bound, &b.formula, SLACK)
     }
 
     /// No hardware watchdog and no reset of any kind until
@@ -393,7 +378,6 @@ fn svc_row(row: &mut Row, service: &str, signal: &str) -> Result<(), String> {
     Ok(())
 }
 
-
 fn service_hang(row: &mut Row, service: &str, signal: &str) -> Result<(), String> {
     svc_row(row, service, signal)?;
     let st = row.status()?;
@@ -409,9 +393,8 @@ fn service_hang(row: &mut Row, service: &str, signal: &str) -> Result<(), String
     Ok(())
 }
 
-
 fn crash_loop(row: &mut Row, service: &str) -> Result<(), String> {
-        let k = row.agent(&format!("signal svc:{} KILL", service))?;
+    let k = row.agent(&format!("signal svc:{} KILL", service))?;
     let reset = row.wait_qmp("RESET", Duration::from_secs(180))?;
     {
         let tl = &row.g.vm.timeline;
@@ -667,9 +650,7 @@ fn restarter_oom(row: &mut Row) -> Result<(), String> {
         .timeline
         .events()
         .iter()
-        .filter(|e| {
-            e.source == Source::Agent && e.text.contains("Out of memory: Killed process")
-        })
+        .filter(|e| e.source == Source::Agent && e.text.contains("Out of memory: Killed process"))
         .map(|e| e.text.clone())
         .collect();
     let first_is_restarter = kills
@@ -757,8 +738,7 @@ fn upgrade(row: &mut Row) -> Result<(), String> {
     if u.i64("code") != 0 {
         return Err(format!("tetherctl upgrade init: {:?}", u.value));
     }
-    let resumed =
-        row.wait_agent_since(since, "resumed after upgrade", Duration::from_secs(30))?;
+    let resumed = row.wait_agent_since(since, "resumed after upgrade", Duration::from_secs(30))?;
     let init_took = resumed.at - u.event.at;
     let init_ino = exe_inode(row, 1)?;
     if init_ino != inew {
@@ -809,11 +789,7 @@ fn upgrade(row: &mut Row) -> Result<(), String> {
 
 /// `marker`: a console line that marks the fault more precisely than the
 /// agent's reply (the kernel's panic message), if any.
-fn reset_row(
-    row: &mut Row,
-    inject: &str,
-    marker: Option<&str>,
-) -> Result<NextBoot, String> {
+fn reset_row(row: &mut Row, inject: &str, marker: Option<&str>) -> Result<NextBoot, String> {
     let k = row.agent(inject)?;
     let mut fault = k.event.at;
     if let Some(m) = marker {
@@ -914,7 +890,7 @@ fn tetherctl_reboot(row: &mut Row) -> Result<(), String> {
         return Err("the hardware watchdog fired during a clean reboot".into());
     }
     let took = reset.at - k.event.at;
-        let nb = row.next_boot()?;
+    let nb = row.next_boot()?;
     row.result.cause = nb.cause.clone();
     row.result.observed = format!(
         "reboot {:.1}s after the request, no watchdog, {}; chain up again {:.1}s after it",
@@ -958,11 +934,11 @@ fn syslog_flood(row: &mut Row, syslog: &str, p: &PlanRow) -> Result<(), String> 
         if !summary.is_empty() {
             break;
         }
-        let _ =
-            row.g
-                .vm
-                .timeline
-                .expect_none("nothing", Duration::from_millis(500), |_| false);
+        let _ = row
+            .g
+            .vm
+            .timeline
+            .expect_none("nothing", Duration::from_millis(500), |_| false);
     }
     if summary.is_empty() {
         return Err("the flood never finished (the service blocked or was killed)".into());
@@ -980,8 +956,7 @@ fn syslog_flood(row: &mut Row, syslog: &str, p: &PlanRow) -> Result<(), String> 
     if hb2 != hb {
         return Err(format!(
             "{} was restarted during the flood (pid, restarts) {:?} → {:?}",
-                flooder,
-            hb, hb2
+            flooder, hb, hb2
         ));
     }
     if max_write > 1000 {
@@ -1002,21 +977,24 @@ fn syslog_flood(row: &mut Row, syslog: &str, p: &PlanRow) -> Result<(), String> 
         let r = row.agent("exec grep -h -i -m 2 'dropped' /var/log/messages /var/log/messages.0 2>/dev/null | grep -v 'flood line' || true")?;
         report_line = r.str("out").lines().next().unwrap_or("").to_string();
         if report_line.is_empty() {
-            let _ =
-                row.g
-                    .vm
-                    .timeline
-                    .expect_none("nothing", Duration::from_secs(1), |_| false);
+            let _ = row
+                .g
+                .vm
+                .timeline
+                .expect_none("nothing", Duration::from_secs(1), |_| false);
         }
     }
     if report_line.is_empty() {
         return Err("the loss was never reported in syslog".into());
     }
     row.result.observed = format!(
-    "{} never restarted; {} lines written, longest write {} ms; {} dropped, reported: {}",
+        "{} never restarted; {} lines written, longest write {} ms; {} dropped, reported: {}",
         flooder,
-    lines, max_write, dropped, report_line.trim()
-);
+        lines,
+        max_write,
+        dropped,
+        report_line.trim()
+    );
     row.no_reset_after(k.event.at)?;
     Ok(())
 }

@@ -89,7 +89,8 @@ fn parse_newc<'a>(mut b: &'a [u8], files: &mut Files) -> Result<&'a [u8], String
             return Err(format!("not a newc cpio archive at byte {}", at));
         }
         let field = |i: usize| -> Result<usize, String> {
-            let s = std::str::from_utf8(&b[6 + i * 8..6 + (i + 1) * 8]).map_err(|_| "bad header")?;
+            let s =
+                std::str::from_utf8(&b[6 + i * 8..6 + (i + 1) * 8]).map_err(|_| "bad header")?;
             usize::from_str_radix(s, 16).map_err(|_| format!("bad header field at byte {}", at))
         };
         let mode = field(1)?;
@@ -110,7 +111,10 @@ fn parse_newc<'a>(mut b: &'a [u8], files: &mut Files) -> Result<&'a [u8], String
         if name == "TRAILER!!!" {
             return Ok(b);
         }
-        let name = name.trim_start_matches("./").trim_start_matches('/').to_string();
+        let name = name
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .to_string();
         // Regular files only (symlinks are recorded as their target text,
         // which no check needs).
         if mode & 0o170000 == 0o100000 {
@@ -139,7 +143,12 @@ pub fn facts(files: &Files, what: &str) -> Result<ImageFacts, String> {
     let text = String::from_utf8_lossy(toml);
     let config = tether_common::config::Config::parse(&text, Path::new("/etc/tether/tether.toml"))
         .map_err(|e| format!("{}: {}", what, e))?;
-    let dir = config.paths.services.to_string_lossy().trim_start_matches('/').to_string();
+    let dir = config
+        .paths
+        .services
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .to_string();
     let mut services = BTreeMap::new();
     let mut specs = Vec::new();
     for (path, bytes) in files {
@@ -189,7 +198,7 @@ pub fn overlay(tether_fault: &Path, next_init: &str) -> Result<Vec<u8>, String> 
 /// the kernel wants the next archive).
 pub fn with_overlay(user: &[u8], overlay: &[u8]) -> Vec<u8> {
     let mut out = user.to_vec();
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
     out.extend_from_slice(overlay);
