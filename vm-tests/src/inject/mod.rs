@@ -141,10 +141,19 @@ pub fn run_row(
     let _ = std::fs::create_dir_all(dir);
     let transcript = dir.join("transcript.log");
     let mut setup_error = None;
+    // QEMU's sockets: a short directory (a UNIX socket path has at most
+    // 107 bytes; `--out` may be deep).
+    let sockets = std::env::temp_dir().join(format!(
+        "tether-inject-{}-{}",
+        std::process::id(),
+        p.index + 1
+    ));
     let outcome = (|| -> Result<(), String> {
         let disk = Disk::create(&dir.join("disk.img"), target.disk_mib.max(16))
             .map_err(|e| e.to_string())?;
-        let mut cfg = VmConfig::new(&slug(p), &target.kernel, initrd, dir);
+        let _ = std::fs::remove_dir_all(&sockets);
+        std::fs::create_dir_all(&sockets).map_err(|e| format!("{}: {}", sockets.display(), e))?;
+        let mut cfg = VmConfig::new(&slug(p), &target.kernel, initrd, &sockets);
         cfg.disk = Some(disk.path.clone());
         cfg.agent = true;
         cfg.append = format!("{} rdinit=/tether-inject/init", target.append)
@@ -185,6 +194,7 @@ pub fn run_row(
         result = row.result.clone();
         r
     })();
+    let _ = std::fs::remove_dir_all(&sockets);
     result.pass = outcome.is_ok();
     if let Err(e) = &outcome {
         let first = e.lines().next().unwrap_or("");

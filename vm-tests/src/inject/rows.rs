@@ -109,7 +109,8 @@ pub fn run_fault(row: &mut Row, p: &PlanRow) -> Result<(), String> {
         let k = row.agent(&inject_verb(p, &service))?;
         row.result.observed = format!("injected ({})", inject_verb(p, &service));
         if let Err(e) = row.no_reset_after(k.event.at) {
-            row.result.observed = format!("a reset happened: {}", e);
+            let short = e.split("; last events").next().unwrap_or(&e).to_string();
+            row.result.observed = format!("a reset happened: {}", short);
             return Err(e);
         }
         row.result.observed.push_str("; no reset");
