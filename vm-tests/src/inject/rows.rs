@@ -999,3 +999,23 @@ fn syslog_flood(row: &mut Row, syslog: &str, p: &PlanRow) -> Result<(), String> 
     row.no_reset_after(k.event.at)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adoption_figures_are_read_from_the_restarters_line() {
+        let l = "LOG Dec  2 00:44:57 (none) daemon.info tether-restarter[144]: adoption done: 5 service(s) adopted, 221 ms after start";
+        assert_eq!(adoption_figures(l), (Some(5), Some(221)));
+        assert_eq!(adoption_figures("adoption done: soon"), (None, None));
+    }
+
+    #[test]
+    fn every_fault_has_an_expected_text_for_its_rung_and_for_no_reset() {
+        for (_, f) in super::super::plan::FAULTS {
+            assert!(!expected_text(*f, f.rung()).is_empty());
+            assert_eq!(expected_text(*f, Rung::NoReset), "no reset of any kind");
+        }
+    }
+}
