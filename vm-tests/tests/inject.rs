@@ -152,6 +152,36 @@ fn an_image_without_tether_is_refused() {
     );
 }
 
+#[test]
+fn a_root_directory_without_tether_is_refused() {
+    let d = scratch("root-dir");
+    std::fs::create_dir_all(d.join("root/bin")).unwrap();
+    std::fs::write(d.join("root/init"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        d.join("plan.toml"),
+        "budget = \"5m\"\n[[row]]\nfault = \"init-hang\"\n",
+    )
+    .unwrap();
+    let t = demo();
+    let o = Command::new(tool())
+        .arg("--check")
+        .arg("--plan")
+        .arg(d.join("plan.toml"))
+        .arg("--kernel")
+        .arg(&t.kernel)
+        .arg("--root")
+        .arg(d.join("root"))
+        .arg("--agent")
+        .arg(&t.agent)
+        .arg("--out")
+        .arg(d.join("out"))
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("root.cpio: the image has no tether-init"), "{e}");
+}
+
 /// The demo image with `i6300esb` dropped from the preinit's module list
 /// (a later archive replaces the file): the guest boots with no watchdog.
 #[test]

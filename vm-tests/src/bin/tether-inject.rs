@@ -4,6 +4,7 @@
 //! ```text
 //! tether-inject --plan PLAN.toml --kernel KERNEL --initrd INITRAMFS [--init /init]
 //!               [--append "..."] [--agent tether-fault] [--out DIR]
+//! tether-inject --plan PLAN.toml --kernel KERNEL --root DIR|TARBALL ...   # made into an initramfs
 //! tether-inject --plan PLAN.toml --demo [--out DIR]    # the project's busybox image
 //! tether-inject --check --plan PLAN.toml (--demo | --kernel K --initrd I)
 //! ```
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tether_vm_tests::inject::{self, plan::Plan, Target};
 
-const USAGE: &str = "usage: tether-inject --plan PLAN.toml (--demo | --kernel KERNEL --initrd INITRAMFS [--init PATH] [--append ARGS] [--agent TETHER-FAULT]) [--out DIR] [--check]";
+const USAGE: &str = "usage: tether-inject --plan PLAN.toml (--demo | --kernel KERNEL (--initrd INITRAMFS | --root DIR|TARBALL) [--init PATH] [--append ARGS] [--agent TETHER-FAULT]) [--out DIR] [--check]";
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("tether-inject: {}", msg);
@@ -27,6 +28,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (mut plan, mut kernel, mut initrd, mut out) = (None, None, None, None);
+    let mut root: Option<PathBuf> = None;
     let (mut init, mut append, mut agent) = ("/init".to_string(), String::new(), None);
     let (mut demo, mut check) = (false, false);
     while let Some(a) = args.next() {
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
             "--plan" => val("--plan").map(|v| plan = Some(PathBuf::from(v))),
             "--kernel" => val("--kernel").map(|v| kernel = Some(PathBuf::from(v))),
             "--initrd" => val("--initrd").map(|v| initrd = Some(PathBuf::from(v))),
+            "--root" => val("--root").map(|v| root = Some(PathBuf::from(v))),
             "--out" => val("--out").map(|v| out = Some(PathBuf::from(v))),
             "--init" => val("--init").map(|v| init = v),
             "--append" => val("--append").map(|v| append = v),
@@ -75,9 +78,27 @@ fn main() -> ExitCode {
             Err(e) => return fail(format!("building the demo image: {}", e)),
         }
     } else {
+        let initrd = match (initrd, root) {
+            (Some(i), None) => Some(i),
+            (None, Some(r)) => {
+                let made = out.join("image").join("root.cpio");
+                let r = std::fs::create_dir_all(out.join("image"))
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| {
+                        tether_vm_tests::inject::source::initramfs_from_root(&r, &out.join("image"))
+                    })
+                    .and_then(|b| std::fs::write(&made, b).map_err(|e| e.to_string()));
+                if let Err(e) = r {
+                    return fail(e);
+                }
+                Some(made)
+            }
+            (Some(_), Some(_)) => return fail("give --initrd or --root, not both"),
+            (None, None) => None,
+        };
         let (Some(kernel), Some(initrd)) = (kernel, initrd) else {
             return fail(format!(
-                "--kernel and --initrd (or --demo) are required\n{}",
+                "--kernel and --initrd or --root (or --demo) are required\n{}",
                 USAGE
             ));
         };

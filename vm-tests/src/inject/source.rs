@@ -125,6 +125,58 @@ fn parse_newc<'a>(mut b: &'a [u8], files: &mut Files) -> Result<&'a [u8], String
     }
 }
 
+/// A root directory, or a tarball of one (unpacked with the host's `tar`
+/// into `scratch`), turned into a newc initramfs: directories, regular
+/// files and symlinks with their permission bits; device nodes, sockets
+/// and FIFOs are left out (the injected preinit mounts a devtmpfs).
+pub fn initramfs_from_root(root: &Path, scratch: &Path) -> Result<Vec<u8>, String> {
+    let dir = if root.is_dir() {
+        root.to_path_buf()
+    } else if root.is_file() {
+        let d = scratch.join("root");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {}", d.display(), e))?;
+        let st = Command::new("tar")
+            .arg("-xf")
+            .arg(root)
+            .arg("-C")
+            .arg(&d)
+            .status()
+            .map_err(|e| format!("cannot run tar: {}", e))?;
+        if !st.success() {
+            return Err(format!("{}: tar -xf failed ({})", root.display(), st));
+        }
+        d
+    } else {
+        return Err(format!("{}: no such directory or tarball", root.display()));
+    };
+    let mut a = Initramfs::new();
+    add_tree(&mut a, &dir, "").map_err(|e| format!("{}: {}", dir.display(), e))?;
+    Ok(a.to_bytes())
+}
+
+fn add_tree(a: &mut Initramfs, host: &Path, at: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries: Vec<_> = std::fs::read_dir(host)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = format!("{}/{}", at, e.file_name().to_string_lossy());
+        let meta = std::fs::symlink_metadata(e.path())?;
+        let perm = meta.permissions().mode() & 0o7777;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let t = std::fs::read_link(e.path())?;
+            a.symlink(&name, &t.to_string_lossy());
+        } else if ft.is_dir() {
+            a.dir(&name);
+            add_tree(a, &e.path(), &name)?;
+        } else if ft.is_file() {
+            a.host_file(&name, perm, &e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// The facts the plan checks need, read from the image's files: tether
 /// installed (`tether-init` somewhere), its `tether.toml` and services.
 pub fn facts(files: &Files, what: &str) -> Result<ImageFacts, String> {
@@ -223,6 +275,38 @@ mod tests {
         assert_eq!(files["etc/tether/tether.toml"], b"x");
         assert_eq!(files["tether-inject/next"], b"/init\n");
         assert!(files.contains_key("tether-inject/init"));
+    }
+
+    #[test]
+    fn a_root_directory_and_its_tarball_become_the_same_initramfs() {
+        let d = std::env::temp_dir().join(format!("tether-inject-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("root/etc/tether")).unwrap();
+        std::fs::create_dir_all(d.join("root/sbin")).unwrap();
+        std::fs::write(d.join("root/etc/tether/tether.toml"), "x").unwrap();
+        std::fs::write(d.join("root/sbin/tether-init"), "elf").unwrap();
+        std::os::unix::fs::symlink("sbin/tether-init", d.join("root/init")).unwrap();
+        let from_dir = initramfs_from_root(&d.join("root"), &d).unwrap();
+        let st = Command::new("tar")
+            .arg("-cf")
+            .arg(d.join("root.tar"))
+            .arg("-C")
+            .arg(d.join("root"))
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let from_tar = initramfs_from_root(&d.join("root.tar"), &d.join("scratch")).unwrap();
+        for bytes in [&from_dir, &from_tar] {
+            let mut files = Files::new();
+            parse_archives(bytes, &mut files).unwrap();
+            assert_eq!(files["etc/tether/tether.toml"], b"x");
+            assert_eq!(files["sbin/tether-init"], b"elf");
+            assert!(files.contains_key("init"));
+        }
+        let e = initramfs_from_root(&d.join("nothing"), &d).unwrap_err();
+        assert!(e.contains("no such directory or tarball"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
