@@ -5,6 +5,7 @@
 //! tether-inject --plan PLAN.toml --kernel KERNEL --initrd INITRAMFS [--init /init]
 //!               [--append "..."] [--agent tether-fault] [--out DIR]
 //! tether-inject --plan PLAN.toml --kernel KERNEL --root DIR|TARBALL ...   # made into an initramfs
+//! tether-inject --plan PLAN.toml --kernel KERNEL --initrd INITRAMFS --disk ROOT.ext4 [--init /sbin/tether-init] [--memory MIB]
 //! tether-inject --plan PLAN.toml --demo [--out DIR]    # the project's busybox image
 //! tether-inject --check --plan PLAN.toml (--demo | --kernel K --initrd I)
 //! ```
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tether_vm_tests::inject::{self, plan::Plan, Target};
 
-const USAGE: &str = "usage: tether-inject --plan PLAN.toml (--demo | --kernel KERNEL (--initrd INITRAMFS | --root DIR|TARBALL) [--init PATH] [--append ARGS] [--agent TETHER-FAULT]) [--out DIR] [--check]";
+const USAGE: &str = "usage: tether-inject --plan PLAN.toml (--demo | --kernel KERNEL (--initrd INITRAMFS | --root DIR|TARBALL) [--disk ROOT.ext4] [--init PATH] [--memory MIB] [--append ARGS] [--agent TETHER-FAULT]) [--out DIR] [--check]";
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("tether-inject: {}", msg);
@@ -29,6 +30,9 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (mut plan, mut kernel, mut initrd, mut out) = (None, None, None, None);
     let mut root: Option<PathBuf> = None;
+    let mut root_disk: Option<PathBuf> = None;
+    let mut init_given = false;
+    let mut memory_mib = 256u32;
     let (mut init, mut append, mut agent) = ("/init".to_string(), String::new(), None);
     let (mut demo, mut check) = (false, false);
     while let Some(a) = args.next() {
@@ -39,7 +43,16 @@ fn main() -> ExitCode {
             "--initrd" => val("--initrd").map(|v| initrd = Some(PathBuf::from(v))),
             "--root" => val("--root").map(|v| root = Some(PathBuf::from(v))),
             "--out" => val("--out").map(|v| out = Some(PathBuf::from(v))),
-            "--init" => val("--init").map(|v| init = v),
+            "--init" => val("--init").map(|v| {
+                init = v;
+                init_given = true;
+            }),
+            "--disk" => val("--disk").map(|v| root_disk = Some(PathBuf::from(v))),
+            "--memory" => val("--memory").and_then(|v| {
+                v.parse()
+                    .map(|m| memory_mib = m)
+                    .map_err(|_| format!("--memory {:?}: MiB, a number", v))
+            }),
             "--append" => val("--append").map(|v| append = v),
             "--agent" => val("--agent").map(|v| agent = Some(PathBuf::from(v))),
             "--demo" => {
@@ -111,6 +124,10 @@ fn main() -> ExitCode {
                 Err(e) => return fail(format!("no static tether-fault (give --agent): {}", e)),
             },
         };
+        if root_disk.is_some() && !init_given {
+            // The disk's init, which the image's initramfs would have run.
+            init = "/sbin/tether-init".into();
+        }
         Target {
             kernel,
             initrd,
@@ -118,6 +135,8 @@ fn main() -> ExitCode {
             init,
             disk_mib: 64,
             agent,
+            root_disk,
+            memory_mib,
         }
     };
     if check {

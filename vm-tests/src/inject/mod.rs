@@ -42,6 +42,13 @@ pub struct Target {
     pub disk_mib: u64,
     /// The static `tether-fault` binary injected as preinit and agent.
     pub agent: PathBuf,
+    /// The user's ext4 root disk (tether installed on it), when the
+    /// initramfs only mounts it and `switch_root`s to `init=`: each row
+    /// boots a sparse copy with the agent written into it (`debugfs -w`)
+    /// and `init=/tether-inject/init`; `init` is then the disk's init.
+    pub root_disk: Option<PathBuf>,
+    /// Guest memory (MiB).
+    pub memory_mib: u32,
 }
 
 /// A setup error (exit code 2): no row could run.
@@ -84,6 +91,17 @@ pub fn prepare(target: &Target, dir: &Path) -> Result<(ImageFacts, PathBuf), Set
                 p.display()
             )));
         }
+    }
+    if let Some(disk) = &target.root_disk {
+        if !disk.is_file() {
+            return Err(SetupError(format!(
+                "root disk {}: no such file",
+                disk.display()
+            )));
+        }
+        let files = source::disk_files(disk).map_err(SetupError)?;
+        let facts = source::facts(&files, &disk.display().to_string()).map_err(SetupError)?;
+        return Ok((facts, target.initrd.clone()));
     }
     let what = target.initrd.display().to_string();
     let files = source::read_initramfs(&target.initrd).map_err(SetupError)?;
@@ -149,14 +167,34 @@ pub fn run_row(
         p.index + 1
     ));
     let outcome = (|| -> Result<(), String> {
-        let disk = Disk::create(&dir.join("disk.img"), target.disk_mib.max(16))
-            .map_err(|e| e.to_string())?;
+        let (disk, boot_args) = match &target.root_disk {
+            Some(root) => {
+                let copy = dir.join("root.img");
+                let st = std::process::Command::new("cp")
+                    .arg("--sparse=always")
+                    .arg(root)
+                    .arg(&copy)
+                    .status()
+                    .map_err(|e| format!("cp: {}", e))?;
+                if !st.success() {
+                    return Err(format!("copying {}: cp {}", root.display(), st));
+                }
+                source::inject_into_disk(&copy, &target.agent, &target.init, dir)?;
+                (Disk { path: copy }, "init=/tether-inject/init")
+            }
+            None => (
+                Disk::create(&dir.join("disk.img"), target.disk_mib.max(16))
+                    .map_err(|e| e.to_string())?,
+                "rdinit=/tether-inject/init",
+            ),
+        };
         let _ = std::fs::remove_dir_all(&sockets);
         std::fs::create_dir_all(&sockets).map_err(|e| format!("{}: {}", sockets.display(), e))?;
         let mut cfg = VmConfig::new(&slug(p), &target.kernel, initrd, &sockets);
         cfg.disk = Some(disk.path.clone());
         cfg.agent = true;
-        cfg.append = format!("{} rdinit=/tether-inject/init", target.append)
+        cfg.memory_mib = target.memory_mib;
+        cfg.append = format!("{} {}", target.append, boot_args)
             .trim()
             .to_string();
         cfg.transcript = Some(transcript.clone());
@@ -328,5 +366,7 @@ pub fn demo_target(dir: &Path) -> Result<Target, String> {
         init: "/init".into(),
         disk_mib: 64,
         agent: crate::binaries::static_binary(&bins, "tether-fault")?,
+        root_disk: None,
+        memory_mib: 256,
     })
 }

@@ -259,8 +259,9 @@ impl Row {
         self.g.vm.timeline.events().len()
     }
 
-    /// The first agent event at or after index `from` whose text contains
-    /// `needle`; the timeline's cursor is left where it was.
+    /// The first guest line (agent or console: an image may log to either)
+    /// at or after index `from` whose text contains `needle`; the
+    /// timeline's cursor is left where it was.
     fn wait_agent_since(
         &mut self,
         from: usize,
@@ -271,7 +272,7 @@ impl Row {
         let saved = tl.mark();
         tl.seek(from);
         let r = tl.wait_for(&format!("a line {:?}", needle), timeout, |e| {
-            e.source == Source::Agent && e.text.contains(needle)
+            matches!(e.source, Source::Agent | Source::Console) && e.text.contains(needle)
         });
         tl.seek(saved);
         r.map_err(|e| e.to_string())

@@ -125,6 +125,126 @@ fn parse_newc<'a>(mut b: &'a [u8], files: &mut Files) -> Result<&'a [u8], String
     }
 }
 
+/// `debugfs -c -R REQUEST DISK` (read-only; `-c`: bitmaps not read, so a
+/// disk left by a hard reset with stale bitmap checksums still opens), its
+/// stdout.
+fn debugfs(disk: &Path, request: &str) -> Result<(bool, Vec<u8>), String> {
+    let out = Command::new(crate::disk::sbin_tool("debugfs"))
+        .arg("-c")
+        .arg("-R")
+        .arg(request)
+        .arg(disk)
+        .output()
+        .map_err(|e| format!("cannot run debugfs (e2fsprogs): {}", e))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let missing = err.contains("File not found") || err.contains("not found by ext2_lookup");
+    Ok((out.status.success() && !missing, out.stdout))
+}
+
+/// The files of an ext4 root disk the plan checks need (read with
+/// `debugfs`, the disk untouched): `tether-init` (its presence),
+/// `/etc/tether/tether.toml` and the service files of its `[paths]
+/// services`.
+pub fn disk_files(disk: &Path) -> Result<Files, String> {
+    let what = disk.display();
+    let mut files = Files::new();
+    for p in [
+        "sbin/tether-init",
+        "usr/sbin/tether-init",
+        "bin/tether-init",
+        "usr/bin/tether-init",
+    ] {
+        if debugfs(disk, &format!("stat /{}", p))?.0 {
+            files.insert(p.to_string(), Vec::new());
+        }
+    }
+    let (ok, toml) = debugfs(disk, "cat /etc/tether/tether.toml")?;
+    if !ok {
+        return Ok(files);
+    }
+    let text = String::from_utf8_lossy(&toml).into_owned();
+    files.insert("etc/tether/tether.toml".into(), toml);
+    let config = tether_common::config::Config::parse(&text, Path::new("/etc/tether/tether.toml"))
+        .map_err(|e| format!("{}: {}", what, e))?;
+    let dir = config
+        .paths
+        .services
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .to_string();
+    let (_, ls) = debugfs(disk, &format!("ls -p /{}", dir))?;
+    // `ls -p`: `/inode/mode/uid/gid/name/size/` per entry.
+    for line in String::from_utf8_lossy(&ls).lines() {
+        let f: Vec<&str> = line.split('/').collect();
+        let (Some(mode), Some(name)) = (f.get(2), f.get(5)) else {
+            continue;
+        };
+        if !mode.starts_with("100") || !name.ends_with(".toml") {
+            continue;
+        }
+        let (ok, bytes) = debugfs(disk, &format!("cat /{}/{}", dir, name))?;
+        if ok {
+            files.insert(format!("{}/{}", dir, name), bytes);
+        }
+    }
+    Ok(files)
+}
+
+/// Injects the agent into `disk` (a copy of the user's root disk, written
+/// with `debugfs -w`): `/tether-inject/{init,tether-fault,next}` as in the
+/// initramfs overlay; the kernel's `init=/tether-inject/init` makes the
+/// image's own initramfs `switch_root` to it.
+pub fn inject_into_disk(
+    disk: &Path,
+    tether_fault: &Path,
+    next_init: &str,
+    scratch: &Path,
+) -> Result<(), String> {
+    let next = scratch.join("next");
+    std::fs::write(&next, format!("{}\n", next_init))
+        .map_err(|e| format!("{}: {}", next.display(), e))?;
+    let script = scratch.join("inject.debugfs");
+    let f = tether_fault.display();
+    std::fs::write(
+        &script,
+        format!(
+            "mkdir /tether-inject\nwrite {f} /tether-inject/init\nwrite {f} /tether-inject/tether-fault\nwrite {} /tether-inject/next\nsif /tether-inject/init mode 0100755\nsif /tether-inject/tether-fault mode 0100755\nsif /tether-inject/next mode 0100644\n",
+            next.display()
+        ),
+    )
+    .map_err(|e| format!("{}: {}", script.display(), e))?;
+    // The copy may come from a disk left by a reset: make it consistent
+    // first (the copy only; the user's disk is never written).
+    let fsck = Command::new(crate::disk::sbin_tool("e2fsck"))
+        .args(["-f", "-y"])
+        .arg(disk)
+        .output()
+        .map_err(|e| format!("cannot run e2fsck (e2fsprogs): {}", e))?;
+    if fsck.status.code().is_some_and(|c| c >= 4) {
+        return Err(format!(
+            "{}: e2fsck -f -y of the copy failed ({}): {}",
+            disk.display(),
+            fsck.status,
+            String::from_utf8_lossy(&fsck.stdout).trim()
+        ));
+    }
+    let out = Command::new(crate::disk::sbin_tool("debugfs"))
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(disk)
+        .output()
+        .map_err(|e| format!("cannot run debugfs (e2fsprogs): {}", e))?;
+    if !out.status.success() || !debugfs(disk, "stat /tether-inject/tether-fault")?.0 {
+        return Err(format!(
+            "{}: injecting the agent with debugfs failed: {}",
+            disk.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 /// A root directory, or a tarball of one (unpacked with the host's `tar`
 /// into `scratch`), turned into a newc initramfs: directories, regular
 /// files and symlinks with their permission bits; device nodes, sockets
