@@ -7,6 +7,7 @@
 //! | `heartbeat` | `tether-notify-demo` (`notify = "watchdog"`, 2 s) | an sd_notify daemon; can be told to stop `WATCHDOG=1` or to flood stdout |
 //! | `ticker` | a shell loop printing a line every 2 s | an ordinary service |
 //! | `sensor` | critical: 3 restarts within 30 s, then `on_exhausted = "reboot"`; fails at start while `/run/sensor-fail` exists | the orderly-reboot rung |
+//! | `counter` (matrix only, [`Appliance::with_counter`]) | `tether-fault counter`: `cseq=N` on stdout every 10 ms | the "no output line lost" check of the restarter rows: the numbers that reach syslogd's file must have no gap |
 //!
 //! Timings ([`DEMO_TETHER_TOML`]): beat 250 ms, hang 2 s, restart delay
 //! 500 ms, startup grace 1 s, stale 4 s, hardware 5 s: they pass the budget
@@ -103,11 +104,29 @@ restart_delay = "1s"
 "#,
 );
 
+/// A service writing a numbered line (`cseq=N`) every 10 ms on stdout,
+/// for the matrix's "no output line lost" checks.
+pub const COUNTER_SERVICE: (&str, &str) = (
+    "counter",
+    r#"# a numbered line every 10 ms (the matrix checks none is lost)
+exec = ["/sbin/tether-fault", "counter"]
+stop_timeout = "1s"
+restart_delay = "500ms"
+"#,
+);
+
 /// The appliance's boot stage, `/etc/tether-vm/next`: the agent on
 /// `ttyS1` (outside the chain), then tether-init as PID 1.
 pub const STAGE: &str = r#"#!/bin/sh
 stty -F /dev/ttyS1 raw -echo 115200 2>/dev/null
 setsid /sbin/tether-fault agent </dev/ttyS1 >/dev/ttyS1 2>&1 &
+echo "tether-vm: exec tether-init"
+exec /sbin/tether-init
+"#;
+
+/// The boot stage of the image as a user would ship it: no fault agent
+/// (`tether-inject` adds it at boot, see `crate::inject::source`).
+pub const STAGE_NO_AGENT: &str = r#"#!/bin/sh
 echo "tether-vm: exec tether-init"
 exec /sbin/tether-init
 "#;
@@ -141,6 +160,13 @@ impl Appliance {
         self
     }
 
+    /// Adds the counter (fault matrix).
+    pub fn with_counter(mut self) -> Appliance {
+        self.services
+            .push((COUNTER_SERVICE.0.to_string(), COUNTER_SERVICE.1.to_string()));
+        self
+    }
+
     /// The parsed configuration (checked by the same code the chain uses).
     pub fn config(&self) -> Result<tether_common::config::Config, String> {
         tether_common::config::Config::parse(
@@ -152,13 +178,22 @@ impl Appliance {
 
     /// Builds the static binaries (once per process) and the initramfs.
     pub fn image(&self, assets: &Assets) -> Result<Image, String> {
+        self.image_with_stage(assets, STAGE)
+    }
+
+    /// The image without the fault agent ([`STAGE_NO_AGENT`]).
+    pub fn user_image(&self, assets: &Assets) -> Result<Image, String> {
+        self.image_with_stage(assets, STAGE_NO_AGENT)
+    }
+
+    fn image_with_stage(&self, assets: &Assets, stage: &str) -> Result<Image, String> {
         let dir = binaries::build(&[
             "tether-init",
             "tether-restarter",
             "tether-watchdogd",
             "tether-vm-tests",
         ])?;
-        let mut image = Image::base(assets, BASE_MODULES, true, STAGE)?;
+        let mut image = Image::base(assets, BASE_MODULES, true, stage)?;
         for name in binaries::CHAIN.iter().chain(binaries::TOOLS) {
             let p = binaries::static_binary(&dir, name)?;
             image
@@ -227,7 +262,10 @@ mod tests {
 
     #[test]
     fn demo_services_parse_with_the_restarters_parser() {
-        for (name, text) in DEMO_SERVICES.iter().chain([&SHELL_SERVICE]) {
+        for (name, text) in DEMO_SERVICES
+            .iter()
+            .chain([&SHELL_SERVICE, &COUNTER_SERVICE])
+        {
             let file = PathBuf::from(format!("/etc/tether/services/{}.toml", name));
             let spec = tether_restarter::service::parse(text, &file)
                 .unwrap_or_else(|e| panic!("{}: {}", name, e));

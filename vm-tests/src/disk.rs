@@ -138,7 +138,7 @@ pub fn parse_super_state(text: &str) -> Option<SuperState> {
 }
 
 /// e2fsprogs lives in /sbin, which a non-root PATH may lack.
-fn sbin_tool(name: &str) -> PathBuf {
+pub fn sbin_tool(name: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/sbin"] {
         let p = Path::new(dir).join(name);
         if p.exists() {

@@ -15,6 +15,7 @@
 //! | [`agent`] | the host side of the fault agent's protocol |
 //! | [`binaries`] | static builds of the guest binaries (`target/static/`) |
 //! | [`appliance`] | the demo appliance: config, services, boot stage |
+//! | [`inject`] | `tether-inject`: fault plans, run on an image (docs/INJECT.md) |
 //! | [`report`] | the fault matrix table (`target/vm-matrix/matrix.md`) |
 //!
 //! Host requirements: `qemu-system-x86` (QEMU), `e2fsprogs` (mkfs.ext4,
@@ -30,6 +31,7 @@ pub mod events;
 pub mod fetch;
 pub mod image;
 pub mod initramfs;
+pub mod inject;
 pub mod kernel;
 pub mod qemu;
 pub mod report;

@@ -31,9 +31,27 @@
 //! | `hold-init` | starts `tether-fault hold-init`, waits for it to hold PID 1 | `holder`, `t_ms` |
 //! | `oom TARGET` | TARGET's `oom_score_adj` to 1000, then a memory hog until the OOM killer acted | `pid`, `t_ms` (TARGET seen dead), `oom_kills` |
 //! | `panic` | `echo c > /proc/sysrq-trigger` (after replying) | `t_ms` |
+//! | `seq FROM` | reads the counter's lines (`cseq=N`) in `/var/log/messages.0` then `/var/log/messages`, in file order, and checks the sequence from the first `FROM` on | `found` (FROM present), `first`, `last`, `lines`, `lost` (numbers missing after FROM), `repeats`, `gaps` (up to 10 `[a, b]` pairs where `b != a + 1`), `t_ms` |
 //!
 //! TARGET: `init`, `restarter`, `watchdogd`, or `svc:NAME` (pid from the
 //! restarter's status).
+//!
+//! `tether-fault preinit` (also when run as `/tether-inject/init`, the
+//! kernel's `rdinit=` of `tether-inject`'s overlay, see
+//! `tether_vm_tests::inject::source`): mounts `/proc` and a devtmpfs on
+//! `/dev` when they are missing, starts `tether-fault agent` on
+//! `/dev/ttyS1` (raw; its own process group; not a service), then
+//! `exec`s the image's init named in `/tether-inject/next` (default `/init`)
+//! as PID 1. A failure to start the agent is printed on the console and
+//! the image's init runs anyway (the harness then times out on the agent
+//! with the console transcript to read).
+//!
+//! `tether-fault counter`: the appliance's `counter` service (see
+//! `crate::appliance::COUNTER_SERVICE`): writes `cseq=N` (N = 1, 2, ...) on
+//! stdout every 10 ms on an absolute `CLOCK_MONOTONIC` schedule, each line
+//! one blocking `write` (a full pipe holds the writer back, it never drops a
+//! line). The agent does not stream these lines to the host (`LOG` skips
+//! `cseq=`): `seq` reads them where they land, in syslogd's file.
 //!
 //! `tether-fault hold-init`: `PTRACE_SEIZE` + `PTRACE_INTERRUPT` on PID 1,
 //! waits for the stop, prints `held`, and then sleeps forever: PID 1 stays
@@ -56,6 +74,100 @@ fn say(out: &Out, line: &str) {
     let _ = o.flush();
 }
 
+fn preinit() -> ! {
+    use nix::mount::{mount, MsFlags};
+    use std::os::unix::process::CommandExt;
+    let _ = std::fs::create_dir_all("/proc");
+    let _ = std::fs::create_dir_all("/dev");
+    if !std::path::Path::new("/proc/self").exists() {
+        let _ = mount(
+            Some("proc"),
+            "/proc",
+            Some("proc"),
+            MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    if !std::path::Path::new("/dev/ttyS1").exists() {
+        let _ = mount(
+            Some("devtmpfs"),
+            "/dev",
+            Some("devtmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    match start_agent() {
+        Ok(pid) => println!("tether-inject: agent started on /dev/ttyS1 (pid {})", pid),
+        Err(e) => println!("tether-inject: cannot start the agent: {}", e),
+    }
+    let next = std::fs::read_to_string("/tether-inject/next")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/init".into());
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "preinit")
+        .collect();
+    let e = std::process::Command::new(&next).args(args).exec();
+    println!("tether-inject: exec {}: {}", next, e);
+    // PID 1 must not exit: keep the console readable.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// `tether-fault agent` on `/dev/ttyS1`, raw (no echo; the speed does not
+/// matter to QEMU's UART), own process group.
+fn start_agent() -> Result<u32, String> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    use nix::sys::termios;
+    use std::os::unix::process::CommandExt;
+    let fd = open(
+        "/dev/ttyS1",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open /dev/ttyS1: {}", e))?;
+    if let Ok(mut t) = termios::tcgetattr(&fd) {
+        termios::cfmakeraw(&mut t);
+        let _ = termios::tcsetattr(&fd, termios::SetArg::TCSANOW, &t);
+    }
+    let tty = std::fs::File::from(fd);
+    let io = |f: &std::fs::File| f.try_clone().map_err(|e| format!("dup tty: {}", e));
+    // The overlay's copy by its own name (children named `tether-fault`).
+    let exe = std::path::Path::new("/tether-inject/tether-fault");
+    let exe = if exe.exists() {
+        exe.to_path_buf()
+    } else {
+        self_exe()
+    };
+    let child = std::process::Command::new(exe)
+        .arg("agent")
+        .stdin(io(&tty)?)
+        .stdout(io(&tty)?)
+        .stderr(io(&tty)?)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("spawn agent: {}", e))?;
+    Ok(child.id())
+}
+
+/// `tetherctl` of the image: the first found in the usual directories.
+fn tetherctl() -> &'static str {
+    [
+        "/sbin/tetherctl",
+        "/usr/sbin/tetherctl",
+        "/usr/bin/tetherctl",
+        "/bin/tetherctl",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap_or("/sbin/tetherctl")
+}
+
 /// Our own binary by its real path (so children are named `tether-fault`).
 fn self_exe() -> std::path::PathBuf {
     std::env::current_exe().unwrap_or_else(|_| "/sbin/tether-fault".into())
@@ -68,13 +180,22 @@ fn mono_ms() -> u64 {
 }
 
 fn main() {
+    // Run as the kernel's `rdinit=/tether-inject/init`: argv[0] says so.
     let args: Vec<String> = std::env::args().collect();
+    if args
+        .first()
+        .is_some_and(|a| a.ends_with("/tether-inject/init"))
+    {
+        preinit();
+    }
     match args.get(1).map(|s| s.as_str()) {
         Some("agent") => agent(),
         Some("hold-init") => hold_init(),
         Some("hog") => hog(),
+        Some("counter") => counter(),
+        Some("preinit") => preinit(),
         _ => {
-            eprintln!("usage: tether-fault agent | hold-init");
+            eprintln!("usage: tether-fault agent | hold-init | hog | counter");
             std::process::exit(2);
         }
     }
@@ -84,6 +205,9 @@ fn main() {
 
 fn agent() {
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+    if std::env::var_os("PATH").is_none() {
+        std::env::set_var("PATH", "/sbin:/usr/sbin:/bin:/usr/bin");
+    }
     let out: Out = Arc::new(Mutex::new(std::io::stdout()));
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     say(
@@ -154,6 +278,7 @@ fn command(line: &str, out: &Out, id: &str) -> Value {
         }
         "hold-init" => hold_init_via_helper(),
         "oom" => oom(arg(1)),
+        "seq" => seq(num(1)),
         "panic" => {
             // Reply first: nothing runs after the trigger.
             say(
@@ -192,7 +317,7 @@ fn exec(cmd: &str) -> Value {
 
 /// `tetherctl status --json`, parsed.
 fn ctl_status() -> Result<Value, String> {
-    let o = std::process::Command::new("/sbin/tetherctl")
+    let o = std::process::Command::new(tetherctl())
         .args(["status", "--json"])
         .output()
         .map_err(|e| format!("tetherctl: {}", e))?;
@@ -520,6 +645,11 @@ fn stream_log(out: Out, path: &str) {
             {
                 window.pop_front();
             }
+            // The counter's lines (100 a second) are read by `seq` from
+            // the file, not streamed.
+            if line.windows(5).any(|w| w == b"cseq=") {
+                continue;
+            }
             if window.len() >= 50 {
                 skipped += 1;
                 continue;
@@ -535,6 +665,100 @@ fn stream_log(out: Out, path: &str) {
             );
         }
     }
+}
+
+// ------------------------------------------------------------- counter
+
+/// The `counter` service: `cseq=N` every 10 ms, for ever.
+fn counter() {
+    let step = Duration::from_millis(10);
+    let mut next = Instant::now();
+    let mut out = std::io::stdout().lock();
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        // One line, one write; a full pipe blocks us (no line dropped).
+        if out.write_all(format!("cseq={}\n", n).as_bytes()).is_err() || out.flush().is_err() {
+            std::process::exit(1);
+        }
+        next += step;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else if now - next > Duration::from_secs(1) {
+            // Held back (a stopped reader): resume the pace, not a burst.
+            next = now;
+        }
+    }
+}
+
+/// The counter's numbers in what syslogd wrote, oldest file first.
+fn counter_numbers() -> Vec<u64> {
+    let mut out = Vec::new();
+    for path in ["/var/log/messages.0", "/var/log/messages"] {
+        let Ok(text) = std::fs::read(path) else {
+            continue;
+        };
+        for line in text.split(|&b| b == b'\n') {
+            let Some(i) = line.windows(5).position(|w| w == b"cseq=") else {
+                continue;
+            };
+            let digits: Vec<u8> = line[i + 5..]
+                .iter()
+                .copied()
+                .take_while(|b| b.is_ascii_digit())
+                .collect();
+            if let Ok(n) = String::from_utf8_lossy(&digits).parse::<u64>() {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+/// The `seq` verb: the sequence from the first `from` on, checked.
+fn seq(from: u64) -> Value {
+    let t = mono_ms();
+    let all = counter_numbers();
+    let (found, start) = match all.iter().position(|&n| n == from) {
+        Some(i) => (true, i),
+        None => (from == 0, 0),
+    };
+    let tail = &all[start.min(all.len())..];
+    let s = seq_summary(tail);
+    json!({"ok": true, "found": found, "first": tail.first().copied().unwrap_or(0),
+           "last": tail.last().copied().unwrap_or(0), "lines": tail.len(),
+           "lost": s.lost, "repeats": s.repeats, "gaps": s.gaps, "t_ms": t})
+}
+
+struct SeqSummary {
+    lost: u64,
+    repeats: u64,
+    gaps: Vec<[u64; 2]>,
+}
+
+/// Missing numbers (a jump forward counts the numbers skipped), repeats or
+/// steps back, and the first ten places where `b != a + 1`.
+fn seq_summary(n: &[u64]) -> SeqSummary {
+    let mut s = SeqSummary {
+        lost: 0,
+        repeats: 0,
+        gaps: Vec::new(),
+    };
+    for w in n.windows(2) {
+        if w[1] == w[0] + 1 {
+            continue;
+        }
+        if w[1] > w[0] {
+            s.lost += w[1] - w[0] - 1;
+        } else {
+            s.repeats += 1;
+        }
+        if s.gaps.len() < 10 {
+            s.gaps.push([w[0], w[1]]);
+        }
+    }
+    s
 }
 
 fn inode(path: &str) -> u64 {
@@ -570,5 +794,24 @@ fn hold_init() {
     // Never resume the tracee; never exit (that would detach it).
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seq_summary;
+
+    #[test]
+    fn a_contiguous_sequence_has_no_loss() {
+        let s = seq_summary(&[5, 6, 7, 8]);
+        assert_eq!((s.lost, s.repeats, s.gaps.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn gaps_and_repeats_are_counted() {
+        let s = seq_summary(&[1, 2, 5, 6, 6, 7, 9]);
+        assert_eq!(s.lost, 3);
+        assert_eq!(s.repeats, 1);
+        assert_eq!(s.gaps, vec![[2, 5], [6, 6], [7, 9]]);
     }
 }
