@@ -537,10 +537,14 @@ fn oom(target: &str) -> Value {
         return err(format!("oom_score_adj of {}: {}", pid, e));
     }
     let kills = oom_kills();
+    let memcg = memcg_for(pid);
     let mut hog = match std::process::Command::new(self_exe()).arg("hog").spawn() {
         Ok(c) => c,
         Err(e) => return err(format!("spawn hog: {}", e)),
     };
+    if let Some(g) = &memcg {
+        let _ = std::fs::write(g.join("cgroup.procs"), hog.id().to_string());
+    }
     let begun = Instant::now();
     let mut dead_at = None;
     loop {
@@ -558,14 +562,55 @@ fn oom(target: &str) -> Value {
         std::thread::sleep(Duration::from_millis(5));
     }
     let kills = oom_kills() - kills;
+    let method = if let Some(g) = &memcg {
+        let _ = std::fs::remove_dir(g);
+        "memcg"
+    } else {
+        "global"
+    };
     match dead_at {
-        Some(t) => json!({"ok": true, "pid": pid, "t_ms": t, "oom_kills": kills}),
+        Some(t) => {
+            json!({"ok": true, "pid": pid, "t_ms": t, "oom_kills": kills, "method": method})
+        }
         None => err(format!(
             "{} (pid {}) survived; {} OOM kills",
             target, pid, kills
         )),
     }
 }
+
+/// Where the OOM kill happens when the guest has the cgroup v1 memory
+/// controller: a memory cgroup holding only the target and the hog, limited
+/// to [`MEMCG_ROOM`] (charges made before the move stay outside, so this is
+/// the room for the hog). The kill is then the cgroup's own: no global
+/// memory pressure stalls the rest of the guest. Without that, a first
+/// version of the row saw busybox syslogd stalled for seconds by the
+/// global pressure, the restarter holding lines it could not deliver in its
+/// backlog, and those lines dying with it (docs/ADOPTION.md names that
+/// loss). `None` (the global method) when the controller is missing.
+fn memcg_for(pid: i32) -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new("/run/tether-fault-memcg");
+    if !root.join("memory.limit_in_bytes").exists() {
+        std::fs::create_dir_all(root).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "cgroup", "-o", "memory", "memcg"])
+            .arg(root)
+            .status()
+            .ok()?
+            .success();
+        if !mounted {
+            return None;
+        }
+    }
+    let g = root.join("oom");
+    let _ = std::fs::create_dir(&g);
+    std::fs::write(g.join("memory.limit_in_bytes"), MEMCG_ROOM.to_string()).ok()?;
+    std::fs::write(g.join("cgroup.procs"), pid.to_string()).ok()?;
+    Some(g)
+}
+
+/// Memory the hog may take inside the OOM cgroup before the kernel acts.
+const MEMCG_ROOM: u64 = 32 << 20;
 
 /// The memory hog: takes memory in 256 KiB steps (written, so really
 /// taken) until the OOM killer has acted once, then exits.

@@ -645,14 +645,23 @@ fn restarter_row(row: &mut Row, inject: &str) -> Result<(), String> {
 fn restarter_oom(row: &mut Row) -> Result<(), String> {
     restarter_row(row, "oom {}")?;
     // The restarter was the OOM killer's first victim, and no other
-    // process of the chain was taken (the hog itself may have been).
+    // process of the chain was taken (the hog itself may have been). The
+    // kernel says "Out of memory: Killed process" for a global OOM kill
+    // and "Memory cgroup out of memory: Killed process" for one inside the
+    // agent's memory cgroup (tether-fault `oom`, when the guest has the v1
+    // memory controller).
     let kills: Vec<String> = row
         .g
         .vm
         .timeline
         .events()
         .iter()
-        .filter(|e| e.source == Source::Agent && e.text.contains("Out of memory: Killed process"))
+        .filter(|e| {
+            e.source == Source::Agent
+                && e.text
+                    .to_ascii_lowercase()
+                    .contains("out of memory: killed process")
+        })
         .map(|e| e.text.clone())
         .collect();
     let first_is_restarter = kills
