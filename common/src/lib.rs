@@ -6,6 +6,7 @@
 pub mod budget;
 pub mod clock;
 pub mod config;
+pub mod deadlines;
 pub mod duration;
 pub mod fdlist;
 pub mod heartbeat;

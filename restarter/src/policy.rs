@@ -42,7 +42,7 @@ pub enum Decision {
 }
 
 /// A service's recent automatic restarts and backoff level.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct History {
     /// Planned times of automatic restarts still inside the window (at
     /// most `max_restarts + 1` kept).
@@ -79,6 +79,14 @@ impl History {
     /// file (a re-adopting restarter resumes the same window).
     pub fn parts(&self) -> (Vec<MonoTime>, u32) {
         (self.restarts.iter().copied().collect(), self.level)
+    }
+
+    /// Every time moved as [`MonoTime::rebased`] moves one (a model
+    /// checker's canonical clock; see `Supervisor::rebase`).
+    pub fn rebase(&mut self, by: Duration, now: MonoTime, horizon: Duration) {
+        for t in self.restarts.iter_mut() {
+            *t = t.rebased(by, now, horizon);
+        }
     }
 
     /// A history saved by [`History::parts`].

@@ -119,11 +119,14 @@ use crate::notify::NotifyMsg;
 use crate::policy::{Decision, History};
 use crate::service::{signal_name, LoadedSet, NotifyMode, OnExhausted, ServiceSpec};
 use log::Level;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 use tether_common::budget::{BudgetRow, Outcome};
 use tether_common::clock::MonoTime;
+use tether_common::deadlines::Deadlines;
 use tether_common::duration;
 
 /// Depth bound of dependency walks (cycles are refused at load; this only
@@ -215,7 +218,7 @@ pub enum Event {
 }
 
 /// What the shell must do.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Start the service's process, then report [`Event::Spawned`] or
     /// [`Event::SpawnFailed`].
@@ -286,7 +289,7 @@ pub struct Resume {
 }
 
 /// Why a service is being stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StopReason {
     Admin,
     Shutdown,
@@ -297,14 +300,86 @@ pub enum StopReason {
     Watchdog,
 }
 
-#[derive(Clone, Debug)]
+/// A service's configuration as the supervisor holds it: shared (a clone
+/// of the [`Supervisor`] copies a pointer), compared by value, hashed by
+/// name (equal specs have equal names, so `Hash` agrees with `Eq`; a model
+/// checker's configuration is fixed, so the name suffices to tell states
+/// apart). Changing one (`identity_resolved`) copies it on write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec(Arc<ServiceSpec>);
+
+impl Spec {
+    pub fn new(spec: ServiceSpec) -> Spec {
+        Spec(Arc::new(spec))
+    }
+
+    fn make_mut(&mut self) -> &mut ServiceSpec {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for Spec {
+    type Target = ServiceSpec;
+    fn deref(&self) -> &ServiceSpec {
+        &self.0
+    }
+}
+
+impl Hash for Spec {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.name.hash(h);
+    }
+}
+
+/// A status-only value (texts, counters that only grow): shown by status
+/// and the state file, read by no decision, and skipped by `Eq` and
+/// `Hash`, so a model checker's state space stays finite.
+#[derive(Clone, Debug, Default)]
+pub struct Side<T>(pub T);
+
+impl<T> PartialEq for Side<T> {
+    fn eq(&self, _: &Side<T>) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Side<T> {}
+
+impl<T> Hash for Side<T> {
+    fn hash<H: Hasher>(&self, _: &mut H) {}
+}
+
+impl<T> std::ops::Deref for Side<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Side<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+/// A service's status-only fields.
+#[derive(Clone, Debug, Default)]
+struct Stats {
+    restarts: u64,
+    last_exit: Option<String>,
+    last_error: Option<String>,
+    status_text: Option<String>,
+    notify_rejected: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Stopping {
     kill_at: MonoTime,
     killed: bool,
     reason: StopReason,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Proc {
     pid: i32,
     started: MonoTime,
@@ -315,11 +390,11 @@ struct Proc {
     main_pid: Option<i32>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Service {
-    spec: ServiceSpec,
+    spec: Spec,
     /// A changed spec from a reload, applied when the process has stopped.
-    next_spec: Option<ServiceSpec>,
+    next_spec: Option<Spec>,
     /// Removed by a reload; forgotten when its process has stopped.
     removing: bool,
     /// Enabled and not stopped by hand, not failed.
@@ -336,23 +411,19 @@ struct Service {
     /// Start again as soon as the current process is gone.
     restart_after_stop: bool,
     history: History,
-    restarts: u64,
     /// "waits for" was logged for the current wait.
     waiting_logged: bool,
     /// Last start (spawn or attempt), for `restart_delay`; `None` lets the
     /// next start happen at once.
     last_start: Option<MonoTime>,
-    last_exit: Option<String>,
-    last_error: Option<String>,
-    status_text: Option<String>,
-    notify_rejected: u64,
+    stats: Side<Stats>,
 }
 
 impl Service {
     fn new(spec: ServiceSpec) -> Service {
         Service {
             wanted: !spec.disabled,
-            spec,
+            spec: Spec::new(spec),
             next_spec: None,
             removing: false,
             failed: false,
@@ -362,13 +433,9 @@ impl Service {
             backoff: false,
             restart_after_stop: false,
             history: History::new(),
-            restarts: 0,
             waiting_logged: false,
             last_start: None,
-            last_exit: None,
-            last_error: None,
-            status_text: None,
-            notify_rejected: 0,
+            stats: Side::default(),
         }
     }
 
@@ -384,7 +451,7 @@ impl Service {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Entry {
     Valid(Box<Service>),
     /// A service whose file is invalid: shown in status, never started.
@@ -435,41 +502,52 @@ pub struct Summary {
 
 /// Per slot bookkeeping of the incremental reconcile (see the module
 /// documentation); kept beside `slots`, same length.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 struct SlotMeta {
     /// The slot is in `Supervisor::dirty`.
     queued: bool,
-    /// This slot's entry in `Supervisor::start_timers`.
-    start_timer: Option<MonoTime>,
-    /// This slot's entry in `Supervisor::proc_timers`.
-    proc_timer: Option<MonoTime>,
+}
+
+/// What a service's deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Timer {
+    /// A service without a process may start (`start_at`).
+    Start,
+    /// A service with a process: its watchdog deadline, or the `SIGKILL`
+    /// of its stop.
+    Proc,
 }
 
 /// Every service and its state. See the module documentation.
-#[derive(Debug, Default)]
+///
+/// `Clone + Eq + Hash` for a model checker (issue 14): status-only fields
+/// (texts, counters that only grow) sit in [`Side`] cells, which every
+/// comparison and hash skips; specs are shared [`Spec`]s (a pointer to
+/// clone, a name to hash); `out` is empty between calls (actions are
+/// returned). [`Supervisor::rebase`] shifts every stored time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Supervisor {
     slots: Vec<Option<Entry>>,
     meta: Vec<SlotMeta>,
     free: Vec<u32>,
-    by_name: HashMap<String, ServiceId>,
-    by_pid: HashMap<i32, ServiceId>,
+    by_name: BTreeMap<String, ServiceId>,
+    by_pid: BTreeMap<i32, ServiceId>,
     /// Dependency name → the services that name it in `after`/`requires`.
-    dependents: HashMap<String, Vec<ServiceId>>,
+    dependents: BTreeMap<String, Vec<ServiceId>>,
     shutting_down: bool,
     out: Vec<Action>,
     /// Services the next reconcile looks at (no duplicates: `queued`).
     dirty: Vec<ServiceId>,
     /// The next reconcile looks at every service.
     all_dirty: bool,
-    /// `start_at` of each service without a process.
-    start_timers: BTreeSet<(MonoTime, ServiceId)>,
-    /// Watchdog deadline, or `SIGKILL` time while stopping, of each
-    /// service with a process.
-    proc_timers: BTreeSet<(MonoTime, ServiceId)>,
+    /// Per service, at most one of: [`Timer::Start`], `start_at` of a
+    /// service without a process; [`Timer::Proc`], the watchdog deadline,
+    /// or `SIGKILL` time while stopping, of a service with a process.
+    timers: Deadlines<(ServiceId, Timer)>,
     /// While starts fail for want of descriptors (`EMFILE`/`ENFILE`): how
     /// many such failures were not logged. The first of an episode is
     /// logged (with what to do), the rest at debug until a start succeeds.
-    descriptors_out: Option<u64>,
+    descriptors_out: Side<Option<u64>>,
 }
 
 /// Whether a start failure is the process or system running out of
@@ -572,7 +650,7 @@ impl Supervisor {
                 continue;
             };
             let s = self.service_mut(id);
-            s.restarts = r.restarts;
+            s.stats.restarts = r.restarts;
             s.history = r.history;
             s.wanted = r.wanted;
             s.failed = r.failed;
@@ -635,7 +713,7 @@ impl Supervisor {
                         started: s.proc_.as_ref().map(|p| p.started),
                         ready: s.proc_.as_ref().is_some_and(|p| p.ready),
                         watchdog_timeout: s.proc_.as_ref().and_then(|p| p.watchdog_timeout),
-                        restarts: s.restarts,
+                        restarts: s.stats.restarts,
                         history: s.history.clone(),
                         wanted: s.wanted,
                         failed: s.failed,
@@ -712,12 +790,12 @@ impl Supervisor {
             };
             let was_removing = std::mem::replace(&mut s.removing, false);
             let pending = s.next_spec.as_ref().unwrap_or(&s.spec);
-            if *pending == spec && !was_removing {
+            if **pending == spec && !was_removing {
                 continue;
             }
             changed += 1;
             if s.proc_.is_some() || s.spawning {
-                s.next_spec = Some(spec);
+                s.next_spec = Some(Spec::new(spec));
                 s.restart_after_stop = true;
                 let running = s.proc_.is_some() && !s.stopping();
                 self.log(
@@ -728,7 +806,7 @@ impl Supervisor {
                     self.begin_stop(id, StopReason::Reload, now);
                 }
             } else {
-                apply_spec(s, spec);
+                apply_spec(s, Spec::new(spec));
                 self.out.push(Action::Provision { id });
                 self.log(Level::Info, format!("service {name} changed"));
             }
@@ -857,7 +935,7 @@ impl Supervisor {
                 continue;
             };
             if let Some(next) = s.next_spec.as_mut().filter(|n| names(n)) {
-                next.identity = merge(Some(&next.identity), answer.clone());
+                next.make_mut().identity = merge(Some(&next.identity), answer.clone());
             }
             if !names(&s.spec) {
                 continue;
@@ -871,11 +949,11 @@ impl Supervisor {
                 && !s.stopping()
                 && s.next_spec.is_none();
             if !restart {
-                s.spec.identity = new;
+                s.spec.make_mut().identity = new;
                 continue;
             }
             let mut spec = s.spec.clone();
-            spec.identity = new;
+            spec.make_mut().identity = new;
             s.next_spec = Some(spec);
             s.restart_after_stop = true;
             let line = format!(
@@ -908,8 +986,8 @@ impl Supervisor {
         let s = self.service_mut(id);
         s.spawning = false;
         s.last_start = Some(now);
-        s.last_error = None;
-        s.status_text = None;
+        s.stats.last_error = None;
+        s.stats.status_text = None;
         let watchdog_timeout = (s.spec.notify == NotifyMode::Watchdog)
             .then_some(s.spec.watchdog_timeout)
             .flatten();
@@ -924,7 +1002,7 @@ impl Supervisor {
         });
         let name = s.spec.name.clone();
         self.by_pid.insert(pid, id);
-        if let Some(n) = self.descriptors_out.take() {
+        if let Some(n) = self.descriptors_out.0.take() {
             self.log(
                 Level::Warn,
                 format!(
@@ -949,18 +1027,18 @@ impl Supervisor {
         let errno_text = errno
             .map(|e| format!(" [{:?}]", nix::errno::Errno::from_raw(e)))
             .unwrap_or_default();
-        s.last_error = Some(format!("cannot start: {message}{errno_text}"));
+        s.stats.last_error = Some(format!("cannot start: {message}{errno_text}"));
         let line = format!(
             "service {}: cannot start: {message}{errno_text}",
             s.spec.name
         );
-        match (out_of_descriptors(errno), self.descriptors_out) {
+        match (out_of_descriptors(errno), self.descriptors_out.0) {
             (true, Some(n)) => {
-                self.descriptors_out = Some(n + 1);
+                self.descriptors_out.0 = Some(n + 1);
                 self.log(Level::Debug, line);
             }
             (true, None) => {
-                self.descriptors_out = Some(0);
+                self.descriptors_out.0 = Some(0);
                 self.log(
                     Level::Error,
                     format!(
@@ -993,7 +1071,7 @@ impl Supervisor {
             _ => status.to_string(),
         };
         let s = self.service_mut(id);
-        s.last_exit = Some(how.clone());
+        s.stats.last_exit = Some(how.clone());
         let name = s.spec.name.clone();
         if s.removing {
             self.log(
@@ -1061,7 +1139,7 @@ impl Supervisor {
             Decision::RestartAt(at) => {
                 s.start_at = Some(at);
                 s.backoff = false;
-                s.restarts += 1;
+                s.stats.restarts += 1;
                 let wait = at.saturating_since(now);
                 if !wait.is_zero() {
                     self.log(
@@ -1073,7 +1151,7 @@ impl Supervisor {
             Decision::Backoff { at, delay } => {
                 s.start_at = Some(at);
                 s.backoff = true;
-                s.restarts += 1;
+                s.stats.restarts += 1;
                 let limit = s.spec.limit.expect("backoff needs a window");
                 self.log(
                     Level::Warn,
@@ -1147,7 +1225,7 @@ impl Supervisor {
             return false;
         }
         if in_group == Some(false) {
-            s.notify_rejected += 1;
+            s.stats.notify_rejected += 1;
             self.log(
                 Level::Warn,
                 format!("service {name}: notify from {from}, not in the service's process group: ignored"),
@@ -1212,7 +1290,7 @@ impl Supervisor {
                     }
                     NotifyMsg::Status(text) => {
                         lines.push((Level::Debug, format!("service {name} status: {text}")));
-                        s.status_text = Some(text);
+                        s.stats.status_text = Some(text);
                     }
                     NotifyMsg::MainPid(pid) => {
                         p.main_pid = Some(pid);
@@ -1241,11 +1319,12 @@ impl Supervisor {
 
     /// Acts on every deadline that has passed at `now`.
     pub fn tick(&mut self, now: MonoTime) -> Vec<Action> {
-        let mut due = Vec::new();
-        while let Some(id) = pop_due(&mut self.proc_timers, now) {
-            self.meta[id.index()].proc_timer = None;
-            due.push(id);
-        }
+        let mut due: Vec<ServiceId> = self
+            .timers
+            .take_due_where(now, |&(_, t)| t == Timer::Proc)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         // Slot order, as the full scan this replaces.
         due.sort_unstable();
         for id in due {
@@ -1286,12 +1365,34 @@ impl Supervisor {
     /// The earliest time [`tick`](Self::tick) has something to do (a
     /// restart, a watchdog deadline, a stop timeout).
     pub fn next_deadline(&self) -> Option<MonoTime> {
-        let start = self.start_timers.first().map(|&(t, _)| t);
-        let proc_ = self.proc_timers.first().map(|&(t, _)| t);
-        match (start, proc_) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        self.timers.first().map(|(t, _)| t)
+    }
+
+    /// Moves every stored time `by` earlier, clamping those more than
+    /// `horizon` before `now` (as [`MonoTime::rebased`]): for a model
+    /// checker that keeps one canonical clock (issue 14). With `horizon`
+    /// at least the largest duration of any spec (restart delay and
+    /// window, stop and watchdog timeouts), the core decides the same
+    /// afterwards at `now` as it did before at `now + by`; only status
+    /// figures (uptime) differ. Never used by the shell.
+    pub fn rebase(&mut self, by: Duration, now: MonoTime, horizon: Duration) {
+        let r = |t: MonoTime| t.rebased(by, now, horizon);
+        for slot in self.slots.iter_mut() {
+            let Some(Entry::Valid(s)) = slot else {
+                continue;
+            };
+            s.start_at = s.start_at.map(r);
+            s.last_start = s.last_start.map(r);
+            s.history.rebase(by, now, horizon);
+            if let Some(p) = s.proc_.as_mut() {
+                p.started = r(p.started);
+                p.watchdog_deadline = p.watchdog_deadline.map(r);
+                if let Some(st) = p.stopping.as_mut() {
+                    st.kill_at = r(st.kill_at);
+                }
+            }
         }
+        self.timers.rebase(by, now, horizon);
     }
 
     /// Puts service `id`'s timers where its state says (or removes them:
@@ -1311,9 +1412,8 @@ impl Supervisor {
             },
             _ => (None, None),
         };
-        let m = &mut self.meta[id.index()];
-        set_timer(&mut self.start_timers, &mut m.start_timer, start, id);
-        set_timer(&mut self.proc_timers, &mut m.proc_timer, proc_, id);
+        self.timers.set((id, Timer::Start), start);
+        self.timers.set((id, Timer::Proc), proc_);
     }
 
     fn watchdog_miss(&mut self, id: ServiceId, now: MonoTime) {
@@ -1534,8 +1634,7 @@ impl Supervisor {
     /// Looks only at the dirty set (and the services whose start time has
     /// come), in slot order; see the module documentation.
     fn reconcile(&mut self, now: MonoTime) {
-        while let Some(id) = pop_due(&mut self.start_timers, now) {
-            self.meta[id.index()].start_timer = None;
+        for (id, _) in self.timers.take_due_where(now, |&(_, t)| t == Timer::Start) {
             self.mark(id);
         }
         let all = self.all_dirty;
@@ -1852,17 +1951,17 @@ impl Supervisor {
                 state: self.state_of(id, s),
                 pid: s.proc_.as_ref().map(|p| p.pid),
                 uptime: s.proc_.as_ref().map(|p| now.saturating_since(p.started)),
-                restarts: s.restarts,
-                last_exit: s.last_exit.clone(),
+                restarts: s.stats.restarts,
+                last_exit: s.stats.last_exit.clone(),
                 ready: s.ready(),
                 watchdog_left: s
                     .proc_
                     .as_ref()
                     .and_then(|p| p.watchdog_deadline)
                     .map(|d| d.saturating_since(now)),
-                status_text: s.status_text.clone(),
-                error: s.last_error.clone(),
-                notify_rejected: s.notify_rejected,
+                status_text: s.stats.status_text.clone(),
+                error: s.stats.last_error.clone(),
+                notify_rejected: s.stats.notify_rejected,
             },
         }
     }
@@ -1977,37 +2076,8 @@ fn mark_in(meta: &mut [SlotMeta], dirty: &mut Vec<ServiceId>, all: bool, id: Ser
     }
 }
 
-/// Moves one slot's entry in a timer set from `*armed` to `want`.
-fn set_timer(
-    set: &mut BTreeSet<(MonoTime, ServiceId)>,
-    armed: &mut Option<MonoTime>,
-    want: Option<MonoTime>,
-    id: ServiceId,
-) {
-    if *armed == want {
-        return;
-    }
-    if let Some(t) = armed.take() {
-        set.remove(&(t, id));
-    }
-    if let Some(t) = want {
-        set.insert((t, id));
-        *armed = Some(t);
-    }
-}
-
-/// Takes the earliest entry of `set` out if it is due at `now`.
-fn pop_due(set: &mut BTreeSet<(MonoTime, ServiceId)>, now: MonoTime) -> Option<ServiceId> {
-    let &(t, id) = set.first()?;
-    if t > now {
-        return None;
-    }
-    set.pop_first();
-    Some(id)
-}
-
 /// Installs a changed spec on a service without a process.
-fn apply_spec(s: &mut Service, spec: ServiceSpec) {
+fn apply_spec(s: &mut Service, spec: Spec) {
     s.wanted = !spec.disabled;
     s.spec = spec;
     s.failed = false;

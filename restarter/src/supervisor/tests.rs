@@ -1568,3 +1568,111 @@ fn resources_are_provisioned_before_the_first_spawn_and_on_a_spec_change() {
     let spawn = log.iter().rposition(|a| *a == Action::Spawn { id });
     assert!(prov.is_some() && prov < spawn, "{log:?}");
 }
+
+// ---- a state a model checker can hash (issue 14) --------------------------
+
+fn hash_of(sup: &Supervisor) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    sup.hash(&mut h);
+    h.finish()
+}
+
+/// Loads `specs` without carrying out any action: the spawns stay out.
+fn loaded(specs: Vec<ServiceSpec>, now: MonoTime) -> (Supervisor, Vec<Action>) {
+    let mut sup = Supervisor::new();
+    let actions = sup.load(set(specs), now);
+    (sup, actions)
+}
+
+#[test]
+fn two_spawn_orders_converge_to_equal_states() {
+    let now = MonoTime::from_duration(Duration::from_secs(100));
+    let (mut one, actions) = loaded(vec![svc("a"), svc("b")], now);
+    let spawns: Vec<ServiceId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { id } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spawns.len(), 2);
+    let mut two = one.clone();
+    let (a, b) = (spawns[0], spawns[1]);
+    one.handle(a, Event::Spawned { pid: 11 }, now);
+    assert_ne!(one, two, "a spawn changes the state");
+    one.handle(b, Event::Spawned { pid: 12 }, now);
+    two.handle(b, Event::Spawned { pid: 12 }, now);
+    two.handle(a, Event::Spawned { pid: 11 }, now);
+    assert_eq!(one, two);
+    assert_eq!(hash_of(&one), hash_of(&two));
+    // Different pids are different states.
+    let mut three = loaded(vec![svc("a"), svc("b")], now).0;
+    three.handle(a, Event::Spawned { pid: 11 }, now);
+    three.handle(b, Event::Spawned { pid: 13 }, now);
+    assert_ne!(one, three);
+}
+
+#[test]
+fn status_texts_and_counters_do_not_split_states() {
+    let now = MonoTime::from_duration(Duration::from_secs(100));
+    let mut a = svc("a");
+    a.notify = NotifyMode::Watchdog;
+    a.watchdog_timeout = Some(ms(1000));
+    let (mut one, actions) = loaded(vec![a], now);
+    let id = one.id("a").unwrap();
+    assert!(actions.contains(&Action::Spawn { id }));
+    one.handle(id, Event::Spawned { pid: 11 }, now);
+    let mut two = one.clone();
+    let notify = |messages: Vec<NotifyMsg>, in_group: bool| Event::Notify {
+        sender_pid: Some(11),
+        sender_uid: Some(0),
+        in_group: Some(in_group),
+        messages,
+    };
+    // One order: a status text, then a ping; the other: a rejected
+    // message (a counter), a ping, another text.
+    let t = now + ms(10);
+    one.handle(id, notify(vec![NotifyMsg::Status("one".into())], true), t);
+    one.handle(id, notify(vec![NotifyMsg::Watchdog], true), t);
+    two.handle(id, notify(vec![NotifyMsg::Ready], false), t);
+    two.handle(id, notify(vec![NotifyMsg::Watchdog], true), t);
+    two.handle(id, notify(vec![NotifyMsg::Status("two".into())], true), t);
+    assert_eq!(one.row("a", t).unwrap().status_text.as_deref(), Some("one"));
+    assert_eq!(two.row("a", t).unwrap().notify_rejected, 1);
+    assert_eq!(one, two);
+    assert_eq!(hash_of(&one), hash_of(&two));
+    // Readiness and a moved watchdog deadline are state.
+    let mut ready = two.clone();
+    ready.handle(id, notify(vec![NotifyMsg::Ready], true), t);
+    assert_ne!(ready, two);
+    let mut later = two.clone();
+    later.handle(id, notify(vec![NotifyMsg::Watchdog], true), t + ms(1));
+    assert_ne!(later, two);
+}
+
+#[test]
+fn rebase_shifts_every_deadline_and_keeps_the_decisions() {
+    let mut a = svc("a");
+    a.restart_delay = ms(2000);
+    let mut sim = Sim::new(vec![a]);
+    sim.advance(ms(500));
+    sim.exit("a", crash());
+    let before = sim.sup.next_deadline().expect("a restart is due");
+    let by = Duration::from_secs(60);
+    let mut shifted = sim.sup.clone();
+    let now = MonoTime::from_duration(sim.now.as_duration() - by);
+    shifted.rebase(by, now, Duration::from_secs(3600));
+    let after = shifted.next_deadline().unwrap();
+    assert_eq!(before.saturating_since(after), by);
+    let id = sim.id("a");
+    let mut original = sim.sup.clone();
+    let a1 = original.tick(before);
+    let a2 = shifted.tick(after);
+    assert!(a1.contains(&Action::Spawn { id }), "{a1:?}");
+    assert_eq!(a1, a2);
+    // Shifted back once more by the same amount, the original equals the
+    // shifted one.
+    original.rebase(by, now, Duration::from_secs(3600));
+    assert_eq!(original, shifted);
+}
