@@ -26,14 +26,17 @@
 //!   the hardware. The restarter's reboot request is an `R` byte on its
 //!   pipe to init.
 //!
-//! Shell glue transcribed here (not shipped code; see the README's "what is
-//! not proven"): watchdogd's turn (drain with [`Watch::credit`], then
-//! `gate.evaluate`, then the device core's `Tick` under that decision,
-//! results fed back depth first; the beat to init by `advance`; a new
-//! `Gate`, `Device` and `Watch` at each start), init's turn (its beat every
-//! `beat_interval` as `now + interval`, beats then `Tick` into `Layers`, an
-//! `R` byte answered by the orderly reboot), and the restarter's beat every
-//! `beat_interval` to both of its pipes.
+//! The loops' order and cadences are the shipped cores': watchdogd's
+//! [`Watchdog`] (`watchdogd/src/turn.rs`: a new gate, device core and watch
+//! at each start, the start-up backlog drained uncredited, drain then
+//! evaluate then the device core under that decision, its beat to init) and
+//! init's [`Beat`] (`init/src/beat.rs`). Shell glue still transcribed here
+//! (not shipped code; see the README's "what is not proven"): the order of
+//! init's turn (its beat, an `R` byte answered by the orderly reboot, beats
+//! then `Tick` into `Layers`), a watchdogd turn at every tick (the shell
+//! wakes at least every pet interval and at every byte; the model's tick is
+//! never longer than a pet interval), and the restarter's beat every
+//! `beat_interval` to both of its pipes (the restarter's own loop).
 
 use std::time::Duration;
 

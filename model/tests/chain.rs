@@ -34,6 +34,18 @@ fn failures(chain: Chain) -> Vec<String> {
 fn every_single_fault_in_every_configuration_ends_as_promised() {
     let mut bad = Vec::new();
     for n in configs::all(1) {
+        // The model turns watchdogd's loop every tick: never less often
+        // than the shell, which waits at most one pet interval.
+        let t = &n.config.timing;
+        let pet = t
+            .beat_interval
+            .min(budget::programmed(t.hardware_timeout) / 4);
+        assert!(
+            n.tick <= pet,
+            "{}: tick {:?} > pet interval {pet:?}",
+            n.name,
+            n.tick
+        );
         let chain = Chain::new(&n.name, n.config, n.tick, 1);
         bad.extend(failures(chain));
     }

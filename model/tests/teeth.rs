@@ -42,3 +42,27 @@ fn layer_restart_budget_ignored_is_caught() {
     );
     assert!(text.contains("FAULT:"), "no timeline:\n{text}");
 }
+
+#[test]
+fn services_restart_delay_ignored_is_caught() {
+    let (ok, text) = run_mutant("svc-delay", "services");
+    assert!(!ok, "the core without restart_delay passed:\n{text}");
+    assert!(
+        text.contains(
+            "-- counterexample: services: no start sooner than restart_delay after the last (but by hand)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("db exits"), "no timeline:\n{text}");
+}
+
+#[test]
+fn services_requires_dropped_is_caught() {
+    let (ok, text) = run_mutant("svc-requires", "services");
+    assert!(!ok, "the core without requires passed:\n{text}");
+    assert!(
+        text.contains("-- counterexample: services: a stop of db signals app (requires db) first"),
+        "{text}"
+    );
+    assert!(text.contains("operator: stop db"), "no timeline:\n{text}");
+}
