@@ -40,6 +40,7 @@ pub const NAMES: [&str; 2] = ["db", "app"];
 const DB: usize = 0;
 const APP: usize = 1;
 const SIGKILL: i32 = 9;
+const SIGCONT: i32 = 18;
 
 /// Which start the model explores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -276,7 +277,10 @@ impl Services {
                             s.ordered_stop = true;
                         }
                     }
-                    s.procs[k].signal = Some(signal);
+                    // `SIGCONT` (sent after the stop signal) ends nothing.
+                    if signal != SIGCONT {
+                        s.procs[k].signal = Some(signal);
+                    }
                 }
                 Action::RequestReboot { .. } => s.reboots = s.reboots.saturating_add(1).min(3),
                 Action::Watch { .. }
