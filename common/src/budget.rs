@@ -24,10 +24,25 @@
 //!    watchdogd must not give up before init's repair could land.
 //! 3. `repair < hardware_timeout`: a hung watchdogd must be replaced before
 //!    the hardware fires.
+//! 4. `[init] max_restarts × crash < [init] window`, where `crash` is
+//!    `max(restart_delay, KILL_REAP_MIN) + max(startup_grace,
+//!    START_LATENCY_MIN)`, the longest from one start of a crash-looping
+//!    layer child to the next: all the starts of a crash loop fall within
+//!    one window, so the restart budget runs out. Without it the oldest
+//!    starts leave the window before the last is made and a crash loop
+//!    never ends in the orderly reboot (found by `model/`, issue 14).
 //!
 //! `beat_interval < stale_timeout(layer)` follows from 1 and 2, so it is not
 //! checked on its own. Rule 3 takes `hardware_timeout` in the whole seconds
 //! the device is programmed with ([`programmed`]).
+//!
+//! A layer that crash-loops *before its first beat* reaches watchdogd's
+//! rung too: a restarter that never beats goes stale, a watchdogd that
+//! never opens the device never pets it. Its table row says which rung
+//! lands first for the configuration ([`early_loop`]): the orderly reboot
+//! only when the budget runs out before the earliest reset; otherwise a
+//! hardware reset *at worst* (the reboot may still come first when the
+//! children die fast), within the reset's bound.
 //!
 //! In the table, a hang's bound is `startup_grace + repair`: a child that
 //! hangs before its first beat is only noticed `startup_grace + hang_timeout`
@@ -97,6 +112,8 @@ pub enum Rule {
     StaleAfterRepair,
     /// `hang_timeout + restart_delay + startup_grace < hardware_timeout`
     RepairBeforeHardware,
+    /// `[init] max_restarts × (restart_delay + startup_grace) < [init] window`
+    LoopWithinWindow,
 }
 
 impl Rule {
@@ -104,7 +121,7 @@ impl Rule {
     fn op(self) -> &'static str {
         match self {
             Rule::StaleAfterRepair => ">",
-            Rule::BeatBeforeHang | Rule::RepairBeforeHardware => "<",
+            Rule::BeatBeforeHang | Rule::RepairBeforeHardware | Rule::LoopWithinWindow => "<",
         }
     }
 
@@ -117,6 +134,9 @@ impl Rule {
             Rule::StaleAfterRepair => "watchdogd would give up before init's repair could land",
             Rule::RepairBeforeHardware => {
                 "a hung watchdogd could not be replaced before the hardware fires"
+            }
+            Rule::LoopWithinWindow => {
+                "a crash loop's first starts would leave the window before its last, so the layer restart budget would never run out (no orderly reboot)"
             }
         }
     }
@@ -341,7 +361,102 @@ pub fn validate(config: &Config) -> Result<(), BudgetError> {
         }
         return Err(err);
     }
+    let [_, wait, start] = repair;
+    let n = config.init.max_restarts;
+    let looping = loop_time(n, wait, start);
+    if looping >= config.init.window {
+        let rule = format!(
+            "[init] max_restarts {n} × ({}) < [init] window",
+            crash_formula()
+        );
+        return Err(broken(
+            Rule::LoopWithinWindow,
+            rule,
+            &[looping],
+            &[config.init.window],
+        ));
+    }
     Ok(())
+}
+
+/// `n` cycles of a crash loop, each `wait + start` at the longest.
+fn loop_time(n: u32, wait: Duration, start: Duration) -> Duration {
+    wait.saturating_add(start).saturating_mul(n)
+}
+
+/// The rung a layer crash-looping before its first beat reaches first,
+/// with its bound, formula and fault name (`layer`: `restarter` or
+/// `watchdogd`). The budget runs out at most `max_restarts × crash +
+/// KILL_REAP_MIN` after the crash that began the loop (rule 4's cycle,
+/// and the reap of the last child). The earliest reset: a watchdogd that
+/// dies before opening the device leaves it with the ping of the crash
+/// that began the loop (`watchdog_release`), so it fires the programmed
+/// `hardware_timeout` later. For a restarter that never beats, watchdogd
+/// stops petting when it turns stale; that moment is after the crash (a
+/// restarter is never stale while it runs), so the last pet was at most
+/// one pet interval (at most `beat_interval`) before the crash and the
+/// hardware fires no earlier than `hardware_timeout - beat_interval` after
+/// it. (Not `stale_timeout` later: a loop that begins before the
+/// restarter's first beat since watchdogd started is stale after the
+/// first-beat grace; found by `model/`.)
+pub fn early_loop(config: &Config, layer: &str) -> BudgetRow {
+    let t = &config.timing;
+    let [_, wait, start] = repair(t).terms;
+    let exhausted = loop_time(config.init.max_restarts, wait, start).saturating_add(KILL_REAP_MIN);
+    let hardware = programmed(t.hardware_timeout);
+    let (earliest, bound, reset_formula) = if layer == "watchdogd" {
+        (hardware, t.hardware_timeout, "hardware_timeout".to_string())
+    } else {
+        let stale = t.stale_timeout_for(layer);
+        (
+            hardware.saturating_sub(t.beat_interval),
+            sum(&[stale, t.hardware_timeout]),
+            format!("stale_timeout ({layer}) + hardware_timeout"),
+        )
+    };
+    let fault = format!("{layer} crash loop before its first beat");
+    if exhausted < earliest {
+        let rows = table_exhausted(config);
+        return BudgetRow {
+            fault,
+            outcome: Outcome::Reboot,
+            bound: sum(&rows.0),
+            formula: format!(
+                "{} (max_restarts × ({}) + KILL_REAP_MIN = {} is before the earliest reset, {})",
+                rows.1,
+                crash_formula(),
+                format(exhausted),
+                format(earliest)
+            ),
+        };
+    }
+    BudgetRow {
+        fault,
+        outcome: Outcome::HardwareReset,
+        bound,
+        formula: format!(
+            "{reset_formula}, at worst: max_restarts × ({}) + KILL_REAP_MIN = {} is not before the earliest reset, {}; an orderly reboot if the budget runs out first",
+            crash_formula(),
+            format(exhausted),
+            format(earliest)
+        ),
+    }
+}
+
+/// The exhausted budget's terms and formula.
+fn table_exhausted(config: &Config) -> ([Duration; 4], String) {
+    (
+        [
+            config.init.window,
+            config.init.stop_timeout,
+            config.init.kill_grace,
+            REAP_WAIT,
+        ],
+        format!(
+            "[init] window + stop_timeout + kill_grace + REAP_WAIT {}",
+            format(REAP_WAIT)
+        ),
+    )
 }
 
 /// Fault class → worst-case time to recovery or reset, for the chain's layers.
@@ -362,12 +477,7 @@ pub fn table(config: &Config) -> Vec<BudgetRow> {
     let hang = [t.startup_grace, hang_timeout, wait, start];
     let hang_formula = format!("startup_grace + {}", repair_formula());
     let stale_init = t.stale_timeout_for("init");
-    let exhausted = [
-        config.init.window,
-        config.init.stop_timeout,
-        config.init.kill_grace,
-        REAP_WAIT,
-    ];
+    let (exhausted, exhausted_formula) = table_exhausted(config);
     use Outcome::*;
     vec![
         row("restarter crash", Restart, &crash, &crash_formula()),
@@ -401,11 +511,10 @@ pub fn table(config: &Config) -> Vec<BudgetRow> {
             "layer restart budget exhausted",
             Reboot,
             &exhausted,
-            &format!(
-                "[init] window + stop_timeout + kill_grace + REAP_WAIT {}",
-                format(REAP_WAIT)
-            ),
+            &exhausted_formula,
         ),
+        early_loop(config, "restarter"),
+        early_loop(config, "watchdogd"),
     ]
 }
 
@@ -520,6 +629,83 @@ mod tests {
                 row.formula
             );
         }
+    }
+
+    /// Found by the model checker (issue 14): a window no longer than a
+    /// crash loop's run (the defaults with `window = "50s"`) passed, and a
+    /// restarter crash-looping (each start beating once, crashing 5 s
+    /// after its start) never ran out of its budget: the first starts left
+    /// the window before the last, no orderly reboot. Rule 4.
+    #[test]
+    fn a_window_shorter_than_a_crash_loop_is_refused() {
+        let mut c = Config::default();
+        c.init.window = secs(50);
+        let err = validate(&c).unwrap_err();
+        assert_eq!(
+            (err.kind, err.left, err.right),
+            (Rule::LoopWithinWindow, secs(60), secs(50))
+        );
+        assert_eq!(
+            err.to_string(),
+            "timing budget: [init] max_restarts 10 × (max(restart_delay, KILL_REAP_MIN 100ms) + \
+             max(startup_grace, START_LATENCY_MIN 200ms)) must be < [init] window, but 1m >= 50s \
+             (over by 10s): a crash loop's first starts would leave the window before its last, \
+             so the layer restart budget would never run out (no orderly reboot)"
+        );
+        c.init.window = secs(60);
+        assert_eq!(validate(&c).unwrap_err().kind, Rule::LoopWithinWindow);
+        c.init.window = secs(60) + Duration::from_millis(1);
+        assert_eq!(validate(&c), Ok(()));
+        // The minimums count: 3 × (100 ms + 200 ms) < 1 s.
+        c.init.max_restarts = 3;
+        c.init.window = ms(900);
+        c.timing.restart_delay = Duration::ZERO;
+        c.timing.startup_grace = Duration::ZERO;
+        let err = validate(&c).unwrap_err();
+        assert_eq!((err.kind, err.left), (Rule::LoopWithinWindow, ms(900)));
+        assert!(err.to_string().contains("KILL_REAP_MIN"), "{err}");
+    }
+
+    /// Found by the model checker (issue 14): a layer that crash-loops
+    /// before its first beat, each child taking its full `startup_grace`
+    /// to die, ends in a hardware reset with the defaults (a restarter
+    /// that never beats is stale after 20 s, the hardware fires 30 s
+    /// later; a watchdogd that never opens the device leaves it 30 s),
+    /// before 10 × (1 s + 5 s) of restarts run out: the table promised
+    /// the orderly reboot. Its rows now state the rung that lands first.
+    #[test]
+    fn a_crash_loop_before_the_first_beat_states_the_rung_that_lands_first() {
+        let rows = table(&Config::default());
+        let row = |fault: &str| rows.iter().find(|r| r.fault == fault).unwrap().clone();
+        let r = row("restarter crash loop before its first beat");
+        assert_eq!((r.outcome, r.bound), (Outcome::HardwareReset, secs(50)));
+        assert!(r
+            .formula
+            .starts_with("stale_timeout (restarter) + hardware_timeout, at worst"));
+        let w = row("watchdogd crash loop before its first beat");
+        assert_eq!((w.outcome, w.bound), (Outcome::HardwareReset, secs(30)));
+        // 4 × 6 s + 100 ms = 24.1 s is before the restarter's earliest
+        // reset (30 - 1 = 29 s) and watchdogd's (30 s); 5 × 6 s is not.
+        let mut c = Config::default();
+        c.init.max_restarts = 4;
+        for layer in ["restarter", "watchdogd"] {
+            let r = early_loop(&c, layer);
+            assert_eq!(
+                (r.outcome, r.bound),
+                (Outcome::Reboot, secs(300 + 30 + 3 + 2))
+            );
+        }
+        c.init.max_restarts = 5;
+        for layer in ["restarter", "watchdogd"] {
+            assert_eq!(early_loop(&c, layer).outcome, Outcome::HardwareReset);
+        }
+        // With a 2 s beat, 4 × (2 s + 5 s) + 100 ms = 28.1 s is before
+        // watchdogd's earliest reset (30 s), not the restarter's (28 s).
+        c.init.max_restarts = 4;
+        c.timing.beat_interval = secs(2);
+        c.timing.restart_delay = secs(2);
+        assert_eq!(early_loop(&c, "restarter").outcome, Outcome::HardwareReset);
+        assert_eq!(early_loop(&c, "watchdogd").outcome, Outcome::Reboot);
     }
 
     #[test]
@@ -762,7 +948,7 @@ mod tests {
     fn rendered_table_is_aligned() {
         let text = render_table(&table(&Config::default()));
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 9);
+        assert_eq!(lines.len(), 11);
         assert!(lines[0].starts_with("fault "), "{text}");
         let formula_column = lines[0].find("formula").unwrap();
         assert!(lines.iter().all(|l| l.len() > formula_column), "{text}");

@@ -48,6 +48,7 @@
 )]
 
 mod args;
+mod beat;
 mod console;
 mod effective;
 mod exit_relay;
@@ -86,6 +87,7 @@ use tether_common::config::Config;
 use tether_common::fdlist::{FdList, ENV_FDS, ENV_HEARTBEATS};
 use tether_common::heartbeat::{self, Code, Reader, Watch, Writer};
 
+use crate::beat::Beat;
 use crate::exit_relay::Losses;
 use crate::layers::{Action, Actions, Event, Exit, Human, Layer, Layers};
 use crate::mounts::Role;
@@ -170,7 +172,8 @@ struct Init {
     watch: Watch,
     shutdown: Option<Sequence>,
     shutdown_params: shutdown::Params,
-    next_beat: MonoTime,
+    /// When the next beat to watchdogd is due (`beat.rs`).
+    beats: Beat,
     next_liveness: MonoTime,
     /// Panics caught, and whether beats may go out (`recovery.rs`).
     recovery: Recovery,
@@ -736,7 +739,7 @@ impl Init {
             watch,
             shutdown: None,
             shutdown_params,
-            next_beat: now,
+            beats: Beat::new(now),
             next_liveness: now + config.timing.liveness_interval,
             recovery: Recovery::new(),
             said_beat_error: false,
@@ -880,7 +883,7 @@ impl Init {
     }
 
     fn next_deadline(&self) -> MonoTime {
-        let mut d = self.next_beat.min(self.next_liveness);
+        let mut d = self.beats.next().min(self.next_liveness);
         if let Some(l) = self.layers.next_deadline() {
             d = d.min(l);
         }
@@ -895,9 +898,8 @@ impl Init {
 
     /// Timers: beat, liveness, layer deadlines, shutdown phases.
     fn on_time(&mut self, now: MonoTime) {
-        if now >= self.next_beat {
+        if self.beats.due(now, self.config.timing.beat_interval) {
             self.beat();
-            self.next_beat = now + self.config.timing.beat_interval;
         }
         if now >= self.next_liveness {
             self.liveness(now);

@@ -44,6 +44,18 @@ fn smallest(base: &Config, tick: Duration, set: impl Fn(&mut Config, Duration)) 
     })
 }
 
+/// `base` with the largest `max_restarts` whose crash loop before the
+/// first beat of `layer` ends in the orderly reboot (`budget::early_loop`).
+fn reboot_first(base: &Config, layer: &str) -> Option<Config> {
+    (1..=1000u32).rev().find_map(|n| {
+        let mut c = base.clone();
+        c.init.max_restarts = n;
+        (budget::validate(&c).is_ok()
+            && budget::early_loop(&c, layer).outcome == budget::Outcome::Reboot)
+            .then_some(c)
+    })
+}
+
 fn stale_all(c: &mut Config, d: Duration) {
     c.timing.stale_timeout = d;
     c.timing.stale_timeout_by_layer.clear();
@@ -105,6 +117,40 @@ pub fn all(div: u32) -> Vec<Named> {
             .and_then(|c| smallest(&c, s, |c, v| c.timing.hardware_timeout = v)),
         s,
     );
+    // Rule 4: the window one tick above a crash loop's longest run.
+    push(
+        "defaults, window at its margin",
+        smallest(&d, s, |c, v| c.init.window = v),
+        s,
+    );
+    push(
+        "demo, window at its margin",
+        smallest(&demo, q, |c, v| c.init.window = v),
+        q,
+    );
+    // A crash loop before the first beat: the largest `max_restarts` for
+    // which its row still says the orderly reboot lands first.
+    let r = reboot_first(&d, "restarter");
+    let w = reboot_first(&d, "watchdogd");
+    let same = r.as_ref().map(|c| c.init.max_restarts) == w.as_ref().map(|c| c.init.max_restarts);
+    if same {
+        push(
+            "defaults, max_restarts at the early loops' reboot margin",
+            r,
+            s,
+        );
+    } else {
+        push(
+            "defaults, max_restarts at the restarter early loop's reboot margin",
+            r,
+            s,
+        );
+        push(
+            "defaults, max_restarts at the watchdogd early loop's reboot margin",
+            w,
+            s,
+        );
+    }
     // The minimums standing in: restart_delay and startup_grace zero.
     let mut zero = demo.clone();
     zero.timing.restart_delay = Duration::ZERO;

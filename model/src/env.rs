@@ -26,14 +26,17 @@
 //!   the hardware. The restarter's reboot request is an `R` byte on its
 //!   pipe to init.
 //!
-//! Shell glue transcribed here (not shipped code; see the README's "what is
-//! not proven"): watchdogd's turn (drain with [`Watch::credit`], then
-//! `gate.evaluate`, then the device core's `Tick` under that decision,
-//! results fed back depth first; the beat to init by `advance`; a new
-//! `Gate`, `Device` and `Watch` at each start), init's turn (its beat every
-//! `beat_interval` as `now + interval`, beats then `Tick` into `Layers`, an
-//! `R` byte answered by the orderly reboot), and the restarter's beat every
-//! `beat_interval` to both of its pipes.
+//! The loops' order and cadences are the shipped cores': watchdogd's
+//! [`Watchdog`] (`watchdogd/src/turn.rs`: a new gate, device core and watch
+//! at each start, the start-up backlog drained uncredited, drain then
+//! evaluate then the device core under that decision, its beat to init) and
+//! init's [`Beat`] (`init/src/beat.rs`). Shell glue still transcribed here
+//! (not shipped code; see the README's "what is not proven"): the order of
+//! init's turn (its beat, an `R` byte answered by the orderly reboot, beats
+//! then `Tick` into `Layers`), a watchdogd turn at every tick (the shell
+//! wakes at least every pet interval and at every byte; the model's tick is
+//! never longer than a pet interval), and the restarter's beat every
+//! `beat_interval` to both of its pipes (the restarter's own loop).
 
 use std::time::Duration;
 
@@ -41,10 +44,10 @@ use stateright::{Model, Property};
 use tether_common::budget::{self, Outcome as Rung};
 use tether_common::clock::MonoTime;
 use tether_common::config::Config;
-use tether_common::heartbeat::Watch;
+use tether_init::beat::Beat;
 use tether_init::layers::{Action as InitAction, Event, Exit, Layer, Layers, Params};
-use tether_watchdogd::device::{DevErr, Device, In, Out};
-use tether_watchdogd::gate::{Decision, Gate};
+use tether_watchdogd::device::{DevErr, In, Out};
+use tether_watchdogd::turn::Watchdog;
 
 use crate::BASE;
 
@@ -158,6 +161,9 @@ pub struct Expect {
     pub bound: Duration,
     /// `budget::table` row, or why the model states its own.
     pub source: String,
+    /// The rung is the worst case: an orderly reboot first is as good
+    /// (a crash loop before the first beat whose row says hardware reset).
+    pub or_reboot: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -177,15 +183,6 @@ pub enum Phase {
     },
 }
 
-/// watchdogd's shell state: the cores it runs, its beat to init.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Wd {
-    pub gate: Gate,
-    pub device: Device,
-    pub watch: Watch,
-    pub next_beat: MonoTime,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Proc {
     pub pid: i32,
@@ -194,7 +191,7 @@ pub struct Proc {
     pub broken: u8,
     /// watchdogd's loop is stalled.
     pub stalled: bool,
-    pub wd: Option<Box<Wd>>,
+    pub wd: Option<Box<Watchdog>>,
 }
 
 impl Proc {
@@ -251,7 +248,7 @@ pub struct FaultRec {
 pub struct State {
     pub layers: Layers,
     pub init: InitProc,
-    pub init_next_beat: MonoTime,
+    pub init_beat: Beat,
     /// By layer: watchdogd, restarter.
     pub procs: [Vec<Proc>; 2],
     gens: [u8; 2],
@@ -365,11 +362,13 @@ impl Chain {
                 rung: r.outcome,
                 bound: r.bound,
                 source: format!("budget::table \"{}\": {}", r.fault, r.formula),
+                or_reboot: false,
             },
             None => Expect {
                 rung: Rung::HardwareReset,
                 bound: Duration::ZERO,
                 source: format!("no budget::table row \"{fault}\""),
+                or_reboot: false,
             },
         }
     }
@@ -382,8 +381,11 @@ impl Chain {
             Fault::Crash(l) => self.row(&format!("{} crash", l.layer())),
             Fault::Hang(l) => self.row(&format!("{} hang", l.layer())),
             Fault::Stall => self.row("watchdogd hang"),
-            Fault::CrashLoop(_) | Fault::CrashLoopEarly(_) => {
-                self.row("layer restart budget exhausted")
+            Fault::CrashLoop(_) => self.row("layer restart budget exhausted"),
+            Fault::CrashLoopEarly(l) => {
+                let mut e = self.row(&format!("{} crash loop before its first beat", l.layer()));
+                e.or_reboot = e.rung == Rung::HardwareReset;
+                e
             }
             Fault::InitHang => self.row("init hang"),
             Fault::InitCrash => self.row("init crash"),
@@ -394,6 +396,7 @@ impl Chain {
                 source: "model: init never starts a second restarter; watchdogd stops petting \
                          (stale_timeout (restarter) + hardware_timeout)"
                     .into(),
+                or_reboot: false,
             },
             Fault::Unkillable(LayerId::Watchdogd) => Expect {
                 rung: Rung::HardwareReset,
@@ -401,11 +404,13 @@ impl Chain {
                 source: "model: init never starts a second watchdogd; nobody pets \
                          (hardware_timeout)"
                     .into(),
+                or_reboot: false,
             },
             Fault::RebootRequest => Expect {
                 rung: Rung::Reboot,
                 bound: self.tick,
                 source: "model: init answers the R byte in its next turn".into(),
+                or_reboot: false,
             },
         }
     }
@@ -505,10 +510,9 @@ impl Chain {
             }
         }
         if s.init == InitProc::Up {
-            if s.init_next_beat <= BASE {
+            if s.init_beat.due(BASE, self.beat()) {
                 s.to_wd[INIT] = true;
                 s.last_write[INIT] = BASE;
-                s.init_next_beat = BASE + self.beat();
             }
             if std::mem::take(&mut s.reboot_asked) {
                 s.reboots = s.reboots.saturating_add(1);
@@ -533,80 +537,81 @@ impl Chain {
         }
     }
 
-    /// One turn of watchdogd's loop (process `k`).
+    /// One pass of watchdogd's loop (process `k`) after a wake-up at
+    /// `now`: the bytes found, then the core's turn.
     fn wd_turn(&self, s: &mut State, k: usize) {
         let Some(mut wd) = s.procs[0][k].wd.take() else {
             return;
         };
         let pid = s.procs[0][k].pid;
-        let credit = wd.watch.credit(BASE);
-        for (i, name) in WATCHED.iter().enumerate() {
-            if std::mem::take(&mut s.to_wd[i]) {
-                wd.gate.beat(name, credit);
-            }
-        }
-        wd.watch.drained(BASE);
-        let decision = wd.gate.evaluate(BASE);
-        self.wd_step(s, &mut wd, pid, &decision, In::Tick);
-        if wd.next_beat <= BASE {
-            s.to_init[0] = true;
-            let next = wd.next_beat + self.beat();
-            wd.next_beat = if next <= BASE {
-                BASE + self.beat()
-            } else {
-                next
-            };
-        }
-        wd.watch.waiting(BASE, self.tick);
+        self.wd_drain(s, &mut wd);
+        self.wd_run(s, &mut wd, pid);
         s.procs[0][k].wd = Some(wd);
     }
 
-    fn wd_step(&self, s: &mut State, wd: &mut Wd, pid: i32, decision: &Decision, input: In) {
-        for out in wd.device.handle(BASE, decision, input) {
-            let back = match out {
-                Out::TryOpen => match s.hw.holder {
-                    Some(other) if other != pid => Some(In::OpenFailed(DevErr::Absent)),
-                    _ => {
-                        s.hw.holder = Some(pid);
-                        if !s.hw.armed {
-                            s.hw.armed = true;
-                            s.hw.secs = self.hardware_secs();
-                        }
-                        Self::ping(s);
-                        Some(In::Opened { simulated: false })
-                    }
-                },
-                Out::Configure { secs } => {
-                    s.hw.secs = secs.max(1);
-                    Self::ping(s);
-                    Some(In::Configured {
-                        armed_secs: Some(secs.max(1)),
-                    })
-                }
-                Out::Pet => {
-                    for (i, stale) in self.stale.iter().enumerate() {
-                        if BASE.saturating_since(s.last_write[i]) >= *stale {
-                            s.stale_pet = true;
-                        }
-                    }
-                    Self::ping(s);
-                    Some(In::PetDone)
-                }
-                Out::Close => {
-                    s.hw.holder = None;
-                    Self::ping(s);
-                    None
-                }
-                Out::MagicClose => {
-                    s.hw.holder = None;
-                    s.hw.armed = false;
-                    None
-                }
-                Out::WriteRecord(_) | Out::Log(_) => None,
-            };
-            if let Some(back) = back {
-                self.wd_step(s, wd, pid, decision, back);
+    /// Every watched pipe with bytes drained into the core.
+    fn wd_drain(&self, s: &mut State, wd: &mut Watchdog) {
+        let credit = wd.credit(BASE);
+        for (i, name) in WATCHED.iter().enumerate() {
+            if std::mem::take(&mut s.to_wd[i]) {
+                wd.found(name, credit);
             }
+        }
+        wd.drained(BASE);
+    }
+
+    /// The core's turn with the modelled device as its executor, its beat
+    /// to init, then the wait (the model wakes it every tick).
+    fn wd_run(&self, s: &mut State, wd: &mut Watchdog, pid: i32) {
+        let turned = wd.turn(BASE, Vec::new(), |out, _| self.execute(s, pid, out));
+        if turned.beat {
+            s.to_init[0] = true;
+        }
+        wd.waiting(BASE, self.tick);
+    }
+
+    /// The hardware's answer to one action of watchdogd's device core.
+    fn execute(&self, s: &mut State, pid: i32, out: &Out) -> Option<In> {
+        match out {
+            Out::TryOpen => match s.hw.holder {
+                Some(other) if other != pid => Some(In::OpenFailed(DevErr::Absent)),
+                _ => {
+                    s.hw.holder = Some(pid);
+                    if !s.hw.armed {
+                        s.hw.armed = true;
+                        s.hw.secs = self.hardware_secs();
+                    }
+                    Self::ping(s);
+                    Some(In::Opened { simulated: false })
+                }
+            },
+            Out::Configure { secs } => {
+                s.hw.secs = (*secs).max(1);
+                Self::ping(s);
+                Some(In::Configured {
+                    armed_secs: Some((*secs).max(1)),
+                })
+            }
+            Out::Pet => {
+                for (i, stale) in self.stale.iter().enumerate() {
+                    if BASE.saturating_since(s.last_write[i]) >= *stale {
+                        s.stale_pet = true;
+                    }
+                }
+                Self::ping(s);
+                Some(In::PetDone)
+            }
+            Out::Close => {
+                s.hw.holder = None;
+                Self::ping(s);
+                None
+            }
+            Out::MagicClose => {
+                s.hw.holder = None;
+                s.hw.armed = false;
+                None
+            }
+            Out::WriteRecord(_) | Out::Log(_) => None,
         }
     }
 
@@ -617,7 +622,7 @@ impl Chain {
             f.elapsed = f.elapsed.saturating_add(by).min(cap);
         }
         s.layers.rebase(by, BASE);
-        s.init_next_beat = s.init_next_beat.rebased(by, BASE, Duration::ZERO);
+        s.init_beat.rebase(by, BASE);
         for (i, t) in s.last_write.iter_mut().enumerate() {
             *t = t.rebased(by, BASE, self.stale[i]);
         }
@@ -633,10 +638,7 @@ impl Chain {
                     Phase::Hung | Phase::Unkillable => {}
                 }
                 if let Some(wd) = &mut p.wd {
-                    wd.gate.rebase(by, BASE);
-                    wd.device.rebase(by, BASE);
-                    wd.watch.rebase(by, BASE, self.horizon);
-                    wd.next_beat = wd.next_beat.rebased(by, BASE, self.beat());
+                    wd.rebase(by, BASE, self.horizon);
                 }
             }
         }
@@ -664,35 +666,37 @@ impl Chain {
             return;
         }
         s.procs[i][k].phase = Phase::Running { next_beat: BASE };
+        if layer == Layer::Watchdogd {
+            self.wd_start(s, k);
+        }
         if s.procs[i][k].broken == 1 {
             // One turn of its loop (first beat, watchdogd's open and pet),
             // then the crash.
-            if layer == Layer::Watchdogd {
-                s.procs[i][k].wd = Some(Box::new(self.new_wd()));
-            }
             self.settle(s);
             if let Some(k) = s.procs[i].iter().position(|p| p.live()) {
                 self.die(s, layer, k);
             }
-            return;
-        }
-        if layer == Layer::Watchdogd {
-            s.procs[i][k].wd = Some(Box::new(self.new_wd()));
         }
     }
 
-    /// A new watchdogd's shell state: a new gate, device core and watch.
-    fn new_wd(&self) -> Wd {
+    /// A new watchdogd (process `k`) as its shell starts it: a new core
+    /// (`Watchdog::start`), the start-up backlog drained, the first turn.
+    fn wd_start(&self, s: &mut State, k: usize) {
         let layers = WATCHED
             .iter()
             .zip(self.stale)
             .map(|(n, t)| (n.to_string(), t));
-        Wd {
-            gate: Gate::new(layers, BASE, self.first_beat),
-            device: Device::new(BASE, self.hardware_secs(), self.beat()),
-            watch: Watch::new(BASE),
-            next_beat: BASE,
-        }
+        let mut wd = Watchdog::start(
+            layers,
+            BASE,
+            self.first_beat,
+            self.hardware_secs(),
+            self.beat(),
+        );
+        let pid = s.procs[0][k].pid;
+        self.wd_drain(s, &mut wd);
+        self.wd_run(s, &mut wd, pid);
+        s.procs[0][k].wd = Some(Box::new(wd));
     }
 
     fn inject(&self, s: &mut State, fault: Fault) {
@@ -801,7 +805,7 @@ impl Chain {
         let mut s = State {
             layers: Layers::new(self.params, BASE),
             init: InitProc::Up,
-            init_next_beat: BASE,
+            init_beat: Beat::new(BASE),
             procs: [Vec::new(), Vec::new()],
             gens: [0; 2],
             broken: [0; 2],

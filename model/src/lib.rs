@@ -20,6 +20,7 @@ pub mod configs;
 pub mod env;
 pub mod props;
 pub mod run;
+pub mod services;
 pub mod timeline;
 
 pub use env::{Chain, Fault, State, Step};
@@ -32,7 +33,12 @@ pub const BASE: MonoTime = MonoTime::from_duration(std::time::Duration::from_sec
 
 /// Switches on one deliberately broken guard of the cores (teeth test):
 /// `gate` (staleness off by one tick) or `budget` (the layer restart budget
-/// ignored). Only in a build with the `mutants` feature.
+/// ignored), in the shipped code; for the services model, whose core
+/// (`restarter/src/supervisor.rs`) had another owner this session, its
+/// guards fed a wrong parameter: `svc-delay` (the core gets `db` without
+/// its restart delay) or `svc-requires` (the core gets `app` without its
+/// `requires`), while the properties judge by the configured specs. Only
+/// in a build with the `mutants` feature.
 pub fn mutant(name: &str) -> Result<(), String> {
     #[cfg(feature = "mutants")]
     {
@@ -42,7 +48,13 @@ pub fn mutant(name: &str) -> Result<(), String> {
                 tether_watchdogd::gate::mutants::STALE_OFF_BY_ONE.store(true, Ordering::Relaxed)
             }
             "budget" => tether_init::layers::mutants::IGNORE_BUDGET.store(true, Ordering::Relaxed),
-            other => return Err(format!("unknown mutant {other:?} (gate, budget)")),
+            "svc-delay" => crate::services::mutants::NO_DELAY.store(true, Ordering::Relaxed),
+            "svc-requires" => crate::services::mutants::NO_REQUIRES.store(true, Ordering::Relaxed),
+            other => {
+                return Err(format!(
+                    "unknown mutant {other:?} (gate, budget, svc-delay, svc-requires)"
+                ))
+            }
         }
         Ok(())
     }

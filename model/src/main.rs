@@ -1,9 +1,10 @@
-//! `tether-model [--fine | --div N] [--pairs] [--only SUBSTRING] [--skip FAULT]... [--mutant gate|budget]`:
+//! `tether-model [--fine | --div N] [--pairs] [--only SUBSTRING] [--skip FAULT]... [--mutant gate|budget|svc-delay|svc-requires]`:
 //! explores every configuration at its coarse tick (`--fine`: half of
 //! it, `--div N`: an N-th) (or those whose name contains SUBSTRING)
 //! with single faults, or pairs of faults with `--pairs` (what the design
-//! does not promise), prints one line per model and property, and a
-//! timeline for every violated `always`. Exit status 1 when a single-fault
+//! does not promise), then the services models (not with `--pairs`),
+//! prints one line per model and property, and a timeline for every
+//! violated `always`. Exit status 1 when a single-fault
 //! property is violated or a `sometimes` is not found.
 
 use std::process::ExitCode;
@@ -13,11 +14,12 @@ use stateright::HasDiscoveries;
 use tether_model::configs;
 use tether_model::env::Chain;
 use tether_model::run::{check, check_until, Report};
+use tether_model::services::{self, SvcReport};
 use tether_model::timeline;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: tether-model [--fine | --div N] [--pairs] [--only SUBSTRING] [--skip FAULT]... [--mutant gate|budget]"
+        "usage: tether-model [--fine | --div N] [--pairs] [--only SUBSTRING] [--skip FAULT]... [--mutant gate|budget|svc-delay|svc-requires]"
     );
     ExitCode::from(2)
 }
@@ -60,6 +62,33 @@ fn print(report: &Report, pairs: bool) {
                 );
             }
             print!("{}", timeline::render(c, path.clone()));
+        }
+    }
+}
+
+fn print_services(report: &SvcReport) {
+    let m = &report.model;
+    println!(
+        "== {} | tick {:?} | {} states ({} generated){} | {:.1}s | peak RSS {} MiB",
+        m.name,
+        m.tick,
+        report.unique,
+        report.generated,
+        if report.complete() {
+            ""
+        } else {
+            " INCOMPLETE: state cap hit"
+        },
+        report.elapsed.as_secs_f64(),
+        report.peak_kib.map(|k| k / 1024).unwrap_or(0)
+    );
+    for o in &report.outcomes {
+        println!("   {:<22} {}", o.word(), o.name);
+    }
+    for o in &report.outcomes {
+        if let (Expectation::Always, Some(path)) = (&o.expectation, &o.path) {
+            println!("-- counterexample: {} ({})", o.name, m.name);
+            print!("{}", services::render(m, path));
         }
     }
 }
@@ -119,6 +148,21 @@ fn main() -> ExitCode {
         };
         print(&report, pairs);
         failed |= !report.all_ok();
+    }
+    if !pairs {
+        for m in services::all(div) {
+            if only.as_ref().is_some_and(|o| !m.name.contains(o.as_str())) {
+                continue;
+            }
+            let finish = if mutant {
+                HasDiscoveries::AnyFailures
+            } else {
+                HasDiscoveries::All
+            };
+            let report = services::check(m, finish);
+            print_services(&report);
+            failed |= !report.all_ok();
+        }
     }
     if failed && !pairs {
         ExitCode::from(1)

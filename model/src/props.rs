@@ -7,6 +7,7 @@
 use stateright::Property;
 
 use crate::env::{Chain, End, Fault, Phase, State};
+use tether_common::budget::Outcome as Rung;
 use tether_init::layers::{Layer, State as LayerState};
 
 /// `(always, sometimes)` names, in the README's order.
@@ -69,7 +70,9 @@ fn in_rung_and_bound(m: &Chain, s: &State) -> bool {
     };
     let e = m.expect(f.fault);
     match s.end {
-        Some((end, at)) => end.rung() == e.rung && at <= e.bound,
+        Some((end, at)) => {
+            (end.rung() == e.rung || (e.or_reboot && end == End::Reboot)) && at <= e.bound
+        }
         None => f.elapsed <= e.bound,
     }
 }
@@ -112,10 +115,12 @@ fn steady(_: &Chain, s: &State) -> bool {
             .any(|wd| wd.gate.is_petting())
 }
 
-/// At most one reboot; a crash loop never ends in a reset; and, within
-/// the window, a crash-looping layer is started at most `max_restarts`
-/// times after the crash that began the loop (the next exit exhausts the
-/// budget, and an exhausted layer is never started again).
+/// At most one reboot; a crash loop never ends in a reset unless its
+/// table row says a reset comes first (a crash loop before the first beat,
+/// `budget::early_loop`); and, within the window, a crash-looping layer is
+/// started at most `max_restarts` times after the crash that began the
+/// loop (the next exit exhausts the budget, and an exhausted layer is
+/// never started again).
 fn one_reboot(m: &Chain, s: &State) -> bool {
     let looped = s
         .faults
@@ -126,7 +131,9 @@ fn one_reboot(m: &Chain, s: &State) -> bool {
     });
     s.reboots <= 1
         && !over_budget
-        && !(looped.is_some() && s.faults.len() == 1 && matches!(s.end, Some((End::Reset, _))))
+        && !(looped.is_some_and(|f| m.expect(f.fault).rung == Rung::Reboot)
+            && s.faults.len() == 1
+            && matches!(s.end, Some((End::Reset, _))))
 }
 
 fn loop_rebooted(_: &Chain, s: &State) -> bool {

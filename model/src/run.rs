@@ -67,7 +67,8 @@ impl Report {
     }
 }
 
-fn peak_kib() -> Option<u64> {
+/// Peak resident memory of this process so far, in KiB (`VmHWM`).
+pub fn peak_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -13,9 +13,6 @@ fn run_mutant(mutant: &str, only: &str) -> (bool, String) {
         .arg("--target-dir")
         .arg(root.join("target/model-teeth"))
         .args(["--", "--mutant", mutant, "--only", only])
-        // The open finding (tests/chain.rs) would be reported first.
-        .args(["--skip", "restarter crash loop before its first beat"])
-        .args(["--skip", "watchdogd crash loop before its first beat"])
         .output()
         .expect("cargo runs");
     let text =
@@ -44,4 +41,28 @@ fn layer_restart_budget_ignored_is_caught() {
         "{text}"
     );
     assert!(text.contains("FAULT:"), "no timeline:\n{text}");
+}
+
+#[test]
+fn services_restart_delay_ignored_is_caught() {
+    let (ok, text) = run_mutant("svc-delay", "services");
+    assert!(!ok, "the core without restart_delay passed:\n{text}");
+    assert!(
+        text.contains(
+            "-- counterexample: services: no start sooner than restart_delay after the last (but by hand)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("db exits"), "no timeline:\n{text}");
+}
+
+#[test]
+fn services_requires_dropped_is_caught() {
+    let (ok, text) = run_mutant("svc-requires", "services");
+    assert!(!ok, "the core without requires passed:\n{text}");
+    assert!(
+        text.contains("-- counterexample: services: a stop of db signals app (requires db) first"),
+        "{text}"
+    );
+    assert!(text.contains("operator: stop db"), "no timeline:\n{text}");
 }

@@ -77,12 +77,13 @@ use std::time::Duration;
 use tether_common::clock::MonoTime;
 use tether_common::config::{Config, DEFAULT_CONFIG};
 use tether_common::fdlist::{FdList, ENV_FDS, ENV_HEARTBEATS};
-use tether_common::heartbeat::{Code, Reader, Watch, Writer};
+use tether_common::heartbeat::{Code, Reader, Writer};
 use tether_common::record::ResetRecord;
 use tether_common::watchdog_dev::{self, WatchdogDev, WDIOF_CARDRESET};
 use tether_common::{alert, logging, sys};
-use tether_watchdogd::device::{self, DevErr, Device, In, Note, Out, Record};
-use tether_watchdogd::gate::{secs, Decision, Gate};
+use tether_watchdogd::device::{self, DevErr, In, Note, Out, Record};
+use tether_watchdogd::gate::{secs, Gate};
+use tether_watchdogd::turn::{advance, Watchdog};
 
 const TAG: &str = "tether-watchdogd";
 const DEFAULT_DEVICES: [&str; 2] = ["/dev/watchdog0", "/dev/watchdog"];
@@ -293,11 +294,10 @@ struct Daemon {
     /// The running chain's repair timings (init's, or our own start-up
     /// values when init did not pass them).
     chain: ChainTiming,
-    gate: Gate,
-    device: Device,
+    /// Gate, device core, watch and the beat to init (`turn.rs`).
+    core: Watchdog,
     dev: Option<WatchdogDev>,
     slots: Vec<Slot>,
-    watch: Watch,
     to_init: Option<Writer>,
     to_init_failed: bool,
     signals: SignalFd,
@@ -305,7 +305,6 @@ struct Daemon {
     open_error: Option<String>,
     pet_error: Option<String>,
     last_pet: Option<MonoTime>,
-    next_beat: MonoTime,
     next_liveness: MonoTime,
     records: records::Writer,
     /// `RUN/watchdog.status` for the restarter's metrics (`None`: its
@@ -404,7 +403,13 @@ impl Daemon {
                 .map(|(n, _)| (n.clone(), timing.stale_timeout_for(n)))
                 .collect(),
         };
-        let gate = Gate::new(layers, now, chain.first_beat());
+        let core = Watchdog::start(
+            layers,
+            now,
+            chain.first_beat(),
+            hardware_secs(&config),
+            config.timing.beat_interval,
+        );
         let slots = inputs
             .layers
             .into_iter()
@@ -430,11 +435,9 @@ impl Daemon {
             config_path,
             args,
             chain,
-            gate,
-            device: Device::new(now, hardware_secs(&config), config.timing.beat_interval),
+            core,
             dev: None,
             slots,
-            watch: Watch::new(now),
             to_init: inputs.to_init,
             to_init_failed: false,
             signals,
@@ -442,7 +445,6 @@ impl Daemon {
             open_error: None,
             pet_error: None,
             last_pet: None,
-            next_beat: now,
             next_liveness: now + config.timing.liveness_interval,
             records,
             state_dir,
@@ -458,10 +460,10 @@ impl Daemon {
             "starting: watching {}; beat {}, hardware timeout {}, first-beat grace {}, state in {}",
             if d.unusable.is_some() {
                 "nothing (TETHER_HEARTBEATS unusable)".to_string()
-            } else if d.gate.is_empty() {
+            } else if d.core.gate.is_empty() {
                 "no layer".to_string()
             } else {
-                d.gate.names().collect::<Vec<_>>().join(", ")
+                d.core.gate.names().collect::<Vec<_>>().join(", ")
             },
             tether_common::duration::format(d.config.timing.beat_interval),
             tether_common::duration::format(d.config.timing.hardware_timeout),
@@ -472,6 +474,15 @@ impl Daemon {
     }
 
     fn run(&mut self) -> i32 {
+        // The start-up backlog: bytes written before this watchdogd
+        // started, drained once before the first wait and not credited
+        // (`turn.rs`, step 2).
+        let start = MonoTime::now();
+        let credit = self.core.credit(start);
+        for slot in 0..self.slots.len() {
+            self.drain(slot, credit);
+        }
+        self.core.drained(start);
         loop {
             let now = MonoTime::now();
             self.turn(now);
@@ -486,9 +497,7 @@ impl Daemon {
             }
             // A turn lasts at most one pet interval, so bytes are credited
             // within one (short) turn of their write (heartbeat::Watch).
-            let wait = deadline
-                .saturating_since(now)
-                .min(self.device.pet_interval());
+            let wait = self.core.wait(now, deadline);
             // Round up to whole milliseconds: never wake before the deadline.
             let ms = wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
             let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
@@ -505,7 +514,7 @@ impl Daemon {
                         }
                     }
                 }
-                self.watch.waiting(MonoTime::now(), wait);
+                self.core.waiting(MonoTime::now(), wait);
                 match nix::poll::poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -519,11 +528,12 @@ impl Daemon {
                 }
             }
             let woke = MonoTime::now();
-            let credit = self.watch.credit(woke);
+            let credit = self.core.credit(woke);
             // A turn longer than planned by more than a pet interval: say
             // so once per stall (the silences it reports are upper bounds).
             let turn = woke.saturating_since(self.turn_start);
-            let planned = wait + self.device.pet_interval() + tether_common::heartbeat::TURN_SLACK;
+            let planned =
+                wait + self.core.device.pet_interval() + tether_common::heartbeat::TURN_SLACK;
             if turn > planned {
                 log::warn!(
                     "watchdogd's own loop stalled for about {} (stopped, paged out or blocked): beats found now are credited to before the stall",
@@ -536,7 +546,7 @@ impl Daemon {
                     self.drain(slot, credit);
                 }
             }
-            self.watch.drained(woke);
+            self.core.drained(woke);
             if ready[0] {
                 if let Some(code) = self.on_signals(woke) {
                     return code;
@@ -545,16 +555,18 @@ impl Daemon {
         }
     }
 
-    /// One turn of timers: the gate's decision, the device core's actions,
-    /// the beat to init, the liveness line.
+    /// One turn of timers: the core's turn (the gate's decision, the device
+    /// core's actions under it, signals' requests under the same decision,
+    /// whether to beat to init), then the liveness line.
     fn turn(&mut self, now: MonoTime) {
-        let decision = self.gate.evaluate(now);
-        self.step(now, &decision, In::Tick);
-        // Signals' requests, under this turn's decision.
-        for input in std::mem::take(&mut self.pending) {
-            self.step(now, &decision, input);
-        }
-        if self.next_beat <= now {
+        let pending = std::mem::take(&mut self.pending);
+        // The core is moved out while its executor borrows the shell.
+        let mut core = std::mem::replace(&mut self.core, Watchdog::placeholder(now));
+        let turned = core.turn(now, pending, |out, gate| {
+            self.execute(now, out.clone(), gate)
+        });
+        self.core = core;
+        if turned.beat {
             if let Some(w) = &self.to_init {
                 match w.send(Code::Alive) {
                     Ok(_) => self.to_init_failed = false,
@@ -566,7 +578,6 @@ impl Daemon {
                     }
                 }
             }
-            self.next_beat = advance(self.next_beat, self.config.timing.beat_interval, now);
             self.publish_status(now);
         }
         if self.next_liveness <= now {
@@ -579,20 +590,10 @@ impl Daemon {
         }
     }
 
-    /// Feeds the device core and carries out its actions; results go back
-    /// in with the same decision.
-    /// Depth first: an action's result is handled before the next action,
-    /// so the order the core chose (pet, then record) is the order done.
-    fn step(&mut self, now: MonoTime, decision: &Decision, input: In) {
-        for out in self.device.handle(now, decision, input) {
-            if let Some(back) = self.execute(now, out) {
-                self.step(now, decision, back);
-            }
-        }
-    }
-
-    /// Carries out one action on the device or the records.
-    fn execute(&mut self, now: MonoTime, out: Out) -> Option<In> {
+    /// Carries out one action on the device or the records (the core's
+    /// executor: the result goes back into the core before its next
+    /// action, so the order it chose, pet then record, is the order done).
+    fn execute(&mut self, now: MonoTime, out: Out, gate: &Gate) -> Option<In> {
         match out {
             Out::TryOpen => Some(self.try_open()),
             Out::Configure { secs } => Some(self.configure(secs)),
@@ -653,7 +654,7 @@ impl Daemon {
                 None
             }
             Out::Log(n) => {
-                self.log_note(n);
+                self.log_note(n, gate);
                 None
             }
         }
@@ -680,7 +681,7 @@ impl Daemon {
         }
     }
 
-    fn log_note(&mut self, n: Note) {
+    fn log_note(&mut self, n: Note, gate: &Gate) {
         if n == Note::NothingToDisarm {
             self.exit = Some(0);
         }
@@ -702,8 +703,8 @@ impl Daemon {
                     );
                     return;
                 }
-                let timeout = self.gate.limit(&layer).unwrap_or_default();
-                let what = if self.gate.has_beaten(&layer) {
+                let timeout = gate.limit(&layer).unwrap_or_default();
+                let what = if gate.has_beaten(&layer) {
                     format!("stale_timeout {}", tether_common::duration::format(timeout))
                 } else {
                     format!(
@@ -864,7 +865,7 @@ impl Daemon {
         match r.drain(credit) {
             Ok(d) => {
                 if d.bytes > 0 && self.unusable.is_none() {
-                    self.gate.beat(&slot.name, credit);
+                    self.core.found(&slot.name, credit);
                 }
                 for b in d.new_unknown {
                     log::warn!(
@@ -900,21 +901,8 @@ impl Daemon {
     }
 
     fn next_deadline(&self, now: MonoTime) -> MonoTime {
-        let mut t = self.next_liveness;
-        let mut consider = |d: MonoTime| t = t.min(d);
-        if self.to_init.is_some() {
-            consider(self.next_beat);
-        }
-        let petting = self.gate.is_petting();
-        if let Some(d) = self.device.next_deadline(petting, now) {
-            consider(d);
-        }
-        if petting {
-            if let Some(d) = self.gate.next_deadline(now) {
-                consider(d);
-            }
-        }
-        t
+        let core = self.core.next_deadline(now, self.to_init.is_some());
+        core.map_or(self.next_liveness, |d| d.min(self.next_liveness))
     }
 
     /// Once per beat interval: the status the restarter's metrics read.
@@ -922,13 +910,14 @@ impl Daemon {
         let Some(p) = &self.publisher else { return };
         let ms = |t: MonoTime| u64::try_from(t.as_duration().as_millis()).unwrap_or(u64::MAX);
         let now = MonoTime::now();
-        let (device, timeout_s) = self.device.state().word();
+        let (device, timeout_s) = self.core.device.state().word();
         let layers = self
+            .core
             .gate
             .names()
             .map(|n| {
-                let beat = if self.gate.has_beaten(n) {
-                    self.gate.silence(n, now).map(|s| {
+                let beat = if self.core.gate.has_beaten(n) {
+                    self.core.gate.silence(n, now).map(|s| {
                         ms(now).saturating_sub(u64::try_from(s.as_millis()).unwrap_or(u64::MAX))
                     })
                 } else {
@@ -939,7 +928,7 @@ impl Daemon {
             .collect();
         p.snapshot(tether_common::record::WatchdogStatus {
             written_ms: ms(now),
-            petting: self.gate.is_petting(),
+            petting: self.core.gate.is_petting(),
             device: device.into(),
             timeout_s,
             last_pet_ms: self.last_pet.map(ms),
@@ -952,8 +941,11 @@ impl Daemon {
     }
 
     fn log_liveness(&self, now: MonoTime) {
-        let layers = self.gate.summary(now, self.config.timing.beat_interval);
-        let dev = match self.device.state() {
+        let layers = self
+            .core
+            .gate
+            .summary(now, self.config.timing.beat_interval);
+        let dev = match self.core.device.state() {
             device::State::Open {
                 armed_secs,
                 simulated: true,
@@ -970,19 +962,19 @@ impl Daemon {
             Some(t) => format!("last pet {} ago", secs(now.saturating_since(t))),
             None => "no pet yet".into(),
         };
-        let stopped = if self.gate.is_petting() {
+        let stopped = if self.core.gate.is_petting() {
             ""
         } else {
             ", NOT PETTING"
         };
-        let (device, timeout) = self.device.state().word();
+        let (device, timeout) = self.core.device.state().word();
         let last_pet_ms = self
             .last_pet
             .map(|t| u64::try_from(now.saturating_since(t).as_millis()).unwrap_or(u64::MAX));
         log::info!(
             target: "liveness",
             layer = "watchdog",
-            state = if self.gate.is_petting() { "ok" } else { "stopped" },
+            state = if self.core.gate.is_petting() { "ok" } else { "stopped" },
             layers = layers.as_str(),
             device = device,
             timeout_s = timeout.map_or(String::new(), |t| t.to_string()).as_str(),
@@ -1043,9 +1035,10 @@ impl Daemon {
         }
         logging::set_settings(&new.log);
         if self.unusable.is_none() {
-            let names: Vec<String> = self.gate.names().map(String::from).collect();
+            let names: Vec<String> = self.core.gate.names().map(String::from).collect();
             for n in &names {
-                self.gate
+                self.core
+                    .gate
                     .set_stale_timeout(n, new.timing.stale_timeout_for(n));
             }
         }
@@ -1072,17 +1065,6 @@ impl Daemon {
             hardware_secs: hardware_secs(&self.config),
             beat_interval: self.config.timing.beat_interval,
         });
-    }
-}
-
-/// The next time a periodic task is due: one period after the last due time,
-/// or one period from now when behind (no bursts to catch up).
-fn advance(due: MonoTime, period: Duration, now: MonoTime) -> MonoTime {
-    let next = due + period;
-    if next <= now {
-        now + period
-    } else {
-        next
     }
 }
 
