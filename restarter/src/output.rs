@@ -56,6 +56,11 @@
 //!   [`ServiceOutput::next_drop_report`] says when a pending one becomes due.
 //! - Each line is sent with the pid of the process known when the line was
 //!   read ([`ServiceOutput::set_pid`]), kept with buffered lines.
+//! - **At-least-once across a restarter's death.** Bytes are copied out of
+//!   a pipe with `tee(2)` and read out of it only after their lines were
+//!   sent or kept ([`take`], [`consume`]), so lines in hand when the
+//!   restarter is killed stay in the pipe for the next one (which adopts
+//!   the pipe) and may arrive twice; see docs/ADOPTION.md.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -453,23 +458,29 @@ impl ServiceOutput {
         }
         let mut more = false;
         let mut buf = [0u8; 16 * 1024];
+        let scratch = scratch_pipe();
         for p in pipes.iter_mut() {
             let mut left = budget;
             while !p.eof && left > 0 {
                 let want = left.min(buf.len());
-                match nix::unistd::read(p.read.as_fd(), &mut buf[..want]) {
-                    Ok(0) => {
+                match take(p.read.as_fd(), scratch, &mut buf[..want]) {
+                    Ok(Taken { n: 0, .. }) => {
                         p.eof = true;
                         if !p.partial.is_empty() {
                             backlog.emit(sink, tag, p.stream, *pid, &p.partial, now);
                             p.partial = Vec::new();
                         }
                     }
-                    Ok(n) => {
+                    Ok(Taken { n, peeked }) => {
                         left -= n;
                         split_lines(&mut p.partial, &buf[..n], |line| {
                             backlog.emit(sink, tag, p.stream, *pid, line, now)
                         });
+                        if peeked {
+                            // Handed on (sent, or kept in the backlog):
+                            // now it may leave the pipe.
+                            consume(p.read.as_fd(), &mut buf[..n]);
+                        }
                     }
                     Err(Errno::EINTR) => {}
                     // EAGAIN: empty for now. Anything else on a pipe we
@@ -491,6 +502,86 @@ impl ServiceOutput {
                     .emit(sink, &self.tag, p.stream, self.pid, &p.partial, now);
                 p.partial = Vec::new();
             }
+        }
+    }
+}
+
+/// What [`take`] got: `n` bytes in the buffer; `peeked`: they are still
+/// in the pipe (copied with `tee`) and [`consume`] must remove them once
+/// handed on.
+struct Taken {
+    n: usize,
+    peeked: bool,
+}
+
+/// The restarter's one scratch pipe for [`take`] (both ends non-blocking
+/// and close-on-exec), made on first use; `None` when it cannot be made
+/// (then bytes are read straight from the service's pipe).
+fn scratch_pipe() -> Option<&'static (OwnedFd, OwnedFd)> {
+    static SCRATCH: std::sync::OnceLock<Option<(OwnedFd, OwnedFd)>> = std::sync::OnceLock::new();
+    SCRATCH
+        .get_or_init(|| nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).ok())
+        .as_ref()
+}
+
+/// Reads up to `buf.len()` bytes of `pipe` *without taking them out*: a
+/// `tee(2)` into the scratch pipe, then a read of the copy. The bytes leave
+/// the service's pipe only in [`consume`], after the lines in them were
+/// sent or kept, so a restarter killed in between (SIGKILL, the OOM
+/// killer, which tends to strike while it allocates for a send) leaves
+/// them in the pipe for the next restarter, which adopts the pipe from the
+/// fd store: a line is then delivered twice rather than lost. Falls back
+/// to a plain read without the scratch pipe or where `tee` is refused.
+fn take(
+    pipe: BorrowedFd<'_>,
+    scratch: Option<&(OwnedFd, OwnedFd)>,
+    buf: &mut [u8],
+) -> nix::Result<Taken> {
+    use nix::fcntl::{tee, SpliceFFlags};
+    if let Some((r, w)) = scratch {
+        match tee(pipe, w.as_fd(), buf.len(), SpliceFFlags::SPLICE_F_NONBLOCK) {
+            Ok(0) => {
+                return Ok(Taken {
+                    n: 0,
+                    peeked: false,
+                })
+            }
+            Ok(n) => {
+                let mut got = 0;
+                while got < n {
+                    match nix::unistd::read(r.as_fd(), &mut buf[got..n]) {
+                        Ok(0) => break,
+                        Ok(k) => got += k,
+                        Err(Errno::EINTR) => {}
+                        Err(_) => break,
+                    }
+                }
+                if got < n {
+                    // Cannot happen with an empty scratch pipe; keep it
+                    // empty for the next call and take nothing.
+                    let mut sink = [0u8; 4096];
+                    while matches!(nix::unistd::read(r.as_fd(), &mut sink), Ok(k) if k > 0) {}
+                    return Err(Errno::EIO);
+                }
+                return Ok(Taken { n, peeked: true });
+            }
+            Err(Errno::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    nix::unistd::read(pipe, buf).map(|n| Taken { n, peeked: false })
+}
+
+/// Takes the `buf.len()` bytes [`take`] copied out of `pipe` (nobody else
+/// reads it, so they are the first ones).
+fn consume(pipe: BorrowedFd<'_>, buf: &mut [u8]) {
+    let mut left = buf.len();
+    while left > 0 {
+        match nix::unistd::read(pipe, &mut buf[..left]) {
+            Ok(0) => break,
+            Ok(k) => left -= k,
+            Err(Errno::EINTR) => {}
+            Err(_) => break,
         }
     }
 }
@@ -623,6 +714,58 @@ mod tests {
     }
 
     const T0: MonoTime = MonoTime::ZERO;
+
+    /// A sink that dies (panics) at its `n`-th line, the way a restarter
+    /// killed in the middle of forwarding a chunk stops.
+    struct DiesAt(usize, Vec<String>);
+
+    impl LineSink for DiesAt {
+        fn send_line(
+            &mut self,
+            _: Stream,
+            _: &str,
+            _: u32,
+            line: &[u8],
+            _: MonoTime,
+        ) -> Result<(), SendError> {
+            if self.1.len() + 1 == self.0 {
+                panic!("killed while forwarding");
+            }
+            self.1.push(String::from_utf8_lossy(line).into_owned());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_in_hand_when_the_restarter_dies_stay_in_the_pipe_for_the_next() {
+        let (out, pipes) = ServiceOutput::new("svc").unwrap();
+        write_all(&pipes.child_stdout, b"one\ntwo\nthree\n");
+        // The descriptors a next restarter gets back from the fd store.
+        let kept: Vec<OwnedFd> = out
+            .store_fds()
+            .unwrap()
+            .iter()
+            .map(|fd| fd.try_clone_to_owned().unwrap())
+            .collect();
+        let mut out = out;
+        let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut first = DiesAt(2, Vec::new());
+            out.drain(&mut first, MonoTime::ZERO);
+        }));
+        assert!(died.is_err());
+        drop(out);
+        let [a, b, c, d]: [OwnedFd; 4] = kept.try_into().unwrap();
+        let mut next = ServiceOutput::from_fds("svc", [a, b, c, d]).unwrap();
+        let mut sink = FakeSink::up();
+        next.drain(&mut sink, MonoTime::ZERO);
+        // "one" was delivered before the death and comes again; nothing is
+        // lost.
+        assert_eq!(sink.texts(), ["one", "two", "three"]);
+        // Once handed on, the bytes are gone from the pipe.
+        let mut again = FakeSink::up();
+        next.drain(&mut again, MonoTime::ZERO);
+        assert!(again.lines.is_empty());
+    }
 
     #[test]
     fn lines_split_at_newlines_across_chunks() {

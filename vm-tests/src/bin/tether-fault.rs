@@ -782,21 +782,25 @@ struct SeqSummary {
     gaps: Vec<[u64; 2]>,
 }
 
-/// Missing numbers (a jump forward counts the numbers skipped), repeats or
-/// steps back, and the first ten places where `b != a + 1`.
+/// Missing numbers (those between the first and the largest seen that
+/// never appear), repeats or steps back (a restarter that died while
+/// forwarding leaves the lines in hand in the pipe, and the next one sends
+/// them again), and the first ten places where `b != a + 1`.
 fn seq_summary(n: &[u64]) -> SeqSummary {
     let mut s = SeqSummary {
         lost: 0,
         repeats: 0,
         gaps: Vec::new(),
     };
+    let seen: std::collections::BTreeSet<u64> = n.iter().copied().collect();
+    if let (Some(&lo), Some(&hi)) = (seen.first(), seen.last()) {
+        s.lost = (hi - lo + 1) - seen.len() as u64;
+    }
     for w in n.windows(2) {
         if w[1] == w[0] + 1 {
             continue;
         }
-        if w[1] > w[0] {
-            s.lost += w[1] - w[0] - 1;
-        } else {
+        if w[1] <= w[0] {
             s.repeats += 1;
         }
         if s.gaps.len() < 10 {
@@ -858,5 +862,15 @@ mod tests {
         assert_eq!(s.lost, 3);
         assert_eq!(s.repeats, 1);
         assert_eq!(s.gaps, vec![[2, 5], [6, 6], [7, 9]]);
+    }
+
+    #[test]
+    fn lines_sent_again_after_a_restarter_death_are_repeats_not_losses() {
+        let s = seq_summary(&[1, 2, 3, 2, 3, 4, 5]);
+        assert_eq!((s.lost, s.repeats), (0, 1));
+        let s = seq_summary(&[1, 2, 3, 2, 4, 5]);
+        assert_eq!((s.lost, s.repeats), (0, 1));
+        let s = seq_summary(&[1, 2, 3, 2, 5]);
+        assert_eq!((s.lost, s.repeats), (1, 1));
     }
 }
