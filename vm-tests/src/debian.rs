@@ -81,6 +81,11 @@ pub const HOOKS: &[&str] = &[
     // RFC 5424 lines from /dev/log parsed as such (contrib/rsyslog/tether-forward.conf).
     "sed -i 's|^module(load=\"imuxsock\").*|module(load=\"imuxsock\" SysSock.UseSpecialParser=\"off\" SysSock.ParseHostname=\"on\" SysSock.IgnoreTimestamp=\"off\")|' \"$1/etc/rsyslog.conf\"",
     "grep -q SysSock.UseSpecialParser \"$1/etc/rsyslog.conf\"",
+    // tether's lines written to /dev/kmsg while syslog was down (the boot's
+    // first lines, among them how the previous boot ended) have facility
+    // daemon: imklog drops those unless told not to.
+    "sed -i 's|^module(load=\"imklog\").*|module(load=\"imklog\" permitnonkernelfacility=\"on\")|' \"$1/etc/rsyslog.conf\"",
+    "grep -q permitnonkernelfacility \"$1/etc/rsyslog.conf\"",
     // No login prompt racing the console; the tests log in over ssh.
     "ln -sf /dev/null \"$1/etc/systemd/system/serial-getty@ttyS0.service\"",
     "ln -sf /dev/null \"$1/etc/systemd/system/getty@tty1.service\"",
@@ -205,6 +210,14 @@ pub fn base_disk(cache: &Path) -> Result<PathBuf, String> {
     let _ = fs::remove_dir_all(&tree);
     made?;
     fs::rename(&tmp, &disk).map_err(|e| format!("rename {}: {}", tmp.display(), e))?;
+    // Images of other inputs are stale: drop them (each is ~2 GB).
+    if let Ok(rd) = fs::read_dir(cache.join("debian")) {
+        for e in rd.filter_map(|e| e.ok()) {
+            if e.path() != dir {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
     Ok(disk)
 }
 
@@ -958,6 +971,26 @@ pub fn parse_rfc5424(line: &str) -> Result<Rfc5424, String> {
     })
 }
 
+/// A tether line that went through `/dev/kmsg` (logged while syslog was
+/// down, e.g. at boot before rsyslogd runs) reaches rsyslog by imklog as a
+/// record of APP-NAME `kernel` whose text is `[ uptime] ` followed by the
+/// RFC 5424 line tether wrote, without its `<PRI>`: that inner line, parsed
+/// (with the outer PRI). `None` for any other message.
+pub fn unwrap_kmsg(m: &Rfc5424) -> Option<Rfc5424> {
+    if m.app != "kernel" {
+        return None;
+    }
+    let rest = m.msg.trim_start();
+    let rest = match rest.strip_prefix('[') {
+        Some(r) => r.split_once(']')?.1.trim_start(),
+        None => rest,
+    };
+    if !rest.starts_with("1 ") {
+        return None;
+    }
+    parse_rfc5424(&format!("<{}>{}", m.pri, rest)).ok()
+}
+
 /// The value of `name` in the SD element `id` of a message.
 pub fn sd_param(sd: &str, id: &str, name: &str) -> Option<String> {
     let start = sd.find(&format!("[{}", id))?;
@@ -1002,6 +1035,19 @@ mod tests {
         let dash = parse_rfc5424("<13>1 - h app - - - hello").unwrap();
         assert_eq!((dash.sd.as_str(), dash.msg.as_str()), ("-", "hello"));
         assert!(parse_rfc5424("<13>Dec  2 01:00:00 h app: hi").is_err());
+        // As the collector got it in the VM: through kmsg and imklog.
+        let k = parse_rfc5424(r#"<28>1 2026-12-02T01:21:21.801211+00:00 tether-debian kernel - - - [    7.315058] 1 2026-12-02T01:21:19.787654Z tether-debian tether-watchdogd 127 RESET [tether@32473 cause="watchdog" layer="init" silent_ms="4001"] previous boot ended: watchdog reset"#).unwrap();
+        let inner = unwrap_kmsg(&k).unwrap();
+        assert_eq!(
+            (inner.app.as_str(), inner.msgid.as_str()),
+            ("tether-watchdogd", "RESET")
+        );
+        assert_eq!(
+            sd_param(&inner.sd, "tether@", "cause").as_deref(),
+            Some("watchdog")
+        );
+        assert_eq!(inner.msg, "previous boot ended: watchdog reset");
+        assert!(unwrap_kmsg(&m).is_none());
         assert!(parse_rfc5424("<13>1 t h a p m [x a=\"1\" hi").is_err());
     }
 

@@ -373,27 +373,40 @@ fn init_hung_resets_the_machine_and_the_reason_reaches_the_hosts_collector() {
             })
             .unwrap_or_else(|e| panic!("{}", e));
     let before = collector.lines().len();
-    let (msg, arrived) = wait_until(
-        "the RESET line of the next boot",
+    // The next boot's line saying how this one ended, from watchdogd:
+    // logged before rsyslogd runs, it travels through /dev/kmsg and
+    // imklog, wrapped in a kernel record (`debian::unwrap_kmsg`), or
+    // directly when syslog was already up.
+    let (outer, msg, arrived) = wait_until(
+        "the previous boot's end, from the next boot, at the collector",
         Duration::from_secs(240),
         || {
-            collector.lines()[before.min(collector.lines().len())..]
+            g.vm.timeline.drain();
+            let lines = collector.lines();
+            lines[before.min(lines.len())..]
                 .iter()
                 .filter_map(|l| debian::parse_rfc5424(l).ok())
-                .find(|m| m.msgid == "RESET")
-                .map(|m| (m, Instant::now()))
+                .find_map(|m| {
+                    let inner = debian::unwrap_kmsg(&m).unwrap_or_else(|| m.clone());
+                    (inner.app == "tether-watchdogd" && inner.msgid == "RESET")
+                        .then(|| (m, inner, Instant::now()))
+                })
         },
     );
     let took = arrived.duration_since(reset.at);
     eprintln!(
-        "debian-init-hung: reset reason at the collector {:.1} s after the hardware reset: {:?}",
+        "debian-init-hung: reset reason at the collector {:.1} s after the hardware reset (QMP WATCHDOG): {:?} (as received: APP-NAME {:?})",
         took.as_secs_f64(),
-        msg
+        msg,
+        outer.app
     );
+    assert_eq!(msg.hostname, "tether-debian", "{:?}", msg);
+    assert_eq!(outer.hostname, "tether-debian", "{:?}", outer);
     let cause = debian::sd_param(&msg.sd, "tether@", "cause").unwrap_or_default();
     let layer = debian::sd_param(&msg.sd, "tether@", "layer").unwrap_or_default();
     assert!(cause.contains("watchdog"), "cause {:?} in {:?}", cause, msg);
     assert_eq!(layer, "init", "{:?}", msg);
+    assert!(msg.msg.contains("previous boot ended"), "{:?}", msg);
     std::fs::write(
         dir.join("reset-to-collector.txt"),
         format!("{:.1}\n", took.as_secs_f64()),
