@@ -25,6 +25,9 @@ have mmdebstrap || missing+=(mmdebstrap)
 have ssh || missing+=(openssh-client)
 have ssh-keygen || missing+=(openssh-client)
 have socat || missing+=(socat)
+have lintian || missing+=(lintian)
+have readelf || missing+=(binutils)
+have dpkg-deb || missing+=(dpkg)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "test.sh: missing ${missing[*]}; run as root (the suite needs root anyway)" >&2

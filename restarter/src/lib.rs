@@ -22,6 +22,7 @@ pub mod adopt;
 pub mod cgroup;
 pub mod control;
 pub mod event_loop;
+pub mod import;
 pub mod metrics;
 pub mod notify;
 pub mod output;

@@ -26,6 +26,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tether_restarter::control::{parse_request, Request, MAX_RESPONSE};
 
+#[path = "tetherctl/import.rs"]
+mod import;
+
 const DEFAULT_RUN_DIR: &str = "/run/tether";
 const SOCKET_NAME: &str = "control.sock";
 /// Longest wait for the whole exchange with the restarter.
@@ -60,6 +63,11 @@ commands:
                            and the service files offline, print the timing budget
   history [--json] [--config FILE | --state-dir DIR]
                            the last boots and how each ended (reset history)
+  import FILE|DIR... [--out DIR] [--root DIR] [--force]
+                           systemd units, runit/s6 service directories into
+                           tether service files in DIR (default .), with a
+                           report of every directive; --root: where the
+                           units' EnvironmentFile= paths are read
 
 All but status and check need root or the group of [control] group.
 
@@ -562,6 +570,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if args.first().map(String::as_str) == Some("import") {
+        return import::main(&args[1..]);
+    }
     let args = match parse_args(&args) {
         Ok(a) => a,
         Err(e) => {
