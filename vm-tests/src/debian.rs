@@ -11,10 +11,14 @@
 //!    package list and the hooks, so changing any of them builds anew;
 //! 2. the base disk, `base.ext4` beside it: the tarball unpacked as root
 //!    and `mkfs.ext4 -d` of that tree (owners and modes kept);
-//! 3. per run: a sparse copy of the base disk with tether and the run's
-//!    files written into it by `debugfs -w` ([`Overlay`]): the binaries,
-//!    `/etc/tether/`, the run's ssh key in `/root/.ssh/authorized_keys`,
-//!    the rsyslog forwarding drop-in.
+//! 3. per run: a sparse copy of the base disk; `debugfs -w` writes the
+//!    run's files into it ([`Overlay`]: the run's ssh key in
+//!    `/root/.ssh/authorized_keys`, the rsyslog forwarding drop-in, the
+//!    fault helper, chrony's hand-written service); then, loop-mounted,
+//!    tether is installed from its `.deb` (`./package.sh --no-build` over
+//!    the static build, `chroot MNT dpkg -i`) and Debian's own units are
+//!    imported with the packaged `tetherctl import` in a chroot
+//!    ([`install_tether`]; the report lands in the run directory).
 //!
 //! Boot: the kernel runs the shared preinit of [`crate::image`] from a small
 //! initramfs (it loads the modules by path: Debian's kernel package has no
@@ -43,10 +47,13 @@
 //!   the client key is made per run (`ssh-keygen`), and the client trusts
 //!   the host key it first sees in that run (`StrictHostKeyChecking=no`
 //!   with a per-run `known_hosts`).
-//! - Temporary until `tetherctl import` lands (h-deb): the services are
-//!   hand-written in [`SERVICES`], translated by hand from Debian's own
-//!   units (`ssh.service`, `rsyslog.service`, `cron.service`,
-//!   `chrony.service`).
+//! - ssh, rsyslog and cron are imported from Debian's units
+//!   ([`IMPORTED_UNITS`]); chrony's unit is `Type=forking`, refused by
+//!   import, so its service is written by hand ([`CHRONY_SERVICE`]).
+//! - dpkg runs in a chroot of the mounted image (`dpkg --root` looks the
+//!   image's statoverride users up in the host's NSS and aborts); the packaged `tether.toml` (a conffile) is then
+//!   replaced by the tests' timings ([`TETHER_TOML`]), as an operator
+//!   edits a conffile.
 
 use crate::fetch::CacheLock;
 use crate::image::{Assets, Image};
@@ -450,49 +457,6 @@ state = "/var/lib/tether"
 bin = "/usr/sbin"
 "#;
 
-/// TEMPORARY (until `tetherctl import` of h-deb lands): the services,
-/// translated by hand from Debian's units.
-pub const SERVICES: &[(&str, &str)] = &[
-    (
-        "rsyslog",
-        r#"# TEMPORARY hand translation of Debian's rsyslog.service (Type=notify)
-exec = ["/usr/sbin/rsyslogd", "-n", "-iNONE"]
-notify = "ready"
-restart_delay = "500ms"
-stop_timeout = "5s"
-"#,
-    ),
-    (
-        "ssh",
-        r#"# TEMPORARY hand translation of Debian's ssh.service (Type=notify,
-# RuntimeDirectory=sshd, ExecStartPre=sshd -t)
-exec = ["/bin/sh", "-c", "mkdir -p -m 0755 /run/sshd && /usr/sbin/sshd -t && exec /usr/sbin/sshd -D"]
-notify = "ready"
-after = ["rsyslog"]
-restart_delay = "500ms"
-stop_timeout = "5s"
-"#,
-    ),
-    (
-        "cron",
-        r#"# TEMPORARY hand translation of Debian's cron.service
-exec = ["/usr/sbin/cron", "-f"]
-after = ["rsyslog"]
-restart_delay = "1s"
-stop_timeout = "5s"
-"#,
-    ),
-    (
-        "chrony",
-        r#"# TEMPORARY hand translation of Debian's chrony.service (-n: foreground)
-exec = ["/bin/sh", "-c", "mkdir -p -m 0750 /run/chrony && chown _chrony:_chrony /run/chrony && exec /usr/sbin/chronyd -n -F 1"]
-after = ["rsyslog"]
-restart_delay = "1s"
-stop_timeout = "5s"
-"#,
-    ),
-];
-
 /// The guest's address of the host's collector (see the module docs).
 pub const COLLECTOR_ADDR: &str = "10.0.2.100";
 
@@ -564,6 +528,137 @@ impl Default for Options {
     }
 }
 
+/// The units imported with `tetherctl import` in the image. chrony's is
+/// `Type=forking`, which import refuses (with the reason): its service is
+/// written by hand ([`CHRONY_SERVICE`]).
+pub const IMPORTED_UNITS: &[&str] = &[
+    "/lib/systemd/system/ssh.service",
+    "/lib/systemd/system/rsyslog.service",
+    "/lib/systemd/system/cron.service",
+];
+
+/// chronyd in the foreground (`-n`): Debian's `chrony.service` is
+/// `Type=forking`, which `tetherctl import` refuses.
+pub const CHRONY_SERVICE: (&str, &str) = (
+    "chrony",
+    r#"# By hand: Debian's chrony.service is Type=forking (refused by tetherctl import)
+exec = ["/bin/sh", "-c", "mkdir -p -m 0750 /run/chrony && chown _chrony:_chrony /run/chrony && exec /usr/sbin/chronyd -n -F 1"]
+after = ["rsyslog"]
+restart_delay = "1s"
+stop_timeout = "5s"
+"#,
+);
+
+/// `./package.sh --no-build` over the static binaries just built: the
+/// `.deb` (once per process; serialised with other harness processes by
+/// the cache lock, since package.sh restages `target/debian/stage`).
+pub fn tether_deb(cache: &Path) -> Result<PathBuf, String> {
+    static DEB: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    DEB.get_or_init(|| {
+        let _lock = CacheLock::take(cache).map_err(|e| e.to_string())?;
+        let root = crate::image::workspace_root();
+        let out = run_tool(
+            Command::new("bash")
+                .arg(root.join("package.sh"))
+                .arg("--no-build")
+                .env("TETHER_VM_TARGET", crate::image::target_dir())
+                .current_dir(&root),
+        )?;
+        let dir = root.join("target/debian");
+        let mut debs: Vec<PathBuf> = fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {}", dir.display(), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("tether_") && n.ends_with("_amd64.deb"))
+            })
+            .collect();
+        debs.sort();
+        debs.pop()
+            .ok_or_else(|| format!("package.sh made no .deb in {}: {}", dir.display(), out))
+    })
+    .clone()
+}
+
+/// A loop mount of a disk image, unmounted when dropped.
+struct LoopMount {
+    dir: PathBuf,
+}
+
+impl LoopMount {
+    fn new(disk: &Path, dir: &Path) -> Result<LoopMount, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {}", dir.display(), e))?;
+        run_tool(
+            Command::new("mount")
+                .arg("-o")
+                .arg("loop")
+                .arg(disk)
+                .arg(dir),
+        )
+        .map_err(|e| format!("loop mount of the root disk (needs root): {}", e))?;
+        Ok(LoopMount {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = run_tool(Command::new("umount").arg(&self.dir));
+    }
+}
+
+/// Installs tether into the run's disk the way an engineer would on a
+/// Debian system: `dpkg -i tether_*.deb` (chrooted), then `tetherctl
+/// import` (the packaged one, in a chroot) of Debian's own units into
+/// `/etc/tether/services`, then the test's `tether.toml` over the
+/// conffile. The import report is written to `dir/import-report.txt`.
+pub fn install_tether(
+    disk: &Path,
+    dir: &Path,
+    deb: &Path,
+    tether_toml: &str,
+) -> Result<String, String> {
+    let m = LoopMount::new(disk, &dir.join("mnt"))?;
+    // dpkg in a chroot: `dpkg --root` resolves the image's statoverride
+    // users (`_chrony`) through the host's NSS and aborts.
+    let inside = m.dir.join("tmp/tether.deb");
+    fs::copy(deb, &inside).map_err(|e| format!("copy {}: {}", deb.display(), e))?;
+    let installed =
+        run_tool(
+            Command::new("chroot")
+                .arg(&m.dir)
+                .args(["dpkg", "-i", "/tmp/tether.deb"]),
+        );
+    let _ = fs::remove_file(&inside);
+    installed?;
+    let report = Command::new("chroot")
+        .arg(&m.dir)
+        .args(["/usr/bin/tetherctl", "import"])
+        .args(IMPORTED_UNITS)
+        .args(["--out", "/etc/tether/services"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("chroot tetherctl import: {}", e))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&report.stdout),
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let _ = fs::write(dir.join("import-report.txt"), &text);
+    if !report.status.success() {
+        return Err(format!(
+            "tetherctl import {:?} failed ({}): {}",
+            IMPORTED_UNITS, report.status, text
+        ));
+    }
+    fs::write(m.dir.join("etc/tether/tether.toml"), tether_toml)
+        .map_err(|e| format!("write tether.toml: {}", e))?;
+    drop(m);
+    Ok(text)
+}
+
 /// A booted Debian guest.
 pub struct Guest {
     pub vm: Vm,
@@ -602,21 +697,17 @@ pub fn boot(name: &str, dir: &Path, opts: &Options) -> Result<Guest, String> {
     }
     let pubkey = fs::read(key.with_extension("pub")).map_err(|e| e.to_string())?;
     let mut o = Overlay::default();
-    for (name, guest) in [
-        ("tether-init", "/sbin/tether-init"),
-        ("tether-restarter", "/usr/sbin/tether-restarter"),
-        ("tether-watchdogd", "/usr/sbin/tether-watchdogd"),
-        ("tetherctl", "/usr/bin/tetherctl"),
-        ("tether-fault", "/usr/sbin/tether-fault"),
-    ] {
-        o.host_file(guest, 0o755, &crate::binaries::static_binary(&bins, name)?);
-    }
-    o.file("/etc/tether/tether.toml", 0o644, TETHER_TOML);
-    o.dir("/etc/tether/services");
-    o.dir("/var/lib/tether");
-    for (n, text) in SERVICES {
-        o.file(&format!("/etc/tether/services/{}.toml", n), 0o644, *text);
-    }
+    // Test tooling (not in the .deb): the "init hung" helper.
+    o.host_file(
+        "/usr/sbin/tether-fault",
+        0o755,
+        &crate::binaries::static_binary(&bins, "tether-fault")?,
+    );
+    o.file(
+        &format!("/etc/tether/services/{}.toml", CHRONY_SERVICE.0),
+        0o644,
+        CHRONY_SERVICE.1,
+    );
     for (n, text) in &opts.extra_services {
         o.file(
             &format!("/etc/tether/services/{}.toml", n),
@@ -634,6 +725,8 @@ pub fn boot(name: &str, dir: &Path, opts: &Options) -> Result<Guest, String> {
     }
     let disk = dir.join("root.ext4");
     o.apply(&base, &disk, &dir.join("overlay"))?;
+    let deb = tether_deb(&assets.cache)?;
+    install_tether(&disk, dir, &deb, TETHER_TOML)?;
     let initrd = initramfs(assets, dir)?;
     let ssh_port = free_port()?;
     let mut cfg = VmConfig::new(name, &assets.boot_image, &initrd, dir);
