@@ -260,10 +260,9 @@ fn restarter_killed_the_open_ssh_session_survives() {
     });
     rx.recv_timeout(Duration::from_secs(30))
         .expect("first tick");
-    let restarter = ssh(
-        &g,
-        "pgrep -x tether-restarte || pgrep -f /usr/sbin/tether-restarter",
-    );
+    // By its comm, cut to 15 bytes ("tether-restarte"): `pgrep -f` would
+    // also match the shell that runs this very command.
+    let restarter = ssh(&g, "pgrep -x tether-restarte");
     let restarter: u64 = restarter
         .lines()
         .next()
@@ -293,7 +292,7 @@ fn restarter_killed_the_open_ssh_session_survives() {
     );
     // A new restarter has re-adopted sshd: same pid, no restart.
     let st = status(&g);
-    let new_restarter: u64 = ssh(&g, "pgrep -f /usr/sbin/tether-restarter | head -1")
+    let new_restarter: u64 = ssh(&g, "pgrep -x tether-restarte")
         .trim()
         .parse()
         .unwrap_or(0);
