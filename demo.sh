@@ -7,6 +7,11 @@
 #
 #   ./demo.sh                  the scripted tour, then power off
 #   ./demo.sh --interactive    the tour, then a shell on the VM's console
+#   ./demo.sh --debian         the tour on a Debian 12 appliance (Debian's
+#                              sshd, rsyslogd, cron, chronyd; ssh from the
+#                              host; an ssh session survives the restarter's
+#                              death); the first run builds the image with
+#                              mmdebstrap from the archive (a few minutes)
 #
 # On a fresh Debian machine, as root: installs what is missing
 # (qemu-system-x86, e2fsprogs, xz-utils; Rust must already be installed),
@@ -15,10 +20,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+debian=0
 for arg in "$@"; do
     case "$arg" in
         --interactive) ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --debian) debian=1 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "demo.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -32,6 +39,11 @@ have qemu-system-x86_64 || missing+=(qemu-system-x86)
 have mkfs.ext4 || missing+=(e2fsprogs)
 have debugfs || missing+=(e2fsprogs)
 have xz || missing+=(xz-utils)
+if [ "$debian" = 1 ]; then
+    have mmdebstrap || missing+=(mmdebstrap)
+    have ssh || missing+=(openssh-client)
+    have ssh-keygen || missing+=(openssh-client)
+fi
 have apt-get || { echo "demo.sh: needs a Debian-like system (apt-get)" >&2; exit 1; }
 have dpkg || { echo "demo.sh: needs dpkg" >&2; exit 1; }
 
@@ -54,7 +66,14 @@ if ! have cargo; then
 fi
 have cargo || { echo "demo.sh: Rust (cargo) is needed: https://rustup.rs" >&2; exit 1; }
 
+target_dir="${CARGO_TARGET_DIR:-target}"
+if [ "$debian" = 1 ]; then
+    [ "$(id -u)" = 0 ] || { echo "demo.sh --debian: run as root (mmdebstrap, the image's owners)" >&2; exit 1; }
+    say "Building the Debian demo driver (the static guest binaries are built by it)"
+    cargo build -q -p tether-vm-tests --example demo_debian
+    exec "$target_dir/debug/examples/demo_debian"
+fi
+
 say "Building the demo driver (the static guest binaries are built by it)"
 cargo build -q -p tether-vm-tests --example demo
-target_dir="${CARGO_TARGET_DIR:-target}"
 exec "$target_dir/debug/examples/demo" "$@"

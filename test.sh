@@ -19,6 +19,12 @@ have xz || missing+=(xz-utils)
 have cc || missing+=(gcc)
 have rsyslogd || missing+=(rsyslog)
 have dumpe2fs || missing+=(e2fsprogs)
+# The Debian appliance (vm-tests/tests/debian.rs): the image from the
+# archive, a real ssh client, the host collector's forward (socat).
+have mmdebstrap || missing+=(mmdebstrap)
+have ssh || missing+=(openssh-client)
+have ssh-keygen || missing+=(openssh-client)
+have socat || missing+=(socat)
 have lintian || missing+=(lintian)
 have readelf || missing+=(binutils)
 have dpkg-deb || missing+=(dpkg)

@@ -25,6 +25,7 @@
 pub mod agent;
 pub mod appliance;
 pub mod binaries;
+pub mod debian;
 pub mod disk;
 pub mod elf;
 pub mod events;

@@ -59,6 +59,8 @@ pub struct VmConfig {
     pub transcript: Option<PathBuf>,
     /// Print events on stderr as they arrive.
     pub echo: bool,
+    /// More QEMU arguments, appended as given (e.g. a NIC).
+    pub extra_args: Vec<String>,
 }
 
 impl VmConfig {
@@ -77,6 +79,7 @@ impl VmConfig {
             work_dir: work_dir.to_path_buf(),
             transcript: None,
             echo: std::env::var_os("TETHER_VM_ECHO").is_some(),
+            extra_args: Vec::new(),
         }
     }
 
@@ -136,6 +139,7 @@ impl VmConfig {
         push(&["-kernel", &self.kernel.display().to_string()]);
         push(&["-initrd", &self.initrd.display().to_string()]);
         push(&["-append", append.trim()]);
+        a.extend(self.extra_args.iter().cloned());
         a
     }
 }
