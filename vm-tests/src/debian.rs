@@ -676,9 +676,30 @@ fn initramfs(assets: &Assets, dir: &Path) -> Result<PathBuf, String> {
     Ok(p)
 }
 
+/// The appliance's files for a run, not booted: what `tether-inject`
+/// takes (`--kernel`, `--initrd`, `--disk`).
+pub struct Prepared {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub disk: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Builds the run's disk in `dir` (base image + tether + the run's key)
 /// and boots it.
 pub fn boot(name: &str, dir: &Path, opts: &Options) -> Result<Guest, String> {
+    let Prepared {
+        kernel,
+        initrd,
+        disk,
+        key,
+    } = prepare(dir, opts)?;
+    boot_prepared(name, dir, opts, &kernel, &initrd, disk, key)
+}
+
+/// Builds the run's disk and initramfs in `dir` (base image, the `.deb`
+/// installed, services imported from Debian's units, the run's ssh key).
+pub fn prepare(dir: &Path, opts: &Options) -> Result<Prepared, String> {
     let assets = Assets::get()?;
     let base = base_disk(&assets.cache)?;
     let bins = crate::binaries::build(&[
@@ -728,8 +749,25 @@ pub fn boot(name: &str, dir: &Path, opts: &Options) -> Result<Guest, String> {
     let deb = tether_deb(&assets.cache)?;
     install_tether(&disk, dir, &deb, TETHER_TOML)?;
     let initrd = initramfs(assets, dir)?;
+    Ok(Prepared {
+        kernel: assets.boot_image.clone(),
+        initrd,
+        disk,
+        key,
+    })
+}
+
+fn boot_prepared(
+    name: &str,
+    dir: &Path,
+    opts: &Options,
+    kernel: &Path,
+    initrd: &Path,
+    disk: PathBuf,
+    key: PathBuf,
+) -> Result<Guest, String> {
     let ssh_port = free_port()?;
-    let mut cfg = VmConfig::new(name, &assets.boot_image, &initrd, dir);
+    let mut cfg = VmConfig::new(name, kernel, initrd, dir);
     cfg.disk = Some(disk.clone());
     cfg.memory_mib = MEMORY_MIB;
     cfg.reboot_action = opts.reboot_action.clone();
