@@ -617,8 +617,10 @@ fn orphans_are_reaped() {
         (!left).then_some(())
     });
     assert!(gone.is_some(), "{:?}", chain.processes());
-    let z = chain.zombies();
-    assert!(z.is_empty(), "zombies left: {:?}", z);
+    // A zombie may exist for the instant between its death and init's reap.
+    let reaped =
+        tether_integration::chain::wait_until(LONG, || chain.zombies().is_empty().then_some(()));
+    assert!(reaped.is_some(), "zombies left: {:?}", chain.zombies());
 }
 
 #[test]
@@ -1191,7 +1193,11 @@ fn upgrade_init_in_place_keeps_the_layers_and_refuses_a_bad_binary() {
     assert!(tether_integration::chain::signal(rst, Signal::SIGSTOP));
     let new = chain.wait_layer("tether-restarter", Some(rst), LONG);
     assert!(new.is_some(), "{}", chain.dump());
-    assert_eq!(chain.zombies().len(), 0, "{:?}", chain.zombies());
+    // Nothing is left unreaped: a zombie may exist for the instant between
+    // a death and init's reap (CI caught one at the check), so wait.
+    let reaped =
+        tether_integration::chain::wait_until(LONG, || chain.zombies().is_empty().then_some(()));
+    assert!(reaped.is_some(), "{:?}", chain.zombies());
 }
 
 /// Issue 13: `tetherctl upgrade watchdogd` (code W): init SIGKILLs
