@@ -114,12 +114,20 @@ fn rsyslogd_is_the_syslog_daemon_and_gets_tethers_lines_and_service_output() {
     assert!(log_owner.contains("/usr/sbin/rsyslogd"), "{}", log_owner);
     // /dev/log is rsyslogd's socket: a line sent with logger(1) lands in its file.
     ssh(&g, "logger -t hostprobe hello-from-the-host");
+    // watchdogd's liveness line comes every liveness_interval (10 s here):
+    // wait for the first one that reaches rsyslogd too (CI once checked
+    // before it had come).
+    let liveness = |s: &str| {
+        s.lines()
+            .any(|l| l.contains("tether-watchdogd") && l.contains("liveness"))
+    };
     let syslog = wait_until(
-        "probe lines in /var/log/syslog",
-        Duration::from_secs(30),
+        "probe and liveness lines in /var/log/syslog",
+        Duration::from_secs(60),
         || {
             let s = g.ssh("cat /var/log/syslog /var/log/auth.log").ok()?;
-            (s.contains("hello-from-the-host") && s.contains("probe 5")).then_some(s)
+            (s.contains("hello-from-the-host") && s.contains("probe 5") && liveness(&s))
+                .then_some(s)
         },
     );
     // tether's own lines (init, watchdogd, restarter) and the services'
@@ -141,9 +149,7 @@ fn rsyslogd_is_the_syslog_daemon_and_gets_tethers_lines_and_service_output() {
     }
     // RFC 5424 from tether: the liveness line carries its MSGID.
     assert!(
-        syslog
-            .lines()
-            .any(|l| l.contains("tether-watchdogd") && l.contains("liveness")),
+        liveness(&syslog),
         "no liveness line from watchdogd:\n{}",
         syslog
     );
