@@ -191,7 +191,7 @@ fn main() {
     match args.get(1).map(|s| s.as_str()) {
         Some("agent") => agent(),
         Some("hold-init") => hold_init(),
-        Some("hog") => hog(),
+        Some("hog") => hog(args.get(2).map(std::path::Path::new)),
         Some("counter") => counter(),
         Some("preinit") => preinit(),
         _ => {
@@ -521,10 +521,12 @@ fn oom_kills() -> u64 {
 }
 
 /// Makes `target` the OOM killer's first choice (`oom_score_adj` 1000)
-/// and starts a memory hog (`tether-fault hog`, `oom_score_adj` 0) that
+/// and starts a memory hog (`tether-fault hog`, `oom_score_adj` -500) that
 /// takes memory until the kernel's OOM killer has acted. The target's
-/// badness (all of memory, from the adjustment, plus its RSS) always beats
-/// the hog's (its RSS, less than all of memory), so the target goes first;
+/// badness (all of the memory in question, from the adjustment, plus its
+/// RSS) always beats the hog's (its RSS, at most that memory plus what it
+/// mapped before joining the cgroup, less half of it from the adjustment),
+/// so the target goes first;
 /// if that did not free enough, the hog (then the largest process) is the
 /// next victim, never another process of the chain, and the memory comes
 /// back either way. Replies when the hog is gone, with the time the target
@@ -538,13 +540,20 @@ fn oom(target: &str) -> Value {
     }
     let kills = oom_kills();
     let memcg = memcg_for(pid);
-    let mut hog = match std::process::Command::new(self_exe()).arg("hog").spawn() {
+    // The hog joins the cgroup itself before it takes any memory: moved
+    // from here after its spawn, it could take more than the room outside
+    // the cgroup first, and its RSS (which counts those pages too) would
+    // then beat the target's badness; CI saw the hog killed and the
+    // target survive.
+    let mut cmd = std::process::Command::new(self_exe());
+    cmd.arg("hog");
+    if let Some(g) = &memcg {
+        cmd.arg(g.join("cgroup.procs"));
+    }
+    let mut hog = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return err(format!("spawn hog: {}", e)),
     };
-    if let Some(g) = &memcg {
-        let _ = std::fs::write(g.join("cgroup.procs"), hog.id().to_string());
-    }
     let begun = Instant::now();
     let mut dead_at = None;
     loop {
@@ -612,10 +621,18 @@ fn memcg_for(pid: i32) -> Option<std::path::PathBuf> {
 /// Memory the hog may take inside the OOM cgroup before the kernel acts.
 const MEMCG_ROOM: u64 = 32 << 20;
 
-/// The memory hog: takes memory in 256 KiB steps (written, so really
-/// taken) until the OOM killer has acted once, then exits.
-fn hog() {
-    let _ = std::fs::write("/proc/self/oom_score_adj", "0");
+/// The memory hog: joins the cgroup whose `cgroup.procs` is `procs`, if
+/// given (and exits at once if it cannot), then takes memory in 256 KiB
+/// steps (written, so really taken) until the OOM killer has acted once,
+/// then exits.
+fn hog(procs: Option<&std::path::Path>) {
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-500");
+    if let Some(p) = procs {
+        if let Err(e) = std::fs::write(p, std::process::id().to_string()) {
+            eprintln!("hog: joining {}: {}", p.display(), e);
+            std::process::exit(1);
+        }
+    }
     let kills = oom_kills();
     let mut hog: Vec<Vec<u8>> = Vec::new();
     while oom_kills() == kills && hog.len() < 16384 {
