@@ -19,6 +19,9 @@
 //!   directory's modification time moved since the last look (a removal
 //!   changes it; so do the restarter's own binds, after which one pass
 //!   finds everything in place): 10,000 services cost nothing per second.
+//!   After each repair the next check makes that pass once more whatever
+//!   the mtime says, so files removed while the repair ran (an `rm -rf`
+//!   racing it) are found and put back too.
 //! - Repair (in the event loop): `RUN` and `RUN/notify` are created again
 //!   (0755), the control socket is bound again at the same path (open
 //!   client connections are kept), every notify socket is bound again at

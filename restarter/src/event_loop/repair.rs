@@ -162,10 +162,14 @@ impl Shell {
         self.state_dirty = true;
         let has_control = self.control.is_some();
         if let Some(rd) = self.run_watch.as_mut() {
+            // `remember` leaves notify/'s modification time unseen, so the
+            // next check looks at every socket once more. Not taken as seen
+            // here: a removal still going on (an `rm -rf` racing a repair
+            // that spans loop turns, or removing what this one just bound)
+            // would then go unnoticed for good, its sockets missing while
+            // the directory's identity and mtime looked settled.
             rd.remember(has_control)
                 .map_err(|e| format!("opening {run}: {e}"))?;
-            // The binds above moved notify/'s mtime: take it as seen.
-            rd.notify_dir_changed();
         }
         Ok(true)
     }
