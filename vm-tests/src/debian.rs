@@ -549,6 +549,19 @@ stop_timeout = "5s"
 "#,
 );
 
+/// The fault tool's `counter` (`tether-fault counter 100`: `cseq=N` ten
+/// times a second, under rsyslog's default rate limit of 200 messages per
+/// 5 s from one process) for the `tether-inject` rows that check output
+/// loss on this image (vm-tests/plans/debian.toml).
+pub const COUNTER_SERVICE: (&str, &str) = (
+    "counter",
+    r#"# test only: a numbered line every 100 ms (tether-inject checks none is lost)
+exec = ["/usr/sbin/tether-fault", "counter", "100"]
+stop_timeout = "1s"
+restart_delay = "500ms"
+"#,
+);
+
 /// `./package.sh --no-build` over the static binaries just built: the
 /// `.deb` (once per process; serialised with other harness processes by
 /// the cache lock, since package.sh restages `target/debian/stage`).

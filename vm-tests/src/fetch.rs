@@ -201,6 +201,33 @@ pub fn kernel_root(cache: &Path) -> Result<PathBuf, FetchError> {
     unpacked_package(cache, &package)
 }
 
+/// The downloaded `.deb` of the cache's kernel (see [`kernel_root`]):
+/// what `tether-inject --kernel` is given in the tests that show it takes
+/// a kernel package.
+pub fn kernel_package(cache: &Path) -> Result<PathBuf, FetchError> {
+    let root = kernel_root(cache)?;
+    let name = root
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_string();
+    let debs = cache.join("debs");
+    let prefix = format!("{}_", name);
+    fs::read_dir(&debs)
+        .ok()
+        .and_then(|rd| {
+            rd.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+            })
+        })
+        .ok_or(FetchError::Missing {
+            what: format!("{}_*.deb", name),
+            place: debs,
+        })
+}
+
 /// A static busybox: `TETHER_VM_BUSYBOX`, or `bin/busybox` of the
 /// `busybox-static` package in the cache (downloaded when absent). Checked
 /// to be static: the initramfs has no C library.

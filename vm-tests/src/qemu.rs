@@ -61,6 +61,9 @@ pub struct VmConfig {
     pub echo: bool,
     /// More QEMU arguments, appended as given (e.g. a NIC).
     pub extra_args: Vec<String>,
+    /// `-accel`: `tcg` (default: KVM guests hang on the machines this is
+    /// developed on) or `kvm` (`tether-inject --accel`, after a probe).
+    pub accel: String,
 }
 
 impl VmConfig {
@@ -80,6 +83,7 @@ impl VmConfig {
             transcript: None,
             echo: std::env::var_os("TETHER_VM_ECHO").is_some(),
             extra_args: Vec::new(),
+            accel: "tcg".to_string(),
         }
     }
 
@@ -91,7 +95,7 @@ impl VmConfig {
             "-nodefaults",
             "-no-user-config",
             "-accel",
-            "tcg",
+            &self.accel,
             "-smp",
             "1",
             "-display",

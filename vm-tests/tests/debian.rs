@@ -5,6 +5,16 @@
 //!
 //! The host talks to the guest with a real OpenSSH client over the
 //! forwarded port on 127.0.0.1 (a key made per run).
+//!
+//! The appliance's fault rows (sshd kill -9, rsyslogd kill -9 with the
+//! lines written meanwhile delivered or counted, restarter kill -9 with an
+//! open ssh session that survives, init hung, `tetherctl reboot` leaving
+//! the root filesystem clean) run through `tether-inject` on this image
+//! (`tests/inject.rs`, `the_debian_appliance_image_runs_through_the_tool`,
+//! plan `vm-tests/plans/debian.toml`), as issue 17 asks. What stays here is
+//! what is not a fault row: sshd ready through sd_notify and a login,
+//! rsyslogd as the syslog daemon, and the reset reason at the host's
+//! collector (issue 16).
 
 use std::time::{Duration, Instant};
 use tether_vm_tests::debian::{self, Guest, Options};
@@ -87,25 +97,6 @@ fn probe_opts() -> Options {
     }
 }
 
-fn pid_of(st: &serde_json::Value, name: &str) -> u64 {
-    service(st, name)["pid"].as_u64().unwrap_or(0)
-}
-
-/// Waits until `name` runs with a pid other than `old` and is ready.
-fn wait_restarted(g: &Guest, name: &str, old: u64) -> u64 {
-    wait_until(
-        &format!("{} restarted (old pid {})", name, old),
-        Duration::from_secs(60),
-        || {
-            let st: serde_json::Value =
-                serde_json::from_str(&g.ssh("tetherctl status --json").ok()?).ok()?;
-            let s = service(&st, name);
-            let pid = s["pid"].as_u64()?;
-            (pid != old && s["ready"] == true).then_some(pid)
-        },
-    )
-}
-
 #[test]
 fn rsyslogd_is_the_syslog_daemon_and_gets_tethers_lines_and_service_output() {
     let mut g = boot("debian-rsyslog", &probe_opts());
@@ -153,196 +144,6 @@ fn rsyslogd_is_the_syslog_daemon_and_gets_tethers_lines_and_service_output() {
         "no liveness line from watchdogd:\n{}",
         syslog
     );
-}
-
-#[test]
-fn sshd_killed_is_restarted_and_the_host_logs_in_again() {
-    let mut g = boot("debian-sshd-kill", &Options::default());
-    login(&mut g);
-    let old = pid_of(&status(&g), "ssh");
-    assert!(old > 0);
-    // The kill ends this very session too: sshd's listener is the parent.
-    let _ = g.ssh(&format!("kill -9 {}", old));
-    let t0 = Instant::now();
-    let new = wait_restarted(&g, "ssh", old);
-    eprintln!(
-        "debian-sshd-kill: sshd {} -> {}, logged in again {:.1} s after the kill",
-        old,
-        new,
-        t0.elapsed().as_secs_f64()
-    );
-    assert_eq!(service(&status(&g), "ssh")["restarts"].as_u64(), Some(1));
-}
-
-/// Lines `probe N` in the text: the numbers seen.
-fn probe_numbers(text: &str) -> Vec<u64> {
-    text.lines()
-        .filter_map(|l| l.split("probe ").nth(1))
-        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
-#[test]
-fn rsyslogd_killed_lines_are_buffered_and_delivered_losses_counted() {
-    let mut g = boot("debian-rsyslog-kill", &probe_opts());
-    login(&mut g);
-    let old = pid_of(&status(&g), "rsyslog");
-    // n0: the last probe line written before the kill.
-    let n0: u64 = ssh(&g, &format!("cat /run/probe.n; kill -9 {}", old))
-        .trim()
-        .parse()
-        .expect("probe number");
-    let new = wait_restarted(&g, "rsyslog", old);
-    // n1: written by the time rsyslogd was back (ready).
-    let n1: u64 = ssh(&g, "cat /run/probe.n")
-        .trim()
-        .parse()
-        .expect("probe number");
-    let text = wait_until(
-        "probe lines after the restart",
-        Duration::from_secs(30),
-        || {
-            let s = g.ssh("cat /var/log/syslog").ok()?;
-            (probe_numbers(&s).iter().any(|n| *n > n1 + 10)).then_some(s)
-        },
-    );
-    let dropped = service(&status(&g), "probe")["dropped_lines"]
-        .as_u64()
-        .unwrap_or(0);
-    let seen: std::collections::BTreeSet<u64> = probe_numbers(&text).into_iter().collect();
-    // Lines the dead rsyslogd had already taken (in its socket's queue or
-    // its memory) are gone with it and no sender can know: counted here,
-    // reported, not asserted. Lines written while it was down (after
-    // n0 + 2: one line may be in flight during the kill) must arrive, or
-    // be counted as dropped by the restarter.
-    let lost_in_daemon = (1..=n0).filter(|n| !seen.contains(n)).count() as u64;
-    let missing_while_down: Vec<u64> = (n0 + 3..=n1).filter(|n| !seen.contains(n)).collect();
-    eprintln!(
-        "debian-rsyslog-kill: rsyslogd {} -> {}; probe lines {}..={} written while it was down: {} missing, restarter counted {} dropped; {} line(s) taken by the killed daemon lost",
-        old,
-        new,
-        n0 + 1,
-        n1,
-        missing_while_down.len(),
-        dropped,
-        lost_in_daemon
-    );
-    assert!(
-        n1 > n0 + 3,
-        "rsyslogd was back too fast to test anything ({} .. {})",
-        n0,
-        n1
-    );
-    assert!(
-        missing_while_down.len() as u64 <= dropped,
-        "probe lines {:?} (written while rsyslogd was down) never arrived, and only {} were counted as dropped",
-        missing_while_down,
-        dropped
-    );
-}
-
-#[test]
-fn restarter_killed_the_open_ssh_session_survives() {
-    use std::io::BufRead;
-    let mut g = boot("debian-restarter-kill", &Options::default());
-    login(&mut g);
-    let ssh_pid = pid_of(&status(&g), "ssh");
-    // An open interactive session: prints a tick every 500 ms.
-    let mut session = g
-        .ssh_command()
-        .arg("while :; do echo tick $(cut -d' ' -f1 /proc/uptime); sleep 0.5; done")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the ssh session");
-    let out = session.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(out).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("first tick");
-    // By its comm, cut to 15 bytes ("tether-restarte"): `pgrep -f` would
-    // also match the shell that runs this very command.
-    let restarter = ssh(&g, "pgrep -x tether-restarte");
-    let restarter: u64 = restarter
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .parse()
-        .expect("restarter pid");
-    ssh(&g, &format!("kill -9 {}", restarter));
-    let killed = Instant::now();
-    // The session goes on: ticks keep arriving for 15 s after the kill.
-    let mut ticks = 0;
-    while killed.elapsed() < Duration::from_secs(15) {
-        match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(_) => ticks += 1,
-            Err(e) => panic!(
-                "the ssh session stopped {:.1} s after the restarter was killed: {:?}",
-                killed.elapsed().as_secs_f64(),
-                e
-            ),
-        }
-    }
-    assert!(ticks >= 20, "only {} ticks in 15 s", ticks);
-    assert_eq!(
-        session.try_wait().ok().flatten(),
-        None,
-        "the ssh client exited"
-    );
-    // A new restarter has re-adopted sshd: same pid, no restart.
-    let st = status(&g);
-    let new_restarter: u64 = ssh(&g, "pgrep -x tether-restarte")
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    assert_ne!(new_restarter, restarter);
-    assert_eq!(pid_of(&st, "ssh"), ssh_pid, "sshd was restarted: {}", st);
-    let _ = session.kill();
-    let _ = session.wait();
-    eprintln!(
-        "debian-restarter-kill: {} ticks in the 15 s after the kill; sshd {} kept",
-        ticks, ssh_pid
-    );
-}
-
-#[test]
-fn tetherctl_reboot_leaves_the_root_filesystem_clean() {
-    let mut g = boot(
-        "debian-reboot",
-        &Options {
-            reboot_action: Some("shutdown".into()),
-            ..Options::default()
-        },
-    );
-    login(&mut g);
-    ssh(&g, "echo written-before-reboot > /root/marker");
-    let _ = g.ssh("tetherctl reboot");
-    let t0 = Instant::now();
-    let st = g.vm.wait_exit(Duration::from_secs(120));
-    assert!(st.is_some(), "QEMU did not end after tetherctl reboot");
-    eprintln!(
-        "debian-reboot: reset {:.1} s after tetherctl reboot",
-        t0.elapsed().as_secs_f64()
-    );
-    match debian::fsck_clean(&g.disk) {
-        Ok(_) => {}
-        Err(e) => panic!("{}", e),
-    }
-    let sb = std::process::Command::new(debian::sbin_tool("dumpe2fs"))
-        .arg("-h")
-        .arg(&g.disk)
-        .output()
-        .expect("dumpe2fs");
-    let sb = String::from_utf8_lossy(&sb.stdout).into_owned();
-    let state = tether_vm_tests::disk::parse_super_state(&sb).expect("superblock");
-    assert!(state.is_clean(), "root filesystem left {:?}", state);
 }
 
 #[test]

@@ -31,7 +31,8 @@
 //! | `hold-init` | starts `tether-fault hold-init`, waits for it to hold PID 1 | `holder`, `t_ms` |
 //! | `oom TARGET` | TARGET's `oom_score_adj` to 1000, then a memory hog until the OOM killer acted | `pid`, `t_ms` (TARGET seen dead), `oom_kills` |
 //! | `panic` | `echo c > /proc/sysrq-trigger` (after replying) | `t_ms` |
-//! | `seq FROM` | reads the counter's lines (`cseq=N`) in `/var/log/messages.0` then `/var/log/messages`, in file order, and checks the sequence from the first `FROM` on | `found` (FROM present), `first`, `last`, `lines`, `lost` (numbers missing after FROM), `repeats`, `gaps` (up to 10 `[a, b]` pairs where `b != a + 1`), `t_ms` |
+//! | `seq FROM [FILE...]` | reads the counter's lines (`cseq=N`) in the FILEs (default `/var/log/messages.0` then `/var/log/messages`), in file order, and checks the sequence from the first `FROM` on | `found` (FROM present), `first`, `last`, `lines`, `lost` (numbers missing after FROM), `repeats`, `gaps` (up to 10 `[a, b]` pairs where `b != a + 1`), `t_ms` |
+//! | `missing FROM TO [FILE...]` | the counter's numbers in `FROM..=TO` found in none of the FILEs (default as `seq`) | `count`, `first` (up to 10), `last_seen` |
 //!
 //! TARGET: `init`, `restarter`, `watchdogd`, or `svc:NAME` (pid from the
 //! restarter's status).
@@ -46,11 +47,12 @@
 //! the image's init runs anyway (the harness then times out on the agent
 //! with the console transcript to read).
 //!
-//! `tether-fault counter`: the appliance's `counter` service (see
+//! `tether-fault counter [INTERVAL_MS]`: the appliance's `counter` service (see
 //! `crate::appliance::COUNTER_SERVICE`): writes `cseq=N` (N = 1, 2, ...) on
-//! stdout every 10 ms on an absolute `CLOCK_MONOTONIC` schedule, each line
+//! stdout every INTERVAL_MS (default 10) ms on an absolute `CLOCK_MONOTONIC` schedule, each line
 //! one blocking `write` (a full pipe holds the writer back, it never drops a
-//! line). The agent does not stream these lines to the host (`LOG` skips
+//! line), and after each line its number to `/run/tether-fault-counter`
+//! (20 digits). The agent does not stream these lines to the host (`LOG` skips
 //! `cseq=`): `seq` reads them where they land, in syslogd's file.
 //!
 //! `tether-fault hold-init`: `PTRACE_SEIZE` + `PTRACE_INTERRUPT` on PID 1,
@@ -192,7 +194,7 @@ fn main() {
         Some("agent") => agent(),
         Some("hold-init") => hold_init(),
         Some("hog") => hog(args.get(2).map(std::path::Path::new)),
-        Some("counter") => counter(),
+        Some("counter") => counter(args.get(2).and_then(|v| v.parse().ok()).unwrap_or(10)),
         Some("preinit") => preinit(),
         _ => {
             eprintln!("usage: tether-fault agent | hold-init | hog | counter");
@@ -278,7 +280,8 @@ fn command(line: &str, out: &Out, id: &str) -> Value {
         }
         "hold-init" => hold_init_via_helper(),
         "oom" => oom(arg(1)),
-        "seq" => seq(num(1)),
+        "seq" => seq(num(1), &words[2.min(words.len())..]),
+        "missing" => missing(num(1), num(2), &words[3.min(words.len())..]),
         "panic" => {
             // Reply first: nothing runs after the trigger.
             say(
@@ -732,16 +735,24 @@ fn stream_log(out: Out, path: &str) {
 // ------------------------------------------------------------- counter
 
 /// The `counter` service: `cseq=N` every 10 ms, for ever.
-fn counter() {
-    let step = Duration::from_millis(10);
+fn counter(interval_ms: u64) {
+    use std::os::unix::fs::FileExt;
+    let step = Duration::from_millis(interval_ms.max(1));
     let mut next = Instant::now();
     let mut out = std::io::stdout().lock();
+    // Best effort: a counter that cannot publish still counts.
+    let published = std::fs::File::create(COUNTER_NOW).ok();
     let mut n = 0u64;
     loop {
         n += 1;
         // One line, one write; a full pipe blocks us (no line dropped).
         if out.write_all(format!("cseq={}\n", n).as_bytes()).is_err() || out.flush().is_err() {
             std::process::exit(1);
+        }
+        if let Some(f) = &published {
+            // Fixed width, one write at offset 0: a reader sees a whole
+            // number, never a shorter one over a longer one's tail.
+            let _ = f.write_all_at(format!("{:020}\n", n).as_bytes(), 0);
         }
         next += step;
         let now = Instant::now();
@@ -754,10 +765,24 @@ fn counter() {
     }
 }
 
-/// The counter's numbers in what syslogd wrote, oldest file first.
-fn counter_numbers() -> Vec<u64> {
+/// Where the syslog daemon's files are when `seq` names none: busybox
+/// syslogd's, oldest first.
+const SYSLOG_FILES: &[&str] = &["/var/log/messages.0", "/var/log/messages"];
+
+/// Where the counter publishes the last number it wrote (written after
+/// each line): a row can tell which lines were written before a moment.
+const COUNTER_NOW: &str = "/run/tether-fault-counter";
+
+/// The counter's numbers in what the syslog daemon wrote to `files`
+/// (oldest first; [`SYSLOG_FILES`] when empty).
+fn counter_numbers(files: &[&str]) -> Vec<u64> {
     let mut out = Vec::new();
-    for path in ["/var/log/messages.0", "/var/log/messages"] {
+    let files = if files.is_empty() {
+        SYSLOG_FILES
+    } else {
+        files
+    };
+    for path in files {
         let Ok(text) = std::fs::read(path) else {
             continue;
         };
@@ -779,9 +804,9 @@ fn counter_numbers() -> Vec<u64> {
 }
 
 /// The `seq` verb: the sequence from the first `from` on, checked.
-fn seq(from: u64) -> Value {
+fn seq(from: u64, files: &[&str]) -> Value {
     let t = mono_ms();
-    let all = counter_numbers();
+    let all = counter_numbers(files);
     let (found, start) = match all.iter().position(|&n| n == from) {
         Some(i) => (true, i),
         None => (from == 0, 0),
@@ -791,6 +816,15 @@ fn seq(from: u64) -> Value {
     json!({"ok": true, "found": found, "first": tail.first().copied().unwrap_or(0),
            "last": tail.last().copied().unwrap_or(0), "lines": tail.len(),
            "lost": s.lost, "repeats": s.repeats, "gaps": s.gaps, "t_ms": t})
+}
+
+/// The `missing` verb: the counter's numbers in `from..=to` that are in
+/// none of the files.
+fn missing(from: u64, to: u64, files: &[&str]) -> Value {
+    let seen: std::collections::BTreeSet<u64> = counter_numbers(files).into_iter().collect();
+    let gone: Vec<u64> = (from..=to).filter(|n| !seen.contains(n)).collect();
+    json!({"ok": true, "count": gone.len(), "first": &gone[..gone.len().min(10)],
+           "last_seen": seen.last().copied().unwrap_or(0), "t_ms": mono_ms()})
 }
 
 struct SeqSummary {

@@ -10,6 +10,11 @@
 //! tether-inject --check --plan PLAN.toml (--demo | --kernel K --initrd I)
 //! ```
 //!
+//! `--kernel` also takes a Debian kernel package (`linux-image-*.deb`);
+//! `--ssh-key KEY` forwards the guest's port 22 from 127.0.0.1 for rows
+//! with `session = "ssh"`; `--accel auto` (default) probes KVM once and
+//! falls back to TCG (`inject::accel`).
+//!
 //! Exit codes: 0 every row passed; 1 a row failed or exceeded its bound
 //! (the report marks it `FAIL`); 2 the run could not start (usage, a plan
 //! error `FILE:LINE:COL: field ...`, QEMU missing, an image without tether,
@@ -19,7 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tether_vm_tests::inject::{self, plan::Plan, Target};
 
-const USAGE: &str = "usage: tether-inject --plan PLAN.toml (--demo | --kernel KERNEL (--initrd INITRAMFS | --root DIR|TARBALL) [--disk ROOT.ext4] [--init PATH] [--memory MIB] [--append ARGS] [--agent TETHER-FAULT]) [--out DIR] [--check]";
+const USAGE: &str = "usage: tether-inject --plan PLAN.toml (--demo | --kernel KERNEL|linux-image.deb (--initrd INITRAMFS | --root DIR|TARBALL) [--disk ROOT.ext4] [--init PATH] [--memory MIB] [--append ARGS] [--agent TETHER-FAULT]) [--ssh-key KEY] [--accel auto|kvm|tcg] [--out DIR] [--check]";
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("tether-inject: {}", msg);
@@ -33,6 +38,8 @@ fn main() -> ExitCode {
     let mut root_disk: Option<PathBuf> = None;
     let mut init_given = false;
     let mut memory_mib = 256u32;
+    let mut ssh_key: Option<PathBuf> = None;
+    let mut accel = inject::accel::Accel::Auto;
     let (mut init, mut append, mut agent) = ("/init".to_string(), String::new(), None);
     let (mut demo, mut check) = (false, false);
     while let Some(a) = args.next() {
@@ -54,6 +61,10 @@ fn main() -> ExitCode {
                     .map_err(|_| format!("--memory {:?}: MiB, a number", v))
             }),
             "--append" => val("--append").map(|v| append = v),
+            "--ssh-key" => val("--ssh-key").map(|v| ssh_key = Some(PathBuf::from(v))),
+            "--accel" => {
+                val("--accel").and_then(|v| inject::accel::Accel::parse(&v).map(|a| accel = a))
+            }
             "--agent" => val("--agent").map(|v| agent = Some(PathBuf::from(v))),
             "--demo" => {
                 demo = true;
@@ -87,7 +98,11 @@ fn main() -> ExitCode {
     });
     let target = if demo {
         match inject::demo_target(&out.join("image")) {
-            Ok(t) => t,
+            Ok(t) => Target {
+                accel,
+                ssh_key,
+                ..t
+            },
             Err(e) => return fail(format!("building the demo image: {}", e)),
         }
     } else {
@@ -109,12 +124,25 @@ fn main() -> ExitCode {
             (Some(_), Some(_)) => return fail("give --initrd or --root, not both"),
             (None, None) => None,
         };
-        let (Some(kernel), Some(initrd)) = (kernel, initrd) else {
+        let (Some(mut kernel), Some(initrd)) = (kernel, initrd) else {
             return fail(format!(
                 "--kernel and --initrd or --root (or --demo) are required\n{}",
                 USAGE
             ));
         };
+        if inject::source::is_deb(&kernel) {
+            match inject::source::kernel_from_package(&kernel, &out.join("image").join("kernel")) {
+                Ok(k) => {
+                    eprintln!(
+                        "tether-inject: kernel {} from package {}",
+                        k.display(),
+                        kernel.display()
+                    );
+                    kernel = k;
+                }
+                Err(e) => return fail(e),
+            }
+        }
         let agent = match agent {
             Some(a) => a,
             None => match tether_vm_tests::binaries::build(&["tether-vm-tests"])
@@ -137,6 +165,8 @@ fn main() -> ExitCode {
             agent,
             root_disk,
             memory_mib,
+            ssh_key,
+            accel,
         }
     };
     if check {

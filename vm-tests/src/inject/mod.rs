@@ -9,9 +9,13 @@
 //! | [`plan`] | the plan's parser and its checks against the image |
 //! | [`source`] | reading the user's initramfs; the agent overlay |
 //! | [`rows`] | the rows: faults injected, outcomes checked |
+//! | [`session`] | an ssh session from the host held across a fault |
+//! | [`accel`] | KVM when it works here, else TCG |
 
+pub mod accel;
 pub mod plan;
 pub mod rows;
+pub mod session;
 pub mod source;
 
 use crate::appliance::Guest;
@@ -49,6 +53,11 @@ pub struct Target {
     pub root_disk: Option<PathBuf>,
     /// Guest memory (MiB).
     pub memory_mib: u32,
+    /// The user's ssh private key (`--ssh-key`): the guest's port 22 is
+    /// forwarded from 127.0.0.1 and rows with `session = "ssh"` log in.
+    pub ssh_key: Option<PathBuf>,
+    /// The accelerator asked for (`--accel`, default `auto`).
+    pub accel: accel::Accel,
 }
 
 /// A setup error (exit code 2): no row could run.
@@ -83,6 +92,15 @@ pub fn check_qemu() -> Result<(), SetupError> {
 /// Reads the image: its facts (tether installed, config, services) and
 /// the initramfs with the agent overlay appended, written to `dir`.
 pub fn prepare(target: &Target, dir: &Path) -> Result<(ImageFacts, PathBuf), SetupError> {
+    let (mut facts, initrd) = prepare_image(target, dir)?;
+    if let Some(k) = &target.ssh_key {
+        session::check_key(k).map_err(SetupError)?;
+        facts.ssh = true;
+    }
+    Ok((facts, initrd))
+}
+
+fn prepare_image(target: &Target, dir: &Path) -> Result<(ImageFacts, PathBuf), SetupError> {
     for (what, p) in [("kernel", &target.kernel), ("initramfs", &target.initrd)] {
         if !p.is_file() {
             return Err(SetupError(format!(
@@ -144,8 +162,10 @@ pub fn slug(p: &PlanRow) -> String {
 }
 
 /// Boots `initrd` (with the overlay) fresh in `dir` and runs one row.
+#[allow(clippy::too_many_arguments)]
 pub fn run_row(
     target: &Target,
+    accel: &str,
     initrd: &Path,
     facts: &ImageFacts,
     p: &PlanRow,
@@ -191,6 +211,20 @@ pub fn run_row(
         let _ = std::fs::remove_dir_all(&sockets);
         std::fs::create_dir_all(&sockets).map_err(|e| format!("{}: {}", sockets.display(), e))?;
         let mut cfg = VmConfig::new(&slug(p), &target.kernel, initrd, &sockets);
+        cfg.accel = accel.to_string();
+        let ssh = match &target.ssh_key {
+            Some(key) => {
+                let port = session::free_port()?;
+                cfg.extra_args.extend(session::netdev_args(port));
+                Some(session::SshLogin {
+                    port,
+                    key: key.clone(),
+                    user: "root".into(),
+                    dir: dir.to_path_buf(),
+                })
+            }
+            None => None,
+        };
         cfg.disk = Some(disk.path.clone());
         cfg.agent = true;
         cfg.memory_mib = target.memory_mib;
@@ -210,6 +244,9 @@ pub fn run_row(
             bound: bound.0,
             formula: bound.1.clone(),
             result: result.clone(),
+            syslog_files: p.syslog_files.clone(),
+            ssh,
+            root_disk: target.root_disk.is_some(),
         };
         row.g
             .vm
@@ -261,6 +298,8 @@ pub fn run_plan(
     let (facts, initrd) = prepare(target, out)?;
     let bounds = plan.check(&facts).map_err(|e| SetupError(e.to_string()))?;
     let begun = Instant::now();
+    let accel = accel::choose(target.accel, &target.kernel, out).map_err(SetupError)?;
+    eprintln!("tether-inject: accelerator {}", accel);
     let mut runs: Vec<RowRun> = Vec::new();
     for (p, b) in plan.rows.iter().zip(bounds) {
         if begun.elapsed() > plan.budget {
@@ -279,6 +318,7 @@ pub fn run_plan(
         }
         let run = run_row(
             target,
+            accel.name(),
             &initrd,
             &facts,
             p,
@@ -288,28 +328,30 @@ pub fn run_plan(
         eprintln!("{}", report::render(std::slice::from_ref(&run.result)));
         let stop = run.setup_error.clone();
         runs.push(run);
-        write_report(plan, target, out, &runs, begun.elapsed())?;
+        write_report(plan, target, &accel, out, &runs, begun.elapsed())?;
         if let Some(e) = stop {
             return Err(SetupError(e));
         }
     }
-    write_report(plan, target, out, &runs, begun.elapsed())?;
+    write_report(plan, target, &accel, out, &runs, begun.elapsed())?;
     Ok((runs.iter().all(|r| r.result.pass), runs))
 }
 
 fn write_report(
     plan: &Plan,
     target: &Target,
+    accel: &accel::Chosen,
     out: &Path,
     runs: &[RowRun],
     wall: Duration,
 ) -> Result<(), SetupError> {
     let results: Vec<RowResult> = runs.iter().map(|r| r.result.clone()).collect();
     let mut md = format!(
-        "# tether-inject report\n\nplan: {}\nkernel: {}\ninitramfs: {}\nQEMU TCG, i6300esb; one boot per row; wall time {:.0} s (budget {}).\n\n",
+        "# tether-inject report\n\nplan: {}\nkernel: {}\ninitramfs: {}\nQEMU {}, i6300esb; one boot per row; wall time {:.0} s (budget {}).\n\n",
         plan.file.display(),
         target.kernel.display(),
         target.initrd.display(),
+        accel,
         wall.as_secs_f64(),
         tether_common::duration::format(plan.budget)
     );
@@ -327,6 +369,8 @@ fn write_report(
         "plan": plan.file.display().to_string(),
         "kernel": target.kernel.display().to_string(),
         "initramfs": target.initrd.display().to_string(),
+        "accel": accel.name(),
+        "accel_note": accel.note.clone(),
         "budget_ms": plan.budget.as_millis() as u64,
         "wall_ms": wall.as_millis() as u64,
         "pass": runs.iter().all(|r| r.result.pass),
@@ -368,5 +412,7 @@ pub fn demo_target(dir: &Path) -> Result<Target, String> {
         agent: crate::binaries::static_binary(&bins, "tether-fault")?,
         root_disk: None,
         memory_mib: 256,
+        ssh_key: None,
+        accel: accel::Accel::Tcg,
     })
 }

@@ -42,6 +42,7 @@ pub enum Fault {
     CrashLoop,
     TetherctlReboot,
     SyslogFlood,
+    SyslogKill,
     Upgrade,
 }
 
@@ -73,6 +74,7 @@ pub const FAULTS: &[(&str, Fault)] = &[
     ("crash-loop", Fault::CrashLoop),
     ("tetherctl-reboot", Fault::TetherctlReboot),
     ("syslog-flood", Fault::SyslogFlood),
+    ("syslog-kill", Fault::SyslogKill),
     ("upgrade", Fault::Upgrade),
 ];
 
@@ -93,7 +95,11 @@ impl Fault {
     pub fn needs_service(self) -> bool {
         matches!(
             self,
-            Fault::ServiceKill | Fault::ServiceHang | Fault::CrashLoop | Fault::SyslogFlood
+            Fault::ServiceKill
+                | Fault::ServiceHang
+                | Fault::CrashLoop
+                | Fault::SyslogFlood
+                | Fault::SyslogKill
         )
     }
 
@@ -104,7 +110,8 @@ impl Fault {
             | Fault::ServiceHang
             | Fault::WatchdogdKill
             | Fault::WatchdogdStop
-            | Fault::SyslogFlood => Rung::Restart,
+            | Fault::SyslogFlood
+            | Fault::SyslogKill => Rung::Restart,
             Fault::RestarterKill | Fault::RestarterStop | Fault::RestarterOom | Fault::Upgrade => {
                 Rung::Adopt
             }
@@ -118,7 +125,9 @@ impl Fault {
     /// bound itself (reboots, upgrades).
     pub fn budget_row(self, service: &str) -> Option<String> {
         Some(match self {
-            Fault::ServiceKill | Fault::SyslogFlood => format!("service {} crash", service),
+            Fault::ServiceKill | Fault::SyslogFlood | Fault::SyslogKill => {
+                format!("service {} crash", service)
+            }
             Fault::ServiceHang => format!("service {} hang", service),
             Fault::CrashLoop => format!("service {} crash loop", service),
             Fault::RestarterKill | Fault::RestarterOom => "restarter crash".into(),
@@ -144,6 +153,8 @@ struct RawPlan {
     #[serde(deserialize_with = "tether_common::duration::deserialize")]
     budget: Duration,
     #[serde(default)]
+    syslog_files: Option<Vec<String>>,
+    #[serde(default)]
     row: Vec<RawRow>,
 }
 
@@ -166,6 +177,8 @@ struct RawRow {
     #[serde(default)]
     summary: Option<String>,
     #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
     name: Option<String>,
 }
 
@@ -187,6 +200,12 @@ pub struct PlanRow {
     /// syslog-flood: the flooding service and the file it writes when done.
     pub flooder: Option<String>,
     pub summary: Option<String>,
+    /// `session = "ssh"`: an interactive ssh session from the host is
+    /// opened before the fault and must still be running, and answering,
+    /// after the row's checks (needs `--ssh-key`).
+    pub ssh_session: bool,
+    /// The plan's `syslog_files` (the same for every row).
+    pub syslog_files: Vec<String>,
     /// A label for the report (default: the fault and service).
     pub name: String,
 }
@@ -196,6 +215,10 @@ pub struct PlanRow {
 pub struct Plan {
     pub file: PathBuf,
     pub budget: Duration,
+    /// Where the image's syslog daemon writes (oldest first), for the
+    /// `counter` checks; default busybox syslogd's
+    /// `/var/log/messages.0`, `/var/log/messages`.
+    pub syslog_files: Vec<String>,
     pub rows: Vec<PlanRow>,
     /// The text, for locating the keys of later checks.
     text: String,
@@ -222,6 +245,9 @@ pub struct ImageFacts {
     pub services: BTreeMap<String, ServiceFacts>,
     /// The budget rows of the configuration and the services.
     pub bounds: Vec<BudgetRow>,
+    /// The run can log in over ssh (`--ssh-key` was given): not a fact of
+    /// the image, but what `session = "ssh"` needs.
+    pub ssh: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -239,9 +265,33 @@ impl Plan {
         let mut plan = Plan {
             file: file.to_path_buf(),
             budget: raw.budget,
+            syslog_files: Vec::new(),
             rows: Vec::new(),
             text: text.to_string(),
         };
+        match raw.syslog_files {
+            None => {
+                plan.syslog_files = vec!["/var/log/messages.0".into(), "/var/log/messages".into()]
+            }
+            Some(f) => {
+                if f.is_empty() {
+                    return Err(plan.error(
+                        &["syslog_files"],
+                        "name at least one file (or leave `syslog_files` out for /var/log/messages)".into(),
+                    ));
+                }
+                if let Some(bad) = f
+                    .iter()
+                    .find(|p| !p.starts_with('/') || p.chars().any(|c| c.is_whitespace()))
+                {
+                    return Err(plan.error(
+                        &["syslog_files"],
+                        format!("{:?}: an absolute path without spaces", bad),
+                    ));
+                }
+                plan.syslog_files = f;
+            }
+        }
         if raw.budget.is_zero() {
             return Err(plan.error(&["budget"], "the time budget must be positive".into()));
         }
@@ -315,6 +365,28 @@ impl Plan {
                     "syslog-flood needs `flooder = \"SERVICE\"` and `summary = \"FILE\"` (and a `prepare` that starts the flood)".into(),
                 ));
             }
+            let ssh_session = match r.session.as_deref() {
+                None => false,
+                Some("ssh") => true,
+                Some(other) => {
+                    return Err(plan.row_error(
+                        i,
+                        "session",
+                        format!("unknown session {:?}; the one kind is \"ssh\"", other),
+                    ))
+                }
+            };
+            if ssh_session && !matches!(fault.rung(), Rung::Restart | Rung::Adopt) {
+                return Err(plan.row_error(
+                    i,
+                    "session",
+                    format!(
+                        "a session cannot survive fault {:?} (its rung is {:?})",
+                        r.fault,
+                        fault.rung().word()
+                    ),
+                ));
+            }
             if r.bound.is_some_and(|b| b.is_zero()) {
                 return Err(plan.row_error(i, "bound", "a bound must be positive".into()));
             }
@@ -333,6 +405,8 @@ impl Plan {
                 signal: r.signal,
                 flooder: r.flooder,
                 summary: r.summary,
+                ssh_session,
+                syslog_files: plan.syslog_files.clone(),
                 name,
             });
         }
@@ -352,6 +426,20 @@ impl Plan {
     pub fn check(&self, image: &ImageFacts) -> Result<Vec<(Duration, String)>, PlanError> {
         let mut out = Vec::new();
         for r in &self.rows {
+            if r.ssh_session && !image.ssh {
+                return Err(self.row_error(
+                    r.index,
+                    "session",
+                    "an ssh session needs --ssh-key (the private key whose public half is in the image's authorized_keys)".into(),
+                ));
+            }
+            if r.fault == Fault::SyslogKill && !image.services.contains_key("counter") {
+                return Err(self.row_error(
+                    r.index,
+                    "fault",
+                    "syslog-kill checks the lines of a service named `counter` (`tether-fault counter`), and the image has none".into(),
+                ));
+            }
             if let Some(f) = &r.flooder {
                 if !image.services.contains_key(f) {
                     return Err(self.row_error(
@@ -560,6 +648,7 @@ mod tests {
             config,
             services,
             bounds,
+            ssh: false,
         }
     }
 
@@ -678,5 +767,59 @@ bound = "20s"
             "{e}"
         );
         assert!(e.contains("exceeds the plan's time budget 1s"), "{e}");
+    }
+
+    #[test]
+    fn an_ssh_session_needs_a_key_and_a_fault_it_can_survive() {
+        let text = "budget = \"5m\"\n[[row]]\nfault = \"restarter-kill\"\nsession = \"ssh\"\n";
+        let p = parse(text).unwrap();
+        assert!(p.rows[0].ssh_session);
+        let e = p.check(&facts()).unwrap_err().to_string();
+        assert!(
+            e.starts_with("plan.toml:4:1: field `row[1].session`: an ssh session needs --ssh-key"),
+            "{e}"
+        );
+        let with_key = ImageFacts {
+            ssh: true,
+            ..facts()
+        };
+        assert!(p.check(&with_key).is_ok());
+        let e = parse("budget = \"5m\"\n[[row]]\nfault = \"init-hang\"\nsession = \"ssh\"\n")
+            .unwrap_err();
+        assert!(
+            e.starts_with("plan.toml:4:1: field `row[1].session`: a session cannot survive fault \"init-hang\""),
+            "{e}"
+        );
+        let e =
+            parse("budget = \"5m\"\n[[row]]\nfault = \"restarter-kill\"\nsession = \"telnet\"\n")
+                .unwrap_err();
+        assert!(e.contains("unknown session \"telnet\""), "{e}");
+    }
+
+    #[test]
+    fn syslog_kill_needs_the_counter_and_syslog_files_are_absolute() {
+        let p = parse("budget = \"5m\"\nsyslog_files = [\"/var/log/syslog\"]\n[[row]]\nfault = \"syslog-kill\"\nservice = \"ticker\"\n")
+            .unwrap();
+        assert_eq!(p.syslog_files, vec!["/var/log/syslog".to_string()]);
+        let e = p.check(&facts()).unwrap_err().to_string();
+        assert!(
+            e.starts_with("plan.toml:4:1: field `row[1].fault`: syslog-kill checks the lines of a service named `counter`"),
+            "{e}"
+        );
+        let mut f = facts();
+        f.services.insert("counter".into(), ServiceFacts::default());
+        assert!(p.check(&f).is_ok());
+        assert_eq!(
+            parse(GOOD).unwrap().syslog_files,
+            vec!["/var/log/messages.0", "/var/log/messages"]
+        );
+        let e = parse("budget = \"5m\"\nsyslog_files = [\"var/log/syslog\"]\n[[row]]\nfault = \"init-hang\"\n")
+            .unwrap_err();
+        assert!(
+            e.starts_with(
+                "plan.toml:2:1: field `syslog_files`: \"var/log/syslog\": an absolute path"
+            ),
+            "{e}"
+        );
     }
 }

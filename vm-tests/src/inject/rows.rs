@@ -14,7 +14,8 @@
 //! that window fails the row.
 //!
 //! "No output line lost" (restarter rows, upgrade): the observation point
-//! is the guest's syslog daemon's file (`/var/log/messages{.0,}`), i.e.
+//! is the guest's syslog daemon's file (the plan's `syslog_files`,
+//! busybox syslogd's `/var/log/messages{.0,}` by default), i.e.
 //! what reached the syslog socket through the restarter; the row's
 //! `counter` service writes `cseq=N` every 10 ms and the agent's `seq`
 //! verb checks the numbers from before the fault to after the recovery.
@@ -46,6 +47,12 @@ pub struct Row {
     pub bound: Duration,
     pub formula: String,
     pub result: RowResult,
+    /// Where the syslog daemon writes (the plan's `syslog_files`).
+    pub syslog_files: Vec<String>,
+    /// How to log in over ssh (`--ssh-key`), for `session = "ssh"`.
+    pub ssh: Option<super::session::SshLogin>,
+    /// The disk is the image's root (`--disk`), not a blank state disk.
+    pub root_disk: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -71,6 +78,9 @@ pub fn expected_text(fault: Fault, rung: Rung) -> String {
             "service never blocks; loss counted, reported when syslog is back".into()
         }
         (Rung::Restart, Fault::ServiceHang) => "killed and restarted".into(),
+        (Rung::Restart, Fault::SyslogKill) => {
+            "restarted; lines written while it was down delivered when it is back, or counted as dropped".into()
+        }
         (Rung::Restart, _) => "restarted, nothing else touched".into(),
         (Rung::Adopt, Fault::Upgrade) => {
             "same pids (layers and services), new exec of each, no output line lost, no reset"
@@ -103,6 +113,32 @@ pub fn run_fault(row: &mut Row, p: &PlanRow) -> Result<(), String> {
         }
     }
     let service = p.service.clone().unwrap_or_default();
+    if p.ssh_session {
+        let login = row
+            .ssh
+            .clone()
+            .ok_or("session = \"ssh\" without --ssh-key")?;
+        let mut session = super::session::Session::open(&login)?;
+        let fault = Instant::now();
+        let r = run_fault_itself(row, p, &service);
+        let survived = session.check_survived(fault);
+        match (&r, survived) {
+            (Ok(()), Ok(s)) => row.result.observed.push_str(&format!("; {}", s)),
+            (Ok(()), Err(e)) => {
+                row.result.observed.push_str(&format!("; {}", e));
+                return Err(e);
+            }
+            (Err(_), _) => {}
+        }
+        return r;
+    }
+    run_fault_itself(row, p, &service)
+}
+
+/// The fault and its checks (after `prepare`; inside the session's watch
+/// when there is one).
+fn run_fault_itself(row: &mut Row, p: &PlanRow, service: &str) -> Result<(), String> {
+    let service = service.to_string();
     if p.expect == Rung::NoReset && p.fault.rung() != Rung::NoReset {
         // The plan claims this fault leaves the machine alone: inject it
         // and watch for any reset.
@@ -129,6 +165,7 @@ pub fn run_fault(row: &mut Row, p: &PlanRow) -> Result<(), String> {
         Fault::CrashLoop => crash_loop(row, &service),
         Fault::TetherctlReboot => tetherctl_reboot(row),
         Fault::SyslogFlood => syslog_flood(row, &service, p),
+        Fault::SyslogKill => syslog_kill(row, &service),
         Fault::Upgrade => upgrade(row),
     }
 }
@@ -137,7 +174,7 @@ pub fn run_fault(row: &mut Row, p: &PlanRow) -> Result<(), String> {
 fn inject_verb(p: &PlanRow, service: &str) -> String {
     let sig = |d: &str| p.signal.clone().unwrap_or_else(|| d.to_string());
     match p.fault {
-        Fault::ServiceKill | Fault::CrashLoop | Fault::SyslogFlood => {
+        Fault::ServiceKill | Fault::CrashLoop | Fault::SyslogFlood | Fault::SyslogKill => {
             format!("signal svc:{} {}", service, sig("KILL"))
         }
         Fault::ServiceHang => format!("signal svc:{} {}", service, sig("STOP")),
@@ -489,12 +526,17 @@ fn counter_mark(row: &mut Row) -> Result<u64, String> {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let last = row.agent("seq 0")?.u64("last");
+        let last = row
+            .agent(&format!("seq 0 {}", row.syslog_files.join(" ")))?
+            .u64("last");
         if last > 0 {
             return Ok(last);
         }
         if Instant::now() > deadline {
-            return Err("no counter line (cseq=N) in /var/log/messages".into());
+            return Err(format!(
+                "no counter line (cseq=N) in {}",
+                row.syslog_files.join(", ")
+            ));
         }
         row.pause(ms(500));
     }
@@ -512,11 +554,12 @@ fn no_line_lost(row: &mut Row, from: u64, until: u64) -> Result<String, String> 
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = row.agent(&format!("seq {}", from))?;
+        let s = row.agent(&format!("seq {} {}", from, row.syslog_files.join(" ")))?;
         if !s.value["found"].as_bool().unwrap_or(false) {
             return Err(format!(
-                "counter line cseq={} is no longer in /var/log/messages{{.0,}} (rotated away?)",
-                from
+                "counter line cseq={} is no longer in {} (rotated away?)",
+                from,
+                row.syslog_files.join(", ")
             ));
         }
         if s.u64("lost") > 0 {
@@ -862,18 +905,28 @@ fn state_disk_left_clean(row: &mut Row) -> Result<String, String> {
             .iter()
             .any(|e| e.is(Source::Console, needle))
     };
-    let remounted = said("/var (ext4) remounted read-only");
+    // The image's root disk (`--disk`, mounted on `/`) or the blank state
+    // disk the demo mounts on `/var`.
+    let (what, mount) = if row.root_disk {
+        ("root filesystem", "/ (ext4) remounted read-only")
+    } else {
+        ("state disk", "/var (ext4) remounted read-only")
+    };
+    let remounted = said(mount);
     let reaped = said("all processes reaped");
     if !s.is_clean() {
         return Err(format!(
-            "the state disk was left mounted read-write: superblock state {:?}, needs_recovery {} (init logged the /var remount: {})",
-            s.state, s.needs_recovery, remounted
+            "the {} was left mounted read-write: superblock state {:?}, needs_recovery {} (init logged the remount: {})",
+            what, s.state, s.needs_recovery, remounted
         ));
     }
     if !reaped {
         return Err("init did not log that every process was reaped after SIGKILL".into());
     }
-    Ok("SIGTERM-ignoring holder SIGKILLed and reaped, state disk clean (superblock: no journal to replay)".into())
+    Ok(format!(
+        "SIGTERM-ignoring holder SIGKILLed and reaped, {} clean (superblock: no journal to replay)",
+        what
+    ))
 }
 
 fn tetherctl_reboot(row: &mut Row) -> Result<(), String> {
@@ -988,7 +1041,10 @@ fn syslog_flood(row: &mut Row, syslog: &str, p: &PlanRow) -> Result<(), String> 
     let mut report_line = String::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && report_line.is_empty() {
-        let r = row.agent("exec grep -h -i -m 2 'dropped' /var/log/messages /var/log/messages.0 2>/dev/null | grep -v 'flood line' || true")?;
+        let r = row.agent(&format!(
+            "exec grep -h -i -m 2 'dropped' {} 2>/dev/null | grep -v 'flood line' || true",
+            row.syslog_files.join(" ")
+        ))?;
         report_line = r.str("out").lines().next().unwrap_or("").to_string();
         if report_line.is_empty() {
             let _ = row
@@ -1010,6 +1066,89 @@ fn syslog_flood(row: &mut Row, syslog: &str, p: &PlanRow) -> Result<(), String> 
         report_line.trim()
     );
     row.no_reset_after(k.event.at)?;
+    Ok(())
+}
+
+/// The counter's last number as it published it (`/run/tether-fault-counter`).
+fn counter_now(row: &mut Row) -> Result<u64, String> {
+    let r = row.agent("exec cat /run/tether-fault-counter")?;
+    r.str("out").trim().parse().map_err(|_| {
+        format!(
+            "the counter does not publish its number in /run/tether-fault-counter: {:?}",
+            r.value
+        )
+    })
+}
+
+/// The syslog daemon killed (issue 15's rsyslogd row): restarted; the
+/// counter's lines written while it was down (after the kill, until it is
+/// back) reach its file once it is back, or the restarter counts them as
+/// dropped. Lines the killed daemon had already taken (in its socket's
+/// queue or its memory) die with it and no sender can know: counted and
+/// reported, not failed. The window: `n_kill` is the counter's number
+/// read right after the kill (lines up to it may have been taken), `n_up`
+/// its number once the daemon runs again.
+fn syslog_kill(row: &mut Row, syslog: &str) -> Result<(), String> {
+    let before = row.snapshot()?;
+    let from = counter_mark(row)?;
+    let k = row.agent(&format!("signal svc:{} KILL", syslog))?;
+    let n_kill = counter_now(row)?;
+    let a = row.agent(&format!("await svc:{} {} 30000", syslog, k.i64("pid")))?;
+    let took = ms(a.u64("t_ms") - k.u64("t_ms"));
+    row.result.observed = format!("{} pid {} → {}", syslog, k.i64("pid"), a.i64("pid"));
+    row.check_row_bound(took)?;
+    let _ = row.agent("wait-chain 30000")?;
+    let n_up = counter_now(row)?;
+    if n_up < n_kill + 3 {
+        return Err(format!(
+            "{} was back too soon to test anything (counter {} at the kill, {} when back)",
+            syslog, n_kill, n_up
+        ));
+    }
+    // Until the daemon has written past the window (half a second after).
+    let files = row.syslog_files.join(" ");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = row.agent(&format!("missing 1 0 {}", files))?;
+        if m.u64("last_seen") > n_up + 50 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the counter's lines stopped reaching {} at cseq={} (wanted past {})",
+                files,
+                m.u64("last_seen"),
+                n_up + 50
+            ));
+        }
+        row.pause(ms(500));
+    }
+    let taken = row.agent(&format!("missing {} {} {}", from, n_kill, files))?;
+    let down = row.agent(&format!("missing {} {} {}", n_kill + 1, n_up, files))?;
+    let dropped = dropped_lines(row, "counter")?;
+    row.result.observed.push_str(&format!(
+        "; counter lines {}..={} written while it was down: {} missing, {} counted as dropped by the restarter; {} line(s) before the kill lost with the killed daemon",
+        n_kill + 1,
+        n_up,
+        down.u64("count"),
+        dropped,
+        taken.u64("count")
+    ));
+    if down.u64("count") > dropped {
+        return Err(format!(
+            "counter lines written while {} was down never arrived ({} missing, first {}), and only {} were counted as dropped",
+            syslog,
+            down.u64("count"),
+            down.value["first"],
+            dropped
+        ));
+    }
+    let after = row.snapshot()?;
+    unchanged(&before, &after, Some(syslog))?;
+    row.no_reset_after(k.event.at)?;
+    row.result
+        .observed
+        .push_str("; other services and layers untouched; no reset");
     Ok(())
 }
 

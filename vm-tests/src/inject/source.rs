@@ -350,7 +350,56 @@ pub fn facts(files: &Files, what: &str) -> Result<ImageFacts, String> {
         config,
         services,
         bounds,
+        ssh: false,
     })
+}
+
+/// Whether `path` is a Debian package (an `ar` archive).
+pub fn is_deb(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head == b"!<arch>\n"
+}
+
+/// A Debian kernel package given as `--kernel` (`linux-image-*.deb`):
+/// unpacked into `dir/package` with `dpkg-deb -x`; what QEMU boots is its
+/// `boot/vmlinuz-*`, or the uncompressed ELF extracted from it into `dir`
+/// when the kernel has a PVH entry point (faster under TCG; see
+/// `crate::kernel::Kernel::boot_image`).
+pub fn kernel_from_package(deb: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let root = dir.join("package");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {}", root.display(), e))?;
+    let out = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(&root)
+        .output()
+        .map_err(|e| {
+            format!(
+                "--kernel {}: cannot run dpkg-deb ({}); install dpkg",
+                deb.display(),
+                e
+            )
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "--kernel {}: dpkg-deb -x: {}",
+            deb.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let k = crate::kernel::Kernel::from_root(&root).map_err(|e| {
+        format!(
+            "--kernel {}: not a kernel package (linux-image-*): {}",
+            deb.display(),
+            e
+        )
+    })?;
+    Ok(k.boot_image(dir))
 }
 
 /// The overlay archive (see the module doc): `tether-fault` as preinit and
