@@ -200,28 +200,9 @@ impl Drop for ShmRun {
 #[test]
 fn run_dir_removed_again_and_again_during_its_repair_comes_back_whole() {
     let n = 600;
-    let shm = ShmRun::new("rundir-again");
+    // The restarter is kept until the end: dropping it stops it.
+    let (shm, _r, paths, before) = many_notify_services("rundir-again", n);
     let run = shm.0.clone();
-    let mut b = Restarter::builder("rundir-again")
-        .arg("--run-dir")
-        .arg(&run.display().to_string());
-    for i in 0..n {
-        b = b.service(
-            &format!("s{i}"),
-            "exec = [\"/bin/sleep\", \"1000\"]\nnotify = \"ready\"\n",
-        );
-    }
-    // Kept until the end: dropping it stops the restarter.
-    let _r = b.start();
-    let mut paths = vec![run.join("control.sock")];
-    paths.extend((0..n).map(|i| socket_of(&run, &format!("s{i}"))));
-    wait_all_exist(&paths, Duration::from_secs(60));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while entries(&run).len() < n {
-        assert!(Instant::now() < deadline, "not all {n} services started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let before = entries(&run);
     let (mut removals, mut refused) = (0, 0);
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
@@ -242,12 +223,8 @@ fn run_dir_removed_again_and_again_during_its_repair_comes_back_whole() {
     );
     // Nothing restarted: every service's entry in restarter.state (pid,
     // start time) is what it was before the removals.
-    let deadline = Instant::now() + T;
-    while entries(&run).len() < n {
-        assert!(Instant::now() < deadline, "restarter.state not rewritten");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(entries(&run), before, "a service was restarted");
+    let after = wait_entries(&run, n, T, "restarter.state not rewritten");
+    assert_eq!(after, before, "a service was restarted");
 }
 
 /// The service entries of `RUN/restarter.state`.
@@ -260,15 +237,28 @@ fn entries(run: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn run_dir_recreation_time_with_many_notify_services() {
-    let n: usize = std::env::var("TETHER_RUNDIR_SERVICES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
-    let shm = ShmRun::new("rundir-n");
+/// Waits until `RUN/restarter.state` names `n` services; its entries.
+fn wait_entries(run: &Path, n: usize, timeout: Duration, what: &str) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let e = entries(run);
+        if e.len() >= n {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `n` notify services (`s0`, `s1`, ...) under a restarter whose `RUN` is
+/// on tmpfs, all started: every socket in place and every service in
+/// `restarter.state`. Returns `RUN` (removed on drop), the restarter, the
+/// paths of the control socket and of the notify sockets, and the state's
+/// entries.
+fn many_notify_services(label: &str, n: usize) -> (ShmRun, Restarter, Vec<PathBuf>, Vec<String>) {
+    let shm = ShmRun::new(label);
     let run = shm.0.clone();
-    let mut b = Restarter::builder("rundir-n")
+    let mut b = Restarter::builder(label)
         .arg("--run-dir")
         .arg(&run.display().to_string());
     for i in 0..n {
@@ -278,24 +268,26 @@ fn run_dir_recreation_time_with_many_notify_services() {
         );
     }
     let r = b.start();
-    let state = run.join("restarter.state");
-    let entries = || {
-        std::fs::read_to_string(&state)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .map(String::from)
-            .collect::<Vec<_>>()
-    };
     let mut paths = vec![run.join("control.sock")];
     paths.extend((0..n).map(|i| socket_of(&run, &format!("s{i}"))));
     wait_all_exist(&paths, Duration::from_secs(60));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while entries().len() < n {
-        assert!(Instant::now() < deadline, "not all {n} services started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let before = entries();
+    let before = wait_entries(
+        &run,
+        n,
+        Duration::from_secs(60),
+        &format!("not all {n} services started"),
+    );
+    (shm, r, paths, before)
+}
+
+#[test]
+fn run_dir_recreation_time_with_many_notify_services() {
+    let n: usize = std::env::var("TETHER_RUNDIR_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let (shm, r, paths, before) = many_notify_services("rundir-n", n);
+    let run = shm.0.clone();
     let removed = Instant::now();
     // "Directory not empty": the restarter's check came while rm was
     // going through the tree and put sockets back (a real `rm -rf` says
@@ -335,11 +327,7 @@ fn run_dir_recreation_time_with_many_notify_services() {
     if repairs.len() == 1 {
         assert_eq!(turns as usize, n.div_ceil(256), "256 sockets per loop turn");
     }
-    let deadline = Instant::now() + T;
-    while entries().len() < n {
-        assert!(Instant::now() < deadline, "restarter.state not rewritten");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(entries(), before, "a service was restarted");
+    let after = wait_entries(&run, n, T, "restarter.state not rewritten");
+    assert_eq!(after, before, "a service was restarted");
     drop(r);
 }

@@ -57,6 +57,7 @@
 
 use crate::fetch::CacheLock;
 use crate::image::{Assets, Image};
+use crate::inject::session::{self, free_port, SshLogin};
 use crate::qemu::{Vm, VmConfig};
 use std::fmt::Write as _;
 use std::fs;
@@ -371,16 +372,7 @@ impl Overlay {
     }
 }
 
-/// e2fsprogs lives in /sbin, which a non-root PATH may lack.
-pub fn sbin_tool(name: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/sbin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    PathBuf::from(name)
-}
+pub use crate::disk::sbin_tool;
 
 /// Modules the Debian guest loads (by path, from the initramfs): the
 /// shared ones plus the NIC.
@@ -495,12 +487,6 @@ impl InitSystem {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
-pub fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
-}
-
 /// Options of one boot.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -512,8 +498,6 @@ pub struct Options {
     pub append: String,
     /// More tether services `(name, file)`, for a test.
     pub extra_services: Vec<(String, String)>,
-    /// QEMU's `-action reboot=` ([`VmConfig::reboot_action`]).
-    pub reboot_action: Option<String>,
 }
 
 impl Default for Options {
@@ -523,7 +507,6 @@ impl Default for Options {
             collector_port: None,
             append: String::new(),
             extra_services: Vec::new(),
-            reboot_action: None,
         }
     }
 }
@@ -783,13 +766,9 @@ fn boot_prepared(
     let mut cfg = VmConfig::new(name, kernel, initrd, dir);
     cfg.disk = Some(disk.clone());
     cfg.memory_mib = MEMORY_MIB;
-    cfg.reboot_action = opts.reboot_action.clone();
     cfg.append = format!("panic=0 quiet init={} {}", opts.init.path(), opts.append);
     cfg.transcript = Some(dir.join("transcript.log"));
-    let mut netdev = format!(
-        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
-        ssh_port
-    );
+    let mut netdev = session::user_netdev(ssh_port);
     if let Some(p) = opts.collector_port {
         let _ = write!(
             netdev,
@@ -797,12 +776,7 @@ fn boot_prepared(
             COLLECTOR_ADDR, p
         );
     }
-    cfg.extra_args = vec![
-        "-netdev".into(),
-        netdev,
-        "-device".into(),
-        "virtio-net-pci,netdev=net0".into(),
-    ];
+    cfg.extra_args = session::nic_args(netdev);
     let vm = Vm::start(cfg).map_err(|e| e.to_string())?;
     Ok(Guest {
         vm,
@@ -825,30 +799,6 @@ restart_delay = "1s"
 stop_timeout = "2s"
 "#,
 );
-
-/// Runs `e2fsck -fn` on a disk image: `Ok` when clean, else its report.
-pub fn fsck_clean(disk: &Path) -> Result<String, String> {
-    let out = Command::new(sbin_tool("e2fsck"))
-        .arg("-fn")
-        .arg(disk)
-        .output()
-        .map_err(|e| format!("e2fsck: {}", e))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!(
-            "e2fsck -fn {}: {}: {}",
-            disk.display(),
-            out.status,
-            text
-        ))
-    }
-}
 
 /// Whether sshd answers on `port`: the `SSH-` banner arrives (QEMU's
 /// forward accepts the TCP connection even when nothing listens in the
@@ -876,33 +826,19 @@ pub fn wait_ssh(port: u16, deadline: Instant) -> Option<Instant> {
 }
 
 impl Guest {
+    /// How to log in to this guest (root, the run's key, the forward).
+    pub fn login(&self) -> SshLogin {
+        SshLogin {
+            port: self.ssh_port,
+            key: self.key.clone(),
+            user: "root".into(),
+            dir: self.dir.clone(),
+        }
+    }
+
     /// The ssh client command for this guest (a real OpenSSH client).
     pub fn ssh_command(&self) -> Command {
-        let mut c = Command::new("ssh");
-        c.args(["-q", "-i"])
-            .arg(&self.key)
-            .args([
-                "-p",
-                &self.ssh_port.to_string(),
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                &format!(
-                    "UserKnownHostsFile={}",
-                    self.dir.join("known_hosts").display()
-                ),
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "ServerAliveInterval=2",
-                "-o",
-                "ServerAliveCountMax=30",
-                "root@127.0.0.1",
-            ])
-            .stdin(Stdio::null());
-        c
+        self.login().command()
     }
 
     /// Runs `command` over ssh; its stdout, or an error with stderr.

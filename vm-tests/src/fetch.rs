@@ -129,19 +129,7 @@ pub fn unpacked_package(cache: &Path, package: &str) -> Result<PathBuf, FetchErr
     }
     let debs = cache.join("debs");
     fs::create_dir_all(&debs).map_err(io_err(format!("create {}", debs.display())))?;
-    let existing = |dir: &Path| -> Option<PathBuf> {
-        let prefix = format!("{}_", package);
-        fs::read_dir(dir)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-            })
-    };
-    let deb = match existing(&debs) {
+    let deb = match find_deb(&debs, package) {
         Some(d) => d,
         None => {
             // As root, apt drops to the `_apt` user for downloads, which
@@ -149,7 +137,7 @@ pub fn unpacked_package(cache: &Path, package: &str) -> Result<PathBuf, FetchErr
             run(Command::new("apt-get")
                 .args(["-q", "-o", "APT::Sandbox::User=root", "download", package])
                 .current_dir(&debs))?;
-            existing(&debs).ok_or_else(|| FetchError::Missing {
+            find_deb(&debs, package).ok_or_else(|| FetchError::Missing {
                 what: format!("{}_*.deb", package),
                 place: debs.clone(),
             })?
@@ -201,6 +189,20 @@ pub fn kernel_root(cache: &Path) -> Result<PathBuf, FetchError> {
     unpacked_package(cache, &package)
 }
 
+/// `dir/<package>_*.deb`, if it was downloaded.
+fn find_deb(dir: &Path, package: &str) -> Option<PathBuf> {
+    let prefix = format!("{}_", package);
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        })
+}
+
 /// The downloaded `.deb` of the cache's kernel (see [`kernel_root`]):
 /// what `tether-inject --kernel` is given in the tests that show it takes
 /// a kernel package.
@@ -212,20 +214,10 @@ pub fn kernel_package(cache: &Path) -> Result<PathBuf, FetchError> {
         .unwrap_or("")
         .to_string();
     let debs = cache.join("debs");
-    let prefix = format!("{}_", name);
-    fs::read_dir(&debs)
-        .ok()
-        .and_then(|rd| {
-            rd.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-            })
-        })
-        .ok_or(FetchError::Missing {
-            what: format!("{}_*.deb", name),
-            place: debs,
-        })
+    find_deb(&debs, &name).ok_or(FetchError::Missing {
+        what: format!("{}_*.deb", name),
+        place: debs,
+    })
 }
 
 /// A static busybox: `TETHER_VM_BUSYBOX`, or `bin/busybox` of the

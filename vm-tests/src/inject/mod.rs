@@ -215,7 +215,8 @@ pub fn run_row(
         let ssh = match &target.ssh_key {
             Some(key) => {
                 let port = session::free_port()?;
-                cfg.extra_args.extend(session::netdev_args(port));
+                cfg.extra_args
+                    .extend(session::nic_args(session::user_netdev(port)));
                 Some(session::SshLogin {
                     port,
                     key: key.clone(),

@@ -473,17 +473,7 @@ fn layer_row(row: &mut Row, layer: &str, inject: &str) -> Result<(), String> {
     let took = ms(a.u64("t_ms") - fault_t);
     row.result.observed = format!("{} pid {} → {}", layer, old, a.i64("pid"));
     row.check_row_bound(took)?;
-    let gone = row.agent(&format!(
-        "exec cat /proc/{}/stat 2>/dev/null | cut -d' ' -f3 || true",
-        old
-    ))?;
-    let state = gone.str("out").trim().to_string();
-    if !state.is_empty() && state != "Z" {
-        return Err(format!(
-            "the old {} (pid {}) is still there, state {}",
-            layer, old, state
-        ));
-    }
+    old_gone(row, layer, old)?;
     if layer == "restarter" {
         let up = row.agent("wait-chain 30000")?;
         row.result.observed.push_str(&format!(
@@ -1029,12 +1019,7 @@ fn syslog_flood(row: &mut Row, syslog: &str, p: &PlanRow) -> Result<(), String> 
     if max_write > 1000 {
         return Err(format!("a write to stdout blocked {} ms", max_write));
     }
-    let st = row.status()?;
-    let dropped = st["services"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == flooder.as_str()))
-        .and_then(|s| s["dropped_lines"].as_u64())
-        .unwrap_or(0);
+    let dropped = dropped_lines(row, &flooder)?;
     if dropped == 0 {
         return Err(format!("no dropped lines counted for {}", flooder));
     }

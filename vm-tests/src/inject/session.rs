@@ -194,15 +194,21 @@ pub fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port on 127.0.0.1: {}", e))
 }
 
-/// QEMU's user network with the guest's port 22 forwarded from
-/// `127.0.0.1:port` only (`restrict=on`: the guest reaches nothing else).
-pub fn netdev_args(port: u16) -> Vec<String> {
+/// QEMU's user network (`-netdev` value, id `net0`) with the guest's
+/// port 22 forwarded from `127.0.0.1:port` only (`restrict=on`: the guest
+/// reaches nothing else; a caller may append more forwards).
+pub fn user_netdev(port: u16) -> String {
+    format!(
+        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
+        port
+    )
+}
+
+/// The QEMU arguments of a virtio NIC on the `net0` network `netdev`.
+pub fn nic_args(netdev: String) -> Vec<String> {
     vec![
         "-netdev".into(),
-        format!(
-            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
-            port
-        ),
+        netdev,
         "-device".into(),
         "virtio-net-pci,netdev=net0".into(),
     ]
@@ -245,7 +251,7 @@ mod tests {
 
     #[test]
     fn the_forward_listens_on_the_loopback_address_only() {
-        let a = netdev_args(2222).join(" ");
+        let a = nic_args(user_netdev(2222)).join(" ");
         assert!(a.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{a}");
         assert!(a.contains("restrict=on"), "{a}");
     }
