@@ -791,3 +791,50 @@ fn a_thousand_services_fit_and_run_under_a_raised_limit() {
     assert_eq!(running, N);
     assert!(r.stderr().lines().all(|l| !l.contains("cannot start")));
 }
+
+#[test]
+fn status_is_answered_while_a_3000_service_start_is_under_way() {
+    // Starts are spread over loop turns (event_loop/starts.rs): a status
+    // request made during the start of 3000 services is answered between
+    // two batches and shows some of them running, not none or all. Before,
+    // the whole start was one loop turn: an answer could only show 0 (made
+    // before it) or all 3000 (after); under TCG at 10,000 services that
+    // turn lasted 140-290 s with every status request timing out.
+    const N: usize = 3000;
+    let mut b = Restarter::builder("start-batches")
+        .arg("--no-cgroup")
+        .nofile(16384, 16384);
+    for i in 0..N {
+        b = b.service(
+            &format!("s{i:04}"),
+            &format!("exec = [\"/bin/sleep\", \"{}\"]\n", 9_400_000 + i),
+        );
+    }
+    let r = b.start();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    loop {
+        let running = r.try_status().map(|st| {
+            st["services"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|s| s["state"] == "running").count())
+        });
+        if let Some(k) = running {
+            if seen.last() != Some(&k) {
+                seen.push(k);
+            }
+            if k >= N {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all {N} running after 120 s; counts seen: {seen:?}"
+        );
+    }
+    assert!(
+        seen.iter().any(|&k| k > 0 && k < N),
+        "no status answer during the start; running counts seen: {seen:?}"
+    );
+    eprintln!("running counts seen by successive status requests: {seen:?}");
+}

@@ -43,6 +43,7 @@ mod repair;
 mod requests;
 mod services;
 mod setup;
+mod starts;
 mod upgrade;
 
 pub use options::{Options, USAGE};
@@ -67,7 +68,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -119,6 +120,8 @@ enum Wake {
     RunCheck,
     /// The liveness line (always armed).
     Liveness,
+    /// Starts left for the next loop turn (`starts.rs`).
+    StartQueue,
 }
 
 struct Shell {
@@ -179,6 +182,9 @@ struct Shell {
     resolver: Resolver,
     /// Starts held until their identity is looked up.
     awaiting: BTreeMap<ServiceId, resolver::Key>,
+    /// Starts left for later loop turns, and what this turn may still
+    /// start (`starts.rs`).
+    starts: starts::StartQueue,
     /// `[metrics] textfile_dir`: `tether.prom` (metrics_file.rs).
     metrics: Option<MetricsFile>,
 }
@@ -247,6 +253,7 @@ impl Shell {
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
             let now = MonoTime::now();
+            self.starts.new_turn();
             self.on_time(now);
             if self.sup.shutting_down() && self.sup.is_idle() {
                 self.finish();
@@ -298,7 +305,7 @@ impl Shell {
 
     /// Everything whose time has come.
     fn on_time(&mut self, now: MonoTime) {
-        let mut due = std::collections::BTreeSet::new();
+        let mut due = BTreeSet::new();
         while let Some((_, wake)) = self.wakes.pop_due(now) {
             due.insert(wake);
         }
@@ -341,6 +348,7 @@ impl Shell {
                         .set(Wake::RunCheck, Some(now + run_dir::CHECK_INTERVAL));
                     self.check_run_dir(now);
                 }
+                Wake::StartQueue => self.run_start_queue(now),
                 Wake::Liveness => {
                     self.liveness(now);
                     self.wakes.set(

@@ -617,6 +617,14 @@ impl Supervisor {
     }
 
     /// The process group (= pid) of a running service.
+    /// Whether an `Action::Spawn` of `id` is out without its result.
+    pub fn is_spawning(&self, id: ServiceId) -> bool {
+        matches!(
+            self.slots.get(id.index()),
+            Some(Some(Entry::Valid(s))) if s.phase == phase::Phase::Spawning
+        )
+    }
+
     pub fn pgid(&self, id: ServiceId) -> Option<i32> {
         match self.slots.get(id.index()) {
             Some(Some(Entry::Valid(s))) => s.phase.proc_().map(|p| p.pid),

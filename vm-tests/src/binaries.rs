@@ -12,6 +12,21 @@
 //! - One build per process (the result is memoised) and cargo's own lock
 //!   serialises concurrent test processes.
 //! - Each binary is checked to be static before it goes into an image.
+//! - Not position-independent (`-C relocation-model=static`, an `EXEC`
+//!   like Debian's busybox-static), for the emulator's sake: under TCG a
+//!   static-PIE binary loaded at a random address (ASLR) is translated
+//!   afresh at every `exec`, because QEMU's translation cache is looked up
+//!   by guest virtual address. Every service starts as the restarter's own
+//!   binary (its exec helper, `restarter/src/spawn.rs`), so this cost was
+//!   paid once per start: measured in the guest, 200 runs of
+//!   `tether-restarter --exec-in - "" 1 /bin/true /bin/true` took 27.8 ms
+//!   each as static-PIE, 10.4 ms with ASLR off (`/bin/true` alone: 5.7
+//!   ms); the scale test's 3000 services ran 106 s after boot instead of
+//!   23 s before the helper existed, and at 10,000 the guest's one CPU was
+//!   so backed up with helpers that init, the restarter and the agent
+//!   went unscheduled for seconds (CI: a hardware reset, "restarter silent
+//!   20.0 s"). Real hardware has no such cache; the Debian package
+//!   (`package.sh`) stays PIE.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -87,7 +102,10 @@ pub fn build(packages: &[&str]) -> Result<PathBuf, String> {
                 "CARGO_TARGET_DIR",
                 crate::image::target_dir().join("static"),
             )
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env(
+                "RUSTFLAGS",
+                "-C target-feature=+crt-static -C relocation-model=static",
+            )
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("CARGO_BUILD_RUSTFLAGS");
         for p in &missing {

@@ -136,6 +136,26 @@ fn many_services_run_under_tether_init_as_pid_1() {
     let (_, rss) = sh(&mut vm, &format!("grep VmRSS /proc/{rpid}/status"));
     let (_, fds) = sh(&mut vm, &format!("ls /proc/{rpid}/fd | wc -l"));
     let (_, limits) = sh(&mut vm, &format!("grep 'open files' /proc/{rpid}/limits"));
+    // Where the guest's one CPU went until now: the restarter's own time
+    // (utime + stime, fields 14-15 of its stat) and the guest's in all
+    // (`/proc/stat`, user + nice + system), both in USER_HZ (100).
+    let (_, rstat) = sh(&mut vm, &format!("cat /proc/{rpid}/stat"));
+    let (_, gstat) = sh(&mut vm, "head -1 /proc/stat");
+    let ticks = |fields: &[&str]| -> f64 {
+        fields
+            .iter()
+            .filter_map(|f| f.parse::<f64>().ok())
+            .sum::<f64>()
+            / 100.0
+    };
+    let rfields: Vec<&str> = rstat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let restarter_cpu = ticks(rfields.get(11..13).unwrap_or(&[]));
+    let gfields: Vec<&str> = gstat.split_whitespace().collect();
+    let guest_busy = ticks(gfields.get(1..4).unwrap_or(&[]));
     // Latency of one `tetherctl status --json` (guest clock, 10 ms steps),
     // best and worst of 5.
     let (_, lat) = sh(
@@ -160,7 +180,7 @@ fn many_services_run_under_tether_init_as_pid_1() {
         "{ cat /var/log/messages; dmesg; } 2>/dev/null | grep -i 'descriptor' | head -3",
     );
     eprintln!(
-        "scale: {n} services running {all_at:.2} s after boot (guest uptime); restarter {}; {} descriptors open, limit {}; tetherctl status --json ({bytes} bytes) {:.0}..{:.0} ms; budget line: {}",
+        "scale: {n} services running {all_at:.2} s after boot (guest uptime); CPU until then: restarter {restarter_cpu:.1} s, guest {guest_busy:.1} s busy; restarter {}; {} descriptors open, limit {}; tetherctl status --json ({bytes} bytes) {:.0}..{:.0} ms; budget line: {}",
         rss.trim(),
         fds.trim(),
         limits.split_whitespace().skip(3).take(2).collect::<Vec<_>>().join("/"),
@@ -174,5 +194,12 @@ fn many_services_run_under_tether_init_as_pid_1() {
         "{ cat /var/log/messages; dmesg; } 2>/dev/null | grep -c 'restarter (pid [0-9]*) silent'",
     );
     assert_eq!(killed.trim(), "0", "init killed a silent restarter");
+    // The first boot on a blank disk, still: no hardware reset meanwhile
+    // (CI once saw one, "restarter silent 20.0 s", then a second boot).
+    let (_, resets) = sh(
+        &mut vm,
+        "{ cat /var/log/messages; dmesg; } 2>/dev/null | grep -c 'previous boot ended: watchdog reset'",
+    );
+    assert_eq!(resets.trim(), "0", "the guest was reset by its watchdog");
     vm.kill();
 }

@@ -14,7 +14,7 @@ impl Shell {
                     if self.hold_for_identity(id, now) {
                         continue;
                     }
-                    queue.extend(self.spawn_and_report(id, now));
+                    queue.extend(self.start_or_queue(id, now));
                     self.maybe_beat();
                 }
                 Action::Kill {

@@ -71,7 +71,7 @@ impl Shell {
                         };
                         self.sup.handle(id, event, now)
                     }
-                    _ => self.spawn_and_report(id, now),
+                    _ => self.start_or_queue(id, now),
                 };
                 self.execute(actions, now);
                 self.maybe_beat();

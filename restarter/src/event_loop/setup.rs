@@ -136,6 +136,7 @@ impl Shell {
             reload_errors: Vec::new(),
             resolver,
             awaiting: BTreeMap::new(),
+            starts: starts::StartQueue::default(),
             metrics: MetricsFile::start(&config, now),
             config,
             store,
