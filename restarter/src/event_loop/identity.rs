@@ -93,12 +93,8 @@ impl Shell {
         }
         if self.sup.shutting_down() && !self.awaiting.is_empty() {
             for (id, key) in std::mem::take(&mut self.awaiting) {
-                let event = Event::SpawnFailed {
-                    errno: None,
-                    message: format!("shutting down while resolving {}", resolver::describe(&key)),
-                };
-                let actions = self.sup.handle(id, event, now);
-                self.execute(actions, now);
+                let message = format!("shutting down while resolving {}", resolver::describe(&key));
+                self.fail_start(id, message, now);
             }
         }
     }

@@ -46,6 +46,26 @@ impl StartQueue {
             self.queue.push_back(id);
         }
     }
+
+    /// The oldest queued start, when this turn's budget allows one.
+    fn pop(&mut self) -> Option<ServiceId> {
+        if self.budget == 0 {
+            return None;
+        }
+        let id = self.queue.pop_front()?;
+        self.queued.remove(&id);
+        Some(id)
+    }
+
+    /// Every queued start, emptying the queue.
+    fn drain(&mut self) -> VecDeque<ServiceId> {
+        self.queued.clear();
+        std::mem::take(&mut self.queue)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 impl Shell {
@@ -63,23 +83,12 @@ impl Shell {
     /// The next batch of queued starts (`Wake::StartQueue`).
     pub(super) fn run_start_queue(&mut self, now: MonoTime) {
         if self.sup.shutting_down() {
-            let queued = std::mem::take(&mut self.starts.queue);
-            self.starts.queued.clear();
-            for id in queued {
-                let event = Event::SpawnFailed {
-                    errno: None,
-                    message: "shutting down before its start".into(),
-                };
-                let actions = self.sup.handle(id, event, now);
-                self.execute(actions, now);
+            for id in self.starts.drain() {
+                self.fail_start(id, "shutting down before its start".into(), now);
             }
             return;
         }
-        while self.starts.budget > 0 {
-            let Some(id) = self.starts.queue.pop_front() else {
-                break;
-            };
-            self.starts.queued.remove(&id);
+        while let Some(id) = self.starts.pop() {
             if !self.sup.is_spawning(id) {
                 continue;
             }
@@ -88,8 +97,19 @@ impl Shell {
             self.execute(actions, now);
             self.maybe_beat();
         }
-        if !self.starts.queue.is_empty() {
+        if !self.starts.is_empty() {
             self.wakes.set(Wake::StartQueue, Some(now));
         }
+    }
+
+    /// A start that was held or queued and will not happen: a failed start
+    /// with `message`, handled per policy.
+    pub(super) fn fail_start(&mut self, id: ServiceId, message: String, now: MonoTime) {
+        let event = Event::SpawnFailed {
+            errno: None,
+            message,
+        };
+        let actions = self.sup.handle(id, event, now);
+        self.execute(actions, now);
     }
 }
